@@ -1,0 +1,314 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// MaxCredits bounds every amount of credits in the API (10^15). It keeps all
+// ledger arithmetic (balances, caps, prices times periods) far from int64
+// overflow, and is still far more than any hub will ever hand out.
+const MaxCredits int64 = 1_000_000_000_000_000
+
+// Condition types of a CreditAccount.
+const (
+	// ConditionReady is true when the account is valid and its ledger is being kept.
+	ConditionReady = "Ready"
+	// ConditionLow is true when the balance covers fewer than the configured
+	// number of further periods of the account's running servers.
+	ConditionLow = "Low"
+	// ConditionExhausted is true when a server billed to the account had to be
+	// stopped, or a spawn denied, because the account could not pay.
+	ConditionExhausted = "Exhausted"
+)
+
+// Condition reasons of a CreditAccount.
+const (
+	ReasonLedgerOpen        = "LedgerOpen"
+	ReasonProjectNotFound   = "ProjectNotFound"
+	ReasonProjectChain      = "ProjectIsNotAPool"
+	ReasonBalanceLow        = "BalanceLow"
+	ReasonBalanceSufficient = "BalanceSufficient"
+	ReasonServerStopped     = "ServerStopped"
+	ReasonSpawnDenied       = "SpawnDenied"
+	ReasonCreditsAvailable  = "CreditsAvailable"
+)
+
+// Grant replenishes an account on a fixed schedule.
+type Grant struct {
+	// amount is the number of credits added every interval, up to spec.cap.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Amount int64 `json:"amount"`
+
+	// interval is the time between two grants, at least 1s (for example "5m").
+	// Grants follow a fixed schedule anchored at the account's creation, so
+	// they never drift, and the schedule keeps running while the balance
+	// sits at the cap.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s')",message="grant.interval must be at least 1s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) <= duration('8760h')",message="grant.interval must be at most 8760h (one year)"
+	Interval metav1.Duration `json:"interval"`
+}
+
+// TopUp is a one-off addition of credits.
+type TopUp struct {
+	// id names the top-up; each id is applied exactly once, ever, even if the
+	// entry is removed and added again.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	ID string `json:"id"`
+
+	// amount is the number of credits to add. A top-up may take the balance
+	// above spec.cap.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Amount int64 `json:"amount"`
+
+	// reason says why the credits were added (shown in the account's ledger).
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason,omitempty"`
+}
+
+// CreditAccountSpec is what the admin sets: who may spend, and how the
+// account is replenished.
+// +kubebuilder:validation:XValidation:rule="!has(self.initialBalance) || self.initialBalance <= self.cap",message="initialBalance must not exceed cap"
+// +kubebuilder:validation:XValidation:rule="!has(self.grant) || self.grant.amount <= self.cap",message="grant.amount must not exceed cap"
+type CreditAccountSpec struct {
+	// users are the raw JupyterHub usernames (as in the pod annotation
+	// hub.jupyter.org/username) allowed to spend from this account. A personal
+	// wallet lists one user; a project pool may list many.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	Users []string `json:"users,omitempty"`
+
+	// cap is the highest balance that grants can reach (top-ups may exceed it).
+	// +optional
+	// +kubebuilder:default=100
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Cap int64 `json:"cap"`
+
+	// initialBalance is the balance of a new account. Defaults to cap: new
+	// wallets start full, as in jupyterhub-credit-service.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000000000000
+	InitialBalance *int64 `json:"initialBalance,omitempty"`
+
+	// grant replenishes the account: amount credits every interval, up to
+	// cap. Without it the balance only changes through charges and top-ups.
+	// +optional
+	Grant *Grant `json:"grant,omitempty"`
+
+	// project optionally names another CreditAccount in the same namespace, a
+	// project pool, that pays first; this account pays the rest. The pool
+	// itself must not name a project.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Project string `json:"project,omitempty"`
+
+	// topUps are one-off additions; each id is applied exactly once.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=256
+	TopUps []TopUp `json:"topUps,omitempty"`
+}
+
+// LedgerEntryKind says what moved credits.
+// +kubebuilder:validation:Enum=Opened;Reserve;Charge;Refund;Grant;TopUp;Stop;Settle
+type LedgerEntryKind string
+
+// Ledger entry kinds.
+const (
+	LedgerOpened  LedgerEntryKind = "Opened"
+	LedgerReserve LedgerEntryKind = "Reserve"
+	LedgerCharge  LedgerEntryKind = "Charge"
+	LedgerRefund  LedgerEntryKind = "Refund"
+	LedgerGrant   LedgerEntryKind = "Grant"
+	LedgerTopUp   LedgerEntryKind = "TopUp"
+	LedgerStop    LedgerEntryKind = "Stop"
+	LedgerSettle  LedgerEntryKind = "Settle"
+)
+
+// LedgerEntry records one movement of credits.
+type LedgerEntry struct {
+	// time is when the movement was written.
+	Time metav1.Time `json:"time"`
+	// kind says what moved the credits.
+	Kind LedgerEntryKind `json:"kind"`
+	// amount is the signed change of the balance.
+	Amount int64 `json:"amount"`
+	// balance is the balance after the movement.
+	Balance int64 `json:"balance"`
+	// server is the pod (or top-up id) the movement is about, if any.
+	// +optional
+	Subject string `json:"subject,omitempty"`
+	// message is a short human-readable explanation.
+	// +optional
+	Message string `json:"message,omitempty"`
+}
+
+// ServerCharge is the ledger of one user server billed to this account,
+// keyed by the reservation made when the pod was admitted.
+type ServerCharge struct {
+	// id is the reservation id: the UID of the admission request that
+	// admitted the pod (the pod's annotation hubcredits.io/reservation).
+	ID string `json:"id"`
+	// pod is the name of the pod in the account's namespace.
+	Pod string `json:"pod"`
+	// podUID is the UID of the pod, once the controller has seen it.
+	// +optional
+	PodUID types.UID `json:"podUID,omitempty"`
+	// user is the JupyterHub user who owns the server.
+	User string `json:"user"`
+	// serverName is the JupyterHub server name ("" for the default server).
+	// +optional
+	ServerName string `json:"serverName,omitempty"`
+	// wallet is the account the server is billed to. It differs from this
+	// account's name only when this account is a project pool paying first.
+	Wallet string `json:"wallet"`
+	// policy is the BillingPolicy that priced the server ("" for the
+	// operator's default price).
+	// +optional
+	Policy string `json:"policy,omitempty"`
+	// billingValue is the price pinned at admission: credits per period.
+	BillingValue int64 `json:"billingValue"`
+	// billingInterval is the length of one period, pinned at admission.
+	BillingInterval metav1.Duration `json:"billingInterval"`
+	// reservedAt is when the first period was reserved at admission.
+	ReservedAt metav1.Time `json:"reservedAt"`
+	// startedAt is when the server's clock started (its container started
+	// running); unset while the pod is pending.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+	// periodsPaid counts the periods this account has paid for the server,
+	// the reserved first period included.
+	PeriodsPaid int64 `json:"periodsPaid"`
+	// paid is everything this account has paid for the server.
+	Paid int64 `json:"paid"`
+	// project is the pool that pays first for this server, if any (recorded
+	// on the wallet's entry at admission).
+	// +optional
+	Project string `json:"project,omitempty"`
+	// projectPaid is what the project pool paid for this server, as
+	// confirmed by the wallet (recorded on the wallet's entry).
+	// +optional
+	ProjectPaid int64 `json:"projectPaid,omitempty"`
+	// paidThrough is the end of the last paid period, once the server runs.
+	// +optional
+	PaidThrough *metav1.Time `json:"paidThrough,omitempty"`
+	// stopRequestedAt is set when the operator asked for the server to be
+	// stopped because its next period could not be paid.
+	// +optional
+	StopRequestedAt *metav1.Time `json:"stopRequestedAt,omitempty"`
+}
+
+// CreditAccountStatus is the account's ledger, kept by the operator.
+type CreditAccountStatus struct {
+	// openedAt is when the operator opened the ledger (set the initial
+	// balance). Unset on a new account.
+	// +optional
+	OpenedAt *metav1.Time `json:"openedAt,omitempty"`
+
+	// balance is the number of credits available.
+	// +optional
+	Balance int64 `json:"balance"`
+
+	// grantedThrough is the time of the last grant slot accounted for; the
+	// next grant is due at grantedThrough + spec.grant.interval.
+	// +optional
+	GrantedThrough *metav1.Time `json:"grantedThrough,omitempty"`
+
+	// appliedTopUps are the ids of the top-ups already applied.
+	// +optional
+	// +listType=set
+	AppliedTopUps []string `json:"appliedTopUps,omitempty"`
+
+	// servers are the user servers billed to (or co-funded by) this account.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	Servers []ServerCharge `json:"servers,omitempty"`
+
+	// runningServers is the number of servers currently running on this account.
+	// +optional
+	RunningServers int32 `json:"runningServers"`
+
+	// totalCharged counts all credits charged for servers (reservations included).
+	// +optional
+	TotalCharged int64 `json:"totalCharged"`
+	// totalRefunded counts reservations given back.
+	// +optional
+	TotalRefunded int64 `json:"totalRefunded"`
+	// totalGranted counts credits added by grants.
+	// +optional
+	TotalGranted int64 `json:"totalGranted"`
+	// totalToppedUp counts credits added by top-ups.
+	// +optional
+	TotalToppedUp int64 `json:"totalToppedUp"`
+
+	// ledger holds the most recent movements, newest last (bounded).
+	// +optional
+	Ledger []LedgerEntry `json:"ledger,omitempty"`
+
+	// observedGeneration is the spec generation the status reflects.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions: Ready, Low, Exhausted.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// CreditAccount is a wallet of credits that JupyterHub users spend by running
+// servers: a user's personal wallet, or a project's pool that members share.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=ca,categories=hubcredits
+// +kubebuilder:printcolumn:name="Users",type=string,JSONPath=`.spec.users`
+// +kubebuilder:printcolumn:name="Balance",type=integer,JSONPath=`.status.balance`
+// +kubebuilder:printcolumn:name="Cap",type=integer,JSONPath=`.spec.cap`
+// +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.runningServers`,description="Servers running on this account"
+// +kubebuilder:printcolumn:name="Project",type=string,JSONPath=`.spec.project`,priority=1
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Low",type=string,JSONPath=`.status.conditions[?(@.type=="Low")].status`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="!has(self.spec.project) || self.spec.project != self.metadata.name",message="spec.project must name another account, not this one"
+type CreditAccount struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is set by the admin.
+	// +required
+	Spec CreditAccountSpec `json:"spec"`
+	// status is the ledger kept by the operator.
+	// +optional
+	Status CreditAccountStatus `json:"status,omitempty"`
+}
+
+// CreditAccountList is a list of CreditAccounts.
+//
+// +kubebuilder:object:root=true
+type CreditAccountList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []CreditAccount `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&CreditAccount{}, &CreditAccountList{})
+}

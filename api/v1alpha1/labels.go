@@ -1,0 +1,30 @@
+package v1alpha1
+
+// Labels and annotations that hubcredits reads from and writes on pods.
+const (
+	// LabelAccount on a pod names the CreditAccount that pays for it. Z2JH
+	// profiles set it through kubespawner_override.extra_labels.
+	LabelAccount = "hubcredits.io/account"
+
+	// AnnotationUsername is KubeSpawner's annotation with the raw JupyterHub
+	// username (labels may hold a hash of it).
+	AnnotationUsername = "hub.jupyter.org/username"
+	// AnnotationServerName is KubeSpawner's annotation with the raw server
+	// name; absent for the default server.
+	AnnotationServerName = "hub.jupyter.org/servername"
+
+	// The price pinned on an admitted pod, so later policy edits never change
+	// what a running server costs.
+	AnnotationAccount         = "hubcredits.io/account"
+	AnnotationProject         = "hubcredits.io/project"
+	AnnotationBillingValue    = "hubcredits.io/billing-value"
+	AnnotationBillingInterval = "hubcredits.io/billing-interval"
+	AnnotationPolicy          = "hubcredits.io/policy"
+	// AnnotationReservation holds the id of the reservation that paid the
+	// first period (the admission request UID).
+	AnnotationReservation = "hubcredits.io/reservation"
+
+	// ComponentLabel / SingleuserComponent select KubeSpawner's user pods.
+	ComponentLabel      = "component"
+	SingleuserComponent = "singleuser-server"
+)

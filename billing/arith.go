@@ -1,0 +1,31 @@
+package billing
+
+import (
+	"math"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// addSat adds two non-negative amounts of credits, saturating at
+// hcv1.MaxCredits instead of wrapping.
+func addSat(a, b int64) int64 {
+	if a < 0 || b < 0 {
+		// Amounts are never negative in the ledger; clamp defensively.
+		a, b = max(a, 0), max(b, 0)
+	}
+	if a > hcv1.MaxCredits-b {
+		return hcv1.MaxCredits
+	}
+	return a + b
+}
+
+// mulSat multiplies two non-negative numbers, saturating at hcv1.MaxCredits.
+func mulSat(a, b int64) int64 {
+	if a <= 0 || b <= 0 {
+		return 0
+	}
+	if a > math.MaxInt64/b || a*b > hcv1.MaxCredits {
+		return hcv1.MaxCredits
+	}
+	return a * b
+}

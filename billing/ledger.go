@@ -1,0 +1,146 @@
+package billing
+
+import (
+	"fmt"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// LedgerLength bounds status.ledger: only the most recent movements are kept.
+const LedgerLength = 20
+
+// InitialBalance is the balance a new account opens with.
+func InitialBalance(spec *hcv1.CreditAccountSpec) int64 {
+	if spec.InitialBalance != nil {
+		return *spec.InitialBalance
+	}
+	return spec.Cap
+}
+
+// Refresh brings an account's ledger up to now: it opens a new account,
+// applies the grants that fell due and the top-ups not applied yet. Every
+// writer calls it before moving credits, so the result only depends on the
+// spec, the stored status and the time. It reports whether the status
+// changed.
+func Refresh(a *hcv1.CreditAccount, now time.Time) bool {
+	opened := open(a, now)
+	granted := applyGrants(a, now)
+	toppedUp := applyTopUps(a, now) > 0
+	return opened || granted || toppedUp
+}
+
+func open(a *hcv1.CreditAccount, now time.Time) bool {
+	if a.Status.OpenedAt != nil {
+		return false
+	}
+	t := metav1.NewTime(now)
+	a.Status.OpenedAt = &t
+	a.Status.Balance = InitialBalance(&a.Spec)
+	// The grant schedule is anchored at the account's creation.
+	anchor := a.CreationTimestamp
+	if anchor.IsZero() || anchor.After(now) {
+		anchor = t
+	}
+	a.Status.GrantedThrough = &anchor
+	appendLedger(a, now, hcv1.LedgerOpened, a.Status.Balance, "", "ledger opened")
+	return true
+}
+
+// applyGrants adds amount for every whole grant interval that passed since
+// status.grantedThrough, up to the cap, and moves grantedThrough on by whole
+// intervals so the schedule never drifts, also while the balance sits at the
+// cap. It reports whether the status changed.
+func applyGrants(a *hcv1.CreditAccount, now time.Time) bool {
+	g := a.Spec.Grant
+	if g == nil || g.Interval.Duration <= 0 || a.Status.GrantedThrough == nil {
+		return false
+	}
+	last := a.Status.GrantedThrough.Time
+	if now.Before(last) {
+		return false
+	}
+	slots := int64(now.Sub(last) / g.Interval.Duration)
+	if slots <= 0 {
+		return false
+	}
+	next := metav1.NewTime(Boundary(last, slots, g.Interval.Duration))
+	a.Status.GrantedThrough = &next
+	before := a.Status.Balance
+	if before >= a.Spec.Cap {
+		return true
+	}
+	after := min(addSat(before, mulSat(slots, g.Amount)), a.Spec.Cap)
+	added := after - before
+	a.Status.Balance = after
+	a.Status.TotalGranted = addSat(a.Status.TotalGranted, added)
+	appendLedger(a, now, hcv1.LedgerGrant, added, "", fmt.Sprintf("grant of %d", added))
+	return true
+}
+
+// NextGrant returns when the next grant is due and how much it will add (0
+// when the account is at its cap or has no grant).
+func NextGrant(a *hcv1.CreditAccount, now time.Time) (at time.Time, amount int64, ok bool) {
+	g := a.Spec.Grant
+	if g == nil || g.Interval.Duration <= 0 {
+		return time.Time{}, 0, false
+	}
+	last := now
+	if a.Status.GrantedThrough != nil {
+		last = a.Status.GrantedThrough.Time
+	}
+	at = NextBoundary(last, now, g.Interval.Duration)
+	amount = max(0, min(g.Amount, a.Spec.Cap-a.Status.Balance))
+	return at, amount, true
+}
+
+func applyTopUps(a *hcv1.CreditAccount, now time.Time) int64 {
+	var total int64
+	for _, t := range a.Spec.TopUps {
+		if containsString(a.Status.AppliedTopUps, t.ID) {
+			continue
+		}
+		a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
+		a.Status.Balance = addSat(a.Status.Balance, t.Amount)
+		a.Status.TotalToppedUp = addSat(a.Status.TotalToppedUp, t.Amount)
+		total = addSat(total, t.Amount)
+		msg := "top-up " + t.ID
+		if t.Reason != "" {
+			msg += ": " + t.Reason
+		}
+		appendLedger(a, now, hcv1.LedgerTopUp, t.Amount, t.ID, msg)
+	}
+	return total
+}
+
+func appendLedger(a *hcv1.CreditAccount, now time.Time, kind hcv1.LedgerEntryKind, amount int64, subject, msg string) {
+	a.Status.Ledger = append(a.Status.Ledger, hcv1.LedgerEntry{
+		Time: metav1.NewTime(now), Kind: kind, Amount: amount,
+		Balance: a.Status.Balance, Subject: subject, Message: msg,
+	})
+	if n := len(a.Status.Ledger); n > LedgerLength {
+		a.Status.Ledger = append([]hcv1.LedgerEntry(nil), a.Status.Ledger[n-LedgerLength:]...)
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// FindServer returns the index of the server entry with the given
+// reservation id, or -1.
+func FindServer(a *hcv1.CreditAccount, id string) int {
+	for i := range a.Status.Servers {
+		if a.Status.Servers[i].ID == id {
+			return i
+		}
+	}
+	return -1
+}

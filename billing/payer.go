@@ -1,0 +1,86 @@
+package billing
+
+import (
+	"sort"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// Denial is a decision not to admit a server, with the sentence the user
+// reads.
+type Denial struct {
+	Reason  string
+	Message string
+}
+
+func (d *Denial) Error() string { return d.Message }
+
+// Reasons of a denial (metric labels and Event reasons).
+const (
+	DenyNotEnough      = "NotEnoughCredits"
+	DenyNoAccount      = "NoAccount"
+	DenyNotMember      = "NotMember"
+	DenyAccountMissing = "AccountMissing"
+	DenyAmbiguous      = "AmbiguousAccount"
+	DenyMissingUser    = "MissingUsername"
+	DenyPriceError     = "PriceError"
+	DenyProjectMissing = "ProjectMissing"
+	DenyForbidden      = "Forbidden"
+)
+
+// Lists reports whether the account lists the user.
+func Lists(a *hcv1.CreditAccount, user string) bool {
+	return containsString(a.Spec.Users, user)
+}
+
+// ResolveWallet picks the account that pays for a server of user: the one
+// named by the pod's account label (which must list the user), else the one
+// account that lists the user. It returns (nil, nil) when no account lists
+// the user, so the caller may create a wallet.
+func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
+	if labelAccount != "" {
+		for _, a := range accounts {
+			if a.Name == labelAccount {
+				if !Lists(a, user) {
+					return nil, &Denial{Reason: DenyNotMember, Message: NotMemberMessage(user, labelAccount)}
+				}
+				return a, nil
+			}
+		}
+		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount)}
+	}
+	var found []*hcv1.CreditAccount
+	for _, a := range accounts {
+		if Lists(a, user) {
+			found = append(found, a)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, nil
+	case 1:
+		return found[0], nil
+	}
+	names := make([]string, 0, len(found))
+	for _, a := range found {
+		names = append(names, a.Name)
+	}
+	sort.Strings(names)
+	return nil, &Denial{Reason: DenyAmbiguous, Message: AmbiguousMessage(user, names)}
+}
+
+// ResolveProject returns the pool that pays first for wallet, or nil. A
+// missing pool, or a pool that itself names a project, is a Denial.
+func ResolveProject(wallet *hcv1.CreditAccount, get func(name string) *hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
+	if wallet.Spec.Project == "" {
+		return nil, nil
+	}
+	p := get(wallet.Spec.Project)
+	if p == nil {
+		return nil, &Denial{Reason: DenyProjectMissing, Message: ProjectMissingMessage(wallet.Name, wallet.Spec.Project)}
+	}
+	if p.Spec.Project != "" {
+		return nil, &Denial{Reason: DenyProjectMissing, Message: ProjectChainMessage(wallet.Name, p.Name)}
+	}
+	return p, nil
+}
