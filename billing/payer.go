@@ -35,7 +35,8 @@ func Lists(a *hcv1.CreditAccount, user string) bool {
 
 // ResolveWallet picks the account that pays for a server of user: the one
 // named by the pod's account label (which must list the user), else the one
-// account that lists the user. It returns (nil, nil) when no account lists
+// account that lists the user (a pool that funds the user's wallet does not
+// count as a second candidate). It returns (nil, nil) when no account lists
 // the user, so the caller may create a wallet.
 func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
 	if labelAccount != "" {
@@ -50,10 +51,25 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount)}
 	}
 	var found []*hcv1.CreditAccount
+	pools := map[string]bool{}
 	for _, a := range accounts {
 		if Lists(a, user) {
 			found = append(found, a)
+			if a.Spec.Project != "" {
+				pools[a.Spec.Project] = true
+			}
 		}
+	}
+	if len(found) > 1 && len(pools) > 0 {
+		// A wallet and the pool that funds it both list the user: the
+		// wallet is the one to bill (the pool pays first through it).
+		wallets := found[:0:0]
+		for _, a := range found {
+			if !pools[a.Name] {
+				wallets = append(wallets, a)
+			}
+		}
+		found = wallets
 	}
 	switch len(found) {
 	case 0:

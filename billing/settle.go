@@ -87,6 +87,8 @@ type Result struct {
 	// RequeueAfter is when the account must be looked at again (0: only on
 	// a change).
 	RequeueAfter time.Duration
+	// Lags are, for each boundary charged, how late the charge is.
+	Lags []time.Duration
 }
 
 func (r *Result) requeueAt(now, t time.Time) {
@@ -264,8 +266,12 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 	default:
 		due = PeriodsDue(start, t, interval, obs.EndedAt != nil)
 	}
+	paidBefore := e.PeriodsPaid
 	if charge(a, p, e, pe, due, now) {
 		changed = true
+		if e.PeriodsPaid > paidBefore {
+			res.Lags = append(res.Lags, now.Sub(Boundary(start, e.PeriodsPaid-1, interval)))
+		}
 	}
 	justStopped := false
 	if e.PeriodsPaid < due {

@@ -163,6 +163,7 @@ def _make_denial_class(spawn_exception=None):
                 self.sentence = sentence
                 self.jupyterhub_message = sentence
 
+        CreditsDenied.__qualname__ = "CreditsDenied"
         return CreditsDenied
 
     class CreditsDenied(web.HTTPError):
@@ -181,6 +182,7 @@ def _make_denial_class(spawn_exception=None):
         def reason(self, value):
             pass
 
+    CreditsDenied.__qualname__ = "CreditsDenied"
     return CreditsDenied
 
 
@@ -209,8 +211,9 @@ _ENV_ASSIGN_RE = re.compile(
 )
 # Candidate token values: maximal runs between quotes, blanks and punctuation.
 _WORD_RE = re.compile(r"""[^\s'"=:,;{}()\[\]<>]{8,}""")
-_POD_NAME_RE = re.compile(r"""['"]metadata['"]\s*:\s*\{.*?['"]name['"]\s*:\s*['"]([^'"]+)['"]""",
-                          re.DOTALL)
+_POD_NAME_RE = re.compile(
+    r"""['"]metadata['"]\s*:\s*\{.*?['"]name['"]\s*:\s*['"]([^'"]+)['"]""", re.DOTALL
+)
 REDACTED = "[redacted by hubcredits]"
 
 
@@ -423,8 +426,11 @@ def _resolve_spawner_class(value):
     from importlib.metadata import entry_points
 
     eps = entry_points()
-    group = (eps.select(group="jupyterhub.spawners") if hasattr(eps, "select")
-             else eps.get("jupyterhub.spawners", ()))
+    group = (
+        eps.select(group="jupyterhub.spawners")
+        if hasattr(eps, "select")
+        else eps.get("jupyterhub.spawners", ())
+    )
     for ep in group:
         if ep.name == name:
             return ep.load()

@@ -1,0 +1,464 @@
+package billing
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// ledgerView is the part of an account's status the ledger tests compare.
+type ledgerView struct {
+	Balance        int64
+	OpenedAt       *metav1.Time
+	GrantedThrough *metav1.Time
+	AppliedTopUps  []string
+	TotalGranted   int64
+	TotalToppedUp  int64
+	Ledger         []string
+}
+
+func ledgerViewOf(a *hcv1.CreditAccount) ledgerView {
+	return ledgerView{
+		Balance: a.Status.Balance, OpenedAt: a.Status.OpenedAt, GrantedThrough: a.Status.GrantedThrough,
+		AppliedTopUps: a.Status.AppliedTopUps, TotalGranted: a.Status.TotalGranted,
+		TotalToppedUp: a.Status.TotalToppedUp, Ledger: ledgerKinds(a),
+	}
+}
+
+func TestInitialBalance(t *testing.T) {
+	cases := map[string]struct {
+		spec hcv1.CreditAccountSpec
+		want int64
+	}{
+		"defaults to the cap":      {spec: hcv1.CreditAccountSpec{Cap: 100}, want: 100},
+		"initialBalance wins":      {spec: hcv1.CreditAccountSpec{Cap: 100, InitialBalance: i64(30)}, want: 30},
+		"initialBalance 0 is kept": {spec: hcv1.CreditAccountSpec{Cap: 100, InitialBalance: i64(0)}, want: 0},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := InitialBalance(&tc.spec); got != tc.want {
+				t.Errorf("InitialBalance = %d, want %d", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestRefresh(t *testing.T) {
+	cases := map[string]struct {
+		account     *hcv1.CreditAccount
+		now         time.Time
+		wantChanged bool
+		want        ledgerView
+	}{
+		// Opening.
+		"new account opens full": {
+			account:     makeAccount("alice").unopened().obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 100, OpenedAt: mt(time.Minute), GrantedThrough: mt(0), Ledger: []string{"Opened +100"}},
+		},
+		"new account opens with initialBalance": {
+			account:     makeAccount("alice").withInitial(20).unopened().obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 20, OpenedAt: mt(time.Minute), GrantedThrough: mt(0), Ledger: []string{"Opened +20"}},
+		},
+		"creation in the future (clock skew): schedule anchored now": {
+			account:     makeAccount("alice").createdAt(time.Hour).unopened().obj(),
+			now:         at(0),
+			wantChanged: true,
+			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(0), Ledger: []string{"Opened +100"}},
+		},
+		"no creation timestamp: schedule anchored now": {
+			account: func() *hcv1.CreditAccount {
+				a := makeAccount("alice").unopened().obj()
+				a.CreationTimestamp = metav1.Time{}
+				return a
+			}(),
+			now:         at(5 * time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 100, OpenedAt: mt(5 * time.Minute), GrantedThrough: mt(5 * time.Minute), Ledger: []string{"Opened +100"}},
+		},
+		"opening applies the spec's top-ups, above the cap": {
+			account:     makeAccount("alice").withTopUp("welcome", 50).unopened().obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 150, OpenedAt: mt(time.Minute), GrantedThrough: mt(0),
+				AppliedTopUps: []string{"welcome"}, TotalToppedUp: 50, Ledger: []string{"Opened +100", "TopUp +50"}},
+		},
+		"opened late: the grant schedule runs from creation": {
+			account:     makeAccount("alice").withInitial(0).withGrant(5, tenMin).unopened().obj(),
+			now:         at(25 * time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 10, OpenedAt: mt(25 * time.Minute), GrantedThrough: mt(20 * time.Minute),
+				TotalGranted: 10, Ledger: []string{"Opened +0", "Grant +10"}},
+		},
+		"open account without grant or top-ups: nothing to do": {
+			account: makeAccount("alice").withBalance(42).obj(),
+			now:     at(time.Hour),
+			want:    ledgerView{Balance: 42, OpenedAt: mt(0), GrantedThrough: mt(0)},
+		},
+
+		// Grants.
+		"grant not due yet": {
+			account: makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
+			now:     at(tenMin - time.Second),
+			want:    ledgerView{Balance: 50, OpenedAt: mt(0), GrantedThrough: mt(0)},
+		},
+		"one grant exactly at its slot": {
+			account:     makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
+			now:         at(tenMin),
+			wantChanged: true,
+			want:        ledgerView{Balance: 55, OpenedAt: mt(0), GrantedThrough: mt(tenMin), TotalGranted: 5, Ledger: []string{"Grant +5"}},
+		},
+		"three slots late: grantedThrough moves by whole intervals, no drift": {
+			account:     makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
+			now:         at(37 * time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 65, OpenedAt: mt(0), GrantedThrough: mt(30 * time.Minute), TotalGranted: 15, Ledger: []string{"Grant +15"}},
+		},
+		"grants stop at the cap": {
+			account:     makeAccount("alice").withBalance(95).withGrant(5, tenMin).obj(),
+			now:         at(30 * time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(30 * time.Minute), TotalGranted: 5, Ledger: []string{"Grant +5"}},
+		},
+		"at the cap the schedule keeps running without a grant": {
+			account:     makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj(),
+			now:         at(25 * time.Minute),
+			wantChanged: true,
+			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(20 * time.Minute)},
+		},
+		"above the cap after a top-up: no grant and nothing taken away": {
+			account:     makeAccount("alice").withBalance(150).withGrant(5, tenMin).obj(),
+			now:         at(tenMin),
+			wantChanged: true,
+			want:        ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(tenMin)},
+		},
+		"clock behind grantedThrough: nothing": {
+			account: makeAccount("alice").withBalance(50).withGrant(5, tenMin).grantedThrough(tenMin).obj(),
+			now:     at(5 * time.Minute),
+			want:    ledgerView{Balance: 50, OpenedAt: mt(0), GrantedThrough: mt(tenMin)},
+		},
+		"a year of 1s grants of MaxCredits saturates at a MaxCredits cap": {
+			account:     makeAccount("alice").withCap(maxCredits).withBalance(0).withGrant(maxCredits, time.Second).obj(),
+			now:         at(8760 * time.Hour),
+			wantChanged: true,
+			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(8760 * time.Hour),
+				TotalGranted: maxCredits, Ledger: []string{fmt.Sprintf("Grant +%d", maxCredits)}},
+		},
+		"grant amount equal to a MaxCredits cap from MaxCredits-1": {
+			account:     makeAccount("alice").withCap(maxCredits).withBalance(maxCredits-1).withGrant(maxCredits, time.Second).obj(),
+			now:         at(time.Second),
+			wantChanged: true,
+			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(time.Second),
+				TotalGranted: 1, Ledger: []string{"Grant +1"}},
+		},
+
+		// Top-ups.
+		"a top-up is applied": {
+			account:     makeAccount("alice").withBalance(10).withTopUp("course-2026", 30).obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 40, OpenedAt: mt(0), GrantedThrough: mt(0),
+				AppliedTopUps: []string{"course-2026"}, TotalToppedUp: 30, Ledger: []string{"TopUp +30"}},
+		},
+		"an applied top-up is not applied again": {
+			account: makeAccount("alice").withBalance(10).withTopUp("course-2026", 30).withApplied("course-2026").obj(),
+			now:     at(time.Minute),
+			want:    ledgerView{Balance: 10, OpenedAt: mt(0), GrantedThrough: mt(0), AppliedTopUps: []string{"course-2026"}},
+		},
+		"a top-up removed and added again is not applied again": {
+			// status.appliedTopUps remembers ids of top-ups no longer in spec.
+			account: makeAccount("alice").withBalance(10).withTopUp("b", 5).withTopUp("a", 30).withApplied("a", "b").obj(),
+			now:     at(time.Minute),
+			want:    ledgerView{Balance: 10, OpenedAt: mt(0), GrantedThrough: mt(0), AppliedTopUps: []string{"a", "b"}},
+		},
+		"only the new top-up of two": {
+			account:     makeAccount("alice").withBalance(10).withTopUp("old", 30).withTopUp("new", 7).withApplied("old").obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 17, OpenedAt: mt(0), GrantedThrough: mt(0),
+				AppliedTopUps: []string{"old", "new"}, TotalToppedUp: 7, Ledger: []string{"TopUp +7"}},
+		},
+		"a top-up may exceed the cap": {
+			account:     makeAccount("alice").withBalance(100).withTopUp("bonus", 50).obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(0),
+				AppliedTopUps: []string{"bonus"}, TotalToppedUp: 50, Ledger: []string{"TopUp +50"}},
+		},
+		"a top-up saturates the balance at MaxCredits": {
+			account:     makeAccount("alice").withBalance(maxCredits-10).withTopUp("huge", maxCredits).obj(),
+			now:         at(time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(0),
+				AppliedTopUps: []string{"huge"}, TotalToppedUp: maxCredits, Ledger: []string{fmt.Sprintf("TopUp +%d", maxCredits)}},
+		},
+		"grants are applied before top-ups": {
+			account:     makeAccount("alice").withBalance(95).withGrant(5, tenMin).withTopUp("t", 50).obj(),
+			now:         at(20 * time.Minute),
+			wantChanged: true,
+			want: ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(20 * time.Minute),
+				AppliedTopUps: []string{"t"}, TotalGranted: 5, TotalToppedUp: 50, Ledger: []string{"Grant +5", "TopUp +50"}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.account.DeepCopy()
+			changed := Refresh(a, tc.now)
+			if changed != tc.wantChanged {
+				t.Errorf("Refresh changed = %v, want %v", changed, tc.wantChanged)
+			}
+			if d := diff(tc.want, ledgerViewOf(a)); d != "" {
+				t.Errorf("Refresh mismatch:\n%s", d)
+			}
+			again := a.DeepCopy()
+			if Refresh(again, tc.now) {
+				t.Errorf("a second Refresh at the same time changed the account")
+			}
+			if d := diff(a, again); d != "" {
+				t.Errorf("a second Refresh at the same time changed:\n%s", d)
+			}
+		})
+	}
+}
+
+func TestRefreshLedgerMessages(t *testing.T) {
+	a := makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj()
+	a.Spec.TopUps = []hcv1.TopUp{{ID: "course-2026", Amount: 30, Reason: "spring course"}, {ID: "plain", Amount: 1}}
+	Refresh(a, at(tenMin))
+	want := []hcv1.LedgerEntry{
+		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerGrant, Amount: 5, Balance: 55, Message: "grant of 5"},
+		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerTopUp, Amount: 30, Balance: 85, Subject: "course-2026", Message: "top-up course-2026: spring course"},
+		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerTopUp, Amount: 1, Balance: 86, Subject: "plain", Message: "top-up plain"},
+	}
+	if d := diff(want, a.Status.Ledger); d != "" {
+		t.Errorf("ledger mismatch:\n%s", d)
+	}
+}
+
+// TestGrantScheduleDoesNotDrift refreshes at irregular times, spending in
+// between, and checks that grants land exactly on creation + k·interval.
+func TestGrantScheduleDoesNotDrift(t *testing.T) {
+	a := makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj()
+	start := a.DeepCopy()
+	steps := []struct {
+		now               time.Duration
+		spend             int64 // taken out after the refresh
+		wantBalance       int64
+		wantGrantedThough time.Duration
+	}{
+		{now: 7 * time.Minute, wantBalance: 100, wantGrantedThough: 0},
+		{now: 13 * time.Minute, spend: 40, wantBalance: 60, wantGrantedThough: tenMin}, // at cap: slot used, no grant
+		{now: 19*time.Minute + 59*time.Second, wantBalance: 60, wantGrantedThough: tenMin},
+		{now: 20 * time.Minute, wantBalance: 65, wantGrantedThough: 20 * time.Minute},
+		{now: 41 * time.Minute, spend: 5, wantBalance: 70, wantGrantedThough: 40 * time.Minute},
+		{now: 95 * time.Minute, wantBalance: 95, wantGrantedThough: 90 * time.Minute},
+		{now: 200 * time.Minute, wantBalance: 100, wantGrantedThough: 200 * time.Minute},
+	}
+	for _, s := range steps {
+		Refresh(a, at(s.now))
+		a.Status.Balance -= s.spend
+		a.Status.TotalCharged += s.spend
+		got := struct {
+			Balance        int64
+			GrantedThrough time.Time
+		}{a.Status.Balance, a.Status.GrantedThrough.Time}
+		want := struct {
+			Balance        int64
+			GrantedThrough time.Time
+		}{s.wantBalance, at(s.wantGrantedThough)}
+		if d := diff(want, got); d != "" {
+			t.Errorf("after Refresh at t0+%s:\n%s", s.now, d)
+		}
+		if err := conserved(start, a); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+func TestLedgerIsBounded(t *testing.T) {
+	a := makeAccount("alice").withBalance(0).obj()
+	for i := 1; i <= LedgerLength+5; i++ {
+		a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("t%02d", i), Amount: int64(i)})
+	}
+	Refresh(a, at(time.Minute))
+	if got := len(a.Status.Ledger); got != LedgerLength {
+		t.Fatalf("ledger holds %d entries, want %d", got, LedgerLength)
+	}
+	first, last := a.Status.Ledger[0], a.Status.Ledger[LedgerLength-1]
+	if first.Subject != "t06" || last.Subject != fmt.Sprintf("t%02d", LedgerLength+5) {
+		t.Errorf("ledger keeps %s..%s, want the newest t06..t%02d, newest last", first.Subject, last.Subject, LedgerLength+5)
+	}
+	if got, want := a.Status.Balance, int64((LedgerLength+5)*(LedgerLength+6)/2); got != want {
+		t.Errorf("balance = %d, want %d (every top-up counted even when its ledger entry was dropped)", got, want)
+	}
+	if len(a.Status.AppliedTopUps) != LedgerLength+5 {
+		t.Errorf("appliedTopUps has %d ids, want %d", len(a.Status.AppliedTopUps), LedgerLength+5)
+	}
+}
+
+func TestNextGrant(t *testing.T) {
+	type result struct {
+		At     time.Time
+		Amount int64
+		OK     bool
+	}
+	cases := map[string]struct {
+		account *hcv1.CreditAccount
+		now     time.Time
+		want    result
+	}{
+		"no grant": {
+			account: makeAccount("alice").withBalance(10).obj(),
+			now:     at(time.Minute),
+			want:    result{},
+		},
+		"next slot on the schedule": {
+			account: makeAccount("alice").withBalance(10).withGrant(5, tenMin).obj(),
+			now:     at(7 * time.Minute),
+			want:    result{At: at(tenMin), Amount: 5, OK: true},
+		},
+		"exactly on a slot already granted: the following one": {
+			account: makeAccount("alice").withBalance(10).withGrant(5, tenMin).grantedThrough(tenMin).obj(),
+			now:     at(tenMin),
+			want:    result{At: at(20 * time.Minute), Amount: 5, OK: true},
+		},
+		"limited by the room under the cap": {
+			account: makeAccount("alice").withBalance(98).withGrant(5, tenMin).obj(),
+			now:     at(time.Minute),
+			want:    result{At: at(tenMin), Amount: 2, OK: true},
+		},
+		"at the cap: nothing": {
+			account: makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj(),
+			now:     at(time.Minute),
+			want:    result{At: at(tenMin), Amount: 0, OK: true},
+		},
+		"above the cap: nothing, not negative": {
+			account: makeAccount("alice").withBalance(150).withGrant(5, tenMin).obj(),
+			now:     at(time.Minute),
+			want:    result{At: at(tenMin), Amount: 0, OK: true},
+		},
+		"unopened account: one interval from now": {
+			account: makeAccount("alice").withGrant(5, tenMin).unopened().obj(),
+			now:     at(3 * time.Minute),
+			want:    result{At: at(13 * time.Minute), Amount: 5, OK: true},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			var got result
+			got.At, got.Amount, got.OK = NextGrant(tc.account, tc.now)
+			if d := diff(tc.want, got); d != "" {
+				t.Errorf("NextGrant mismatch:\n%s", d)
+			}
+		})
+	}
+}
+
+func TestFindServer(t *testing.T) {
+	a := makeAccount("alice").withServers(makeServer("r1").obj(), makeServer("r2").obj()).obj()
+	cases := map[string]struct {
+		id   string
+		want int
+	}{
+		"first":   {id: "r1", want: 0},
+		"second":  {id: "r2", want: 1},
+		"missing": {id: "r3", want: -1},
+		"empty":   {id: "", want: -1},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if got := FindServer(a, tc.id); got != tc.want {
+				t.Errorf("FindServer(%q) = %d, want %d", tc.id, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzRefresh checks the grant and top-up arithmetic: balances stay within
+// 0..MaxCredits, grants never lift the balance above the cap, the schedule
+// only moves by whole intervals, each top-up id counts once, and the
+// bookkeeping identity holds.
+func FuzzRefresh(f *testing.F) {
+	f.Add(int64(100), int64(50), int64(5), int64(600), []byte{1, 7, 200, 3})
+	f.Add(int64(0), int64(0), int64(1), int64(1), []byte{255, 255})
+	f.Add(maxCredits, maxCredits-1, maxCredits, int64(1), []byte{9})
+	f.Add(int64(10), int64(10), int64(10), int64(31_536_000), []byte{0, 0, 0})
+	f.Fuzz(func(t *testing.T, capacity, initial, amount, intervalSec int64, steps []byte) {
+		if capacity < 0 || capacity > maxCredits || initial < 0 || initial > capacity ||
+			amount < 1 || amount > capacity || intervalSec < 1 || intervalSec > 8760*3600 || len(steps) > 64 {
+			t.Skip()
+		}
+		interval := time.Duration(intervalSec) * time.Second
+		a := makeAccount("alice").withCap(capacity).withInitial(initial).withGrant(amount, interval).unopened().obj()
+		start := a.DeepCopy()
+		now := t0
+		for i, s := range steps {
+			// Low bits: how far the clock moves; high bit: add a top-up
+			// (with an id that may repeat).
+			now = now.Add(time.Duration(s&0x7f) * interval / 3)
+			if s&0x80 != 0 {
+				a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("t%d", int(s)%5), Amount: int64(s)})
+				a.Spec.TopUps = dedupTopUps(a.Spec.TopUps)
+			}
+			if i%3 == 2 {
+				// Spend something, as a charge would.
+				spend := min(a.Status.Balance, int64(s))
+				a.Status.Balance -= spend
+				a.Status.TotalCharged += spend
+			}
+			before := a.Status.DeepCopy()
+			Refresh(a, now)
+			if a.Status.Balance < 0 || a.Status.Balance > maxCredits {
+				t.Fatalf("balance %d out of 0..MaxCredits", a.Status.Balance)
+			}
+			if a.Status.TotalToppedUp < maxCredits && a.Status.TotalGranted < maxCredits {
+				if err := conserved(start, a); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if before.OpenedAt != nil && a.Status.TotalGranted > before.TotalGranted {
+				toppedUp := a.Status.TotalToppedUp - before.TotalToppedUp
+				if a.Status.Balance-toppedUp > capacity {
+					t.Fatalf("grants lifted the balance to %d above the cap %d", a.Status.Balance-toppedUp, capacity)
+				}
+			}
+			gt := a.Status.GrantedThrough.Time
+			if gt.After(now) {
+				t.Fatalf("grantedThrough t0+%s is after now t0+%s", gt.Sub(t0), now.Sub(t0))
+			}
+			if now.Sub(gt) >= interval {
+				t.Fatalf("a whole interval since grantedThrough was not accounted for")
+			}
+			if gt.Sub(t0)%interval != 0 {
+				t.Fatalf("grantedThrough t0+%s drifted off the schedule of %s", gt.Sub(t0), interval)
+			}
+			seen := map[string]bool{}
+			for _, id := range a.Status.AppliedTopUps {
+				if seen[id] {
+					t.Fatalf("top-up %s applied twice", id)
+				}
+				seen[id] = true
+			}
+		}
+	})
+}
+
+// dedupTopUps keeps the first top-up of each id, as the API's listMapKey does.
+func dedupTopUps(in []hcv1.TopUp) []hcv1.TopUp {
+	seen := map[string]bool{}
+	var out []hcv1.TopUp
+	for _, t := range in {
+		if !seen[t.ID] {
+			seen[t.ID] = true
+			out = append(out, t)
+		}
+	}
+	return out
+}

@@ -1,0 +1,293 @@
+package billing
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// reserveView is the part of an account Take and Release change.
+type reserveView struct {
+	Balance       int64
+	TotalCharged  int64
+	TotalRefunded int64
+	Servers       []hcv1.ServerCharge
+	Ledger        []string
+}
+
+func reserveViewOf(a *hcv1.CreditAccount) reserveView {
+	return reserveView{
+		Balance: a.Status.Balance, TotalCharged: a.Status.TotalCharged, TotalRefunded: a.Status.TotalRefunded,
+		Servers: a.Status.Servers, Ledger: ledgerKinds(a),
+	}
+}
+
+func reservation(id string) Reservation {
+	return Reservation{
+		ID: id, Pod: "jupyter-alice", User: "alice", Wallet: "alice",
+		Price: Price{Value: 10, Interval: tenMin},
+	}
+}
+
+func withProject(r Reservation, p string) Reservation { r.Project = p; return r }
+
+func withPolicy(r Reservation, server, policy string) Reservation {
+	r.ServerName, r.Price.Policy = server, policy
+	return r
+}
+
+func TestTake(t *testing.T) {
+	now := at(0)
+	cases := map[string]struct {
+		account                 *hcv1.CreditAccount
+		r                       Reservation
+		need, want, projectPaid int64
+		wantTaken               int64
+		wantErr                 error
+		wantAccount             reserveView
+	}{
+		"the wallet pays the first period": {
+			account:   makeAccount("alice").withBalance(50).obj(),
+			r:         reservation("r1"),
+			need:      10,
+			want:      10,
+			wantTaken: 10,
+			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
+				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+		},
+		"the entry pins the price, policy and server name": {
+			account:   makeAccount("alice").withBalance(50).obj(),
+			r:         withPolicy(reservation("r1"), "gpu", "gpu-policy"),
+			need:      10,
+			want:      10,
+			wantTaken: 10,
+			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
+				Servers: []hcv1.ServerCharge{func() hcv1.ServerCharge {
+					s := makeServer("r1").policy("gpu-policy").obj()
+					s.ServerName = "gpu"
+					return s
+				}()},
+				Ledger: []string{"Reserve -10"}},
+		},
+		"the wallet takes exactly its balance": {
+			account:     makeAccount("alice").withBalance(10).obj(),
+			r:           reservation("r1"),
+			need:        10,
+			want:        10,
+			wantTaken:   10,
+			wantAccount: reserveView{Balance: 0, TotalCharged: 10, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+		},
+		"the wallet records the pool's part of the first period": {
+			account:     makeAccount("alice").withBalance(50).withProject("lab").obj(),
+			r:           withProject(reservation("r1"), "lab"),
+			need:        6,
+			want:        6,
+			projectPaid: 4,
+			wantTaken:   6,
+			wantAccount: reserveView{Balance: 44, TotalCharged: 6,
+				Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 6).project("lab").projectPaid(4).obj()},
+				Ledger:  []string{"Reserve -6"}},
+		},
+		"the pool takes what it holds, up to the price": {
+			account:   makeAccount("lab").withBalance(4).obj(),
+			r:         withProject(reservation("r1"), "lab"),
+			need:      0,
+			want:      10,
+			wantTaken: 4,
+			wantAccount: reserveView{Balance: 0, TotalCharged: 4,
+				// The pool's entry names the wallet and carries no project fields.
+				Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 4).obj()},
+				Ledger:  []string{"Reserve -4"}},
+		},
+		"a rich pool takes the whole price": {
+			account:   makeAccount("lab").withBalance(500).obj(),
+			r:         withProject(reservation("r1"), "lab"),
+			need:      0,
+			want:      10,
+			wantTaken: 10,
+			wantAccount: reserveView{Balance: 490, TotalCharged: 10,
+				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+		},
+		"an empty pool takes nothing but records its (zero) share": {
+			account:     makeAccount("lab").withBalance(0).obj(),
+			r:           withProject(reservation("r1"), "lab"),
+			need:        0,
+			want:        10,
+			wantTaken:   0,
+			wantAccount: reserveView{Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 0).obj()}, Ledger: []string{"Reserve +0"}},
+		},
+		"not enough: an error and no change": {
+			account:     makeAccount("alice").withBalance(9).obj(),
+			r:           reservation("r1"),
+			need:        10,
+			want:        10,
+			wantErr:     &InsufficientError{Account: "alice", Balance: 9, Need: 10},
+			wantAccount: reserveView{Balance: 9},
+		},
+		"idempotent: a second Take returns what the first took": {
+			account:   makeAccount("alice").withBalance(0).withServers(makeServer("r1").obj()).obj(),
+			r:         reservation("r1"),
+			need:      10,
+			want:      10,
+			wantTaken: 10,
+			wantAccount: reserveView{Balance: 0,
+				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+		},
+		"a free server reserves nothing but is recorded": {
+			account:   makeAccount("alice").withBalance(0).obj(),
+			r:         func() Reservation { r := reservation("r1"); r.Price.Value = 0; return r }(),
+			wantTaken: 0,
+			wantAccount: reserveView{
+				Servers: []hcv1.ServerCharge{makeServer("r1").price(0, tenMin).paid(1, 0).obj()},
+				Ledger:  []string{"Reserve +0"}},
+		},
+		"a second server is added after the first": {
+			account:   makeAccount("alice").withBalance(50).withServers(makeServer("r1").pod("jupyter-alice-a").obj()).obj(),
+			r:         reservation("r2"),
+			need:      10,
+			want:      10,
+			wantTaken: 10,
+			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
+				Servers: []hcv1.ServerCharge{makeServer("r1").pod("jupyter-alice-a").obj(), makeServer("r2").obj()},
+				Ledger:  []string{"Reserve -10"}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.account.DeepCopy()
+			taken, err := Take(a, tc.r, tc.need, tc.want, tc.projectPaid, now)
+			if taken != tc.wantTaken {
+				t.Errorf("Take = %d, want %d", taken, tc.wantTaken)
+			}
+			if d := diff(tc.wantErr, err); d != "" {
+				t.Errorf("Take error mismatch:\n%s", d)
+			}
+			if tc.wantErr != nil {
+				var ie *InsufficientError
+				if !errors.As(err, &ie) {
+					t.Errorf("Take error %v is not an *InsufficientError", err)
+				}
+			}
+			if d := diff(tc.wantAccount, reserveViewOf(a)); d != "" {
+				t.Errorf("account mismatch:\n%s", d)
+			}
+			if err := conserved(tc.account, a); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestInsufficientErrorMessage(t *testing.T) {
+	err := &InsufficientError{Account: "alice", Balance: 4, Need: 10}
+	if got, want := err.Error(), `account "alice" has 4 credits, 10 needed`; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+func TestRelease(t *testing.T) {
+	now := at(time.Minute)
+	cases := map[string]struct {
+		account      *hcv1.CreditAccount
+		id           string
+		wantReturned int64
+		wantAccount  reserveView
+	}{
+		"gives back the reservation and removes the entry": {
+			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj(),
+			id:           "r1",
+			wantReturned: 10,
+			wantAccount:  reserveView{Balance: 50, TotalRefunded: 10, Ledger: []string{"Refund +10"}},
+		},
+		"gives back only this account's part": {
+			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").paid(1, 6).project("lab").projectPaid(4).obj()).obj(),
+			id:           "r1",
+			wantReturned: 6,
+			wantAccount:  reserveView{Balance: 46, TotalRefunded: 6, Ledger: []string{"Refund +6"}},
+		},
+		"keeps the other entries in order": {
+			account: makeAccount("alice").withBalance(0).withServers(
+				makeServer("r1").obj(), makeServer("r2").paid(1, 7).obj(), makeServer("r3").obj()).obj(),
+			id:           "r2",
+			wantReturned: 7,
+			wantAccount: reserveView{Balance: 7, TotalRefunded: 7,
+				Servers: []hcv1.ServerCharge{makeServer("r1").obj(), makeServer("r3").obj()}, Ledger: []string{"Refund +7"}},
+		},
+		"an unknown id returns nothing": {
+			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj(),
+			id:           "r9",
+			wantReturned: 0,
+			wantAccount:  reserveView{Balance: 40, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+		},
+		"an entry that paid nothing is removed without a ledger entry": {
+			account:     makeAccount("lab").withBalance(0).withServers(makeServer("r1").paid(1, 0).obj()).obj(),
+			id:          "r1",
+			wantAccount: reserveView{},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.account.DeepCopy()
+			before := a.DeepCopy()
+			got := Release(a, tc.id, now, "test")
+			if got != tc.wantReturned {
+				t.Errorf("Release = %d, want %d", got, tc.wantReturned)
+			}
+			if d := diff(tc.wantAccount, reserveViewOf(a)); d != "" {
+				t.Errorf("account mismatch:\n%s", d)
+			}
+			// Release must not disturb the caller's view of the old list.
+			if d := diff(before.Status.Servers, tc.account.Status.Servers); d != "" {
+				t.Errorf("Release modified the original entries:\n%s", d)
+			}
+		})
+	}
+}
+
+func TestReleaseLedgerEntry(t *testing.T) {
+	a := makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj()
+	Release(a, "r1", at(time.Minute), "server jupyter-alice never started; reservation returned")
+	want := []hcv1.LedgerEntry{{
+		Time: metav1.NewTime(at(time.Minute)), Kind: hcv1.LedgerRefund, Amount: 10, Balance: 50,
+		Subject: "jupyter-alice", Message: "server jupyter-alice never started; reservation returned",
+	}}
+	if d := diff(want, a.Status.Ledger); d != "" {
+		t.Errorf("ledger mismatch:\n%s", d)
+	}
+}
+
+// TestTakeThenReleaseRoundTrip takes pool first, wallet second, as the
+// webhook does, and releases both: every credit comes back.
+func TestTakeThenReleaseRoundTrip(t *testing.T) {
+	pool := makeAccount("lab").withBalance(4).obj()
+	wallet := makeAccount("alice").withBalance(50).withProject("lab").obj()
+	start := map[string]*hcv1.CreditAccount{"lab": pool.DeepCopy(), "alice": wallet.DeepCopy()}
+	r := withProject(reservation("r1"), "lab")
+	fromPool, err := Take(pool, r, 0, r.Price.Value, 0, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := r.Price.Value - fromPool
+	fromWallet, err := Take(wallet, r, rest, rest, fromPool, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromPool != 4 || fromWallet != 6 {
+		t.Errorf("pool took %d and wallet %d, want 4 and 6", fromPool, fromWallet)
+	}
+	Release(wallet, "r1", at(time.Minute), "test")
+	Release(pool, "r1", at(time.Minute), "test")
+	got := []int64{pool.Status.Balance, wallet.Status.Balance, int64(len(pool.Status.Servers) + len(wallet.Status.Servers))}
+	if d := diff([]int64{4, 50, 0}, got); d != "" {
+		t.Errorf("[pool, wallet, entries] after the round trip:\n%s", d)
+	}
+	for _, a := range []*hcv1.CreditAccount{pool, wallet} {
+		if err := conserved(start[a.Name], a); err != nil {
+			t.Error(err)
+		}
+	}
+}

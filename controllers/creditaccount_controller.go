@@ -1,0 +1,364 @@
+// Package controllers keeps the ledgers: it bills running servers at each
+// boundary, returns reservations whose pod never ran, applies grants and
+// top-ups, and stops servers whose next period cannot be paid.
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
+)
+
+// ServerStopper stops a user's server through JupyterHub.
+type ServerStopper interface {
+	StopServer(ctx context.Context, user, server string) error
+}
+
+// CreditAccountReconciler keeps one account's ledger. It is the only writer
+// of charges; the webhook only adds reservations. Every write carries the
+// account's resourceVersion.
+type CreditAccountReconciler struct {
+	Client client.Client
+	// APIReader reads around the cache after a conflict.
+	APIReader client.Reader
+	Clock     clock.Clock
+	Recorder  record.EventRecorder
+	Options   billing.Options
+	// Hub stops servers through the Hub API; nil deletes the pod instead.
+	Hub ServerStopper
+	// Shadow counts without ever stopping a server.
+	Shadow bool
+}
+
+var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
+
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+
+// Reconcile settles the account's servers and requeues at the next boundary.
+func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var out *outcome
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		out, err = r.settle(ctx, req.NamespacedName, attempt > 0)
+		if !apierrors.IsConflict(err) {
+			break
+		}
+	}
+	if apierrors.IsNotFound(err) {
+		forgetAccount(req.Namespace, req.Name)
+		return ctrl.Result{}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	recordAccount(out.account)
+	for _, lag := range out.result.Lags {
+		billingLag.Observe(lag.Seconds())
+	}
+	r.act(ctx, out)
+	return ctrl.Result{RequeueAfter: out.result.RequeueAfter}, nil
+}
+
+// outcome is what a committed settle asks for.
+type outcome struct {
+	account  *hcv1.CreditAccount
+	projects map[string]*hcv1.CreditAccount
+	result   billing.Result
+}
+
+// settle reads the account (live after a conflict), settles it and writes
+// the changed pools, then the account.
+func (r *CreditAccountReconciler) settle(ctx context.Context, key types.NamespacedName, live bool) (*outcome, error) {
+	reader := client.Reader(r.Client)
+	if live {
+		reader = r.APIReader
+	}
+	a := &hcv1.CreditAccount{}
+	if err := reader.Get(ctx, key, a); err != nil {
+		return nil, err
+	}
+	before := a.Status.DeepCopy()
+	now := r.Clock.Now()
+
+	projects, projBefore, err := r.projects(ctx, reader, a)
+	if err != nil {
+		return nil, err
+	}
+	pods, err := r.pods(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	res := billing.Settle(a, projects, func(e hcv1.ServerCharge) billing.PodObservation {
+		return observe(pods, e)
+	}, nil, now, r.Options)
+	orphansChanged, wait := billing.SettleOrphans(a, func(wallet, id string) bool {
+		return r.walletHas(ctx, key.Namespace, wallet, id)
+	}, now, r.Options)
+	if orphansChanged {
+		res.WalletChanged = true
+	}
+	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
+		res.RequeueAfter = wait
+	}
+	r.setReady(a, projects)
+	a.Status.ObservedGeneration = a.Generation
+
+	// Pools first, the wallet last: the wallet's entry commits the charge.
+	for name := range res.ChangedProjects {
+		p := projects[name]
+		if p == nil || equality.Semantic.DeepEqual(projBefore[name], &p.Status) {
+			continue
+		}
+		if err := r.Client.Status().Update(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	if !equality.Semantic.DeepEqual(before, &a.Status) {
+		if err := r.Client.Status().Update(ctx, a); err != nil {
+			return nil, err
+		}
+	}
+	return &outcome{account: a, projects: projects, result: res}, nil
+}
+
+// projects loads the pools that co-fund the account's servers.
+func (r *CreditAccountReconciler) projects(ctx context.Context, reader client.Reader, a *hcv1.CreditAccount) (map[string]*hcv1.CreditAccount, map[string]*hcv1.CreditAccountStatus, error) {
+	names := map[string]bool{}
+	if a.Spec.Project != "" && a.Spec.Project != a.Name {
+		names[a.Spec.Project] = true
+	}
+	for _, e := range a.Status.Servers {
+		if e.Wallet == a.Name && e.Project != "" && e.Project != a.Name {
+			names[e.Project] = true
+		}
+	}
+	projects := map[string]*hcv1.CreditAccount{}
+	before := map[string]*hcv1.CreditAccountStatus{}
+	for name := range names {
+		p := &hcv1.CreditAccount{}
+		err := reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: name}, p)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		projects[name] = p
+		before[name] = p.Status.DeepCopy()
+	}
+	return projects, before, nil
+}
+
+// pods returns the account's singleuser pods by reservation id (and by
+// adopted entry id).
+func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount) (map[string]*corev1.Pod, error) {
+	var list corev1.PodList
+	if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace),
+		client.MatchingFields{billing.IndexPodAccount: a.Name}); err != nil {
+		return nil, err
+	}
+	byID := make(map[string]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		p := &list.Items[i]
+		if id := p.Annotations[hcv1.AnnotationReservation]; id != "" {
+			byID[id] = p
+		}
+		byID[billing.AdoptedID(p.UID)] = p
+	}
+	return byID, nil
+}
+
+// walletHas reports whether wallet holds entry id (from the cache; a pool's
+// orphan grace is longer than the cache's lag).
+func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id string) bool {
+	w := &hcv1.CreditAccount{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: wallet}, w); err != nil {
+		return !apierrors.IsNotFound(err) // unsure: keep the entry
+	}
+	return billing.FindServer(w, id) >= 0
+}
+
+func (r *CreditAccountReconciler) setReady(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount) {
+	switch p := projects[a.Spec.Project]; {
+	case a.Spec.Project != "" && p == nil:
+		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectNotFound,
+			fmt.Sprintf("Project %q does not exist; spawns billed to this account are denied.", a.Spec.Project))
+	case p != nil && p.Spec.Project != "":
+		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectChain,
+			fmt.Sprintf("Project %q names a project itself; pools are one level deep, so spawns billed to this account are denied.", p.Name))
+	default:
+		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
+	}
+}
+
+// observe turns the cached pod behind an entry into what billing needs.
+func observe(pods map[string]*corev1.Pod, e hcv1.ServerCharge) billing.PodObservation {
+	p := pods[e.ID]
+	if p == nil || (e.PodUID != "" && p.UID != e.PodUID) {
+		return billing.PodObservation{}
+	}
+	return ObservePod(p)
+}
+
+// ObservePod reads a pod's run times: the clock starts when its first
+// container started running and stops when deletion was requested or its
+// containers terminated.
+func ObservePod(p *corev1.Pod) billing.PodObservation {
+	o := billing.PodObservation{Exists: true, UID: p.UID}
+	var started, finished *time.Time
+	for _, cs := range p.Status.ContainerStatuses {
+		var t *metav1.Time
+		switch {
+		case cs.State.Running != nil:
+			t = &cs.State.Running.StartedAt
+		case cs.State.Terminated != nil:
+			t = &cs.State.Terminated.StartedAt
+			if f := cs.State.Terminated.FinishedAt.Time; !f.IsZero() && (finished == nil || f.After(*finished)) {
+				finished = &f
+			}
+		case cs.LastTerminationState.Terminated != nil:
+			t = &cs.LastTerminationState.Terminated.StartedAt
+		}
+		if t != nil && !t.IsZero() && (started == nil || t.Time.Before(*started)) {
+			tt := t.Time
+			started = &tt
+		}
+	}
+	if started == nil && p.Status.Phase == corev1.PodRunning && p.Status.StartTime != nil {
+		t := p.Status.StartTime.Time
+		started = &t
+	}
+	o.StartedAt = started
+	switch {
+	case p.DeletionTimestamp != nil:
+		t := p.DeletionTimestamp.Time
+		o.EndedAt = &t
+	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
+		if finished == nil {
+			t := p.CreationTimestamp.Time
+			if started != nil {
+				t = *started
+			}
+			finished = &t
+		}
+		o.EndedAt = finished
+	}
+	return o
+}
+
+// act emits Events and stops servers after a committed settle.
+func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
+	a := out.account
+	for _, n := range out.result.Notes {
+		typ := corev1.EventTypeNormal
+		if n.Warning {
+			typ = corev1.EventTypeWarning
+		}
+		if n.Pod != "" && n.PodUID != "" {
+			r.Recorder.Event(podRef(a.Namespace, n.Pod, n.PodUID), typ, n.Reason, n.Message)
+		}
+		if n.Reason != billing.EventCreditsReserved {
+			r.Recorder.Event(a, typ, n.Reason, n.Message)
+		}
+	}
+	for _, s := range out.result.Stops {
+		r.stop(ctx, a, s)
+	}
+}
+
+// stop stops a server through the Hub API, and deletes its pod when there
+// is no Hub API or it failed.
+func (r *CreditAccountReconciler) stop(ctx context.Context, a *hcv1.CreditAccount, s billing.Stop) {
+	logger := log.FromContext(ctx)
+	stopsTotal.WithLabelValues("credits").Inc()
+	pod := podRef(a.Namespace, s.Server.Pod, s.Server.PodUID)
+	if !s.Repeat {
+		r.Recorder.Event(pod, corev1.EventTypeWarning, billing.EventServerStopped, s.Message)
+		r.Recorder.Event(a, corev1.EventTypeWarning, billing.EventServerStopped, s.Server.Pod+": "+s.Message)
+	}
+	if r.Shadow {
+		logger.Info("Shadow mode: would stop server", "pod", klog.KObj(pod), "user", s.Server.User)
+		return
+	}
+	if r.Hub != nil {
+		err := r.Hub.StopServer(ctx, s.Server.User, s.Server.ServerName)
+		if err == nil {
+			logger.Info("Stopped server through the Hub API", "pod", klog.KObj(pod), "user", s.Server.User)
+			return
+		}
+		logger.Error(err, "Stopping through the Hub API failed; deleting the pod", "pod", klog.KObj(pod))
+	}
+	uid := s.Server.PodUID
+	err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &uid})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		logger.Error(err, "Deleting the pod of an unpaid server failed", "pod", klog.KObj(pod))
+		return
+	}
+	logger.Info("Deleted the pod of an unpaid server", "pod", klog.KObj(pod), "user", s.Server.User)
+}
+
+func podRef(ns, name string, uid types.UID) *corev1.Pod {
+	return &corev1.Pod{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: uid},
+	}
+}
+
+// SetupWithManager watches accounts and the singleuser pods billed to them.
+func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&hcv1.CreditAccount{}).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToAccounts)).
+		Watches(&hcv1.CreditAccount{}, handler.EnqueueRequestsFromMapFunc(r.accountToRelated)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
+		Named("creditaccount").
+		Complete(r)
+}
+
+// podToAccounts maps a pod to the accounts it is billed to.
+func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
+	var out []reconcile.Request
+	for _, name := range billing.PodAccounts(o) {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+	}
+	return out
+}
+
+// accountToRelated wakes the wallets whose servers a pool co-funds: the
+// pool's balance changes what they can pay.
+func (r *CreditAccountReconciler) accountToRelated(_ context.Context, o client.Object) []reconcile.Request {
+	a := o.(*hcv1.CreditAccount)
+	seen := map[string]bool{}
+	var out []reconcile.Request
+	add := func(name string) {
+		if name != "" && name != a.Name && !seen[name] {
+			seen[name] = true
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: name}})
+		}
+	}
+	for _, e := range a.Status.Servers {
+		add(e.Wallet)
+	}
+	return out
+}

@@ -1,0 +1,161 @@
+// Package localcp starts a local control plane (kube-apiserver and etcd
+// built from source into bin/k8s) with hubcredits' CRDs and webhook
+// configurations installed, for `make dev`, the integration tests and the
+// benchmarks. It listens on 127.0.0.1 only.
+package localcp
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	admissionv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// Options for Start.
+type Options struct {
+	// Root is the repository root ("" finds it from the working directory).
+	Root string
+	// Webhooks installs hubcredits' webhook configurations, pointing at a
+	// local webhook server (see Env.WebhookHost/Port/CertDir).
+	Webhooks bool
+	// FailurePolicy of the pod webhook ("" keeps the generated Fail).
+	FailurePolicy admissionv1.FailurePolicyType
+	// ExcludeNamespaces are never sent to the pod webhook (kube-system always).
+	ExcludeNamespaces []string
+}
+
+// Env is a running local control plane.
+type Env struct {
+	*envtest.Environment
+	Config *rest.Config
+}
+
+// Root finds the repository root (the directory holding PROJECT) upwards
+// from the working directory.
+func Root() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "PROJECT")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("cannot find the hubcredits repository root (PROJECT) above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Start starts kube-apiserver and etcd and installs the CRDs and webhooks.
+func Start(o Options) (*Env, error) {
+	if o.Root == "" {
+		r, err := Root()
+		if err != nil {
+			return nil, err
+		}
+		o.Root = r
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		assets = filepath.Join(o.Root, "bin", "k8s")
+	}
+	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
+		return nil, fmt.Errorf("no kube-apiserver in %s: run `make k8s-tools` (builds it from source, 11-14 minutes the first time)", assets)
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join(o.Root, "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}
+	if o.Webhooks {
+		mut, val, err := WebhookConfigs(o.Root, o.FailurePolicy, o.ExcludeNamespaces)
+		if err != nil {
+			return nil, err
+		}
+		env.WebhookInstallOptions = envtest.WebhookInstallOptions{
+			MutatingWebhooks:   mut,
+			ValidatingWebhooks: val,
+			LocalServingHost:   "127.0.0.1",
+		}
+	}
+	cfg, err := env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting the local control plane: %w", err)
+	}
+	return &Env{Environment: env, Config: cfg}, nil
+}
+
+// AdminKubeconfig returns a kubeconfig for a cluster-admin user.
+func (e *Env) AdminKubeconfig() ([]byte, error) {
+	u, err := e.AddUser(envtest.User{Name: "admin", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return u.KubeConfig()
+}
+
+// WebhookConfigs reads the generated webhook configurations and scopes the
+// pod webhook the way the chart does: singleuser pods only, never
+// kube-system or the excluded namespaces.
+func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []string) ([]*admissionv1.MutatingWebhookConfiguration, []*admissionv1.ValidatingWebhookConfiguration, error) {
+	data, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
+	if err != nil {
+		return nil, nil, err
+	}
+	var muts []*admissionv1.MutatingWebhookConfiguration
+	var vals []*admissionv1.ValidatingWebhookConfiguration
+	for _, doc := range bytes.Split(data, []byte("\n---")) {
+		doc = bytes.TrimSpace(doc)
+		if len(doc) == 0 || bytes.Equal(doc, []byte("---")) {
+			continue
+		}
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			return nil, nil, err
+		}
+		switch meta.Kind {
+		case "MutatingWebhookConfiguration":
+			m := &admissionv1.MutatingWebhookConfiguration{}
+			if err := yaml.Unmarshal(doc, m); err != nil {
+				return nil, nil, err
+			}
+			m.Name = "hubcredits-mutating"
+			for i := range m.Webhooks {
+				ScopePodWebhook(&m.Webhooks[i], exclude)
+				if fp != "" {
+					m.Webhooks[i].FailurePolicy = &fp
+				}
+			}
+			muts = append(muts, m)
+		case "ValidatingWebhookConfiguration":
+			v := &admissionv1.ValidatingWebhookConfiguration{}
+			if err := yaml.Unmarshal(doc, v); err != nil {
+				return nil, nil, err
+			}
+			v.Name = "hubcredits-validating"
+			vals = append(vals, v)
+		}
+	}
+	return muts, vals, nil
+}
+
+// ScopePodWebhook sets the selectors of the pod webhook.
+func ScopePodWebhook(w *admissionv1.MutatingWebhook, exclude []string) {
+	w.ObjectSelector = &metav1.LabelSelector{MatchLabels: map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}}
+	w.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+		Values: append([]string{"kube-system"}, exclude...),
+	}}}
+}

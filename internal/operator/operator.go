@@ -1,0 +1,167 @@
+// Package operator wires hubcredits' controllers and webhooks onto a
+// controller-runtime manager. main.go and the integration tests share it.
+package operator
+
+import (
+	"context"
+	"crypto/tls"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/controllers"
+	"github.com/hubcredits/hubcredits/hubapi"
+	"github.com/hubcredits/hubcredits/webhooks"
+)
+
+// Options configure the operator (flags in main.go, values in the chart).
+type Options struct {
+	// Namespace restricts the operator to the hub's namespace ("" watches all).
+	Namespace string
+	// SingleuserSelector selects the user pods (default component=singleuser-server).
+	SingleuserSelector labels.Selector
+	Defaults           billing.Defaults
+	Billing            billing.Options
+	AutoCreate         *webhooks.WalletTemplate
+	Creators           []string
+	Shadow             bool
+	HubURL             string
+	HubTokenFile       string
+	Workers            int
+	Clock              clock.Clock
+	// Webhooks registers the webhook handlers (the server runs on every replica).
+	Webhooks bool
+}
+
+// Scheme returns a scheme with the core types and hubcredits.io.
+func Scheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = clientgoscheme.AddToScheme(s)
+	_ = hcv1.AddToScheme(s)
+	return s
+}
+
+// DefaultSelector is Z2JH's label on user pods.
+func DefaultSelector() labels.Selector {
+	return labels.SelectorFromSet(labels.Set{hcv1.ComponentLabel: hcv1.SingleuserComponent})
+}
+
+// CacheOptions caches only what billing needs: singleuser pods (selected by
+// label, with their spec dropped — it holds the user's Hub token — and
+// managedFields stripped), accounts and policies. Memory therefore does not
+// grow with the rest of the cluster.
+func CacheOptions(o Options) cache.Options {
+	sel := o.SingleuserSelector
+	if sel == nil {
+		sel = DefaultSelector()
+	}
+	co := cache.Options{
+		DefaultTransform: cache.TransformStripManagedFields(),
+		ByObject: map[client.Object]cache.ByObject{
+			&corev1.Pod{}: {Label: sel, Transform: TrimPod},
+		},
+	}
+	if o.Namespace != "" {
+		co.DefaultNamespaces = map[string]cache.Config{o.Namespace: {}}
+	}
+	return co
+}
+
+// TrimPod keeps the parts of a pod that billing reads: identity, labels,
+// annotations, deletion, and the containers' run times.
+func TrimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	t := &corev1.Pod{TypeMeta: p.TypeMeta}
+	t.ObjectMeta = p.ObjectMeta
+	t.ManagedFields = nil
+	t.Status.Phase = p.Status.Phase
+	t.Status.StartTime = p.Status.StartTime
+	for _, cs := range p.Status.ContainerStatuses {
+		t.Status.ContainerStatuses = append(t.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: cs.Name, State: cs.State, LastTerminationState: cs.LastTerminationState,
+		})
+	}
+	return t, nil
+}
+
+// WebhookTLS disables HTTP/2 (Rapid Reset, CVE-2023-44487) unless asked
+// for, and requires TLS 1.2.
+func WebhookTLS(enableHTTP2 bool) []func(*tls.Config) {
+	return []func(*tls.Config){func(c *tls.Config) {
+		c.MinVersion = tls.VersionTLS12
+		if !enableHTTP2 {
+			c.NextProtos = []string{"http/1.1"}
+		}
+	}}
+}
+
+// Setup registers indexes, controllers and (optionally) webhooks.
+func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
+	if o.Clock == nil {
+		o.Clock = clock.RealClock{}
+	}
+	if o.Defaults.Interval <= 0 {
+		o.Defaults = billing.DefaultPrice
+	}
+	if o.Billing == (billing.Options{}) {
+		o.Billing = billing.DefaultOptions
+	}
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &hcv1.CreditAccount{}, billing.IndexAccountProject, billing.AccountProject); err != nil {
+		return err
+	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts); err != nil {
+		return err
+	}
+	policies := &billing.PolicyCache{}
+	var hub controllers.ServerStopper
+	if o.HubURL != "" && o.HubTokenFile != "" {
+		hub = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile, HTTP: nil}
+	}
+	acct := &controllers.CreditAccountReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
+		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
+	}
+	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
+		return err
+	}
+	if err := (&controllers.BillingPolicyReconciler{Client: mgr.GetClient(), Policies: policies}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	if !o.Webhooks {
+		return nil
+	}
+	if err := webhooks.SetupBillingPolicyWebhook(mgr); err != nil {
+		return err
+	}
+	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
+		Reader:     mgr.GetClient(),
+		Reserver:   &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
+		Clock:      o.Clock,
+		Policies:   policies,
+		Defaults:   o.Defaults,
+		AutoCreate: o.AutoCreate,
+		Creators:   o.Creators,
+		Shadow:     o.Shadow,
+	})
+	return nil
+}
+
+// DefaultStopRetry is exported for flags.
+const DefaultStopRetry = 30 * time.Second

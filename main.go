@@ -1,0 +1,223 @@
+// Command manager runs hubcredits: credit-based accounting of JupyterHub
+// user servers on Kubernetes. `manager` runs against the current cluster;
+// `manager dev` starts a local control plane first (make dev).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/localcp"
+	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/webhooks"
+)
+
+// flags are the operator's command line.
+type flags struct {
+	metricsAddr, probeAddr string
+	leaderElect            bool
+	leaderElectionNS       string
+	webhookPort            int
+	webhookCertDir         string
+	enableHTTP2            bool
+	enableWebhooks         bool
+
+	namespace        string
+	selector         string
+	defaultValue     int64
+	defaultInterval  time.Duration
+	orphanGrace      time.Duration
+	stopRetry        time.Duration
+	lowPeriods       int64
+	autoCreate       bool
+	walletCap        int64
+	walletInitial    int64
+	walletGrant      int64
+	walletGrantEvery time.Duration
+	hubURL           string
+	hubTokenFile     string
+	creators         string
+	shadow           bool
+	workers          int
+
+	stateDir string
+}
+
+func parseFlags(args []string) (*flags, *zap.Options, error) {
+	f := &flags{}
+	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 disables it).")
+	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader for the billing controllers (the webhook serves on every replica).")
+	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
+	fs.IntVar(&f.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
+	fs.StringVar(&f.webhookCertDir, "webhook-cert-dir", "", "Directory with the webhook's tls.crt and tls.key.")
+	fs.BoolVar(&f.enableHTTP2, "enable-http2", false, "Serve webhooks over HTTP/2 (off: Rapid Reset, CVE-2023-44487).")
+	fs.BoolVar(&f.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
+	fs.StringVar(&f.namespace, "namespace", "", "The hub's namespace to watch ('' watches all namespaces).")
+	fs.StringVar(&f.selector, "singleuser-selector", hcv1.ComponentLabel+"="+hcv1.SingleuserComponent, "Label selector of the JupyterHub user pods.")
+	fs.Int64Var(&f.defaultValue, "default-billing-value", billing.DefaultPrice.Value, "Credits per period of a server no BillingPolicy selects.")
+	fs.DurationVar(&f.defaultInterval, "default-billing-interval", billing.DefaultPrice.Interval, "Period of a server no BillingPolicy selects.")
+	fs.DurationVar(&f.orphanGrace, "reservation-grace", billing.DefaultOptions.OrphanGrace, "How long a reservation waits for its pod before it is refunded.")
+	fs.DurationVar(&f.stopRetry, "stop-retry", billing.DefaultOptions.StopRetry, "How often a stop that did not take effect is repeated.")
+	fs.Int64Var(&f.lowPeriods, "low-balance-periods", billing.DefaultOptions.LowPeriods, "Low condition when the balance covers fewer than this many periods of the running servers.")
+	fs.BoolVar(&f.autoCreate, "auto-create-wallets", false, "Create a wallet for a user without one (else their spawn is denied).")
+	fs.Int64Var(&f.walletCap, "wallet-cap", 100, "Cap of a created wallet.")
+	fs.Int64Var(&f.walletInitial, "wallet-initial-balance", -1, "Initial balance of a created wallet (-1: the cap).")
+	fs.Int64Var(&f.walletGrant, "wallet-grant-amount", 5, "Grant of a created wallet (0: none).")
+	fs.DurationVar(&f.walletGrantEvery, "wallet-grant-interval", 5*time.Minute, "Grant interval of a created wallet.")
+	fs.StringVar(&f.hubURL, "hub-api-url", "", "JupyterHub API URL used to stop servers (e.g. http://hub:8081/hub/api); '' deletes pods instead.")
+	fs.StringVar(&f.hubTokenFile, "hub-api-token-file", "", "File holding the Hub API token (mounted from a Secret; never pass the token itself).")
+	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
+	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
+	fs.IntVar(&f.workers, "workers", 4, "Concurrent account reconciles.")
+	fs.StringVar(&f.stateDir, "state-dir", ".dev", "dev: directory for the kubeconfig and certificates.")
+	zo := &zap.Options{Development: false}
+	zo.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	return f, zo, nil
+}
+
+func (f *flags) options() (operator.Options, error) {
+	sel, err := labels.Parse(f.selector)
+	if err != nil {
+		return operator.Options{}, fmt.Errorf("--singleuser-selector: %w", err)
+	}
+	if f.defaultValue < 0 || f.defaultInterval < time.Second {
+		return operator.Options{}, fmt.Errorf("--default-billing-value must be >= 0 and --default-billing-interval >= 1s")
+	}
+	o := operator.Options{
+		Namespace:          f.namespace,
+		SingleuserSelector: sel,
+		Defaults:           billing.Defaults{Value: f.defaultValue, Interval: f.defaultInterval},
+		Billing:            billing.Options{OrphanGrace: f.orphanGrace, StopRetry: f.stopRetry, LowPeriods: f.lowPeriods},
+		Shadow:             f.shadow,
+		HubURL:             f.hubURL,
+		HubTokenFile:       f.hubTokenFile,
+		Workers:            f.workers,
+		Webhooks:           f.enableWebhooks,
+	}
+	if f.creators != "" {
+		o.Creators = strings.Split(f.creators, ",")
+	}
+	if f.autoCreate {
+		t := &webhooks.WalletTemplate{Cap: f.walletCap}
+		if f.walletInitial >= 0 {
+			v := f.walletInitial
+			t.InitialBalance = &v
+		}
+		if f.walletGrant > 0 {
+			t.Grant = &hcv1.Grant{Amount: f.walletGrant}
+			t.Grant.Interval.Duration = f.walletGrantEvery
+		}
+		o.AutoCreate = t
+	}
+	return o, nil
+}
+
+func main() {
+	args := os.Args[1:]
+	dev := len(args) > 0 && args[0] == "dev"
+	if dev {
+		args = args[1:]
+	}
+	f, zo, err := parseFlags(args)
+	if err != nil {
+		os.Exit(2)
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
+	if err := run(ctrl.SetupSignalHandler(), f, dev); err != nil {
+		fmt.Fprintln(os.Stderr, "hubcredits:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f *flags, dev bool) error {
+	o, err := f.options()
+	if err != nil {
+		return err
+	}
+	var cfg *rest.Config
+	webhookOpts := webhook.Options{Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: operator.WebhookTLS(f.enableHTTP2)}
+	if dev {
+		env, err := startDev(f)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = env.Stop() }()
+		cfg = env.Config
+		w := env.WebhookInstallOptions
+		webhookOpts.Host, webhookOpts.Port, webhookOpts.CertDir = w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
+	} else if cfg, err = ctrl.GetConfig(); err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                  operator.Scheme(),
+		Cache:                   operator.CacheOptions(o),
+		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
+		HealthProbeBindAddress:  f.probeAddr,
+		LeaderElection:          f.leaderElect,
+		LeaderElectionID:        "hubcredits.hubcredits.io",
+		LeaderElectionNamespace: f.leaderElectionNS,
+		WebhookServer:           webhook.NewServer(webhookOpts),
+	})
+	if err != nil {
+		return err
+	}
+	if err := operator.Setup(ctx, mgr, o); err != nil {
+		return err
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
+		return err
+	}
+	return mgr.Start(ctx)
+}
+
+// startDev starts the local control plane and writes its kubeconfig.
+func startDev(f *flags) (*localcp.Env, error) {
+	fmt.Println("hubcredits dev: starting kube-apiserver and etcd on 127.0.0.1 ...")
+	env, err := localcp.Start(localcp.Options{Webhooks: f.enableWebhooks})
+	if err != nil {
+		return nil, err
+	}
+	kc, err := env.AdminKubeconfig()
+	if err == nil {
+		err = os.MkdirAll(f.stateDir, 0o700)
+	}
+	path := filepath.Join(f.stateDir, "kubeconfig")
+	if err == nil {
+		err = os.WriteFile(path, kc, 0o600)
+	}
+	if err != nil {
+		_ = env.Stop()
+		return nil, err
+	}
+	abs, _ := filepath.Abs(path)
+	fmt.Printf(`hubcredits dev: the control plane is up at %s; the operator is starting.
+  export KUBECONFIG=%s
+  kubectl apply -f config/samples/
+  kubectl get ca,bp
+Ctrl-C stops the operator and the control plane.
+`, env.Config.Host, abs)
+	return env, nil
+}

@@ -1,0 +1,26 @@
+package webhooks
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+var (
+	decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hubcredits_admission_decisions_total",
+		Help: "Pod admission decisions by result (admitted, denied, error) and reason.",
+	}, []string{"result", "reason"})
+	decisionSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "hubcredits_admission_duration_seconds",
+		Help:    "Time to decide on a singleuser pod, reservation write included.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2},
+	})
+	conflicts = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hubcredits_reservation_conflicts_total",
+		Help: "Reservation writes retried because the account changed meanwhile.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(decisions, decisionSeconds, conflicts)
+}
