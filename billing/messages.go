@@ -29,6 +29,19 @@ func FormatDuration(d time.Duration) string {
 	return s
 }
 
+// roundWait rounds a wait up to what a person would say: whole minutes
+// from a minute on, whole seconds below.
+func roundWait(d time.Duration) time.Duration {
+	unit := time.Second
+	if d >= time.Minute {
+		unit = time.Minute
+	}
+	if r := d % unit; r != 0 {
+		d += unit - r
+	}
+	return d
+}
+
 // PriceText is "10 credits every 10m" (or "free").
 func PriceText(p Price) string {
 	if p.Value == 0 {
@@ -45,7 +58,7 @@ func PriceText(p Price) string {
 func holdings(kind string, a *hcv1.CreditAccount, now time.Time) string {
 	s := fmt.Sprintf("%s %q has %d", kind, a.Name, a.Status.Balance)
 	if at, amount, ok := NextGrant(a, now); ok && amount > 0 {
-		s += fmt.Sprintf(" (next +%d in %s)", amount, FormatDuration(at.Sub(now)))
+		s += fmt.Sprintf(" (next +%d in %s)", amount, FormatDuration(roundWait(at.Sub(now))))
 	}
 	return s
 }

@@ -5,7 +5,6 @@ package operator
 import (
 	"context"
 	"crypto/tls"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -40,6 +39,9 @@ type Options struct {
 	Clock              clock.Clock
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
+	// DisableControllers leaves the billing controllers out (a webhook-only
+	// process, used by tests and benchmarks).
+	DisableControllers bool
 }
 
 // Scheme returns a scheme with the core types and hubcredits.io.
@@ -129,20 +131,10 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 		return err
 	}
 	policies := &billing.PolicyCache{}
-	var hub controllers.ServerStopper
-	if o.HubURL != "" && o.HubTokenFile != "" {
-		hub = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile, HTTP: nil}
-	}
-	acct := &controllers.CreditAccountReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
-		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
-		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
-	}
-	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
-		return err
-	}
-	if err := (&controllers.BillingPolicyReconciler{Client: mgr.GetClient(), Policies: policies}).SetupWithManager(mgr); err != nil {
-		return err
+	if !o.DisableControllers {
+		if err := setupControllers(mgr, o, policies); err != nil {
+			return err
+		}
 	}
 	if !o.Webhooks {
 		return nil
@@ -163,5 +155,18 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	return nil
 }
 
-// DefaultStopRetry is exported for flags.
-const DefaultStopRetry = 30 * time.Second
+func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
+	var hub controllers.ServerStopper
+	if o.HubURL != "" && o.HubTokenFile != "" {
+		hub = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile}
+	}
+	acct := &controllers.CreditAccountReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
+		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
+	}
+	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
+		return err
+	}
+	return (&controllers.BillingPolicyReconciler{Client: mgr.GetClient(), Policies: policies}).SetupWithManager(mgr)
+}

@@ -11,10 +11,11 @@ Environment: ``KUBECONFIG``; ``HUB_NAMESPACE`` (where pods go); ``E2E_TOKENS_FIL
 (each API token put in a pod manifest is appended there, so the test can look for
 it in the hub log); ``E2E_MISSING_NAMESPACE`` (users whose name starts with
 ``missing-ns`` get their pod in this namespace, which does not exist: a 404 that is
-not a denial).
+not a denial); ``E2E_EXTRA_LABELS`` (JSON object of extra pod labels).
 """
 
 import asyncio
+import json
 import os
 import time
 from datetime import timedelta
@@ -38,8 +39,13 @@ def core_api():
 
 
 def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
-    """The parts of a KubeSpawner 7.x / Z2JH pod that the operator looks at."""
+    """The parts of a KubeSpawner 7.x / Z2JH pod that the operator looks at.
+
+    ``E2E_EXTRA_LABELS`` (a JSON object) adds labels, e.g. a billing policy label or
+    the ``release`` label the operator's webhook may select on.
+    """
     name = f"jupyter-{username}"
+    extra_labels = json.loads(os.environ.get("E2E_EXTRA_LABELS") or "{}")
     return client.V1Pod(
         api_version="v1",
         kind="Pod",
@@ -54,6 +60,7 @@ def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
                 "component": "singleuser-server",
                 "hub.jupyter.org/username": username,
                 "hub.jupyter.org/servername": "",
+                **extra_labels,
             },
             annotations={
                 "hub.jupyter.org/username": username,
@@ -121,7 +128,7 @@ class PodSpawner(Spawner):
                 return (pod.status.pod_ip, 8888)
 
     async def _make_create_pod_request(self, pod, request_timeout):
-        # Mirrors KubeSpawner.\_make_create_pod_request (2.0.1 l.2319-2357).
+        # Mirrors KubeSpawner._make_create_pod_request (2.0.1 l.2319-2357).
         try:
             self.log.info(
                 f"Attempting to create pod {pod.metadata.name}, with timeout {request_timeout}"

@@ -31,6 +31,8 @@ Environment:
   EXPECT_DENIAL   optional: the exact sentence the operator must answer for DENIED_USER
   PRICED_USER     optional: a user with credits (the test starts and stops their server)
   OTHER_DENIED_USER  optional: a user whose pod another webhook denies (must stay untouched)
+  E2E_EXTRA_LABELS  optional JSON object of extra labels for the test pods (e.g. the labels
+                  the operator's webhook selects on)
   E2E_SPAWNER     spawner class (default e2e_spawner.PodSpawner); "kubespawner.KubeSpawner"
                   runs a real KubeSpawner if it is importable (PYTHONPATH)
   E2E_MODES       default "stock glue stock-z2jh glue-z2jh"

@@ -122,6 +122,11 @@ class DenialSentenceTest(unittest.TestCase):
                     exc = make(denied_message(sentence))
                     self.assertEqual(hh.denial_sentence(exc), sentence)
 
+    def test_message_without_forbidden_prefix(self):
+        # kube-apiserver 1.37 answered a webhook that set code 403 with just this
+        message = f'admission webhook "{hh.WEBHOOK_NAME}" denied the request: {SENTENCES[0]}'
+        self.assertEqual(hh.denial_sentence(async_exc(message)), SENTENCES[0])
+
     def test_status_reason_variants(self):
         # controller-runtime before 0.15 put the text in Result.Reason; the API server
         # still builds the same message, only the Status reason differs.

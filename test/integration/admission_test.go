@@ -1,0 +1,281 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// denial is the Status message the API server returns to KubeSpawner for
+// our webhook's denial (with HTTP 403).
+func denial(msg string) string {
+	return `admission webhook "pods.hubcredits.io" denied the request: ` + msg
+}
+
+func TestAdmissionAdmitsAndPinsThePrice(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	makeAccount(ns, "alice", "alice").cap(100).create(t)
+	pod := kubespawnerPod(ns, "alice", "")
+	if err := createPod(pod); err != nil {
+		t.Fatalf("KubeSpawner's pod was refused: %v", err)
+	}
+	want := map[string]string{
+		hcv1.AnnotationAccount:         "alice",
+		hcv1.AnnotationBillingValue:    "10",
+		hcv1.AnnotationBillingInterval: "10m0s",
+		hcv1.AnnotationPolicy:          "",
+	}
+	for k, v := range want {
+		if got, ok := pod.Annotations[k]; !ok || got != v {
+			t.Errorf("annotation %s = %q, want %q", k, got, v)
+		}
+	}
+	if pod.Annotations[hcv1.AnnotationReservation] == "" {
+		t.Error("no reservation annotation")
+	}
+	// The first period is paid at admission, before the pod exists.
+	if a := getAccount(t, ns, "alice"); a.Status.Balance != 90 || len(a.Status.Servers) != 1 {
+		t.Fatalf("after admission: balance %d with %d servers, want 90 with 1", a.Status.Balance, len(a.Status.Servers))
+	}
+	// The user is told the price while the server starts.
+	eventually(t, 10*time.Second, func() error {
+		var evs corev1.EventList
+		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for _, e := range evs.Items {
+			if e.InvolvedObject.Name == pod.Name && e.Reason == "CreditsReserved" {
+				if e.Message != "This server costs 10 credits every 10m, paid from account alice (90 left)." {
+					return fmt.Errorf("event message %q", e.Message)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no CreditsReserved event on the pod yet")
+	})
+}
+
+func TestAdmissionDenials(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "alice", "alice").cap(100).balance(4).grant(5, 3*time.Minute).create(t)
+	makeAccount(ns, "physics", "alice").cap(100).create(t)
+	makeAccount(ns, "bob", "bob").cap(100).create(t)
+	makeAccount(ns, "carol-a", "carol").create(t)
+	makeAccount(ns, "carol-b", "carol").create(t)
+	cases := map[string]struct {
+		pod     *corev1.Pod
+		wantMsg string
+	}{
+		"not enough credits": {
+			pod:     withLabel(kubespawnerPod(ns, "alice", ""), hcv1.LabelAccount, "alice"),
+			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+		},
+		"user not in the named account": {
+			pod:     withLabel(kubespawnerPod(ns, "bob", ""), hcv1.LabelAccount, "physics"),
+			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+		},
+		"named account missing": {
+			pod:     withLabel(kubespawnerPod(ns, "bob", ""), hcv1.LabelAccount, "chemistry"),
+			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+		},
+		"no account": {
+			pod:     kubespawnerPod(ns, "dave", ""),
+			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+		},
+		"two candidate accounts": {
+			pod:     kubespawnerPod(ns, "carol", ""),
+			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+		},
+		"no username annotation": {
+			pod: func() *corev1.Pod {
+				p := kubespawnerPod(ns, "erin", "")
+				delete(p.Annotations, hcv1.AnnotationUsername)
+				return p
+			}(),
+			wantMsg: `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := createPod(tc.pod)
+			if !apierrors.IsForbidden(err) {
+				t.Fatalf("got %v, want a 403 denial", err)
+			}
+			if got, want := err.Error(), denial(tc.wantMsg); got != want {
+				t.Fatalf("denial text:\n got: %s\nwant: %s", got, want)
+			}
+			if strings.Contains(err.Error(), plantedToken) {
+				t.Fatal("the denial leaks the Hub token")
+			}
+		})
+	}
+	// Nothing was reserved by any denial.
+	if a := getAccount(t, ns, "alice"); len(a.Status.Servers) != 0 {
+		t.Fatalf("a denied spawn left %d reservations", len(a.Status.Servers))
+	}
+}
+
+func TestAdmissionNonSingleuserPodsPassUntouched(t *testing.T) {
+	ns := newNamespace(t)
+	p := kubespawnerPod(ns, "nobody", "")
+	p.Labels["component"] = "user-placeholder"
+	if err := createPod(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := p.Annotations[hcv1.AnnotationAccount]; ok {
+		t.Fatal("a placeholder pod was priced")
+	}
+}
+
+func TestAdmissionFreePolicyAdmitsAtZero(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "alice", "alice").balance(0).create(t)
+	createPolicy(t, makePolicy(ns, "free", 0, time.Minute))
+	p := kubespawnerPod(ns, "alice", "")
+	if err := createPod(p); err != nil {
+		t.Fatalf("a free server was refused at balance 0: %v", err)
+	}
+	if p.Annotations[hcv1.AnnotationBillingValue] != "0" || p.Annotations[hcv1.AnnotationPolicy] != "free" {
+		t.Fatalf("annotations %v", p.Annotations)
+	}
+}
+
+func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "alice", "alice").cap(1000).create(t)
+	createPolicy(t, makePolicy(ns, "default", 10, 10*time.Minute))
+	gpu := makePolicy(ns, "gpu", 0, 5*time.Minute)
+	gpu.Spec.BillingValue = nil
+	gpu.Spec.Priority = 10
+	gpu.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"hubcredits.io/policy": "gpu"}}
+	gpu.Spec.BillingValueExpression = "25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()"
+	createPolicy(t, gpu)
+	// Two policies with equal priority: the name that sorts first wins.
+	a := makePolicy(ns, "b-tie", 7, time.Minute)
+	a.Spec.Priority = 5
+	a.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "x"}}
+	createPolicy(t, a)
+	b := makePolicy(ns, "a-tie", 3, time.Minute)
+	b.Spec.Priority = 5
+	b.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "x"}}
+	createPolicy(t, b)
+
+	cases := map[string]struct {
+		pod        *corev1.Pod
+		wantValue  string
+		wantPolicy string
+	}{
+		"default":        {pod: kubespawnerPod(ns, "alice", "plain"), wantValue: "10", wantPolicy: "default"},
+		"two GPUs":       {pod: withGPUs(withLabel(kubespawnerPod(ns, "alice", "gpu2"), "hubcredits.io/policy", "gpu"), "2"), wantValue: "50", wantPolicy: "gpu"},
+		"tie goes to a-": {pod: withLabel(kubespawnerPod(ns, "alice", "tie"), "tier", "x"), wantValue: "3", wantPolicy: "a-tie"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if err := createPod(tc.pod); err != nil {
+				t.Fatal(err)
+			}
+			if got := tc.pod.Annotations[hcv1.AnnotationBillingValue]; got != tc.wantValue {
+				t.Errorf("billing value %s, want %s", got, tc.wantValue)
+			}
+			if got := tc.pod.Annotations[hcv1.AnnotationPolicy]; got != tc.wantPolicy {
+				t.Errorf("policy %s, want %s", got, tc.wantPolicy)
+			}
+		})
+	}
+	// A GPU pod the expression cannot price (no GPU request) is denied with the reason.
+	err := createPod(withLabel(kubespawnerPod(ns, "alice", "nogpu"), "hubcredits.io/policy", "gpu"))
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "gpu" could not price this server`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestAdmissionRaceAdmitsExactlyTheAffordable: 200 concurrent spawns against
+// a balance that covers 50 admit exactly 50, and the balance ends at 0.
+func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "pool", "u").cap(500).balance(500).create(t)
+	const n = 200
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	admitted, denied := 0, 0
+	var other []error
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := createPod(kubespawnerPod(ns, "u", fmt.Sprintf("s%d", i)))
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				admitted++
+			case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
+				denied++
+			default:
+				other = append(other, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if len(other) > 0 {
+		t.Fatalf("%d unexpected errors, first: %v", len(other), other[0])
+	}
+	if admitted != 50 || denied != n-50 {
+		t.Fatalf("admitted %d, denied %d; want 50 and %d", admitted, denied, n-50)
+	}
+	a := getAccount(t, ns, "pool")
+	if a.Status.Balance != 0 || len(a.Status.Servers) != 50 {
+		t.Fatalf("balance %d with %d reservations; want 0 with 50", a.Status.Balance, len(a.Status.Servers))
+	}
+}
+
+func TestAdmissionDryRunChangesNothing(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "alice", "alice").balance(30).create(t)
+	p := kubespawnerPod(ns, "alice", "")
+	if err := k8s.Create(context.Background(), p, client.DryRunAll); err != nil {
+		t.Fatal(err)
+	}
+	a := getAccount(t, ns, "alice")
+	if len(a.Status.Servers) != 0 || (a.Status.OpenedAt != nil && a.Status.Balance != 30) {
+		t.Fatalf("dry run changed the account: %+v", a.Status)
+	}
+	// And a dry run that cannot be paid is denied like the real thing.
+	makeAccount(ns, "bob", "bob").balance(3).create(t)
+	err := k8s.Create(context.Background(), kubespawnerPod(ns, "bob", ""), client.DryRunAll)
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "Not enough credits") {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestReservationWithoutPodIsRefunded: KubeSpawner's retry after a client
+// timeout meets the pod it already created (409): our webhook reserved for
+// the second create, whose pod never appears. The controller gives it back.
+func TestReservationWithoutPodIsRefunded(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	makeAccount(ns, "alice", "alice").balance(50).create(t)
+	if err := createPod(kubespawnerPod(ns, "alice", "")); err != nil {
+		t.Fatal(err)
+	}
+	err := createPod(kubespawnerPod(ns, "alice", ""))
+	if !apierrors.IsAlreadyExists(err) {
+		t.Fatalf("got %v, want AlreadyExists", err)
+	}
+	if a := getAccount(t, ns, "alice"); a.Status.Balance != 30 {
+		t.Fatalf("balance %d after two reservations, want 30", a.Status.Balance)
+	}
+	eventually(t, testOrphanGrace+15*time.Second, balanceIs(t, ns, "alice", 40))
+	consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 40))
+}
