@@ -2,9 +2,11 @@ package billing
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"sort"
 	"strings"
+	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -118,6 +120,7 @@ func makeServer(id string) *serverBuilder {
 }
 
 func (b *serverBuilder) pod(name string) *serverBuilder  { b.s.Pod = name; return b }
+func (b *serverBuilder) user(u string) *serverBuilder    { b.s.User = u; return b }
 func (b *serverBuilder) uid(u types.UID) *serverBuilder  { b.s.PodUID = u; return b }
 func (b *serverBuilder) wallet(w string) *serverBuilder  { b.s.Wallet = w; return b }
 func (b *serverBuilder) project(p string) *serverBuilder { b.s.Project = p; return b }
@@ -347,4 +350,13 @@ func show(v reflect.Value) string {
 		return fmt.Sprintf("%+v", v.Interface())
 	}
 	return "<" + v.Type().String() + ">"
+}
+
+// skipBug skips a test that shows a known bug in the code under test. Set
+// HUBCREDITS_RUN_BUGS=1 to run it (and see it fail) anyway.
+func skipBug(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("HUBCREDITS_RUN_BUGS") == "" {
+		t.Skip("BUG: " + msg)
+	}
 }

@@ -88,6 +88,26 @@ func TestNotEnoughMessage(t *testing.T) {
 			now:    at(7 * time.Minute),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4.`,
 		},
+		"the wait rounds up to whole minutes": {
+			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			now:    at(7*time.Minute + 30*time.Second),
+			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+		},
+		"a wait just over a minute rounds up to two": {
+			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			now:    at(8*time.Minute + 59*time.Second + 500*time.Millisecond),
+			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 2m).`,
+		},
+		"under a minute: whole seconds, rounded up": {
+			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			now:    at(9*time.Minute + 30*time.Second + 500*time.Millisecond),
+			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 30s).`,
+		},
+		"59.5 seconds says a minute": {
+			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			now:    at(9*time.Minute + 500*time.Millisecond),
+			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 1m).`,
+		},
 		"the pool first, then the wallet": {
 			wallet:  makeAccount("alice").withBalance(4).withGrant(5, tenMin).withProject("lab").obj(),
 			project: makeAccount("lab").withBalance(2).obj(),

@@ -123,9 +123,11 @@ func AdoptedID(uid types.UID) string { return "pod-" + string(uid) }
 func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
+	addedBefore := a.Status.TotalGranted + a.Status.TotalToppedUp
 	if Refresh(a, now) {
 		res.WalletChanged = true
 	}
+	creditsAdded := a.Status.TotalGranted+a.Status.TotalToppedUp > addedBefore
 	for name, p := range projects {
 		if p != nil && Refresh(p, now) {
 			res.ChangedProjects[name] = true
@@ -174,11 +176,14 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 	if p := projects[a.Spec.Project]; p != nil && a.Spec.Project != "" {
 		extra = p.Status.Balance
 	}
-	if updateCounters(a, extra, o, &res) {
+	if updateCounters(a, extra, o, &res, creditsAdded) {
 		res.WalletChanged = true
 	}
+	if g := a.Spec.Grant; g != nil && a.Status.Balance < a.Spec.Cap && a.Status.GrantedThrough != nil {
+		res.requeueAt(now, a.Status.GrantedThrough.Add(g.Interval.Duration))
+	}
 	for name, p := range projects {
-		if p != nil && updateCounters(p, 0, o, nil) {
+		if p != nil && updateCounters(p, 0, o, nil, false) {
 			res.ChangedProjects[name] = true
 		}
 	}
@@ -417,8 +422,9 @@ func SettleOrphans(p *hcv1.CreditAccount, walletHas func(wallet, id string) bool
 
 // updateCounters recomputes runningServers and the Low and Exhausted
 // conditions from the entries. extra is what a co-funding pool holds. A
-// Note is added to res (when not nil) as Low turns true.
-func updateCounters(a *hcv1.CreditAccount, extra int64, o Options, res *Result) bool {
+// Note is added to res (when not nil) as Low turns true. Exhausted, once
+// true, stays true until credits are added (creditsAdded).
+func updateCounters(a *hcv1.CreditAccount, extra int64, o Options, res *Result, creditsAdded bool) bool {
 	changed := false
 	var running int32
 	var cost int64
@@ -451,7 +457,7 @@ func updateCounters(a *hcv1.CreditAccount, extra int64, o Options, res *Result) 
 		"The balance covers the running servers for the next periods.") {
 		changed = true
 	}
-	if !stopping && (avail > 0 || !conditionTrue(a, hcv1.ConditionExhausted)) {
+	if !stopping && (creditsAdded || !conditionTrue(a, hcv1.ConditionExhausted)) {
 		if setCondition(a, hcv1.ConditionExhausted, metav1.ConditionFalse, hcv1.ReasonCreditsAvailable, "No server is being stopped for lack of credits.") {
 			changed = true
 		}

@@ -252,7 +252,12 @@ func ObservePod(p *corev1.Pod) billing.PodObservation {
 	o.StartedAt = started
 	switch {
 	case p.DeletionTimestamp != nil:
+		// The API server sets deletionTimestamp to the request time plus the
+		// grace period; the server stopped being the user's at the request.
 		t := p.DeletionTimestamp.Time
+		if g := p.DeletionGracePeriodSeconds; g != nil && *g > 0 {
+			t = t.Add(-time.Duration(*g) * time.Second)
+		}
 		o.EndedAt = &t
 	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
 		if finished == nil {

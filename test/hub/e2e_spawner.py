@@ -9,7 +9,8 @@ hub log. ``progress``/``events`` mirror KubeSpawner's event streaming.
 
 Environment: ``KUBECONFIG``; ``HUB_NAMESPACE`` (where pods go); ``E2E_TOKENS_FILE``
 (each API token put in a pod manifest is appended there, so the test can look for
-it in the hub log); ``E2E_MISSING_NAMESPACE`` (users whose name starts with
+it in the hub log); ``E2E_ERRORS_FILE`` (each ApiException of a pod create is appended
+there as JSON, so the test knows the exact answer of each attempt); ``E2E_MISSING_NAMESPACE`` (users whose name starts with
 ``missing-ns`` get their pod in this namespace, which does not exist: a 404 that is
 not a denial); ``E2E_EXTRA_LABELS`` (JSON object of extra pod labels).
 """
@@ -141,6 +142,7 @@ class PodSpawner(Spawner):
         except gen.TimeoutError:
             return False
         except ApiException as e:
+            self._record_error(e)
             pod_name = pod.metadata.name
             if e.status != 409:
                 # We only want to handle 409 conflict errors
@@ -150,6 +152,15 @@ class PodSpawner(Spawner):
             await self.stop(True)
             self.log.info(f"Killed pod {pod_name}, will try starting singleuser pod again")
             return False
+
+    def _record_error(self, e):
+        # The test compares what the user sees with what the API server answered to
+        # this very request (the operator's sentence counts down to the next grant).
+        path = os.environ.get("E2E_ERRORS_FILE")
+        if path:
+            body = e.body.decode("utf-8", "replace") if isinstance(e.body, bytes) else e.body
+            with open(path, "a") as f:
+                f.write(json.dumps({"status": e.status, "body": body}) + "\n")
 
     def _read_pod(self):
         try:

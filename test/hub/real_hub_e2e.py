@@ -560,7 +560,7 @@ def log_checks(hub, user, sentence, checks):
         )
 
 
-def main():
+def run(checks):
     if not os.environ.get("KUBECONFIG"):
         raise SystemExit("KUBECONFIG must point at the API server running the hubcredits operator")
     namespace = os.environ.get("HUB_NAMESPACE", "default")
@@ -569,7 +569,6 @@ def main():
     other = os.environ.get("OTHER_DENIED_USER", "")
     modes = os.environ.get("E2E_MODES", "stock glue stock-z2jh glue-z2jh").split()
     missing_namespace = "hubcredits-e2e-missing-" + secrets.token_hex(4)
-    checks = Checks()
 
     sentence = probe_denial(namespace, user)
     observed(f"{WEBHOOK} answers for {user}", sentence)
@@ -593,6 +592,18 @@ def main():
             print(f"work directory kept: {workdir}", flush=True)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main():
+    checks = Checks()
+    try:
+        run(checks)
+    except SystemExit as e:  # a precondition or a hub that would not start
+        if not isinstance(e.code, str):
+            raise
+        checks.check("setup", False, e.code)
+    except Exception as e:  # e.g. the API server or the hub went away mid-test
+        checks.check("run", False, f"{type(e).__name__}: {e}")
     print(f"{checks.passed} passed, {checks.failed} failed", flush=True)
     return 1 if checks.failed else 0
 

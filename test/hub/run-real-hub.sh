@@ -14,7 +14,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 py=${PYTHON:-/usr/bin/python3}
 
-: "${KUBECONFIG:?KUBECONFIG must point at the API server running the hubcredits operator}"
+if [ -z "${KUBECONFIG:-}" ]; then
+  echo "run-real-hub.sh: KUBECONFIG must point at the API server running the hubcredits operator" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 export KUBECONFIG
 export NODE_PATH=${NODE_PATH:-/usr/share/nodejs}
 

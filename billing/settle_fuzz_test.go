@@ -1,0 +1,384 @@
+package billing
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// The Settle fuzz test drives a small world — a wallet, optionally funded by
+// a pool, and a handful of servers — through a sequence of events chosen by
+// the fuzzer: time passes, the webhook admits servers (pool first, wallet
+// second), pods start, end or vanish, pods without reservation are adopted,
+// and the billing controller settles, sometimes losing its wallet write
+// after writing the pool. After every run it checks the invariants of the
+// ledger.
+
+// Ops: the low 3 bits of a byte pick the event, the rest is its argument.
+const (
+	opTick   = iota // time passes: (arg+1)/4 of an interval; arg ≥ 28 also tops the wallet up
+	opAdmit         // the webhook admits a server; arg&16: its pod is never created
+	opAdopt         // a pod without reservation appears
+	opStart         // a pod starts running
+	opEnd           // a pod ends (deletion requested)
+	opVanish        // a pod disappears unobserved
+	opSettle        // the controller settles and both writes succeed
+	opCrash         // the controller settles, writes the pool, loses the wallet write
+)
+
+func op(code, arg int) byte { return byte(arg<<3 | code) }
+
+type simServer struct {
+	id      string
+	uid     types.UID
+	value   int64
+	adopted bool
+	hasPod  bool
+	started *time.Time
+	ended   *time.Time
+	vanish  bool
+	// ppSeen is the highest periodsPaid a committed wallet showed, and
+	// startedSeen whether a committed wallet had the server running.
+	ppSeen      int64
+	startedSeen bool
+	stopSeen    bool // a committed wallet had asked for its stop
+	settled     bool // no longer in the wallet
+	adoptedOnce bool
+}
+
+func (s *simServer) obs() PodObservation {
+	if !s.hasPod || s.vanish {
+		return PodObservation{}
+	}
+	return PodObservation{Exists: true, UID: s.uid, StartedAt: s.started, EndedAt: s.ended}
+}
+
+type sim struct {
+	t        *testing.T
+	interval time.Duration
+	now      time.Time
+	wallet   *hcv1.CreditAccount
+	pool     *hcv1.CreditAccount
+	start    map[string]*hcv1.CreditAccount
+	servers  []*simServer
+	crashed  bool // a pool write is ahead of the wallet
+	topUps   int
+}
+
+var simPrices = []int64{0, 1, 3, 10, 25, 7, 10, 10}
+
+func (s *sim) projects() map[string]*hcv1.CreditAccount {
+	if s.pool == nil {
+		return map[string]*hcv1.CreditAccount{}
+	}
+	return map[string]*hcv1.CreditAccount{s.pool.Name: s.pool}
+}
+
+func (s *sim) pods(e hcv1.ServerCharge) PodObservation {
+	for _, x := range s.servers {
+		if x.id == e.ID {
+			return x.obs()
+		}
+	}
+	return PodObservation{}
+}
+
+func (s *sim) live() []*simServer {
+	var out []*simServer
+	for _, x := range s.servers {
+		if !x.settled {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+func (s *sim) pick(arg int) *simServer {
+	l := s.live()
+	if len(l) == 0 {
+		return nil
+	}
+	return l[arg%len(l)]
+}
+
+func (s *sim) admit(arg int) {
+	if len(s.live()) >= 4 {
+		return
+	}
+	n := len(s.servers) + 1
+	srv := &simServer{id: fmt.Sprintf("r%d", n), uid: types.UID(fmt.Sprintf("u%d", n)), value: simPrices[arg%len(simPrices)], hasPod: arg&16 == 0}
+	r := Reservation{ID: srv.id, Pod: "jupyter-" + srv.id, User: "alice", Wallet: s.wallet.Name,
+		Price: Price{Value: srv.value, Interval: s.interval}}
+	Refresh(s.wallet, s.now)
+	var fromPool int64
+	if s.pool != nil {
+		Refresh(s.pool, s.now)
+		if s.pool.Status.Balance+s.wallet.Status.Balance < srv.value {
+			return // denied
+		}
+		r.Project = s.pool.Name
+		var err error
+		if fromPool, err = Take(s.pool, r, 0, srv.value, 0, s.now); err != nil {
+			s.t.Fatalf("pool Take: %v", err)
+		}
+	}
+	rest := srv.value - fromPool
+	if _, err := Take(s.wallet, r, rest, rest, fromPool, s.now); err != nil {
+		if s.pool != nil {
+			Release(s.pool, r.ID, s.now, "denied")
+		}
+		return // denied
+	}
+	s.servers = append(s.servers, srv)
+}
+
+func (s *sim) adopt(arg int) {
+	if len(s.live()) >= 4 {
+		return
+	}
+	n := len(s.servers) + 1
+	s.servers = append(s.servers, &simServer{id: AdoptedID(types.UID(fmt.Sprintf("u%d", n))), uid: types.UID(fmt.Sprintf("u%d", n)),
+		value: simPrices[arg%len(simPrices)], adopted: true, hasPod: true})
+}
+
+func (s *sim) unreserved() []Unreserved {
+	var out []Unreserved
+	for _, x := range s.servers {
+		// The controller offers a pod for adoption until its entry exists;
+		// the simulation never offers it again after that.
+		if x.adopted && !x.adoptedOnce && x.hasPod && !x.vanish {
+			out = append(out, Unreserved{Pod: "jupyter-" + x.id, UID: x.uid, User: "alice",
+				Price: Price{Value: x.value, Interval: s.interval}})
+		}
+	}
+	return out
+}
+
+func (s *sim) settle(crash bool) {
+	if crash && s.pool == nil {
+		crash = false
+	}
+	w, p := s.wallet.DeepCopy(), s.pool.DeepCopy()
+	before := struct{ refunded, poolRefunded int64 }{w.Status.TotalRefunded, 0}
+	if p != nil {
+		before.poolRefunded = p.Status.TotalRefunded
+	}
+	projects := map[string]*hcv1.CreditAccount{}
+	if p != nil {
+		projects[p.Name] = p
+	}
+	adopt := s.unreserved()
+	res := Settle(w, projects, s.pods, adopt, s.now, testOptions)
+	if p != nil {
+		s.pool = p // the pool is written first
+		if p.Status.Balance < 0 {
+			s.t.Fatalf("pool balance %d < 0", p.Status.Balance)
+		}
+		if err := conserved(s.start["lab"], p); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+	if crash {
+		s.crashed = true
+		return
+	}
+	s.wallet = w
+	for _, x := range s.servers {
+		if x.adopted && FindServer(w, x.id) >= 0 {
+			x.adoptedOnce = true
+		}
+	}
+	s.check(res, before.refunded, before.poolRefunded)
+	s.crashed = false
+}
+
+// check verifies the invariants after a run whose writes all succeeded.
+func (s *sim) check(res Result, refundedBefore, poolRefundedBefore int64) {
+	t, w, p := s.t, s.wallet, s.pool
+	if w.Status.Balance < 0 {
+		t.Fatalf("wallet balance %d < 0", w.Status.Balance)
+	}
+	if err := conserved(s.start["alice"], w); err != nil {
+		t.Fatal(err)
+	}
+	var poolOut int64
+	if p != nil {
+		poolOut = p.Status.TotalCharged - p.Status.TotalRefunded
+		for _, pe := range p.Status.Servers {
+			if FindServer(w, pe.ID) < 0 {
+				t.Fatalf("the pool keeps a share of %s that the wallet no longer holds (SettleOrphans would refund %d)", pe.ID, pe.Paid)
+			}
+		}
+	}
+	walletOut := w.Status.TotalCharged - w.Status.TotalRefunded
+
+	// What the wallet's entries say was paid, and bounds for servers that
+	// are gone: never more than the periods they ran, never less than what
+	// was confirmed while they ran.
+	var live, lo, hi int64
+	for _, x := range s.servers {
+		i := FindServer(w, x.id)
+		if i < 0 {
+			if x.adopted && !x.adoptedOnce {
+				continue // never adopted
+			}
+			x.settled = true
+			owed := x.ppSeen
+			if x.started != nil {
+				end := s.now
+				if x.ended != nil {
+					end = *x.ended
+				}
+				owed = max(owed, PeriodsDue(*x.started, end, s.interval, true))
+			}
+			hi += owed * x.value
+			if x.startedSeen {
+				lo += x.ppSeen * x.value
+			}
+			continue
+		}
+		e := w.Status.Servers[i]
+		if e.Paid < 0 || e.ProjectPaid < 0 {
+			t.Fatalf("%s: negative paid %d / projectPaid %d", e.ID, e.Paid, e.ProjectPaid)
+		}
+		if got, want := e.Paid+e.ProjectPaid, e.PeriodsPaid*e.BillingValue; got != want {
+			t.Fatalf("%s: paid %d + projectPaid %d != %d periods × %d", e.ID, e.Paid, e.ProjectPaid, e.PeriodsPaid, e.BillingValue)
+		}
+		if p != nil && e.Project == p.Name {
+			if j := FindServer(p, e.ID); j >= 0 {
+				pe := p.Status.Servers[j]
+				if pe.Paid != e.ProjectPaid || pe.PeriodsPaid != e.PeriodsPaid {
+					t.Fatalf("%s: pool entry (%d periods, %d paid) disagrees with the wallet's (%d periods, projectPaid %d)",
+						e.ID, pe.PeriodsPaid, pe.Paid, e.PeriodsPaid, e.ProjectPaid)
+				}
+			} else if e.ProjectPaid != 0 {
+				t.Fatalf("%s: the wallet says the pool paid %d, but the pool has no entry", e.ID, e.ProjectPaid)
+			}
+		}
+		if e.StartedAt != nil {
+			due := PeriodsDue(e.StartedAt.Time, s.now, s.interval, false)
+			if e.PeriodsPaid > due {
+				t.Fatalf("%s: %d periods paid, only %d due", e.ID, e.PeriodsPaid, due)
+			}
+			running := x.hasPod && !x.vanish && x.ended == nil
+			if running && e.StopRequestedAt == nil && e.PeriodsPaid != due {
+				t.Fatalf("%s: running and not stopped, but %d of %d periods paid", e.ID, e.PeriodsPaid, due)
+			}
+			if x.stopSeen && e.PeriodsPaid != x.ppSeen {
+				t.Fatalf("%s: charged after its stop (%d periods paid, %d when stopped)", e.ID, e.PeriodsPaid, x.ppSeen)
+			}
+			x.startedSeen = true
+		}
+		x.ppSeen = max(x.ppSeen, e.PeriodsPaid)
+		x.stopSeen = e.StopRequestedAt != nil
+		live += e.Paid + e.ProjectPaid
+	}
+	out := walletOut + poolOut
+	if out < live+lo || out > live+hi {
+		t.Fatalf("credits paid out %d (wallet %d, pool %d), but the servers account for %d..%d (live %d)",
+			out, walletOut, poolOut, live+lo, live+hi, live)
+	}
+
+	// A new stop means pool and wallet could not pay one more period (refunds
+	// that came later in the same run aside).
+	refunded := w.Status.TotalRefunded - refundedBefore
+	avail := w.Status.Balance
+	if p != nil {
+		refunded += p.Status.TotalRefunded - poolRefundedBefore
+		avail += p.Status.Balance
+	}
+	for _, st := range res.Stops {
+		if !st.Repeat && avail-refunded >= st.Server.BillingValue && !s.crashed {
+			t.Fatalf("%s stopped although %d credits were left for a price of %d", st.Server.ID, avail-refunded, st.Server.BillingValue)
+		}
+	}
+}
+
+func FuzzSettle(f *testing.F) {
+	// A wallet server: admitted, started, billed over several periods, ended.
+	f.Add(int64(100), int64(0), uint8(0), uint16(600), false,
+		[]byte{op(opAdmit, 3), op(opSettle, 0), op(opStart, 0), op(opSettle, 0), op(opTick, 5), op(opSettle, 0),
+			op(opTick, 11), op(opSettle, 0), op(opEnd, 0), op(opTick, 1), op(opSettle, 0)})
+	// Running out: stopped, the stop repeated, then the pod ends.
+	f.Add(int64(35), int64(0), uint8(0), uint16(60), false,
+		[]byte{op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), op(opTick, 15), op(opSettle, 0), op(opTick, 3),
+			op(opSettle, 0), op(opTick, 31), op(opSettle, 0), op(opEnd, 0), op(opSettle, 0)})
+	// Pool first: two servers share a small pool, with grants.
+	f.Add(int64(60), int64(25), uint8(5), uint16(300), true,
+		[]byte{op(opAdmit, 3), op(opAdmit, 4), op(opSettle, 0), op(opStart, 0), op(opStart, 1), op(opSettle, 0),
+			op(opTick, 7), op(opSettle, 0), op(opTick, 20), op(opSettle, 0), op(opVanish, 1), op(opSettle, 0),
+			op(opTick, 30), op(opSettle, 0)})
+	// Interrupted runs while a pooled server runs.
+	f.Add(int64(50), int64(14), uint8(0), uint16(600), true,
+		[]byte{op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), op(opTick, 3), op(opCrash, 0), op(opCrash, 0),
+			op(opSettle, 0), op(opTick, 4), op(opCrash, 0), op(opAdmit, 3), op(opTick, 1), op(opSettle, 0),
+			op(opTick, 5), op(opCrash, 0), op(opVanish, 0), op(opSettle, 0)})
+	// Orphan reservations, pods that never run, adoption without a pool.
+	f.Add(int64(80), int64(0), uint8(3), uint16(120), false,
+		[]byte{op(opAdmit, 16+3), op(opAdmit, 3), op(opSettle, 0), op(opEnd, 1), op(opTick, 3), op(opSettle, 0),
+			op(opAdopt, 4), op(opSettle, 0), op(opStart, 1), op(opTick, 8), op(opSettle, 0), op(opTick, 29),
+			op(opSettle, 0), op(opEnd, 1), op(opSettle, 0)})
+	// Adoption with a pool, settled while it runs before it ends.
+	f.Add(int64(40), int64(30), uint8(0), uint16(60), true,
+		[]byte{op(opAdopt, 3), op(opSettle, 0), op(opStart, 0), op(opSettle, 0), op(opTick, 7), op(opSettle, 0),
+			op(opEnd, 0), op(opTick, 2), op(opSettle, 0)})
+	// Free servers and top-ups.
+	f.Add(int64(0), int64(0), uint8(1), uint16(1), false,
+		[]byte{op(opAdmit, 0), op(opStart, 0), op(opTick, 30), op(opSettle, 0), op(opTick, 28), op(opAdmit, 3),
+			op(opStart, 1), op(opSettle, 0), op(opTick, 20), op(opSettle, 0)})
+
+	f.Fuzz(func(t *testing.T, walletBal, poolBal int64, grant uint8, intervalSec uint16, usePool bool, ops []byte) {
+		if walletBal < 0 || walletBal > 1000 || poolBal < 0 || poolBal > 1000 || intervalSec == 0 || len(ops) > 200 {
+			t.Skip()
+		}
+		s := &sim{t: t, interval: time.Duration(intervalSec) * time.Second, now: t0}
+		wb := makeAccount("alice").withUsers("alice").withCap(1000).withBalance(walletBal)
+		if grant > 0 {
+			wb.withGrant(int64(grant), s.interval)
+		}
+		s.wallet = wb.obj()
+		if usePool {
+			s.wallet.Spec.Project = "lab"
+			s.pool = makeAccount("lab").withUsers("alice").withCap(1000).withBalance(poolBal).obj()
+		}
+		s.start = map[string]*hcv1.CreditAccount{"alice": s.wallet.DeepCopy(), "lab": s.pool.DeepCopy()}
+		for _, b := range ops {
+			code, arg := int(b&7), int(b>>3)
+			switch code {
+			case opTick:
+				s.now = s.now.Add(time.Duration(arg+1) * s.interval / 4)
+				if arg >= 28 {
+					s.topUps++
+					s.wallet.Spec.TopUps = append(s.wallet.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("t%d", s.topUps), Amount: int64(arg)})
+				}
+			case opAdmit:
+				s.admit(arg)
+			case opAdopt:
+				s.adopt(arg)
+			case opStart:
+				if x := s.pick(arg); x != nil && x.hasPod && !x.vanish && x.started == nil && x.ended == nil {
+					now := s.now
+					x.started = &now
+				}
+			case opEnd:
+				if x := s.pick(arg); x != nil && x.hasPod && !x.vanish && x.ended == nil {
+					now := s.now
+					x.ended = &now
+				}
+			case opVanish:
+				if x := s.pick(arg); x != nil {
+					x.vanish = true
+				}
+			case opSettle:
+				s.settle(false)
+			case opCrash:
+				s.settle(true)
+			}
+		}
+		s.settle(false)
+	})
+}

@@ -1,0 +1,1081 @@
+package billing
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// Condition values as conds reports them.
+const (
+	lowFalse       = "False/" + hcv1.ReasonBalanceSufficient
+	lowTrue        = "True/" + hcv1.ReasonBalanceLow
+	exhaustedFalse = "False/" + hcv1.ReasonCreditsAvailable
+	exhaustedTrue  = "True/" + hcv1.ReasonServerStopped
+)
+
+func condsOf(low, exhausted string) map[string]string {
+	return map[string]string{hcv1.ConditionLow: low, hcv1.ConditionExhausted: exhausted}
+}
+
+var healthy = condsOf(lowFalse, exhaustedFalse)
+
+// accountView is what Settle tests compare of an account.
+type accountView struct {
+	Balance       int64
+	TotalCharged  int64
+	TotalRefunded int64
+	TotalGranted  int64
+	Running       int32
+	Servers       []hcv1.ServerCharge
+	Conditions    map[string]string
+}
+
+func viewOf(a *hcv1.CreditAccount) accountView {
+	return accountView{
+		Balance: a.Status.Balance, TotalCharged: a.Status.TotalCharged, TotalRefunded: a.Status.TotalRefunded,
+		TotalGranted: a.Status.TotalGranted, Running: a.Status.RunningServers, Servers: a.Status.Servers,
+		Conditions: conds(a),
+	}
+}
+
+type stopView struct {
+	ID      string
+	Repeat  bool
+	Message string
+}
+
+type noteView struct {
+	Reason  string
+	Pod     string
+	Warning bool
+}
+
+type resultView struct {
+	WalletChanged   bool
+	ChangedProjects map[string]bool
+	Stops           []stopView
+	Notes           []noteView
+	RequeueAfter    time.Duration
+}
+
+func resultViewOf(r Result) resultView {
+	v := resultView{WalletChanged: r.WalletChanged, ChangedProjects: r.ChangedProjects, RequeueAfter: r.RequeueAfter}
+	for _, s := range r.Stops {
+		v.Stops = append(v.Stops, stopView{ID: s.Server.ID, Repeat: s.Repeat, Message: s.Message})
+	}
+	for _, n := range r.Notes {
+		v.Notes = append(v.Notes, noteView{Reason: n.Reason, Pod: n.Pod, Warning: n.Warning})
+	}
+	return v
+}
+
+var changedLab = map[string]bool{"lab": true}
+
+// Fixtures: wallet "alice"; with a pool, wallet "alice" funded by pool "lab".
+func wallet(balance int64) *accountBuilder {
+	return makeAccount("alice").withUsers("alice").withBalance(balance)
+}
+
+func pooledWallet(balance int64) *accountBuilder {
+	return wallet(balance).withProject("lab")
+}
+
+func pool(balance int64) *accountBuilder {
+	return makeAccount("lab").withUsers("alice", "bob").withBalance(balance)
+}
+
+// runningServer is r1, started at t0 with period 0 paid by the wallet.
+func runningServer() *serverBuilder {
+	return makeServer("r1").uid("u1").started(0).paidThrough(tenMin)
+}
+
+// pooledServer is r1 whose period 0 the pool paid in full.
+func pooledServer() *serverBuilder {
+	return runningServer().project("lab").paid(1, 0).projectPaid(10)
+}
+
+// poolShare is the pool's entry for r1 as the webhook's Take left it.
+func poolShare() *serverBuilder { return makeServer("r1").paid(1, 10) }
+
+// poolShareSeen is the pool's entry once a charge has synced it.
+func poolShareSeen() *serverBuilder { return makeServer("r1").uid("u1").started(0) }
+
+func bobPod() Unreserved {
+	return Unreserved{Pod: "jupyter-bob", UID: "u9", User: "bob", Price: Price{Value: 10, Interval: tenMin, Policy: "gpu"}}
+}
+
+// adoptedServer is bob's entry as adoption records it at t0+d.
+func adoptedServer(d time.Duration) *serverBuilder {
+	return makeServer("pod-u9").pod("jupyter-bob").user("bob").uid("u9").policy("gpu").reservedAt(d).paid(0, 0)
+}
+
+type settleCase struct {
+	wallet *hcv1.CreditAccount
+	pool   *hcv1.CreditAccount // "lab", or nil
+	pods   map[string]PodObservation
+	adopt  []Unreserved
+	now    time.Time
+
+	wantWallet accountView
+	wantPool   *accountView
+	wantResult resultView
+}
+
+func settleCases() map[string]settleCase {
+	maxPrice := runningServer().price(maxCredits, time.Second).paid(1, maxCredits).paidThrough(time.Second)
+	return map[string]settleCase{
+		// A server's life.
+		"a pending pod gets its uid and the price note": {
+			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			pods:       map[string]PodObservation{"r1": pending("u1")},
+			now:        at(5 * time.Second),
+			wantWallet: accountView{Balance: 90, Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").obj()}, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventCreditsReserved, Pod: "jupyter-alice"}}},
+		},
+		"the clock starts when the pod runs; the reservation pays period 0": {
+			wallet: wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 30*time.Second)},
+			now:    at(31 * time.Second),
+			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").started(30 * time.Second).paidThrough(10*time.Minute + 30*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventServerStarted, Pod: "jupyter-alice"}},
+				RequeueAfter: 9*time.Minute + 59*time.Second},
+		},
+		"one second before the boundary nothing is due": {
+			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": running("u1", 0)},
+			now:        at(tenMin - time.Second),
+			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy, Servers: []hcv1.ServerCharge{runningServer().obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+		},
+		"period 1 is charged at its boundary": {
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+		},
+		"missed boundaries are all charged": {
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(35 * time.Minute),
+			wantWallet: accountView{Balance: 60, TotalCharged: 30, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().paid(4, 40).paidThrough(40 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 5 * time.Minute},
+		},
+		"a free server runs for ever": {
+			wallet: wallet(0).withServers(runningServer().price(0, tenMin).paid(1, 0).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(1000 * time.Hour),
+			wantWallet: accountView{Balance: 0, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().price(0, tenMin).paid(6001, 0).paidThrough(1000*time.Hour + tenMin).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+		},
+		"a grant due at the boundary is applied before the charge": {
+			wallet: wallet(5).withGrant(5, tenMin).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 0, TotalCharged: 10, TotalGranted: 5, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin,
+				Notes: []noteView{{Reason: EventLow, Warning: true}}},
+		},
+
+		// Funding order.
+		"the pool pays first, as much as it holds; the wallet the rest": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 84, TotalCharged: 6, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+		},
+		"a rich pool pays the whole period": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:   pool(50).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+		},
+		"an empty pool: the wallet pays and the pool's entry follows": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:   pool(0).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 10).projectPaid(10).paidThrough(20 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 0, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 10).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+		},
+		"pool and wallet together just pay": {
+			wallet: pooledWallet(6).withServers(pooledServer().obj()).obj(),
+			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 0, TotalCharged: 6, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin,
+				Notes: []noteView{{Reason: EventLow, Warning: true}}},
+		},
+		"a missing pool is treated as empty": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 10).paidThrough(20 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+		},
+
+		// Running out.
+		"the wallet cannot pay the next period: stop, nothing charged": {
+			wallet: wallet(9).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 9, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 9 credits, the next 10m costs 10."}}},
+		},
+		"missed periods are paid while affordable, then the server stops": {
+			wallet: wallet(25).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(35 * time.Minute),
+			wantWallet: accountView{Balance: 5, TotalCharged: 20, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().paid(3, 30).paidThrough(30 * time.Minute).stopRequested(35 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 5 credits, the next 10m costs 10."}}},
+		},
+		"pool and wallet one credit short: stop, neither charged": {
+			wallet: pooledWallet(5).withServers(pooledServer().obj()).obj(),
+			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{pooledServer().stopRequested(tenMin).obj()}},
+			// The pool's entry carries no stop, so the pool still counts the
+			// server as running.
+			wantPool: &accountView{Balance: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Message: "Stopped: project lab has 4 and account alice has 5 credits, the next 10m costs 10."}}},
+		},
+		"a stopped server is not charged at later boundaries, even after a top-up": {
+			wallet: wallet(1000).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().stopRequested(19*time.Minute + 50*time.Second).obj()).obj(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(20*time.Minute + 5*time.Second),
+			wantWallet: accountView{Balance: 1000, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(19*time.Minute + 50*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 15 * time.Second},
+		},
+		"the stop is repeated after StopRetry while the pod exists": {
+			wallet: wallet(9).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(tenMin + 30*time.Second),
+			wantWallet: accountView{Balance: 9, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin + 30*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Repeat: true, Message: "Stopped: account alice has 9 credits, the next 10m costs 10."}}},
+		},
+		"Exhausted stays after the stopped server ended, until credits are added": {
+			wallet: wallet(5).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
+			now:        at(tenMin + 25*time.Second),
+			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue)},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"Exhausted clears when a top-up adds credits": {
+			wallet:     wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			now:        at(time.Hour),
+			wantWallet: accountView{Balance: 55, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"Exhausted clears when a grant adds credits": {
+			wallet:     wallet(5).withGrant(5, tenMin).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			now:        at(tenMin),
+			wantWallet: accountView{Balance: 10, TotalGranted: 5, Conditions: healthy},
+			// Below the cap: look again at the next grant.
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+		},
+		"Exhausted does not clear while a stop is pending, even after a top-up": {
+			wallet: wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(tenMin + 10*time.Second),
+			wantWallet: accountView{Balance: 55, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 20 * time.Second},
+		},
+		"below the cap with a grant: look again at the next grant": {
+			wallet:     wallet(50).withGrant(5, time.Hour).obj(),
+			now:        at(20 * time.Minute),
+			wantWallet: accountView{Balance: 50, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 40 * time.Minute},
+		},
+		"at the cap: no wake-up for grants": {
+			wallet:     wallet(100).withGrant(5, time.Hour).obj(),
+			now:        at(20 * time.Minute),
+			wantWallet: accountView{Balance: 100, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"Exhausted stays while nothing is left": {
+			wallet:     wallet(0).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			now:        at(time.Hour),
+			wantWallet: accountView{Balance: 0, Conditions: condsOf(lowFalse, exhaustedTrue)},
+			wantResult: resultView{WalletChanged: true},
+		},
+
+		// The end of a server.
+		"ended exactly on a boundary: that period is not owed": {
+			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin)},
+			now:        at(12 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"ended just after a boundary: the period that began is owed": {
+			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin+time.Second)},
+			now:        at(12 * time.Minute),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"ended and seen late: charged up to the end, not up to now": {
+			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:        at(2 * time.Hour),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"ended with a pool: both entries go": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:        at(16 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
+		},
+		"ended while unaffordable: no stop, nothing more charged": {
+			wallet:     wallet(5).withServers(runningServer().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:        at(16 * time.Minute),
+			wantWallet: accountView{Balance: 5, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"vanished unobserved after running: nothing more charged": {
+			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			now:        at(45 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
+		},
+		"vanished with a pool: both entries go, nothing charged": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			now:        at(45 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   &accountView{Balance: 50, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
+		},
+
+		// Reservations that never ran.
+		"a reservation waits for its pod during the orphan grace": {
+			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			now:        at(10 * time.Second),
+			wantWallet: accountView{Balance: 90, Conditions: healthy, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 20 * time.Second},
+		},
+		"an orphan reservation is refunded after the grace, pool part too": {
+			wallet:     pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj()).obj(),
+			pool:       pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj(),
+			now:        at(30 * time.Second),
+			wantWallet: accountView{Balance: 96, TotalRefunded: 6, Conditions: healthy},
+			wantPool:   &accountView{Balance: 4, TotalRefunded: 4, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab,
+				Notes: []noteView{{Reason: EventRefunded}}},
+		},
+		"a pod that ended without running gets its reservation back": {
+			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			pods:       map[string]PodObservation{"r1": endedPending("u1", 2*time.Minute)},
+			now:        at(3 * time.Minute),
+			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
+		},
+		"a pod deleted before it ran gets its reservation back": {
+			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			now:        at(3 * time.Minute),
+			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
+		},
+		"started and ended at the same instant counts as never started": {
+			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", time.Minute, time.Minute)},
+			now:        at(3 * time.Minute),
+			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
+		},
+		"first seen already ended without running: noted, then refunded": {
+			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			pods:       map[string]PodObservation{"r1": endedPending("u1", time.Minute)},
+			now:        at(2 * time.Minute),
+			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true,
+				Notes: []noteView{{Reason: EventCreditsReserved, Pod: "jupyter-alice"}, {Reason: EventRefunded}}},
+		},
+
+		// Adoption of pods admitted without a reservation.
+		"an unreserved pod is adopted; nothing is charged while it is pending": {
+			wallet:     wallet(50).obj(),
+			adopt:      []Unreserved{bobPod()},
+			pods:       map[string]PodObservation{"pod-u9": pending("u9")},
+			now:        at(0),
+			wantWallet: accountView{Balance: 50, Conditions: healthy, Servers: []hcv1.ServerCharge{adoptedServer(0).obj()}},
+			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}}},
+		},
+		"an adopted pod that runs pays its first period when it starts": {
+			wallet: wallet(50).obj(),
+			adopt:  []Unreserved{bobPod()},
+			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
+			now:    at(5 * time.Minute),
+			wantWallet: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 6 * time.Minute,
+				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
+		},
+		"an adopted pod is adopted once": {
+			wallet: wallet(40).withServers(adoptedServer(0).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()).obj(),
+			adopt:  []Unreserved{bobPod()},
+			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
+			now:    at(5 * time.Minute),
+			wantWallet: accountView{Balance: 40, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(0).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 6 * time.Minute},
+		},
+		"an adopted pod with a pool: the pool pays first and opens its entry": {
+			wallet: pooledWallet(50).obj(),
+			pool:   pool(50).obj(),
+			adopt:  []Unreserved{bobPod()},
+			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
+			now:    at(5 * time.Minute),
+			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).project("lab").started(time.Minute).paid(1, 0).projectPaid(10).paidThrough(11 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(time.Minute).paid(1, 10).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 6 * time.Minute,
+				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
+		},
+		"an adopted pod that cannot pay its first period is stopped": {
+			wallet: wallet(3).obj(),
+			adopt:  []Unreserved{bobPod()},
+			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
+			now:    at(5 * time.Minute),
+			wantWallet: accountView{Balance: 3, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{adoptedServer(5 * time.Minute).started(time.Minute).paidThrough(time.Minute).stopRequested(5 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}},
+				Stops: []stopView{{ID: "pod-u9", Message: "Stopped: account alice has 3 credits, the next 10m costs 10."}}},
+		},
+
+		// The Low condition.
+		"Low turns true with a warning note": {
+			wallet: wallet(25).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			wantWallet: accountView{Balance: 15, TotalCharged: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin, Notes: []noteView{{Reason: EventLow, Warning: true}}},
+		},
+		"Low already true: no second note": {
+			wallet: wallet(25).withCondition(hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow).
+				withServers(runningServer().obj()).obj(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(tenMin),
+			wantWallet: accountView{Balance: 15, TotalCharged: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+		},
+		"Low counts the pool's balance": {
+			wallet: pooledWallet(15).withServers(pooledServer().obj()).obj(),
+			pool:   pool(10).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(5 * time.Minute),
+			wantWallet: accountView{Balance: 15, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().obj()}},
+			wantPool: &accountView{Balance: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 5 * time.Minute},
+		},
+		"Low adds up the running servers and ignores pending ones": {
+			wallet: wallet(35).withServers(
+				runningServer().obj(),
+				runningServer().pod("jupyter-alice-2").obj(),
+				makeServer("r3").uid("u3").obj(),
+			).obj(),
+			pods: map[string]PodObservation{"r1": running("u1", 0), "r3": pending("u3")},
+			now:  at(5 * time.Minute),
+			wantWallet: accountView{Balance: 35, Running: 2, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{runningServer().obj(), runningServer().pod("jupyter-alice-2").obj(), makeServer("r3").uid("u3").obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 5 * time.Minute, Notes: []noteView{{Reason: EventLow, Warning: true}}},
+		},
+
+		// A pool settling itself.
+		"a pool leaves its share of another wallet's server to that wallet": {
+			wallet: pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			now:    at(2 * time.Hour),
+			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+			wantResult: resultView{WalletChanged: true},
+		},
+
+		// Saturation.
+		"MaxCredits per second for a year: one period paid, no wrap": {
+			wallet: wallet(maxCredits).withCap(maxCredits).withServers(maxPrice.obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(8760 * time.Hour),
+			wantWallet: accountView{Balance: 0, TotalCharged: maxCredits, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().price(maxCredits, time.Second).paid(2, maxCredits).paidThrough(2 * time.Second).stopRequested(8760 * time.Hour).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Message: fmt.Sprintf("Stopped: account alice has 0 credits, the next 1s costs %d.", maxCredits)}}},
+		},
+		"one credit per second for a year": {
+			wallet: wallet(maxCredits).withCap(maxCredits).withServers(runningServer().price(1, time.Second).paid(1, 1).paidThrough(time.Second).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(8760 * time.Hour),
+			wantWallet: accountView{Balance: maxCredits - 8760*3600, TotalCharged: 8760 * 3600, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().price(1, time.Second).paid(8760*3600+1, 8760*3600+1).paidThrough(8760*time.Hour + time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+		},
+	}
+}
+
+func settleOnce(tc settleCase) (*hcv1.CreditAccount, *hcv1.CreditAccount, Result) {
+	w := tc.wallet.DeepCopy()
+	projects := map[string]*hcv1.CreditAccount{}
+	var p *hcv1.CreditAccount
+	if tc.pool != nil {
+		p = tc.pool.DeepCopy()
+		projects[p.Name] = p
+	}
+	res := Settle(w, projects, podsByID(tc.pods), tc.adopt, tc.now, testOptions)
+	return w, p, res
+}
+
+func TestSettle(t *testing.T) {
+	for name, tc := range settleCases() {
+		t.Run(name, func(t *testing.T) {
+			w, p, res := settleOnce(tc)
+			if d := diff(tc.wantWallet, viewOf(w)); d != "" {
+				t.Errorf("wallet mismatch:\n%s", d)
+			}
+			if tc.pool != nil || tc.wantPool != nil {
+				var got *accountView
+				if p != nil {
+					v := viewOf(p)
+					got = &v
+				}
+				if d := diff(tc.wantPool, got); d != "" {
+					t.Errorf("pool mismatch:\n%s", d)
+				}
+			}
+			if d := diff(tc.wantResult, resultViewOf(res)); d != "" {
+				t.Errorf("result mismatch:\n%s", d)
+			}
+			// Whatever happened, the books balance and nothing went negative.
+			for _, pair := range [][2]*hcv1.CreditAccount{{tc.wallet, w}, {tc.pool, p}} {
+				if pair[1] == nil {
+					continue
+				}
+				if err := conserved(pair[0], pair[1]); err != nil && pair[1].Status.TotalCharged < maxCredits {
+					t.Error(err)
+				}
+				if pair[1].Status.Balance < 0 {
+					t.Errorf("account %s has a negative balance %d", pair[1].Name, pair[1].Status.Balance)
+				}
+			}
+		})
+	}
+}
+
+// TestSettleIsIdempotent settles every case twice at the same moment: the
+// second run must change nothing and say nothing.
+func TestSettleIsIdempotent(t *testing.T) {
+	for name, tc := range settleCases() {
+		t.Run(name, func(t *testing.T) {
+			w, p, _ := settleOnce(tc)
+			w2, p2 := w.DeepCopy(), p.DeepCopy()
+			projects := map[string]*hcv1.CreditAccount{}
+			if p2 != nil {
+				projects[p2.Name] = p2
+			}
+			res := Settle(w2, projects, podsByID(tc.pods), tc.adopt, tc.now, testOptions)
+			got := resultViewOf(res)
+			got.RequeueAfter = 0
+			if d := diff(resultView{}, got); d != "" {
+				t.Errorf("second Settle result:\n%s", d)
+			}
+			if d := diff(w, w2); d != "" {
+				t.Errorf("second Settle changed the wallet:\n%s", d)
+			}
+			if d := diff(p, p2); d != "" {
+				t.Errorf("second Settle changed the pool:\n%s", d)
+			}
+		})
+	}
+}
+
+func TestSettleNoteMessages(t *testing.T) {
+	w := pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj(), makeServer("r2").pod("jupyter-alice-2").uid("u2").obj()).obj()
+	p := pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj()
+	pods := map[string]PodObservation{"r1": running("u1", 30*time.Second), "r2": endedPending("u2", time.Minute), "pod-u9": pending("u9")}
+	res := Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), []Unreserved{bobPod()}, at(2*time.Minute), testOptions)
+	want := []Note{
+		{Pod: "jupyter-bob", PodUID: "u9", Reason: EventAdopted,
+			Message: "This server had no reservation; it costs 10 credits every 10m, billed to account alice from when it starts."},
+		{Pod: "jupyter-alice", PodUID: "u1", Reason: EventCreditsReserved,
+			Message: "This server costs 10 credits every 10m, paid from project lab (0 left), then account alice (90 left)."},
+		{Pod: "jupyter-alice", PodUID: "u1", Reason: EventServerStarted,
+			Message: "Server jupyter-alice of alice started; it costs 10 credits every 10m."},
+		{Reason: EventRefunded, Message: "Returned 10 credits reserved for jupyter-alice-2, which never started."},
+	}
+	if d := diff(want, res.Notes); d != "" {
+		t.Errorf("notes mismatch:\n%s", d)
+	}
+}
+
+func TestSettleLowNoteMessage(t *testing.T) {
+	w := wallet(25).withServers(runningServer().obj()).obj()
+	res := Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
+	want := []Note{{Warning: true, Reason: EventLow,
+		Message: "Balance 15 covers fewer than 2 more periods of the running servers (10 credits per period)."}}
+	if d := diff(want, res.Notes); d != "" {
+		t.Errorf("notes mismatch:\n%s", d)
+	}
+}
+
+func TestSettleLedger(t *testing.T) {
+	w := pooledWallet(90).withServers(pooledServer().obj()).obj()
+	p := pool(4).withServers(poolShare().obj()).obj()
+	pods := map[string]PodObservation{"r1": running("u1", 0)}
+	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(tenMin), testOptions)
+	pods["r1"] = ended("u1", 0, 25*time.Minute)
+	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(26*time.Minute), testOptions)
+
+	entry := func(d time.Duration, kind hcv1.LedgerEntryKind, amount, balance int64, msg string) hcv1.LedgerEntry {
+		return hcv1.LedgerEntry{Time: metav1.NewTime(at(d)), Kind: kind, Amount: amount, Balance: balance, Subject: "jupyter-alice", Message: msg}
+	}
+	wantWallet := []hcv1.LedgerEntry{
+		entry(tenMin, hcv1.LedgerCharge, -6, 84, "1 period(s) of jupyter-alice"),
+		entry(26*time.Minute, hcv1.LedgerCharge, -10, 74, "1 period(s) of jupyter-alice"),
+		entry(26*time.Minute, hcv1.LedgerSettle, 0, 74, "server jupyter-alice ended after 3 period(s), 30 credits"),
+	}
+	if d := diff(wantWallet, w.Status.Ledger); d != "" {
+		t.Errorf("wallet ledger mismatch:\n%s", d)
+	}
+	wantPool := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerCharge, -4, 0, "share of jupyter-alice for alice")}
+	if d := diff(wantPool, p.Status.Ledger); d != "" {
+		t.Errorf("pool ledger mismatch:\n%s", d)
+	}
+
+	// A stop is written to the ledger with its message.
+	w = wallet(9).withServers(runningServer().obj()).obj()
+	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
+	wantStop := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerStop, 0, 9, "Stopped: account alice has 9 credits, the next 10m costs 10.")}
+	if d := diff(wantStop, w.Status.Ledger); d != "" {
+		t.Errorf("stop ledger mismatch:\n%s", d)
+	}
+}
+
+// TestSettleLifecycle follows one pooled server from admission to its end
+// with the clock moving, and checks the money at each step.
+func TestSettleLifecycle(t *testing.T) {
+	w := pooledWallet(50).obj()
+	p := pool(15).obj()
+	r := withProject(reservation("r1"), "lab")
+	fromPool, _ := Take(p, r, 0, 10, 0, t0)
+	if _, err := Take(w, r, 10-fromPool, 10-fromPool, fromPool, t0); err != nil {
+		t.Fatal(err)
+	}
+	start := map[string]*hcv1.CreditAccount{"alice": pooledWallet(50).obj(), "lab": pool(15).obj()}
+	type money struct {
+		Wallet, Pool, PeriodsPaid int64
+		Stopped                   bool
+	}
+	steps := []struct {
+		now  time.Duration
+		pod  PodObservation
+		want money
+	}{
+		{now: 5 * time.Second, pod: pending("u1"), want: money{Wallet: 50, Pool: 5, PeriodsPaid: 1}},
+		{now: time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 50, Pool: 5, PeriodsPaid: 1}},
+		{now: 11 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 45, Pool: 0, PeriodsPaid: 2}},
+		{now: 20 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 45, Pool: 0, PeriodsPaid: 2}},
+		{now: 50 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 15, Pool: 0, PeriodsPaid: 5}},
+		{now: 51 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6}},
+		{now: 61 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6, Stopped: true}},
+		{now: 71 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6, Stopped: true}},
+		{now: 72 * time.Minute, pod: ended("u1", time.Minute, 71*time.Minute+30*time.Second), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6}},
+	}
+	for _, s := range steps {
+		Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(map[string]PodObservation{"r1": s.pod}), nil, at(s.now), testOptions)
+		got := money{Wallet: w.Status.Balance, Pool: p.Status.Balance}
+		if i := FindServer(w, "r1"); i >= 0 {
+			got.PeriodsPaid = w.Status.Servers[i].PeriodsPaid
+			got.Stopped = w.Status.Servers[i].StopRequestedAt != nil
+		} else {
+			got.PeriodsPaid = s.want.PeriodsPaid // settled and gone
+		}
+		if d := diff(s.want, got); d != "" {
+			t.Errorf("at t0+%s:\n%s", s.now, d)
+		}
+		for _, a := range []*hcv1.CreditAccount{w, p} {
+			if err := conserved(start[a.Name], a); err != nil {
+				t.Errorf("at t0+%s: %v", s.now, err)
+			}
+		}
+	}
+	if len(w.Status.Servers)+len(p.Status.Servers) != 0 {
+		t.Errorf("entries left after the server ended: wallet %d, pool %d", len(w.Status.Servers), len(p.Status.Servers))
+	}
+	// 6 periods of 10 credits: 15 from the pool, 45 from the wallet.
+	if got := (50 - w.Status.Balance) + (15 - p.Status.Balance); got != 60 {
+		t.Errorf("total paid = %d, want 60", got)
+	}
+}
+
+// interruptedCase describes a Settle whose pool write succeeded and whose
+// wallet write was lost, followed by a successful run.
+type interruptedCase struct {
+	wallet, pool *hcv1.CreditAccount
+	// pods during the interrupted run, and during the rerun (nil: the same).
+	pods, rerunPods map[string]PodObservation
+	crashAt         time.Time
+	// crashes is how many runs in a row lose their wallet write (1 if 0).
+	crashes int
+	// between changes the stored wallet between the runs (another
+	// committed writer, e.g. the webhook).
+	between func(w *hcv1.CreditAccount)
+	rerunAt time.Time
+
+	wantWallet accountView
+	wantPool   accountView
+	wantStops  []stopView
+	bug        string
+}
+
+func TestSettleInterruptedBetweenWrites(t *testing.T) {
+	running10 := map[string]PodObservation{"r1": running("u1", 0)}
+	paidOnce := accountView{Balance: 84, TotalCharged: 6, Running: 1, Conditions: healthy,
+		Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}}
+	poolPaidOnce := accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+		Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}}
+	cases := map[string]interruptedCase{
+		"(a) rerun at the same moment: nothing is charged twice": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			pods:       running10,
+			crashAt:    at(tenMin),
+			rerunAt:    at(tenMin),
+			wantWallet: paidOnce,
+			wantPool:   poolPaidOnce,
+		},
+		"(a) three interrupted runs in a row: still charged once": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			pods:       running10,
+			crashAt:    at(tenMin),
+			crashes:    3,
+			rerunAt:    at(tenMin + time.Second),
+			wantWallet: paidOnce,
+			wantPool:   poolPaidOnce,
+		},
+		"(a) a rich pool paid the whole period in flight: confirmed, not repeated": {
+			wallet:  pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:    pool(50).withServers(poolShare().obj()).obj(),
+			pods:    running10,
+			crashAt: at(tenMin),
+			rerunAt: at(tenMin + 20*time.Second),
+			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).obj()}},
+			wantPool: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).obj()}},
+		},
+		"(a) rerun after the next boundary: the in-flight share counts toward it": {
+			wallet:  pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:    pool(4).withServers(poolShare().obj()).obj(),
+			pods:    running10,
+			crashAt: at(tenMin),
+			rerunAt: at(20 * time.Minute),
+			wantWallet: accountView{Balance: 74, TotalCharged: 16, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(3, 16).projectPaid(14).paidThrough(30 * time.Minute).obj()}},
+			wantPool: accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(3, 14).obj()}},
+		},
+		"(b) the wallet can no longer pay its part: the pool's share comes back": {
+			wallet:  pooledWallet(12).withServers(pooledServer().obj()).obj(),
+			pool:    pool(4).withServers(poolShare().obj()).obj(),
+			pods:    map[string]PodObservation{"r1": running("u1", 0), "r2": pending("u2")},
+			crashAt: at(tenMin),
+			between: func(w *hcv1.CreditAccount) {
+				// The webhook admits another server from the stored wallet.
+				if _, err := Take(w, reservation("r2"), 10, 10, 0, at(tenMin)); err != nil {
+					panic(err)
+				}
+			},
+			rerunAt: at(tenMin),
+			wantWallet: accountView{Balance: 2, TotalCharged: 10, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{
+					pooledServer().stopRequested(tenMin).obj(),
+					makeServer("r2").uid("u2").reservedAt(tenMin).obj(),
+				}},
+			wantPool: accountView{Balance: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+			wantStops: []stopView{{ID: "r1", Message: "Stopped: project lab has 4 and account alice has 2 credits, the next 10m costs 10."}},
+		},
+		"(b) the pod went away meanwhile: the pool's in-flight share comes back": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			pods:       running10,
+			rerunPods:  map[string]PodObservation{},
+			crashAt:    at(tenMin),
+			rerunAt:    at(12 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   accountView{Balance: 4, Conditions: healthy},
+		},
+		"a reservation refunded in the interrupted run is not refunded twice": {
+			wallet:     pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj()).obj(),
+			pool:       pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj(),
+			crashAt:    at(time.Minute),
+			rerunAt:    at(time.Minute),
+			wantWallet: accountView{Balance: 96, TotalRefunded: 6, Conditions: healthy},
+			wantPool:   accountView{Balance: 4, TotalRefunded: 4, Conditions: healthy},
+		},
+		"an adopted server's pool entry opened in the interrupted run is reused": {
+			wallet:  pooledWallet(50).withServers(adoptedServer(0).project("lab").obj()).obj(),
+			pool:    pool(50).obj(),
+			pods:    map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
+			crashAt: at(5 * time.Minute),
+			rerunAt: at(5 * time.Minute),
+			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(0).project("lab").started(time.Minute).paid(1, 0).projectPaid(10).paidThrough(11 * time.Minute).obj()}},
+			wantPool: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{adoptedServer(0).started(time.Minute).paid(1, 10).obj()}},
+		},
+		"(a) the server ended in the interrupted run: the pool is not charged twice": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			crashAt:    at(16 * time.Minute),
+			rerunAt:    at(16 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+			bug: "settleServer (settle.go, ended branch: `removeServer(p, e.ID)`) drops the pool's entry in the same " +
+				"run that charges the pool's last share; if the wallet write is then lost, the rerun finds no pool entry, " +
+				"inFlight returns 0, and the pool pays the period again (pool 30/charged 20 instead of 40/10)",
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if tc.bug != "" {
+				skipBug(t, tc.bug)
+			}
+			runInterrupted(t, tc)
+		})
+	}
+}
+
+func runInterrupted(t *testing.T, tc interruptedCase) {
+	t.Helper()
+	storedWallet, storedPool := tc.wallet.DeepCopy(), tc.pool.DeepCopy()
+	crashes := max(tc.crashes, 1)
+	for i := 0; i < crashes; i++ {
+		w, p := storedWallet.DeepCopy(), storedPool.DeepCopy()
+		Settle(w, map[string]*hcv1.CreditAccount{p.Name: p}, podsByID(tc.pods), nil, tc.crashAt, testOptions)
+		storedPool = p // the pool write succeeded; w is lost
+		if err := conserved(tc.pool, storedPool); err != nil {
+			t.Errorf("interrupted run %d: %v", i+1, err)
+		}
+	}
+	if tc.between != nil {
+		tc.between(storedWallet)
+	}
+	pods := tc.pods
+	if tc.rerunPods != nil {
+		pods = tc.rerunPods
+	}
+	res := Settle(storedWallet, map[string]*hcv1.CreditAccount{storedPool.Name: storedPool}, podsByID(pods), nil, tc.rerunAt, testOptions)
+	if d := diff(tc.wantWallet, viewOf(storedWallet)); d != "" {
+		t.Errorf("wallet after the rerun:\n%s", d)
+	}
+	if d := diff(tc.wantPool, viewOf(storedPool)); d != "" {
+		t.Errorf("pool after the rerun:\n%s", d)
+	}
+	var stops []stopView
+	for _, s := range res.Stops {
+		stops = append(stops, stopView{ID: s.Server.ID, Repeat: s.Repeat, Message: s.Message})
+	}
+	if d := diff(tc.wantStops, stops); d != "" {
+		t.Errorf("stops after the rerun:\n%s", d)
+	}
+	if err := conserved(tc.pool, storedPool); err != nil {
+		t.Error(err)
+	}
+	if storedPool.Status.Balance < 0 || storedWallet.Status.Balance < 0 {
+		t.Errorf("negative balance: wallet %d, pool %d", storedWallet.Status.Balance, storedPool.Status.Balance)
+	}
+}
+
+// TestSettleEndedServerLeavesNoPoolShare settles a pooled server that ends
+// in the same run in which the pool first pays for it (an adopted server, or
+// a reservation whose pool had nothing at admission and kept no entry).
+func TestSettleEndedServerLeavesNoPoolShare(t *testing.T) {
+	cases := map[string]struct {
+		wallet, pool *hcv1.CreditAccount
+		pods         map[string]PodObservation
+		wantPool     accountView
+	}{
+		"an adopted server that ran 14 minutes": {
+			wallet:   pooledWallet(50).withServers(adoptedServer(0).project("lab").obj()).obj(),
+			pool:     pool(50).obj(),
+			pods:     map[string]PodObservation{"pod-u9": ended("u9", time.Minute, 15*time.Minute)},
+			wantPool: accountView{Balance: 30, TotalCharged: 20, Conditions: healthy},
+		},
+		"a reservation the pool had no share of at admission": {
+			wallet:   pooledWallet(50).withServers(runningServer().project("lab").obj()).obj(),
+			pool:     pool(50).obj(),
+			pods:     map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			wantPool: accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			skipBug(t, "settleServer (settle.go, ended branch) removes the pool's entry only `if pe != nil`, pe being "+
+				"looked up before charge, which creates the entry in this run (`if pe == nil && e.ProjectPaid > 0`): an ended server leaves a pool entry "+
+				"that SettleOrphans later refunds: the pool gets back credits it paid for periods that ran. "+
+				"Fix: `if p != nil { removeServer(p, e.ID) }`")
+			w, p := tc.wallet.DeepCopy(), tc.pool.DeepCopy()
+			Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(tc.pods), nil, at(16*time.Minute), testOptions)
+			if d := diff(tc.wantPool, viewOf(p)); d != "" {
+				t.Errorf("pool after the server ended:\n%s", d)
+			}
+			walletHas := func(wallet, id string) bool { return wallet == w.Name && FindServer(w, id) >= 0 }
+			SettleOrphans(p, walletHas, at(2*time.Hour), testOptions)
+			if d := diff(tc.wantPool, viewOf(p)); d != "" {
+				t.Errorf("pool after SettleOrphans:\n%s", d)
+			}
+		})
+	}
+}
+
+func TestSettleOrphans(t *testing.T) {
+	aliceHas := func(ids ...string) func(wallet, id string) bool {
+		return func(wallet, id string) bool {
+			if wallet != "alice" {
+				return false
+			}
+			for _, x := range ids {
+				if x == id {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	share := func(id, wallet string, paid int64, reserved time.Duration) hcv1.ServerCharge {
+		return makeServer(id).wallet(wallet).paid(1, paid).reservedAt(reserved).obj()
+	}
+	cases := map[string]struct {
+		pool        *hcv1.CreditAccount
+		walletHas   func(wallet, id string) bool
+		now         time.Time
+		wantChanged bool
+		wantNext    time.Duration
+		wantPool    reserveView
+	}{
+		"shares the wallet confirms are kept": {
+			pool:      pool(0).withServers(share("r1", "alice", 4, 0)).obj(),
+			walletHas: aliceHas("r1"),
+			now:       at(time.Hour),
+			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r1", "alice", 4, 0)}},
+		},
+		"the pool's own servers are not orphans": {
+			pool:      pool(0).withServers(share("r1", "lab", 10, 0)).obj(),
+			walletHas: aliceHas(),
+			now:       at(time.Hour),
+			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r1", "lab", 10, 0)}},
+		},
+		"an unconfirmed share waits for the grace": {
+			pool:      pool(0).withServers(share("r2", "bob", 3, 50*time.Second)).obj(),
+			walletHas: aliceHas(),
+			now:       at(time.Minute),
+			wantNext:  20 * time.Second,
+			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r2", "bob", 3, 50*time.Second)}},
+		},
+		"an unconfirmed share is returned after the grace": {
+			pool:        pool(0).withServers(share("r3", "bob", 5, 0)).obj(),
+			walletHas:   aliceHas(),
+			now:         at(30 * time.Second),
+			wantChanged: true,
+			wantPool:    reserveView{Balance: 5, TotalRefunded: 5, Ledger: []string{"Refund +5"}},
+		},
+		"a mix: the soonest wait is reported": {
+			pool: pool(1).withServers(
+				share("r1", "alice", 4, 0),
+				share("r2", "bob", 3, 50*time.Second),
+				share("r3", "bob", 5, 0),
+				share("r4", "carol", 2, 40*time.Second),
+				share("r5", "lab", 10, 0),
+			).obj(),
+			walletHas:   aliceHas("r1"),
+			now:         at(time.Minute),
+			wantChanged: true,
+			wantNext:    10 * time.Second,
+			wantPool: reserveView{Balance: 6, TotalRefunded: 5, Ledger: []string{"Refund +5"},
+				Servers: []hcv1.ServerCharge{share("r1", "alice", 4, 0), share("r2", "bob", 3, 50*time.Second), share("r4", "carol", 2, 40*time.Second), share("r5", "lab", 10, 0)}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := tc.pool.DeepCopy()
+			changed, next := SettleOrphans(p, tc.walletHas, tc.now, testOptions)
+			if changed != tc.wantChanged || next != tc.wantNext {
+				t.Errorf("SettleOrphans = (%v, %s), want (%v, %s)", changed, next, tc.wantChanged, tc.wantNext)
+			}
+			if d := diff(tc.wantPool, reserveViewOf(p)); d != "" {
+				t.Errorf("pool mismatch:\n%s", d)
+			}
+		})
+	}
+}
+
+// TestSettleConditionTimes checks that conditions carry the time Settle was
+// given, so a fake clock controls the whole status.
+func TestSettleConditionTimes(t *testing.T) {
+	skipBug(t, "setCondition (settle.go) leaves LastTransitionTime zero, so meta.SetStatusCondition stamps "+
+		"time.Now(): the status depends on the wall clock, not on Settle's now. Fix: set LastTransitionTime: metav1.NewTime(now) "+
+		"(thread now through updateCounters/setCondition)")
+	w := wallet(9).withServers(runningServer().obj()).obj()
+	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
+	for _, c := range w.Status.Conditions {
+		if !c.LastTransitionTime.Time.Equal(at(tenMin)) {
+			t.Errorf("condition %s: lastTransitionTime %s, want Settle's now %s", c.Type, c.LastTransitionTime.Time, at(tenMin))
+		}
+	}
+}
