@@ -5,14 +5,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -55,6 +59,13 @@ type flags struct {
 	shadow           bool
 	workers          int
 
+	certRotation      bool
+	podNamespace      string
+	webhookSecret     string
+	webhookService    string
+	mutatingWebhook   string
+	validatingWebhook string
+
 	stateDir string
 }
 
@@ -86,6 +97,12 @@ func parseFlags(args []string) (*flags, *zap.Options, error) {
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
 	fs.IntVar(&f.workers, "workers", 4, "Concurrent account reconciles.")
+	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
+	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
+	fs.StringVar(&f.webhookSecret, "webhook-secret-name", "hubcredits-webhook-cert", "cert-rotation: Secret that holds the certificates.")
+	fs.StringVar(&f.webhookService, "webhook-service-name", "hubcredits-webhook", "cert-rotation: Service of the webhook (the certificate's DNS name).")
+	fs.StringVar(&f.mutatingWebhook, "mutating-webhook-name", "hubcredits-mutating", "cert-rotation: MutatingWebhookConfiguration to inject the CA into.")
+	fs.StringVar(&f.validatingWebhook, "validating-webhook-name", "hubcredits-validating", "cert-rotation: ValidatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&f.stateDir, "state-dir", ".dev", "dev: directory for the kubeconfig and certificates.")
 	zo := &zap.Options{Development: false}
 	zo.BindFlags(fs)
@@ -181,16 +198,68 @@ func run(ctx context.Context, f *flags, dev bool) error {
 	if err != nil {
 		return err
 	}
+	ready := func(*http.Request) error { return nil }
+	if f.enableWebhooks {
+		certsReady, err := rotateCerts(mgr, f)
+		if err != nil {
+			return err
+		}
+		o.CertsReady = certsReady
+		ready = func(r *http.Request) error {
+			if certsReady != nil {
+				select {
+				case <-certsReady:
+				default:
+					return errors.New("webhook certificates not ready yet")
+				}
+			}
+			return mgr.GetWebhookServer().StartedChecker()(r)
+		}
+	}
 	if err := operator.Setup(ctx, mgr, o); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", mgr.GetWebhookServer().StartedChecker()); err != nil {
+	if err := mgr.AddReadyzCheck("readyz", ready); err != nil {
 		return err
 	}
 	return mgr.Start(ctx)
+}
+
+// rotateCerts sets up in-process certificate rotation (as Gatekeeper and
+// Kueue do): a self-signed CA and serving certificate in a Secret, the CA
+// injected into the webhook configurations. It returns a channel closed
+// once the serving certificate is on disk, or nil without rotation.
+func rotateCerts(mgr ctrl.Manager, f *flags) (<-chan struct{}, error) {
+	if !f.certRotation {
+		return nil, nil
+	}
+	if f.podNamespace == "" {
+		return nil, errors.New("--cert-rotation needs --operator-namespace (or POD_NAMESPACE)")
+	}
+	if f.webhookCertDir == "" {
+		return nil, errors.New("--cert-rotation needs --webhook-cert-dir (where the Secret is mounted)")
+	}
+	ready := make(chan struct{})
+	svc := f.webhookService + "." + f.podNamespace + ".svc"
+	err := rotator.AddRotator(mgr, &rotator.CertRotator{
+		SecretKey:      types.NamespacedName{Namespace: f.podNamespace, Name: f.webhookSecret},
+		CertDir:        f.webhookCertDir,
+		CAName:         "hubcredits-ca",
+		CAOrganization: "hubcredits",
+		DNSName:        svc,
+		ExtraDNSNames:  []string{svc + ".cluster.local", f.webhookService + "." + f.podNamespace},
+		IsReady:        ready,
+		Webhooks: []rotator.WebhookInfo{
+			{Name: f.mutatingWebhook, Type: rotator.Mutating},
+			{Name: f.validatingWebhook, Type: rotator.Validating},
+		},
+		// Every replica serves the webhook, so every replica needs the files.
+		RequireLeaderElection: false,
+	})
+	return ready, err
 }
 
 // startDev starts the local control plane and writes its kubeconfig.

@@ -42,6 +42,9 @@ type Options struct {
 	// DisableControllers leaves the billing controllers out (a webhook-only
 	// process, used by tests and benchmarks).
 	DisableControllers bool
+	// CertsReady, when set, delays the webhook server until the in-process
+	// certificate rotation has written the serving certificate.
+	CertsReady <-chan struct{}
 }
 
 // Scheme returns a scheme with the core types and hubcredits.io.
@@ -139,6 +142,25 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	if !o.Webhooks {
 		return nil
 	}
+	if o.CertsReady == nil {
+		return setupWebhooks(mgr, o, policies)
+	}
+	go func() {
+		select {
+		case <-o.CertsReady:
+		case <-ctx.Done():
+			return
+		}
+		if err := setupWebhooks(mgr, o, policies); err != nil {
+			mgr.GetLogger().Error(err, "Setting up the webhooks failed")
+		}
+	}()
+	return nil
+}
+
+// setupWebhooks registers the handlers; the first call to
+// GetWebhookServer adds the server to the manager.
+func setupWebhooks(mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
 	if err := webhooks.SetupBillingPolicyWebhook(mgr); err != nil {
 		return err
 	}
