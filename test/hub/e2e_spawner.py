@@ -7,12 +7,16 @@ are the same but for the client), including ``self.log.exception("Failed for %s"
 pod.to_str())``, which writes the pod manifest (with the server's API token) to the
 hub log. ``progress``/``events`` mirror KubeSpawner's event streaming.
 
-Environment: ``KUBECONFIG``; ``HUB_NAMESPACE`` (where pods go); ``E2E_TOKENS_FILE``
-(each API token put in a pod manifest is appended there, so the test can look for
-it in the hub log); ``E2E_ERRORS_FILE`` (each ApiException of a pod create is appended
-there as JSON, so the test knows the exact answer of each attempt); ``E2E_MISSING_NAMESPACE`` (users whose name starts with
-``missing-ns`` get their pod in this namespace, which does not exist: a 404 that is
-not a denial); ``E2E_EXTRA_LABELS`` (JSON object of extra pod labels).
+Environment:
+
+- ``KUBECONFIG``; ``HUB_NAMESPACE`` (where pods go);
+- ``E2E_TOKENS_FILE``: each API token put in a pod manifest is appended there, so the
+  test can look for it in the hub log;
+- ``E2E_ERRORS_FILE``: each ApiException of a pod create is appended there as JSON, so
+  the test knows the exact answer to each attempt;
+- ``E2E_MISSING_NAMESPACE``: users whose name starts with ``missing-ns`` get their pod
+  in this namespace, which does not exist (a 404 that is not a denial);
+- ``E2E_EXTRA_LABELS``: a JSON object of extra pod labels.
 """
 
 import asyncio

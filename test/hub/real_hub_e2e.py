@@ -46,6 +46,7 @@ import html
 import html.parser
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -164,6 +165,7 @@ class Hub:
         self.token = secrets.token_hex(16)
         self.log_path = os.path.join(self.dir, "hub.log")
         self.tokens_path = os.path.join(self.dir, "tokens.txt")
+        self.errors_path = os.path.join(self.dir, "api-errors.jsonl")
         self.proxy_pid = os.path.join(self.dir, "proxy.pid")
         self.env = dict(
             os.environ,
@@ -172,6 +174,7 @@ class Hub:
             HUB_NAMESPACE=namespace,
             E2E_MISSING_NAMESPACE=missing_namespace,
             E2E_TOKENS_FILE=self.tokens_path,
+            E2E_ERRORS_FILE=self.errors_path,
         )
         self.proc = None
         self.spawner = os.environ.get("E2E_SPAWNER", DEFAULT_SPAWNER)
@@ -274,6 +277,31 @@ c.Spawner.pre_spawn_hook = _missing_namespace
     def log(self):
         with open(self.log_path, errors="replace") as f:
             return f.read()
+
+    def api_errors(self):
+        """Status messages of the pod creates that failed, oldest first."""
+        messages = []
+        try:
+            with open(self.errors_path) as f:
+                for line in f:
+                    try:
+                        messages.append(json.loads(json.loads(line)["body"])["message"])
+                    except (KeyError, TypeError, ValueError):
+                        messages.append("")
+        except OSError:
+            pass
+        return messages
+
+    def denials(self):
+        """Sentences of our webhook's denials, oldest first."""
+        return [m.split(DENIED_MARK, 1)[1].strip() for m in self.api_errors() if DENIED_MARK in m]
+
+    def expected(self, oracle):
+        """What the user must see for the latest attempt (see :class:`Expected`)."""
+        errors = self.api_errors()
+        if errors and DENIED_MARK in errors[-1]:
+            return Expected(exact=errors[-1].split(DENIED_MARK, 1)[1].strip())
+        return Expected(oracle=oracle)
 
     def tokens(self):
         try:
@@ -381,11 +409,39 @@ c.Spawner.pre_spawn_hook = _missing_namespace
         return r.status_code, body
 
 
-def denial_paths(hub, user, sentence, checks):
+class Expected:
+    """The sentence a user must be shown for one spawn attempt.
+
+    Exact when the spawner recorded the API server's answer to that very attempt
+    (``E2E_ERRORS_FILE``); otherwise the probe's sentence with every number and duration a
+    wildcard, since balances and the countdown to the next grant ("next +5 in 2m54s")
+    move between attempts.
+    """
+
+    def __init__(self, exact=None, oracle=None):
+        self.text = exact or oracle
+        if exact:
+            self.pattern = re.escape(exact)
+        else:  # numbers and Go durations (4, 2m54s, 40s) become wildcards
+            number = r"\d[\dhms.]*"
+            self.pattern = number.join(re.escape(part) for part in re.split(number, oracle))
+
+    def equals(self, got, prefix=""):
+        return isinstance(got, str) and re.fullmatch(re.escape(prefix) + self.pattern, got)
+
+    def within(self, text, prefix=""):
+        return re.search(re.escape(prefix) + self.pattern, text) is not None
+
+    def __repr__(self):
+        return repr(self.text)
+
+
+def denial_paths(hub, user, oracle, checks):
     m, glue = hub.mode, hub.glue
     session = hub.login(user)
 
     status, text, location = hub.browser_start(session, user)
+    want = hub.expected(oracle)
     observed(f"{m} browser start {status}", location or text[:600])
     if hub.z2jh:
         checks.equal(
@@ -397,25 +453,30 @@ def denial_paths(hub, user, sentence, checks):
         checks.equal(f"{m}: browser start is a 403", status, 403)
         checks.check(
             f"{m}: browser start page shows the sentence",
-            f"403 : Forbidden | {sentence}" in text,
-            text[:600],
+            want.within(text, "403 : Forbidden | "),
+            f"{text[:600]!r} lacks {want!r}",
         )
     else:
         checks.equal(f"{m}: browser start is a 500", status, 500)
         checks.check(
             f"{m}: browser start page hides the sentence",
-            "Unhandled error starting server" in text and sentence not in text,
+            "Unhandled error starting server" in text and not want.within(text),
             text[:600],
         )
 
     status, events = hub.progress(session, user)
+    want = hub.expected(oracle)
     last = events[-1] if events else {}
     observed(f"{m} progress stream", last)
     checks.equal(f"{m}: progress stream answers", status, 200)
     checks.check(f"{m}: progress stream ends failed", last.get("failed") is True, str(last))
     message = last.get("message", "")
     if glue:
-        checks.equal(f"{m}: progress stream message", message, f"Spawn failed: {sentence}")
+        checks.check(
+            f"{m}: progress stream message is 'Spawn failed: <sentence>'",
+            want.equals(message, "Spawn failed: "),
+            f"got {message!r}, want 'Spawn failed: ' + {want!r}",
+        )
         checks.check(f"{m}: no html_message", "html_message" not in last, str(last))
     else:
         checks.check(
@@ -430,31 +491,43 @@ def denial_paths(hub, user, sentence, checks):
     observed(f"{m} spawn-pending reload {status}", text[:600])
     checks.check(f"{m}: reload says the spawn failed", "Spawn failed" in text, text[:600])
     if glue:
-        checks.check(f"{m}: reload shows the sentence", sentence in text, text[:600])
+        checks.check(
+            f"{m}: reload shows the sentence", want.within(text), f"{text[:600]!r} lacks {want!r}"
+        )
         checks.check(
             f"{m}: reload shows no API noise",
             "HTTP response" not in text and "ApiException" not in text,
             text[:600],
         )
     else:
-        checks.check(f"{m}: reload hides the sentence", sentence not in text, text[:600])
+        checks.check(f"{m}: reload hides the sentence", not want.within(text), text[:600])
 
     status, body = hub.rest("POST", user)
+    want = hub.expected(oracle)
     observed(f"{m} REST start {status}", body)
     if hub.z2jh:
         checks.equal(f"{m}: REST start is accepted (202), the denial follows", status, 202)
     elif glue:
-        checks.equal(
-            f"{m}: REST start", (status, body), (403, {"status": 403, "message": sentence})
+        checks.check(
+            f"{m}: REST start is 403 {{status: 403, message: <sentence>}}",
+            status == 403
+            and isinstance(body, dict)
+            and sorted(body) == ["message", "status"]
+            and body["status"] == 403
+            and want.equals(body["message"]),
+            f"got {status} {body!r}, want 403 and {want!r}",
         )
     else:
         checks.equal(f"{m}: REST start", (status, body), (500, {"status": 500, "message": "error"}))
 
     status, events = hub.progress(session, user)
-    last = events[-1] if events else {}
+    want = hub.expected(oracle)
+    message = (events[-1] if events else {}).get("message", "")
     if glue:
-        checks.equal(
-            f"{m}: progress after REST start", last.get("message"), f"Spawn failed: {sentence}"
+        checks.check(
+            f"{m}: progress after REST start",
+            want.equals(message, "Spawn failed: "),
+            f"got {message!r}, want 'Spawn failed: ' + {want!r}",
         )
 
 
@@ -538,19 +611,21 @@ def price(hub, user, checks):
         )
 
 
-def log_checks(hub, user, sentence, checks):
+def log_checks(hub, user, oracle, checks):
     m = hub.mode
     log, tokens = hub.log(), hub.tokens()
     checks.check(f"{m}: pod manifests carried API tokens", len(tokens) >= 2, str(len(tokens)))
     leaked = [t for t in tokens if t in log]
     if hub.glue:
         checks.equal(f"{m}: hub log holds no API token", len(leaked), 0)
-        line = (
-            f"Failed for jupyter-{user}: denied by {WEBHOOK} (pod manifest not logged): "
-            f"{sentence}"
-        )
+        prefix = f"Failed for jupyter-{user}: denied by {WEBHOOK} (pod manifest not logged): "
+        denials = hub.denials()
         checks.check(
-            f"{m}: hub log says who was denied, without the manifest", line in log, "no such line"
+            f"{m}: hub log says who was denied, without the manifest",
+            all(prefix + d in log for d in denials)
+            if denials
+            else Expected(oracle=oracle).within(log, prefix),
+            f"no line {prefix!r} + one of {denials or [oracle]!r}",
         )
     else:
         checks.check(

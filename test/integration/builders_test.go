@@ -73,7 +73,7 @@ func kubespawnerPod(ns, user, server string) *corev1.Pod {
 		name += "--" + server
 	}
 	ann := map[string]string{
-		hcv1.AnnotationUsername:              user,
+		hcv1.AnnotationUsername:               user,
 		"hub.jupyter.org/kubespawner-version": "7.1.0",
 		"hub.jupyter.org/jupyterhub-version":  "5.5.0",
 	}
