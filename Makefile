@@ -62,8 +62,15 @@ vet:
 ##@ Test
 
 .PHONY: test
-test: k8s-tools verify vet ## Every test: unit + integration on a real kube-apiserver and etcd.
+test: k8s-tools verify vet build ## Every test: unit + integration on a real kube-apiserver and etcd, the hub glue on a real JupyterHub.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+	test/hub/run-unit.sh
+	test/hub/ci.sh
+
+.PHONY: test-hub
+test-hub: k8s-tools build ## The hub-side glue: unit tests, and a real JupyterHub against the real operator.
+	test/hub/run-unit.sh
+	test/hub/ci.sh
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
