@@ -65,12 +65,12 @@ vet:
 test: k8s-tools verify vet build ## Every test: unit + integration on a real kube-apiserver and etcd, the hub glue on a real JupyterHub.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
 	test/hub/run-unit.sh
-	test/hub/ci.sh
+	test/e2e.sh
 
-.PHONY: test-hub
-test-hub: k8s-tools build ## The hub-side glue: unit tests, and a real JupyterHub against the real operator.
+.PHONY: test-e2e
+test-e2e: k8s-tools build ## The operator binary end to end: the demo story and the hub-side glue on a real JupyterHub.
 	test/hub/run-unit.sh
-	test/hub/ci.sh
+	test/e2e.sh
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
@@ -93,3 +93,7 @@ run: build ## Run the operator against the current kubeconfig (a real cluster).
 .PHONY: clean
 clean:
 	rm -rf .dev bin/manager
+
+.PHONY: demo
+demo: ## The story on the control plane of a running `make dev` (exits 0 only if it happened as told).
+	KUBECONFIG=$${KUBECONFIG:-.dev/kubeconfig} $(GO) run ./test/demo
