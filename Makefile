@@ -20,6 +20,9 @@ all: build
 
 ##@ Build tools (from the Go module proxy; nothing is downloaded as a binary)
 
+$(HELM): hack/tools/helm/go.mod
+	hack/tools/helm/build.sh $(HELM)
+
 $(CONTROLLER_GEN): hack/tools/gen/go.mod
 	@mkdir -p $(BIN)
 	cd hack/tools/gen && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
@@ -64,8 +67,13 @@ vet:
 .PHONY: test
 test: k8s-tools verify vet build ## Every test: unit + integration on a real kube-apiserver and etcd, the hub glue on a real JupyterHub.
 	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+	HELM_TEST_DEV=1 hack/helm-test.sh
 	test/hub/run-unit.sh
 	test/e2e.sh
+
+.PHONY: test-chart
+test-chart: k8s-tools build ## The Helm chart and kustomize tree: lint, schema, RBAC and webhooks against the generated files, applied to a real API server.
+	HELM_TEST_DEV=1 hack/helm-test.sh
 
 .PHONY: test-e2e
 test-e2e: k8s-tools build ## The operator binary end to end: the demo story and the hub-side glue on a real JupyterHub.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -36,6 +37,9 @@ type flags struct {
 	metricsAddr, probeAddr string
 	leaderElect            bool
 	leaderElectionNS       string
+	leaseDuration          time.Duration
+	renewDeadline          time.Duration
+	retryPeriod            time.Duration
 	webhookPort            int
 	webhookCertDir         string
 	enableHTTP2            bool
@@ -76,6 +80,9 @@ func parseFlags(args []string) (*flags, *zap.Options, error) {
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader for the billing controllers (the webhook serves on every replica).")
 	fs.StringVar(&f.leaderElectionNS, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
+	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a replica waits after the leader stops renewing before it takes over (the failover window).")
+	fs.DurationVar(&f.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader tries to renew before it gives up the lease.")
+	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often replicas try to acquire or renew the lease.")
 	fs.IntVar(&f.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&f.webhookCertDir, "webhook-cert-dir", "", "Directory with the webhook's tls.crt and tls.key.")
 	fs.BoolVar(&f.enableHTTP2, "enable-http2", false, "Serve webhooks over HTTP/2 (off: Rapid Reset, CVE-2023-44487).")
@@ -104,6 +111,7 @@ func parseFlags(args []string) (*flags, *zap.Options, error) {
 	fs.StringVar(&f.mutatingWebhook, "mutating-webhook-name", "hubcredits-mutating", "cert-rotation: MutatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&f.validatingWebhook, "validating-webhook-name", "hubcredits-validating", "cert-rotation: ValidatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&f.stateDir, "state-dir", ".dev", "dev: directory for the kubeconfig and certificates.")
+	config.RegisterFlags(fs) // --kubeconfig
 	zo := &zap.Options{Development: false}
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -193,6 +201,9 @@ func run(ctx context.Context, f *flags, dev bool) error {
 		LeaderElection:          f.leaderElect,
 		LeaderElectionID:        "hubcredits.hubcredits.io",
 		LeaderElectionNamespace: f.leaderElectionNS,
+		LeaseDuration:           &f.leaseDuration,
+		RenewDeadline:           &f.renewDeadline,
+		RetryPeriod:             &f.retryPeriod,
 		WebhookServer:           webhook.NewServer(webhookOpts),
 	})
 	if err != nil {

@@ -17,6 +17,10 @@ const (
 	// IndexPodAccount indexes singleuser pods by the accounts billed for them
 	// (the pinned account and project annotations, or the account label).
 	IndexPodAccount = "hubcredits.io/account"
+	// IndexUnbilledPodUser indexes singleuser pods that name no account (the
+	// webhook never saw them: failurePolicy Ignore while it was down) by
+	// their JupyterHub user, so the user's wallet can adopt them.
+	IndexUnbilledPodUser = "hubcredits.io/unbilled-user"
 )
 
 // AccountUsers is the IndexAccountUsers extractor.
@@ -45,4 +49,16 @@ func PodAccounts(o client.Object) []string {
 		out = append(out, p)
 	}
 	return out
+}
+
+// UnbilledPodUser is the IndexUnbilledPodUser extractor.
+func UnbilledPodUser(o client.Object) []string {
+	pod := o.(*corev1.Pod)
+	if len(PodAccounts(pod)) > 0 {
+		return nil
+	}
+	if u := pod.Annotations[hcv1.AnnotationUsername]; u != "" {
+		return []string{u}
+	}
+	return nil
 }

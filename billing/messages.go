@@ -102,9 +102,11 @@ func MissingUserMessage() string {
 	return fmt.Sprintf("This server's pod has no %s annotation, so hubcredits cannot tell who pays for it.", hcv1.AnnotationUsername)
 }
 
-// PriceErrorMessage is the denial for a pod a policy could not price.
-func PriceErrorMessage(err error) string {
-	return fmt.Sprintf("Cannot price this server: %v — ask your hub admin.", err)
+// PriceErrorMessage is the denial for a pod a policy could not price. It
+// names the policy but never quotes the evaluation error, which may contain
+// values from the pod (such as the user's token).
+func PriceErrorMessage(policy string) string {
+	return fmt.Sprintf("Cannot price this server: billing policy %q failed on it — ask your hub admin.", policy)
 }
 
 // ProjectMissingMessage is the denial for a wallet whose project pool does

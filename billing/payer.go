@@ -69,7 +69,9 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 				wallets = append(wallets, a)
 			}
 		}
-		found = wallets
+		if len(wallets) > 0 { // a cycle of pools leaves none: stay ambiguous
+			found = wallets
+		}
 	}
 	switch len(found) {
 	case 0:

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"math"
 	"time"
 )
 
@@ -25,6 +26,9 @@ func PeriodsDue(start, t time.Time, interval time.Duration, ended bool) int64 {
 	if ended && elapsed%interval == 0 {
 		// The server stopped exactly on a boundary: that period never began.
 		return max(n, 1)
+	}
+	if n == math.MaxInt64 {
+		return n
 	}
 	return n + 1
 }

@@ -46,7 +46,11 @@ func (c *PolicyCache) Get(p *hcv1.BillingPolicy) (*CompiledPolicy, error) {
 func (c *PolicyCache) Sorted(items []hcv1.BillingPolicy) []*CompiledPolicy {
 	out := make([]*CompiledPolicy, 0, len(items))
 	for i := range items {
-		if cp, err := c.Get(&items[i]); err == nil {
+		get := Compile
+		if c != nil {
+			get = c.Get
+		}
+		if cp, err := get(&items[i]); err == nil {
 			out = append(out, cp)
 		}
 	}

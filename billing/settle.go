@@ -176,14 +176,14 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 	if p := projects[a.Spec.Project]; p != nil && a.Spec.Project != "" {
 		extra = p.Status.Balance
 	}
-	if updateCounters(a, extra, o, &res, creditsAdded) {
+	if updateCounters(a, now, extra, o, &res, creditsAdded) {
 		res.WalletChanged = true
 	}
 	if g := a.Spec.Grant; g != nil && a.Status.Balance < a.Spec.Cap && a.Status.GrantedThrough != nil {
 		res.requeueAt(now, a.Status.GrantedThrough.Add(g.Interval.Duration))
 	}
 	for name, p := range projects {
-		if p != nil && updateCounters(p, 0, o, nil, false) {
+		if p != nil && updateCounters(p, now, 0, o, nil, false) {
 			res.ChangedProjects[name] = true
 		}
 	}
@@ -218,6 +218,15 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 	}
 	price := Price{Value: e.BillingValue, Interval: e.BillingInterval.Duration, Policy: e.Policy}
 
+	if e.EndedAt != nil {
+		// Second pass of an ended server: its last period was charged and
+		// written; drop the pool's record first (the caller writes pools
+		// first), then this one.
+		if p != nil {
+			removeServer(p, e.ID)
+		}
+		return false, true
+	}
 	if !obs.Exists && e.PodUID == "" && now.Sub(e.ReservedAt.Time) < o.OrphanGrace {
 		// The pod may still be on its way (or not in the cache yet).
 		res.requeueAt(now, e.ReservedAt.Add(o.OrphanGrace))
@@ -289,7 +298,7 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 			msg := StopMessage(price, a, p)
 			res.Stops = append(res.Stops, Stop{Server: *e, Message: msg})
 			appendLedger(a, now, hcv1.LedgerStop, 0, e.Pod, msg)
-			setCondition(a, hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped, msg)
+			setCondition(a, now, hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped, msg)
 		}
 	}
 	paidThrough := metav1.NewTime(Boundary(start, e.PeriodsPaid, interval))
@@ -298,12 +307,19 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 		changed = true
 	}
 	if ended {
-		if pe != nil {
-			removeServer(p, e.ID)
+		// First pass: the last charge is committed with the end marked; the
+		// entries go on the next pass.
+		t := metav1.NewTime(now)
+		e.EndedAt = &t
+		if p != nil {
+			if i := FindServer(p, e.ID); i >= 0 {
+				p.Status.Servers[i].EndedAt = &t
+			}
 		}
 		appendLedger(a, now, hcv1.LedgerSettle, 0, e.Pod,
 			fmt.Sprintf("server %s ended after %d period(s), %d credits", e.Pod, e.PeriodsPaid, e.Paid+e.ProjectPaid))
-		return false, true
+		res.requeueAt(now, now)
+		return true, true
 	}
 	if e.StopRequestedAt != nil {
 		if !justStopped && !now.Before(e.StopRequestedAt.Add(o.StopRetry)) {
@@ -424,12 +440,15 @@ func SettleOrphans(p *hcv1.CreditAccount, walletHas func(wallet, id string) bool
 // conditions from the entries. extra is what a co-funding pool holds. A
 // Note is added to res (when not nil) as Low turns true. Exhausted, once
 // true, stays true until credits are added (creditsAdded).
-func updateCounters(a *hcv1.CreditAccount, extra int64, o Options, res *Result, creditsAdded bool) bool {
+func updateCounters(a *hcv1.CreditAccount, now time.Time, extra int64, o Options, res *Result, creditsAdded bool) bool {
 	changed := false
 	var running int32
 	var cost int64
 	stopping := false
 	for _, e := range a.Status.Servers {
+		if e.EndedAt != nil {
+			continue
+		}
 		if e.StopRequestedAt != nil {
 			stopping = true
 			continue
@@ -447,18 +466,18 @@ func updateCounters(a *hcv1.CreditAccount, extra int64, o Options, res *Result, 
 	if cost > 0 && avail < mulSat(o.LowPeriods, cost) {
 		msg := fmt.Sprintf("Balance %d covers fewer than %d more periods of the running servers (%d credits per period).", avail, o.LowPeriods, cost)
 		was := conditionTrue(a, hcv1.ConditionLow)
-		if setCondition(a, hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow, msg) {
+		if setCondition(a, now, hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow, msg) {
 			changed = true
 			if !was && res != nil {
 				res.Notes = append(res.Notes, Note{Warning: true, Reason: EventLow, Message: msg})
 			}
 		}
-	} else if setCondition(a, hcv1.ConditionLow, metav1.ConditionFalse, hcv1.ReasonBalanceSufficient,
+	} else if setCondition(a, now, hcv1.ConditionLow, metav1.ConditionFalse, hcv1.ReasonBalanceSufficient,
 		"The balance covers the running servers for the next periods.") {
 		changed = true
 	}
 	if !stopping && (creditsAdded || !conditionTrue(a, hcv1.ConditionExhausted)) {
-		if setCondition(a, hcv1.ConditionExhausted, metav1.ConditionFalse, hcv1.ReasonCreditsAvailable, "No server is being stopped for lack of credits.") {
+		if setCondition(a, now, hcv1.ConditionExhausted, metav1.ConditionFalse, hcv1.ReasonCreditsAvailable, "No server is being stopped for lack of credits.") {
 			changed = true
 		}
 	}
@@ -471,14 +490,15 @@ func conditionTrue(a *hcv1.CreditAccount, t string) bool {
 }
 
 // setCondition sets a condition with the account's generation; it reports a
-// change. (meta.SetStatusCondition stamps the transition time itself.)
-func setCondition(a *hcv1.CreditAccount, t string, st metav1.ConditionStatus, reason, msg string) bool {
+// change; the transition time is the settle time, not the wall clock.
+func setCondition(a *hcv1.CreditAccount, now time.Time, t string, st metav1.ConditionStatus, reason, msg string) bool {
 	return meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{
 		Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: a.Generation,
+		LastTransitionTime: metav1.NewTime(now),
 	})
 }
 
 // SetCondition is setCondition for the controllers (e.g. Ready=False).
-func SetCondition(a *hcv1.CreditAccount, t string, st metav1.ConditionStatus, reason, msg string) bool {
-	return setCondition(a, t, st, reason, msg)
+func SetCondition(a *hcv1.CreditAccount, now time.Time, t string, st metav1.ConditionStatus, reason, msg string) bool {
+	return setCondition(a, now, t, st, reason, msg)
 }

@@ -60,22 +60,24 @@ func policyStatus(p *hcv1.BillingPolicy, all []hcv1.BillingPolicy, cache *billin
 		set(hcv1.ConditionAccepted, metav1.ConditionTrue, hcv1.ReasonValid, "The policy prices the pods it selects.")
 	}
 	var peers []string
-	for _, o := range all {
-		if o.Name != p.Name && o.Spec.Priority == p.Spec.Priority {
-			peers = append(peers, o.Name)
+	for i := range all {
+		o := &all[i]
+		if o.Name == p.Name || o.Spec.Priority != p.Spec.Priority {
+			continue
 		}
+		if _, err := cache.Get(o); err != nil {
+			continue // a policy that does not compile prices nothing
+		}
+		peers = append(peers, o.Name)
 	}
 	if len(peers) == 0 {
 		set(hcv1.ConditionTied, metav1.ConditionFalse, hcv1.ReasonNoTie, "No other policy has the same priority.")
 	} else {
-		sort.Strings(peers)
-		winner := p.Name
-		if peers[0] < winner {
-			winner = peers[0]
-		}
+		names := append(peers, p.Name)
+		sort.Strings(names)
 		set(hcv1.ConditionTied, metav1.ConditionTrue, hcv1.ReasonSamePriority, fmt.Sprintf(
 			"Policies %s have the same priority %d; for a pod they all select, %q wins (names sort first).",
-			strings.Join(append(peers, p.Name), ", "), p.Spec.Priority, winner))
+			strings.Join(names, ", "), p.Spec.Priority, names[0]))
 	}
 	p.Status.ObservedGeneration = p.Generation
 }

@@ -6,6 +6,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -46,6 +47,9 @@ type CreditAccountReconciler struct {
 	Hub ServerStopper
 	// Shadow counts without ever stopping a server.
 	Shadow bool
+	// Policies and Defaults price pods the webhook never saw.
+	Policies *billing.PolicyCache
+	Defaults billing.Defaults
 }
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
@@ -109,9 +113,13 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 	if err != nil {
 		return nil, err
 	}
+	adopt, err := r.unreserved(ctx, a, pods)
+	if err != nil {
+		return nil, err
+	}
 	res := billing.Settle(a, projects, func(e hcv1.ServerCharge) billing.PodObservation {
 		return observe(pods, e)
-	}, nil, now, r.Options)
+	}, adopt, now, r.Options)
 	orphansChanged, wait := billing.SettleOrphans(a, func(wallet, id string) bool {
 		return r.walletHas(ctx, key.Namespace, wallet, id)
 	}, now, r.Options)
@@ -121,7 +129,7 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
 		res.RequeueAfter = wait
 	}
-	r.setReady(a, projects)
+	r.setReady(a, projects, now)
 	a.Status.ObservedGeneration = a.Generation
 
 	// Pools first, the wallet last: the wallet's entry commits the charge.
@@ -189,6 +197,88 @@ func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccoun
 	return byID, nil
 }
 
+// unreserved finds the running pods billed to the account that have no
+// reservation: admitted in shadow mode (price pinned, nothing reserved), or
+// never seen by the webhook (failurePolicy Ignore while it was down). The
+// account adopts them; their first period is charged when they run.
+func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pods map[string]*corev1.Pod) ([]billing.Unreserved, error) {
+	var out []billing.Unreserved
+	seen := map[types.UID]bool{}
+	consider := func(p *corev1.Pod, price billing.Price) {
+		if seen[p.UID] || price.Value <= 0 || ObservePod(p).EndedAt != nil ||
+			p.Annotations[hcv1.AnnotationReservation] != "" || billing.FindServer(a, billing.AdoptedID(p.UID)) >= 0 {
+			return
+		}
+		seen[p.UID] = true
+		out = append(out, billing.Unreserved{Pod: p.Name, UID: p.UID, User: p.Annotations[hcv1.AnnotationUsername],
+			ServerName: p.Annotations[hcv1.AnnotationServerName], Price: price})
+	}
+	var policies *hcv1.BillingPolicyList
+	priceOf := func(p *corev1.Pod) (billing.Price, error) {
+		if price, ok := pinnedPrice(p); ok {
+			return price, nil
+		}
+		// No price pinned: the one the webhook would have set.
+		if policies == nil {
+			policies = &hcv1.BillingPolicyList{}
+			if err := r.Client.List(ctx, policies, client.InNamespace(a.Namespace)); err != nil {
+				return billing.Price{}, err
+			}
+		}
+		d := r.Defaults
+		if d.Interval <= 0 {
+			d = billing.DefaultPrice
+		}
+		return billing.ResolvePrice(r.Policies.Sorted(policies.Items), p, d)
+	}
+	for _, p := range pods {
+		if billing.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
+			continue
+		}
+		if price, err := priceOf(p); err == nil {
+			consider(p, price)
+		}
+	}
+	// Pods that name no account: billed to the user's wallet.
+	for _, user := range a.Spec.Users {
+		var list corev1.PodList
+		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexUnbilledPodUser: user}); err != nil {
+			return nil, err
+		}
+		for i := range list.Items {
+			p := &list.Items[i]
+			var accts hcv1.CreditAccountList
+			if err := r.Client.List(ctx, &accts, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountUsers: user}); err != nil {
+				return nil, err
+			}
+			cands := make([]*hcv1.CreditAccount, 0, len(accts.Items))
+			for j := range accts.Items {
+				cands = append(cands, &accts.Items[j])
+			}
+			if w, err := billing.ResolveWallet(user, "", cands); err != nil || w == nil || w.Name != a.Name {
+				continue
+			}
+			price, err := priceOf(p)
+			if err != nil {
+				continue
+			}
+			pods[billing.AdoptedID(p.UID)] = p
+			consider(p, price)
+		}
+	}
+	return out, nil
+}
+
+// pinnedPrice reads the price the webhook pinned on a pod.
+func pinnedPrice(p *corev1.Pod) (billing.Price, bool) {
+	v, err1 := strconv.ParseInt(p.Annotations[hcv1.AnnotationBillingValue], 10, 64)
+	d, err2 := time.ParseDuration(p.Annotations[hcv1.AnnotationBillingInterval])
+	if err1 != nil || err2 != nil || v < 0 || d < time.Second {
+		return billing.Price{}, false
+	}
+	return billing.Price{Value: v, Interval: d, Policy: p.Annotations[hcv1.AnnotationPolicy]}, true
+}
+
 // walletHas reports whether wallet holds entry id (from the cache; a pool's
 // orphan grace is longer than the cache's lag).
 func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id string) bool {
@@ -199,16 +289,16 @@ func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id 
 	return billing.FindServer(w, id) >= 0
 }
 
-func (r *CreditAccountReconciler) setReady(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount) {
+func (r *CreditAccountReconciler) setReady(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, now time.Time) {
 	switch p := projects[a.Spec.Project]; {
 	case a.Spec.Project != "" && p == nil:
-		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectNotFound,
+		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectNotFound,
 			fmt.Sprintf("Project %q does not exist; spawns billed to this account are denied.", a.Spec.Project))
 	case p != nil && p.Spec.Project != "":
-		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectChain,
+		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectChain,
 			fmt.Sprintf("Project %q names a project itself; pools are one level deep, so spawns billed to this account are denied.", p.Name))
 	default:
-		billing.SetCondition(a, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
+		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
 	}
 }
 
@@ -335,6 +425,7 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&hcv1.CreditAccount{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToAccounts)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.unbilledPodToWallets)).
 		Watches(&hcv1.CreditAccount{}, handler.EnqueueRequestsFromMapFunc(r.accountToRelated)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
 		Named("creditaccount").
@@ -346,6 +437,24 @@ func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 	var out []reconcile.Request
 	for _, name := range billing.PodAccounts(o) {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+	}
+	return out
+}
+
+// unbilledPodToWallets maps a pod that names no account to the accounts
+// that list its user (the one that is its wallet adopts it).
+func (r *CreditAccountReconciler) unbilledPodToWallets(ctx context.Context, o client.Object) []reconcile.Request {
+	users := billing.UnbilledPodUser(o)
+	if len(users) == 0 {
+		return nil
+	}
+	var accts hcv1.CreditAccountList
+	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{billing.IndexAccountUsers: users[0]}); err != nil {
+		return nil
+	}
+	out := make([]reconcile.Request, 0, len(accts.Items))
+	for _, a := range accts.Items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: a.Namespace, Name: a.Name}})
 	}
 	return out
 }

@@ -51,6 +51,11 @@ func (c *Client) StopServer(ctx context.Context, user, server string) error {
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
+	// Never follow a redirect: it would turn the DELETE into a GET of a
+	// login page (a 200 that stops nothing) and send the token elsewhere.
+	noRedirect := *hc
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	hc = &noRedirect
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("calling the Hub API: %w", err)

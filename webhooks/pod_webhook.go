@@ -21,8 +21,10 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -91,8 +93,20 @@ func (h *PodAdmitter) handle(ctx context.Context, req admission.Request) (admiss
 	if pod.Labels[hcv1.ComponentLabel] != hcv1.SingleuserComponent {
 		return admission.Allowed("not a singleuser server"), "admitted", "NotSingleuser"
 	}
+	dryRun := req.DryRun != nil && *req.DryRun
+	resp, result, reason := h.admit(ctx, req, pod, dryRun)
+	if h.Shadow && result == "denied" {
+		// Shadow mode counts but never denies: the pod goes ahead unreserved
+		// (with its price pinned when it could be found), and the controller
+		// bills what it can.
+		return admission.Allowed("shadow mode: " + resp.Result.Message), "admitted", "Shadow" + reason
+	}
+	return resp, result, reason
+}
+
+func (h *PodAdmitter) admit(ctx context.Context, req admission.Request, pod *corev1.Pod, dryRun bool) (admission.Response, string, string) {
 	if len(h.Creators) > 0 && !contains(h.Creators, req.UserInfo.Username) {
-		return admission.Denied("Only JupyterHub may start user servers in this namespace; " + req.UserInfo.Username + " may not."), "denied", billing.DenyForbidden
+		return deny(billing.DenyForbidden, "Only JupyterHub may start user servers in this namespace; "+req.UserInfo.Username+" may not.")
 	}
 	user := pod.Annotations[hcv1.AnnotationUsername]
 	if user == "" {
@@ -102,27 +116,27 @@ func (h *PodAdmitter) handle(ctx context.Context, req admission.Request) (admiss
 	if pod.Namespace != "" {
 		ns = pod.Namespace
 	}
-	d, err := h.decide(ctx, ns, user, pod)
+	d, err := h.decide(ctx, ns, user, pod, dryRun)
 	if err != nil {
 		return h.fail(err)
 	}
-	dryRun := req.DryRun != nil && *req.DryRun
 	id := string(req.UID)
-	if d.price.Value > 0 {
-		if dryRun {
-			if err := affordable(d, h.Clock.Now()); err != nil {
-				return h.fail(err)
-			}
-		} else if err := h.reserve(ctx, ns, id, user, pod, d); err != nil {
-			var denial *billing.Denial
-			if h.Shadow && errors.As(err, &denial) {
-				// Shadow mode: admit unreserved; the controller bills what it can.
-				return h.patch(pod, d, ""), "admitted", "Shadow"
-			}
+	if d.price.Value == 0 {
+		return h.patch(pod, d, ""), "admitted", "Free"
+	}
+	if dryRun {
+		// Decided from the cache, written nowhere (sideEffects: NoneOnDryRun).
+		if err := affordable(d, h.Clock.Now()); err != nil {
 			return h.fail(err)
 		}
-	} else {
-		id = ""
+		return h.patch(pod, d, id), "admitted", "DryRun"
+	}
+	if err := h.reserve(ctx, ns, id, user, pod, d); err != nil {
+		var denial *billing.Denial
+		if h.Shadow && errors.As(err, &denial) {
+			return h.patch(pod, d, ""), "admitted", "Shadow"
+		}
+		return h.fail(err)
 	}
 	return h.patch(pod, d, id), "admitted", "Reserved"
 }
@@ -144,16 +158,24 @@ func (h *PodAdmitter) fail(err error) (admission.Response, string, string) {
 }
 
 // decide prices the pod and finds who pays.
-func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod) (*decision, error) {
+func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod, dryRun bool) (*decision, error) {
 	var pols hcv1.BillingPolicyList
 	if err := h.Reader.List(ctx, &pols, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
 	price, err := billing.ResolvePrice(h.Policies.Sorted(pols.Items), pod, h.Defaults)
 	if err != nil {
-		return nil, &billing.Denial{Reason: billing.DenyPriceError, Message: billing.PriceErrorMessage(err)}
+		// The evaluation error may quote the pod (and so the user's token):
+		// the user is told which policy failed, never its error text.
+		var pe *billing.PolicyError
+		policy := ""
+		if errors.As(err, &pe) {
+			policy = pe.Policy
+		}
+		logf.FromContext(ctx).Info("A billing policy could not price a pod", "policy", policy, "pod", klog.KObj(pod))
+		return nil, &billing.Denial{Reason: billing.DenyPriceError, Message: billing.PriceErrorMessage(policy)}
 	}
-	wallet, err := h.wallet(ctx, ns, user, pod.Labels[hcv1.LabelAccount])
+	wallet, err := h.wallet(ctx, ns, user, pod.Labels[hcv1.LabelAccount], dryRun)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +194,7 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 }
 
 // wallet finds (or creates) the account that pays for the user's server.
-func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string) (*hcv1.CreditAccount, error) {
+func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun bool) (*hcv1.CreditAccount, error) {
 	var candidates []*hcv1.CreditAccount
 	if label != "" {
 		a := &hcv1.CreditAccount{}
@@ -199,10 +221,12 @@ func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string) (*hcv1
 	if h.AutoCreate == nil {
 		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
-	return h.createWallet(ctx, ns, user)
+	return h.createWallet(ctx, ns, user, dryRun)
 }
 
-func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string) (*hcv1.CreditAccount, error) {
+// createWallet creates the user's wallet from the template (in a dry run,
+// only in memory).
+func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun bool) (*hcv1.CreditAccount, error) {
 	a := &hcv1.CreditAccount{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   ns,
@@ -216,6 +240,9 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string) (*hcv1.
 			InitialBalance: h.AutoCreate.InitialBalance,
 			Grant:          h.AutoCreate.Grant,
 		},
+	}
+	if dryRun {
+		return a, nil
 	}
 	err := h.Reserver.Client.Create(ctx, a)
 	if apierrors.IsAlreadyExists(err) {
@@ -280,11 +307,11 @@ func (h *PodAdmitter) reserve(ctx context.Context, ns, id, user string, pod *cor
 	if d.project != nil {
 		r.Project = d.project.Name
 		pa, err := h.Reserver.Do(ctx, key(ns, d.project.Name), func(a *hcv1.CreditAccount, now time.Time) error {
+			if a.Status.Balance <= 0 {
+				return errNothingTaken // the pool is empty: no entry, no write
+			}
 			taken, err := billing.Take(a, r, 0, d.price.Value, 0, now)
 			projectPaid = taken
-			if taken == 0 {
-				return errNothingTaken
-			}
 			return err
 		})
 		if err != nil && !errors.Is(err, errNothingTaken) {
@@ -306,10 +333,13 @@ func (h *PodAdmitter) reserve(ctx context.Context, ns, id, user string, pod *cor
 	if projectPaid > 0 {
 		// Give the pool's share back. If this fails too, the controller
 		// returns it once the pool's entry outlives the orphan grace.
-		_, _ = h.Reserver.Do(context.WithoutCancel(ctx), key(ns, d.project.Name), func(a *hcv1.CreditAccount, now time.Time) error {
+		pa, rerr := h.Reserver.Do(context.WithoutCancel(ctx), key(ns, d.project.Name), func(a *hcv1.CreditAccount, now time.Time) error {
 			billing.Release(a, id, now, "reservation returned: the wallet could not pay its part")
 			return nil
 		})
+		if rerr == nil && pa != nil {
+			project = pa
+		}
 	}
 	var short *billing.InsufficientError
 	if errors.As(err, &short) {
@@ -353,9 +383,22 @@ func (h *PodAdmitter) patch(pod *corev1.Pod, d *decision, reservation string) ad
 		for k, v := range add {
 			ops = append(ops, jsonpatch.NewOperation("add", "/metadata/annotations/"+escapePointer(k), v))
 		}
+		// Only the webhook sets these: one preset by the pod's creator
+		// would bind this pod to another server's ledger.
+		for _, k := range []string{hcv1.AnnotationReservation, hcv1.AnnotationProject} {
+			if _, preset := pod.Annotations[k]; preset {
+				if _, ours := add[k]; !ours {
+					ops = append(ops, jsonpatch.NewOperation("remove", "/metadata/annotations/"+escapePointer(k), nil))
+				}
+			}
+		}
 	}
 	resp := admission.Patched("", ops...)
-	resp.Result = &metav1.Status{Message: "This server costs " + billing.PriceText(d.price) + ".", Code: http.StatusOK}
+	msg := "This server costs " + billing.PriceText(d.price) + "."
+	if d.price.Value == 0 {
+		msg = "This server is free."
+	}
+	resp.Result = &metav1.Status{Message: msg, Code: http.StatusOK}
 	return resp
 }
 

@@ -167,7 +167,10 @@ func (r *Reserver) current(ctx context.Context, key types.NamespacedName, live b
 		r.remember(key, a)
 		return a, nil
 	}
-	if err := r.Client.Get(ctx, key, a); err != nil {
+	if err := r.Client.Get(ctx, key, a); apierrors.IsNotFound(err) {
+		// Just created (a new user's wallet) and not in the cache yet?
+		return r.current(ctx, key, true)
+	} else if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()

@@ -47,8 +47,7 @@ type BillingPolicySpec struct {
 
 	// billingValueExpression computes the credits per billingInterval with a
 	// CEL expression over `pod` that returns an int, for example
-	// `10 * gpus(pod)` or
-	// `int(pod.spec.containers[0].resources.limits['nvidia.com/gpu']) * 25`.
+	// `25 * quantity(pod.spec.containers[0].resources.limits['nvidia.com/gpu']).asInteger()`.
 	// It is checked when the policy is applied; a pod it cannot price is
 	// denied with the reason.
 	// +optional

@@ -212,6 +212,11 @@ type ServerCharge struct {
 	// stopped because its next period could not be paid.
 	// +optional
 	StopRequestedAt *metav1.Time `json:"stopRequestedAt,omitempty"`
+	// endedAt is set when the server ended and its last period was charged;
+	// the entry is removed (pool first, then this account) on the next pass,
+	// so a lost write can never charge the pool twice.
+	// +optional
+	EndedAt *metav1.Time `json:"endedAt,omitempty"`
 }
 
 // CreditAccountStatus is the account's ledger, kept by the operator.

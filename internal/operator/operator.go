@@ -133,6 +133,9 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	if err := idx.IndexField(ctx, &corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts); err != nil {
 		return err
 	}
+	if err := idx.IndexField(ctx, &corev1.Pod{}, billing.IndexUnbilledPodUser, billing.UnbilledPodUser); err != nil {
+		return err
+	}
 	policies := &billing.PolicyCache{}
 	if !o.DisableControllers {
 		if err := setupControllers(mgr, o, policies); err != nil {
@@ -186,6 +189,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
+		Policies: policies, Defaults: o.Defaults,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err

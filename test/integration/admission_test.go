@@ -195,7 +195,7 @@ func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
 	}
 	// A GPU pod the expression cannot price (no GPU request) is denied with the reason.
 	err := createPod(withLabel(kubespawnerPod(ns, "alice", "nogpu"), "hubcredits.io/policy", "gpu"))
-	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "gpu" could not price this server`) {
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`) {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -1,0 +1,367 @@
+// Package reliability attacks the operator binary the way production will:
+// kill -9 at random moments, two replicas with the leader killed, and
+// checks every account to the credit against the pods' run times and
+// prices. Sizes are bounded for CI; HUBCREDITS_RELIABILITY_FULL=1 (make
+// test-reliability) runs the documented full size.
+package reliability
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/localcp"
+	"github.com/hubcredits/hubcredits/internal/operator"
+)
+
+var (
+	env        *localcp.Env
+	k8s        client.Client
+	kubeconfig string
+	managerBin string
+)
+
+const period = 2 * time.Second
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if testing.Short() {
+		os.Exit(0)
+	}
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := localcp.Root()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	dir, err := os.MkdirTemp("", "hubcredits-reliability")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// The operator under attack is the real binary, built from this tree.
+	managerBin = filepath.Join(dir, "manager")
+	build := exec.Command("go", "build", "-o", managerBin, ".")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the operator:", err)
+		return 1
+	}
+	env, err = localcp.Start(localcp.Options{Root: root, Webhooks: true})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer func() { _ = env.Stop() }()
+	kc, err := env.AdminKubeconfig()
+	if err == nil {
+		kubeconfig = filepath.Join(dir, "kubeconfig")
+		err = os.WriteFile(kubeconfig, kc, 0o600)
+	}
+	if err == nil {
+		k8s, err = client.New(env.Config, client.Options{Scheme: operator.Scheme()})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	// Admission is served in-process for the whole run; billing is the
+	// binary under attack.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: operator.Scheme(), Cache: operator.CacheOptions(operator.Options{}),
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		WebhookServer: webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort,
+			CertDir: w.LocalServingCertDir, TLSOpts: operator.WebhookTLS(false)}),
+	})
+	if err == nil {
+		err = operator.Setup(ctx, mgr, operator.Options{Webhooks: true, DisableControllers: true})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	mgr.GetCache().WaitForCacheSync(ctx)
+	return m.Run()
+}
+
+func full() bool { return os.Getenv("HUBCREDITS_RELIABILITY_FULL") != "" }
+
+// operatorProc is one operator process.
+type operatorProc struct {
+	cmd *exec.Cmd
+	log *os.File
+}
+
+func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
+	t.Helper()
+	logf, err := os.OpenFile(filepath.Join(t.TempDir(), fmt.Sprintf("operator-%d.log", time.Now().UnixNano())), os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		"--kubeconfig", kubeconfig, "--namespace", ns, "--enable-webhooks=false",
+		"--metrics-bind-address=0", "--health-probe-bind-address=0",
+		"--reservation-grace=3s", "--stop-retry=5s",
+	}, extra...)
+	cmd := exec.Command(managerBin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return &operatorProc{cmd: cmd, log: logf}
+}
+
+func (p *operatorProc) kill() {
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	_ = p.log.Close()
+}
+
+// server is one running user server and what it owes.
+type server struct {
+	pod     *corev1.Pod
+	account string
+	value   int64
+	start   time.Time
+	end     time.Time
+}
+
+// setup creates accounts (ample balances, so no server is stopped) and
+// n servers spread over them, each running with a clock start spread over
+// one period.
+func setup(t *testing.T, ns string, accounts, n int) []*server {
+	t.Helper()
+	ctx := context.Background()
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range accounts {
+		a := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("acct-%d", i)},
+			Spec: hcv1.CreditAccountSpec{Users: []string{fmt.Sprintf("user-%d", i)}, Cap: 1_000_000}}
+		if err := k8s.Create(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for v := int64(1); v <= 3; v++ {
+		pol := &hcv1.BillingPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("price-%d", v)},
+			Spec: hcv1.BillingPolicySpec{BillingValue: ptr.To(v * 5), BillingInterval: metav1.Duration{Duration: period},
+				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": fmt.Sprint(v)}}}}
+		if err := k8s.Create(ctx, pol); err != nil {
+			t.Fatal(err)
+		}
+	}
+	servers := make([]*server, 0, n)
+	for i := range n {
+		user := fmt.Sprintf("user-%d", i%accounts)
+		tier := int64(i%3 + 1)
+		p := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("jupyter-%s--s%d", user, i),
+				Labels:      map[string]string{"component": "singleuser-server", "tier": fmt.Sprint(tier)},
+				Annotations: map[string]string{hcv1.AnnotationUsername: user, hcv1.AnnotationServerName: fmt.Sprintf("s%d", i)}},
+			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "notebook", Image: "jupyter",
+				Env: []corev1.EnvVar{{Name: "JUPYTERHUB_API_TOKEN", Value: "reliability-PLANTED-token"}}}}},
+		}
+		if err := k8s.Create(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now().Truncate(time.Second)
+		st := metav1.NewTime(start)
+		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &st, ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "notebook", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: st}}}}}
+		if err := k8s.Status().Update(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, &server{pod: p, account: fmt.Sprintf("acct-%d", i%accounts), value: tier * 5, start: start})
+	}
+	return servers
+}
+
+// stopAll deletes every pod (grace 1s, as KubeSpawner does) 1.2-1.8 s into
+// a 2 s period: the API server keeps whole seconds, so the recorded request
+// time then falls inside the same period as the real one and the owed count
+// is not ambiguous. It records when each deletion was requested.
+func stopAll(t *testing.T, servers []*server) {
+	t.Helper()
+	ctx := context.Background()
+	pending := append([]*server(nil), servers...)
+	for len(pending) > 0 {
+		var later []*server
+		for _, s := range pending {
+			in := time.Since(s.start) % period
+			if in < 1200*time.Millisecond || in > 1800*time.Millisecond {
+				later = append(later, s)
+				continue
+			}
+			if err := k8s.Delete(ctx, s.pod, client.GracePeriodSeconds(1)); err != nil {
+				t.Fatal(err)
+			}
+			got := &corev1.Pod{}
+			if err := k8s.Get(ctx, client.ObjectKeyFromObject(s.pod), got); err != nil {
+				t.Fatal(err)
+			}
+			s.end = got.DeletionTimestamp.Add(-time.Second)
+		}
+		pending = later
+		if len(pending) > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// checkLedgers waits until every account is settled and compares each
+// balance with the value computed from the pods' run times and prices.
+func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
+	t.Helper()
+	want := map[string]int64{}
+	for i := range accounts {
+		want[fmt.Sprintf("acct-%d", i)] = 1_000_000
+	}
+	for _, s := range servers {
+		want[s.account] -= s.value * billing.PeriodsDue(s.start, s.end, period, true)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		got := map[string]int64{}
+		settled := true
+		for name := range want {
+			a := &hcv1.CreditAccount{}
+			if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, a); err != nil {
+				t.Fatal(err)
+			}
+			got[name] = a.Status.Balance
+			if len(a.Status.Servers) != 0 {
+				settled = false
+			}
+		}
+		match := settled
+		for name := range want {
+			if got[name] != want[name] {
+				match = false
+			}
+		}
+		if match {
+			return
+		}
+		if time.Now().After(deadline) {
+			names := make([]string, 0, len(want))
+			for n := range want {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			var b strings.Builder
+			fmt.Fprintf(&b, "ledgers differ (settled=%v):\n%-10s %12s %12s\n", settled, "account", "expected", "actual")
+			for _, n := range names {
+				mark := ""
+				if got[n] != want[n] {
+					mark = "  <-- off by " + fmt.Sprint(got[n]-want[n])
+				}
+				fmt.Fprintf(&b, "%-10s %12d %12d%s\n", n, want[n], got[n], mark)
+			}
+			t.Fatal(b.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestCrashAnywhere: the operator binary is killed with SIGKILL at random
+// moments (between reads and writes, during catch-up) and restarted; every
+// account ends exact to the credit.
+func TestCrashAnywhere(t *testing.T) {
+	servers, accounts, kills := 40, 8, 20
+	if full() {
+		servers, accounts, kills = 100, 20, 40
+	}
+	ns := "crash"
+	srv := setup(t, ns, accounts, servers)
+	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	op := startOperator(t, ns)
+	for i := range kills {
+		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
+		op.kill()
+		if i%4 == 3 {
+			// Stay down across a boundary now and then: catch-up on start.
+			time.Sleep(period + time.Duration(rng.IntN(1000))*time.Millisecond)
+		}
+		op = startOperator(t, ns)
+	}
+	stopAll(t, srv)
+	checkLedgers(t, ns, srv, accounts)
+	op.kill()
+	t.Logf("%d servers on %d accounts, %d kill -9s survived, ledgers exact", servers, accounts, kills)
+}
+
+// TestLeaderKilledRepeatedly: two replicas with leader election; the one
+// holding the lease is killed again and again. No double charge, and the
+// failover shows as a late charge, never a missed one.
+func TestLeaderKilledRepeatedly(t *testing.T) {
+	servers, accounts, rounds := 20, 4, 6
+	if full() {
+		servers, accounts, rounds = 60, 10, 15
+	}
+	ns := "leader"
+	srv := setup(t, ns, accounts, servers)
+	le := []string{"--leader-elect", "--leader-election-namespace", ns,
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"}
+	procs := []*operatorProc{startOperator(t, ns, le...), startOperator(t, ns, le...)}
+	killed := 0
+	for range rounds {
+		leader := waitLeader(t, procs)
+		time.Sleep(time.Duration(500+rand.IntN(1500)) * time.Millisecond)
+		procs[leader].kill()
+		killed++
+		procs[leader] = startOperator(t, ns, le...)
+	}
+	waitLeader(t, procs)
+	stopAll(t, srv)
+	checkLedgers(t, ns, srv, accounts)
+	for _, p := range procs {
+		p.kill()
+	}
+	t.Logf("%d servers, %d leaders killed, ledgers exact", servers, killed)
+}
+
+// waitLeader returns the index of the process that holds the lease, from
+// its log (controller-runtime logs the acquisition).
+func waitLeader(t *testing.T, procs []*operatorProc) int {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, p := range procs {
+			b, err := os.ReadFile(p.log.Name())
+			if err == nil && strings.Contains(strings.ToLower(string(b)), "successfully acquired lease") {
+				return i
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("no replica acquired the lease")
+	return -1
+}

@@ -1,0 +1,900 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// reserved is the wallet entry of a server whose wallet paid its first period.
+func reserved(pod, user, wallet string, value, paid int64) entry {
+	return entry{ID: reqUID, Pod: pod, User: user, Wallet: wallet, Value: value, Paid: paid, PeriodsPaid: 1, Interval: 10 * time.Minute}
+}
+
+func (e entry) policy(p string, every time.Duration) entry { e.Policy, e.Interval = p, every; return e }
+func (e entry) server(s string) entry                      { e.ServerName = s; return e }
+func (e entry) project(p string, paid int64) entry         { e.Project, e.ProjectPaid = p, paid; return e }
+
+func pins(account, value, interval, policy string) map[string]string {
+	return map[string]string{
+		hcv1.AnnotationAccount:         account,
+		hcv1.AnnotationBillingValue:    value,
+		hcv1.AnnotationBillingInterval: interval,
+		hcv1.AnnotationPolicy:          policy,
+		hcv1.AnnotationReservation:     reqUID,
+	}
+}
+
+func with(m map[string]string, k, v string) map[string]string {
+	out := map[string]string{}
+	for a, b := range m {
+		out[a] = b
+	}
+	if v == "" {
+		delete(out, k)
+	} else {
+		out[k] = v
+	}
+	return out
+}
+
+func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
+	gpu := makePolicy("gpu").priority(10).every(5*time.Minute).selecting("hubcredits.io/policy", "gpu").
+		valueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").obj()
+	cases := map[string]struct {
+		objs         []client.Object
+		pod          *corev1.Pod
+		wantPinned   map[string]string
+		wantMessage  string
+		wantHoldings map[string]holding
+	}{
+		"the wallet pays the default price": {
+			objs:        []client.Object{makeAccount("alice", "alice").obj()},
+			pod:         makePod("alice").obj(),
+			wantPinned:  pins("alice", "10", "10m0s", ""),
+			wantMessage: "This server costs 10 credits every 10m.",
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 90, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 10)}},
+			},
+		},
+		"a policy sets the price": {
+			objs: []client.Object{
+				makeAccount("alice", "alice").obj(),
+				makePolicy("large").priority(10).value(25).every(5*time.Minute).selecting("size", "large").obj(),
+				makePolicy("default").value(10).obj(),
+			},
+			pod:         makePod("alice").label("size", "large").obj(),
+			wantPinned:  pins("alice", "25", "5m0s", "large"),
+			wantMessage: "This server costs 25 credits every 5m.",
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 75, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 25, 25).policy("large", 5*time.Minute)}},
+			},
+		},
+		"CEL prices two GPUs": {
+			objs:       []client.Object{makeAccount("alice", "alice").obj(), gpu},
+			pod:        makePod("alice").label("hubcredits.io/policy", "gpu").gpus("2").obj(),
+			wantPinned: pins("alice", "50", "5m0s", "gpu"),
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 50, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 50, 50).policy("gpu", 5*time.Minute)}},
+			},
+		},
+		"the profile's account label picks among the user's accounts": {
+			objs: []client.Object{makeAccount("alice", "alice").obj(), makeAccount("physics", "alice", "bob").obj()},
+			pod:  makePod("alice").label(hcv1.LabelAccount, "physics").obj(),
+			// The label and the pinned account share the key hubcredits.io/account.
+			wantPinned: pins("physics", "10", "10m0s", ""),
+			wantHoldings: map[string]holding{
+				"alice":   {Balance: 100},
+				"physics": {Balance: 90, Servers: []entry{reserved("jupyter-alice", "alice", "physics", 10, 10)}},
+			},
+		},
+		"a named server": {
+			objs:       []client.Object{makeAccount("alice", "alice").obj()},
+			pod:        makePod("alice").server("gpu").obj(),
+			wantPinned: pins("alice", "10", "10m0s", ""),
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 90, Servers: []entry{reserved("jupyter-alice--gpu", "alice", "alice", 10, 10).server("gpu")}},
+			},
+		},
+		"a free server at balance 0 is admitted without a reservation": {
+			objs:       []client.Object{makeAccount("alice", "alice").balance(0).obj(), makePolicy("free").value(0).obj()},
+			pod:        makePod("alice").obj(),
+			wantPinned: with(pins("alice", "0", "10m0s", "free"), hcv1.AnnotationReservation, ""),
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 0},
+			},
+		},
+		"the project pool pays first, the wallet the rest": {
+			objs: []client.Object{
+				makeAccount("physics").balance(4).obj(),
+				makeAccount("alice", "alice").project("physics").obj(),
+			},
+			pod:        makePod("alice").obj(),
+			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
+			wantHoldings: map[string]holding{
+				"physics": {Balance: 0, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 4)}},
+				"alice":   {Balance: 94, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 6).project("physics", 4)}},
+			},
+		},
+		"the project pool pays it all": {
+			objs: []client.Object{
+				makeAccount("physics").balance(50).obj(),
+				makeAccount("alice", "alice").project("physics").obj(),
+			},
+			pod:        makePod("alice").obj(),
+			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
+			wantHoldings: map[string]holding{
+				"physics": {Balance: 40, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 10)}},
+				"alice":   {Balance: 100, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 0).project("physics", 10)}},
+			},
+		},
+		"an empty project pool: the wallet pays it all and the pool keeps no entry": {
+			objs: []client.Object{
+				makeAccount("physics").balance(0).obj(),
+				makeAccount("alice", "alice").project("physics").obj(),
+			},
+			pod:        makePod("alice").obj(),
+			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
+			wantHoldings: map[string]holding{
+				"physics": {Balance: 0},
+				"alice":   {Balance: 90, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 10).project("physics", 0)}},
+			},
+		},
+		"a pool that also lists the user does not make the wallet ambiguous": {
+			objs: []client.Object{
+				makeAccount("physics", "alice", "bob").balance(4).obj(),
+				makeAccount("alice", "alice").project("physics").obj(),
+			},
+			pod:        makePod("alice").obj(),
+			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
+			wantHoldings: map[string]holding{
+				"physics": {Balance: 0, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 4)}},
+				"alice":   {Balance: 94, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 6).project("physics", 4)}},
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(tc.objs...)
+			req := makeRequest(t, tc.pod).obj()
+
+			resp := env.h.Handle(context.Background(), req)
+
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", message(resp))
+			}
+			assertNoToken(t, resp)
+			if tc.wantMessage != "" && message(resp) != tc.wantMessage {
+				t.Errorf("message %q, want %q", message(resp), tc.wantMessage)
+			}
+			got := applyPatch(t, req, resp)
+			if d := cmpDiff(tc.wantPinned, pinned(got)); d != "" {
+				t.Errorf("pinned annotations (-want +got):\n%s", d)
+			}
+			// KubeSpawner's own annotations survive the patch.
+			if got.Annotations[hcv1.AnnotationUsername] != tc.pod.Annotations[hcv1.AnnotationUsername] ||
+				got.Annotations["hub.jupyter.org/kubespawner-version"] != "7.1.0" {
+				t.Errorf("the patch lost KubeSpawner's annotations: %v", got.Annotations)
+			}
+			if d := cmpDiff(tc.wantHoldings, holdings(t, env.api)); d != "" {
+				t.Errorf("accounts (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPodAdmitterDenies(t *testing.T) {
+	gpu := makePolicy("gpu").priority(10).every(5*time.Minute).selecting("hubcredits.io/policy", "gpu").
+		valueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").obj()
+	cases := map[string]struct {
+		objs     []client.Object
+		pod      *corev1.Pod
+		by       string
+		creators []string
+		wantMsg  string
+	}{
+		"not enough credits": {
+			objs:    []client.Object{makeAccount("alice", "alice").balance(4).grant(5, 3*time.Minute).obj()},
+			pod:     makePod("alice").obj(),
+			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+		},
+		"not enough credits in the pool and the wallet together": {
+			objs: []client.Object{
+				makeAccount("physics").balance(2).obj(),
+				makeAccount("alice", "alice").balance(3).project("physics").obj(),
+			},
+			pod:     makePod("alice").obj(),
+			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+		},
+		"the user is not in the named account": {
+			objs:    []client.Object{makeAccount("physics", "alice").obj(), makeAccount("bob", "bob").obj()},
+			pod:     makePod("bob").label(hcv1.LabelAccount, "physics").obj(),
+			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+		},
+		"the named account is missing": {
+			objs:    []client.Object{makeAccount("bob", "bob").obj()},
+			pod:     makePod("bob").label(hcv1.LabelAccount, "chemistry").obj(),
+			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+		},
+		"no account": {
+			objs:    []client.Object{makeAccount("alice", "alice").obj()},
+			pod:     makePod("dave").obj(),
+			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+		},
+		"two candidate accounts": {
+			objs:    []client.Object{makeAccount("carol-b", "carol").obj(), makeAccount("carol-a", "carol").obj()},
+			pod:     makePod("carol").obj(),
+			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+		},
+		"no username annotation": {
+			objs:    []client.Object{makeAccount("erin", "erin").obj()},
+			pod:     makePod("erin").noUsername().obj(),
+			wantMsg: `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+		},
+		"a policy cannot price the pod": {
+			objs:    []client.Object{makeAccount("alice", "alice").obj(), gpu},
+			pod:     makePod("alice").label("hubcredits.io/policy", "gpu").obj(),
+			wantMsg: `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+		},
+		"the wallet's project pool is missing": {
+			objs:    []client.Object{makeAccount("alice", "alice").project("ghost").obj()},
+			pod:     makePod("alice").obj(),
+			wantMsg: `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+		},
+		"the wallet's project pool names a project itself": {
+			objs: []client.Object{
+				makeAccount("faculty").obj(),
+				makeAccount("physics").project("faculty").obj(),
+				makeAccount("alice", "alice").project("physics").obj(),
+			},
+			pod:     makePod("alice").obj(),
+			wantMsg: `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+		},
+		"someone other than the hub creates a user pod": {
+			objs:     []client.Object{makeAccount("alice", "alice").obj()},
+			pod:      makePod("alice").obj(),
+			by:       "mallory",
+			creators: []string{hubSA},
+			wantMsg:  `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(tc.objs...)
+			env.h.Creators = tc.creators
+			rb := makeRequest(t, tc.pod)
+			if tc.by != "" {
+				rb.by(tc.by)
+			}
+			before := versions(t, env.api)
+
+			resp := env.h.Handle(context.Background(), rb.obj())
+
+			if resp.Allowed {
+				t.Fatalf("admitted, want a denial %q", tc.wantMsg)
+			}
+			if resp.Result == nil || resp.Result.Code != http.StatusForbidden || resp.Result.Reason != metav1.StatusReasonForbidden {
+				t.Errorf("result %+v, want a 403 Forbidden", resp.Result)
+			}
+			if got := message(resp); got != tc.wantMsg {
+				t.Errorf("denial:\n got: %s\nwant: %s", got, tc.wantMsg)
+			}
+			if len(resp.Patches) != 0 {
+				t.Errorf("a denial carries patches: %v", resp.Patches)
+			}
+			assertNoToken(t, resp)
+			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+				t.Errorf("a denial wrote to the accounts (-before +after):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPodAdmitterPassesWhatItDoesNotPrice(t *testing.T) {
+	cases := map[string]struct {
+		req func(t *testing.T) admission.Request
+	}{
+		"a placeholder pod": {
+			req: func(t *testing.T) admission.Request {
+				return makeRequest(t, makePod("nobody").label(hcv1.ComponentLabel, "user-placeholder").obj()).obj()
+			},
+		},
+		"a pod without the component label": {
+			req: func(t *testing.T) admission.Request {
+				p := makePod("nobody").obj()
+				delete(p.Labels, hcv1.ComponentLabel)
+				return makeRequest(t, p).obj()
+			},
+		},
+		"an update of a user pod": {
+			req: func(t *testing.T) admission.Request {
+				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Update).obj()
+			},
+		},
+		"a delete of a user pod": {
+			req: func(t *testing.T) admission.Request {
+				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Delete).raw(nil).obj()
+			},
+		},
+		"a connect (exec) to a user pod": {
+			req: func(t *testing.T) admission.Request {
+				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Connect).raw([]byte(`{"kind":"PodExecOptions"}`)).obj()
+			},
+		},
+		"a create of another kind": {
+			req: func(t *testing.T) admission.Request {
+				return makeRequest(t, makePod("alice").obj()).kind("Binding").obj()
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			// alice could not pay: a priced request would be denied.
+			env := newWebhookEnv(makeAccount("alice", "alice").balance(0).obj())
+			before := versions(t, env.api)
+
+			resp := env.h.Handle(context.Background(), tc.req(t))
+
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", message(resp))
+			}
+			if len(resp.Patches) != 0 {
+				t.Errorf("patched %v, want the pod untouched", resp.Patches)
+			}
+			assertNoToken(t, resp)
+			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+				t.Errorf("wrote to the accounts (-before +after):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPodAdmitterRejectsMalformedRequests(t *testing.T) {
+	cases := map[string]struct {
+		raw []byte
+	}{
+		"no object":        {raw: nil},
+		"not JSON":         {raw: []byte("JUPYTERHUB_API_TOKEN=" + plantedToken)},
+		"truncated JSON":   {raw: []byte(`{"metadata":{"labels":{"component":"singleuser-server"`)},
+		"labels of a list": {raw: []byte(`{"metadata":{"labels":["component"]}}`)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(makeAccount("alice", "alice").obj())
+			req := makeRequest(t, makePod("alice").obj()).raw(tc.raw).obj()
+
+			resp := env.h.Handle(context.Background(), req)
+
+			if resp.Allowed {
+				t.Fatal("a malformed pod was admitted")
+			}
+			if resp.Result == nil || resp.Result.Code != http.StatusBadRequest {
+				t.Fatalf("result %+v, want 400", resp.Result)
+			}
+			if got, want := message(resp), "hubcredits could not decode the pod"; got != want {
+				t.Errorf("message %q, want %q", got, want)
+			}
+			assertNoToken(t, resp)
+		})
+	}
+}
+
+func TestPodAdmitterDryRunWritesNothing(t *testing.T) {
+	cases := map[string]struct {
+		balance     int64
+		wantAllowed bool
+		wantMsg     string
+	}{
+		"affordable: admitted and priced": {balance: 30, wantAllowed: true},
+		"unaffordable: denied like a real create": {
+			balance: 3,
+			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 3.`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(makeAccount("alice", "alice").balance(tc.balance).obj())
+			before := versions(t, env.api)
+			req := makeRequest(t, makePod("alice").obj()).dryRun().obj()
+
+			resp := env.h.Handle(context.Background(), req)
+
+			if resp.Allowed != tc.wantAllowed {
+				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+			if tc.wantAllowed {
+				if got := pinned(applyPatch(t, req, resp)); got[hcv1.AnnotationAccount] != "alice" || got[hcv1.AnnotationBillingValue] != "10" {
+					t.Errorf("a dry run is priced like the real thing; got %v", got)
+				}
+			} else if message(resp) != tc.wantMsg {
+				t.Errorf("denial %q, want %q", message(resp), tc.wantMsg)
+			}
+			assertNoToken(t, resp)
+			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+				t.Errorf("a dry run wrote to the accounts (-before +after):\n%s", d)
+			}
+		})
+	}
+}
+
+// The webhook is registered with sideEffects=NoneOnDryRun, yet a dry-run
+// spawn of a user without a wallet creates one.
+func TestPodAdmitterDryRunDoesNotCreateWallets(t *testing.T) {
+	env := newWebhookEnv()
+	env.h.AutoCreate = &WalletTemplate{Cap: 50}
+
+	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).dryRun().obj())
+
+	if !resp.Allowed {
+		t.Fatalf("denied: %s", message(resp))
+	}
+	if got := versions(t, env.api); len(got) != 0 {
+		t.Fatalf("a dry run created accounts %v", got)
+	}
+}
+
+func TestPodAdmitterCreators(t *testing.T) {
+	cases := map[string]struct {
+		creators    []string
+		by          string
+		placeholder bool
+		wantAllowed bool
+	}{
+		"no restriction: anyone":          {by: "mallory", wantAllowed: true},
+		"the hub is one of the creators":  {creators: []string{"admin", hubSA}, by: hubSA, wantAllowed: true},
+		"someone else is refused":         {creators: []string{hubSA}, by: "mallory"},
+		"names match exactly":             {creators: []string{hubSA}, by: hubSA + "x"},
+		"others may create unpriced pods": {creators: []string{hubSA}, by: "mallory", placeholder: true, wantAllowed: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(makeAccount("alice", "alice").obj())
+			env.h.Creators = tc.creators
+			pb := makePod("alice")
+			if tc.placeholder {
+				pb.label(hcv1.ComponentLabel, "user-placeholder")
+			}
+
+			resp := env.h.Handle(context.Background(), makeRequest(t, pb.obj()).by(tc.by).obj())
+
+			if resp.Allowed != tc.wantAllowed {
+				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+		})
+	}
+}
+
+// walletHash is the suffix WalletName gives a name it had to change.
+func walletHash(user string) string {
+	sum := sha256.Sum256([]byte(user))
+	return hex.EncodeToString(sum[:4])
+}
+
+func TestWalletName(t *testing.T) {
+	long := strings.Repeat("abcdefghij", 10) // 100 valid characters
+	cases := map[string]struct {
+		user string
+		want string
+	}{
+		"a valid name is kept":           {user: "alice", want: "wallet-alice"},
+		"digits and hyphens are valid":   {user: "user-42", want: "wallet-user-42"},
+		"an email address":               {user: "alice@example.com", want: "wallet-alice-example-com-" + walletHash("alice@example.com")},
+		"upper case gets a hash":         {user: "Alice", want: "wallet-alice-" + walletHash("Alice")},
+		"a dot is not kept":              {user: "a.b", want: "wallet-a-b-" + walletHash("a.b")},
+		"leading and trailing symbols":   {user: "_bob_", want: "wallet-bob-" + walletHash("_bob_")},
+		"nothing valid at all":           {user: "@@@", want: "wallet--" + walletHash("@@@")},
+		"non-ASCII":                      {user: "jürgen", want: "wallet-j-rgen-" + walletHash("jürgen")},
+		"50 valid characters are kept":   {user: long[:50], want: "wallet-" + long[:50]},
+		"51 valid characters get a hash": {user: long[:51], want: "wallet-" + long[:40] + "-" + walletHash(long[:51])},
+		"100 characters are cut":         {user: long, want: "wallet-" + long[:40] + "-" + walletHash(long)},
+		"a cut does not end in a hyphen": {user: strings.Repeat("a", 39) + "-.b", want: "wallet-" + strings.Repeat("a", 39) + "-" + walletHash(strings.Repeat("a", 39)+"-.b")},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := WalletName(tc.user)
+			if got != tc.want {
+				t.Errorf("WalletName(%q) = %q, want %q", tc.user, got, tc.want)
+			}
+			if errs := validation.IsDNS1123Label(got); len(errs) > 0 {
+				t.Errorf("WalletName(%q) = %q is not a valid name: %v", tc.user, got, errs)
+			}
+		})
+	}
+	// Names that slug alike stay apart.
+	if WalletName("alice") == WalletName("Alice") || WalletName("a.b") == WalletName("a-b") {
+		t.Error("two users share a wallet name")
+	}
+}
+
+func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
+	long := strings.Repeat("Abcdefghij", 10)
+	tmpl := &WalletTemplate{Cap: 50, InitialBalance: ptr.To[int64](30), Grant: &hcv1.Grant{Amount: 5, Interval: metav1.Duration{Duration: time.Hour}}}
+	cases := map[string]struct {
+		user     string
+		wantName string
+	}{
+		"a plain username": {user: "newbie", wantName: "wallet-newbie"},
+		"an email address": {user: "alice@example.com", wantName: "wallet-alice-example-com-" + walletHash("alice@example.com")},
+		"upper case":       {user: "Alice", wantName: "wallet-alice-" + walletHash("Alice")},
+		"a 100-char name":  {user: long, wantName: "wallet-" + strings.ToLower(long[:40]) + "-" + walletHash(long)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(makeAccount("someone-else", "bob").obj())
+			env.h.AutoCreate = tmpl
+			pod := makePod("x").annotation(hcv1.AnnotationUsername, tc.user).obj()
+			req := makeRequest(t, pod).obj()
+
+			resp := env.h.Handle(context.Background(), req)
+
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", message(resp))
+			}
+			if got := pinned(applyPatch(t, req, resp))[hcv1.AnnotationAccount]; got != tc.wantName {
+				t.Errorf("billed to %q, want %q", got, tc.wantName)
+			}
+			a := &hcv1.CreditAccount{}
+			if err := env.api.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: tc.wantName}, a); err != nil {
+				t.Fatalf("the wallet was not created: %v", err)
+			}
+			wantSpec := hcv1.CreditAccountSpec{Users: []string{tc.user}, Cap: 50, InitialBalance: ptr.To[int64](30), Grant: tmpl.Grant}
+			if d := cmpDiff(wantSpec, a.Spec); d != "" {
+				t.Errorf("spec (-want +got):\n%s", d)
+			}
+			if a.Labels["hubcredits.io/auto-created"] != "true" || a.Annotations[hcv1.AnnotationUsername] != tc.user {
+				t.Errorf("labels %v, annotations %v", a.Labels, a.Annotations)
+			}
+			// The new ledger opens at the initial balance and pays the first period.
+			want := holding{Balance: 20, Servers: []entry{reserved("jupyter-x", tc.user, tc.wantName, 10, 10)}}
+			if d := cmpDiff(want, holdings(t, env.api)[tc.wantName]); d != "" {
+				t.Errorf("wallet (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
+	cases := map[string]struct {
+		existing     *hcv1.CreditAccount
+		wantAllowed  bool
+		wantMsg      string
+		wantHoldings map[string]holding
+	}{
+		"another user's account has the name": {
+			existing:     makeAccount("wallet-newbie", "mallory").obj(),
+			wantMsg:      `No credit account for user "newbie" — ask your hub admin.`,
+			wantHoldings: map[string]holding{"wallet-newbie": {Balance: 100}},
+		},
+		"a concurrent spawn created it (the cache has not seen it yet)": {
+			existing:    makeAccount("wallet-newbie", "newbie").obj(),
+			wantAllowed: true,
+			wantHoldings: map[string]holding{
+				"wallet-newbie": {Balance: 90, Servers: []entry{reserved("jupyter-newbie", "newbie", "wallet-newbie", 10, 10)}},
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			api := newAPI(nil, tc.existing)
+			staleCache := newAPI(nil)
+			env := newWebhookEnvWith(staleCache, api, api)
+			env.h.AutoCreate = &WalletTemplate{Cap: 50}
+
+			resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).obj())
+
+			if resp.Allowed != tc.wantAllowed {
+				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+			if !tc.wantAllowed && message(resp) != tc.wantMsg {
+				t.Errorf("denial %q, want %q", message(resp), tc.wantMsg)
+			}
+			if d := cmpDiff(tc.wantHoldings, holdings(t, api)); d != "" {
+				t.Errorf("accounts (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// A wallet the webhook has just created is not in the informer cache yet;
+// the Reserver reads its account from that cache and gives up on NotFound
+// without a live read, so a new user's first spawn is denied.
+func TestPodAdmitterAutoCreatedWalletNotYetCached(t *testing.T) {
+	api := newAPI(nil)
+	// The manager's client: writes reach the API, reads come from a cache
+	// that has not yet seen the wallet this process created.
+	mgrClient := newAPI(&interceptor.Funcs{
+		Create: func(ctx context.Context, _ client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+			return api.Create(ctx, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, _ client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return api.SubResource(sub).Update(ctx, obj, opts...)
+		},
+	})
+	env := newWebhookEnvWith(mgrClient, mgrClient, api)
+	env.h.AutoCreate = &WalletTemplate{Cap: 50}
+
+	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).obj())
+
+	if !resp.Allowed {
+		t.Fatalf("a new user's first spawn was denied: %s", message(resp))
+	}
+	if got := holdings(t, api)["wallet-newbie"].Balance; got != 40 {
+		t.Errorf("wallet balance %d, want 40", got)
+	}
+}
+
+func TestPodAdmitterShadowMode(t *testing.T) {
+	cases := map[string]struct {
+		balance      int64
+		wantPinned   map[string]string
+		wantHoldings map[string]holding
+	}{
+		"an unaffordable spawn is admitted unreserved": {
+			balance:      3,
+			wantPinned:   with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationReservation, ""),
+			wantHoldings: map[string]holding{"alice": {Balance: 3}},
+		},
+		"an affordable spawn is reserved as usual": {
+			balance:      30,
+			wantPinned:   pins("alice", "10", "10m0s", ""),
+			wantHoldings: map[string]holding{"alice": {Balance: 20, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 10)}}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(makeAccount("alice", "alice").balance(tc.balance).obj())
+			env.h.Shadow = true
+			req := makeRequest(t, makePod("alice").obj()).obj()
+
+			resp := env.h.Handle(context.Background(), req)
+
+			if !resp.Allowed {
+				t.Fatalf("shadow mode denied: %s", message(resp))
+			}
+			assertNoToken(t, resp)
+			if d := cmpDiff(tc.wantPinned, pinned(applyPatch(t, req, resp))); d != "" {
+				t.Errorf("pinned annotations (-want +got):\n%s", d)
+			}
+			if d := cmpDiff(tc.wantHoldings, holdings(t, env.api)); d != "" {
+				t.Errorf("accounts (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// In shadow mode a real create of an unaffordable server is admitted, but
+// its dry run is denied: the dry-run branch calls h.fail without the
+// shadow check.
+func TestPodAdmitterShadowDryRunMatchesTheRealCreate(t *testing.T) {
+	env := newWebhookEnv(makeAccount("alice", "alice").balance(3).obj())
+	env.h.Shadow = true
+
+	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).dryRun().obj())
+
+	if !resp.Allowed {
+		t.Fatalf("shadow mode denied a dry run: %s", message(resp))
+	}
+}
+
+// The cache says the wallet can pay its part, but it cannot: the pool's
+// share, already written, is given back.
+func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
+	api := newAPI(nil,
+		makeAccount("physics").balance(4).obj(),
+		makeAccount("alice", "alice").balance(3).project("physics").obj(),
+	)
+	staleCache := newAPI(nil,
+		makeAccount("physics").balance(4).obj(),
+		makeAccount("alice", "alice").balance(10).project("physics").obj(),
+	)
+	env := newWebhookEnvWith(staleCache, api, api)
+
+	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+
+	if resp.Allowed {
+		t.Fatal("admitted a server the wallet cannot pay its part of")
+	}
+	if got, want := message(resp), "Not enough credits to start this server: it costs 10 credits every 10m, and project \"physics\" has "; !strings.HasPrefix(got, want) {
+		t.Errorf("denial %q, want it to start with %q", got, want)
+	}
+	want := map[string]holding{"physics": {Balance: 4}, "alice": {Balance: 3}}
+	if d := cmpDiff(want, holdings(t, api)); d != "" {
+		t.Errorf("accounts (-want +got):\n%s", d)
+	}
+	// The pool's ledger shows the share taken and returned.
+	p := &hcv1.CreditAccount{}
+	if err := api.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: "physics"}, p); err != nil {
+		t.Fatal(err)
+	}
+	var moves []int64
+	for _, l := range p.Status.Ledger {
+		moves = append(moves, l.Amount)
+	}
+	if d := cmpDiff([]int64{-4, 4}, moves); d != "" {
+		t.Errorf("pool ledger amounts (-want +got):\n%s", d)
+	}
+	if p.Status.TotalCharged != 4 || p.Status.TotalRefunded != 4 {
+		t.Errorf("pool charged %d and refunded %d, want 4 and 4", p.Status.TotalCharged, p.Status.TotalRefunded)
+	}
+}
+
+// The denial above quotes the pool's balance as it was between taking and
+// returning its share.
+func TestPodAdmitterPoolShareDenialQuotesTheReturnedBalance(t *testing.T) {
+	api := newAPI(nil,
+		makeAccount("physics").balance(4).obj(),
+		makeAccount("alice", "alice").balance(3).project("physics").obj(),
+	)
+	staleCache := newAPI(nil,
+		makeAccount("physics").balance(4).obj(),
+		makeAccount("alice", "alice").balance(10).project("physics").obj(),
+	)
+	env := newWebhookEnvWith(staleCache, api, api)
+
+	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+
+	want := `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 4 and account "alice" has 3.`
+	if got := message(resp); got != want {
+		t.Errorf("denial:\n got: %s\nwant: %s", got, want)
+	}
+}
+
+// A reservation that cannot be written in time is an error the hub retries,
+// not a denial.
+func TestPodAdmitterTimesOut(t *testing.T) {
+	api := newAPI(nil, makeAccount("alice", "alice").obj())
+	gate := make(chan struct{})
+	slow := newAPI(&interceptor.Funcs{
+		Get: func(ctx context.Context, _ client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			<-gate
+			return api.Get(ctx, key, obj, opts...)
+		},
+		SubResourceUpdate: func(ctx context.Context, _ client.Client, sub string, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+			return api.Status().Update(ctx, obj, opts...)
+		},
+	})
+	env := newWebhookEnvWith(api, slow, api)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	resp := env.h.Handle(ctx, makeRequest(t, makePod("alice").obj()).obj())
+	close(gate)
+	waitDrained(t, env.h.Reserver)
+
+	if resp.Allowed {
+		t.Fatal("admitted without a reservation")
+	}
+	if resp.Result == nil || resp.Result.Code != http.StatusServiceUnavailable {
+		t.Fatalf("result %+v, want 503", resp.Result)
+	}
+	if got, want := message(resp), "hubcredits could not reserve credits in time; please try again"; got != want {
+		t.Errorf("message %q, want %q", got, want)
+	}
+}
+
+// Admins write CEL over the whole pod; an expression that fails on the
+// token's value must not echo it to the user's spawn page.
+func TestPodAdmitterPriceErrorsDoNotEchoTheToken(t *testing.T) {
+	cases := map[string]struct {
+		policy *hcv1.BillingPolicy
+		bug    string
+	}{
+		"int() of the token": {
+			policy: makePolicy("bad").valueExpr("int(pod.spec.containers[0].env[0].value)").obj(),
+		},
+		"a bool match on the token": {
+			policy: makePolicy("bad").value(1).matchExpr("pod.spec.containers[0].env[0].value + 1 > 0").obj(),
+		},
+		"a map key from the token": {
+			policy: makePolicy("bad").valueExpr("pod.metadata.labels[pod.spec.containers[0].env[0].value] == 'x' ? 1 : 2").obj(),
+			bug:    "billing/messages.go PriceErrorMessage quotes CEL runtime errors verbatim: 'no such key: <token>'",
+		},
+		"a duration from the token": {
+			policy: makePolicy("bad").valueExpr("duration(pod.spec.containers[0].env[0].value).getSeconds()").obj(),
+		},
+		"a quantity from the token": {
+			policy: makePolicy("bad").valueExpr("quantity(pod.spec.containers[0].env[0].value).asInteger()").obj(),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if tc.bug != "" {
+			}
+			env := newWebhookEnv(makeAccount("alice", "alice").obj(), tc.policy)
+
+			resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+
+			if resp.Allowed {
+				t.Fatalf("admitted a pod the policy cannot price (%v)", resp.Patches)
+			}
+			if !strings.HasPrefix(message(resp), `Cannot price this server: billing policy "bad"`) {
+				t.Errorf("denial %q", message(resp))
+			}
+			assertNoToken(t, resp)
+		})
+	}
+}
+
+// waitDrained waits until the Reserver has no batch in flight (its drain
+// goroutines exit when their queue is empty).
+func waitDrained(t *testing.T, r *Reserver) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.mu.Lock()
+		n := len(r.queues)
+		r.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the Reserver did not drain")
+		}
+		runtime.Gosched()
+	}
+}
+
+// The pinned annotations are the webhook's to set. A pod that arrives with
+// some already (a copied manifest, a profile's extra_annotations) keeps the
+// ones the webhook does not set this time: a free or shadow-admitted pod
+// keeps a foreign reservation id, which the controller then maps to another
+// server's entry (and, seeing a different pod UID, settles that server as
+// gone); a pod whose wallet has no pool keeps a foreign project.
+func TestPodAdmitterOverridesPresetAnnotations(t *testing.T) {
+	env := newWebhookEnv(makeAccount("alice", "alice").obj(), makePolicy("free").value(0).obj())
+	pod := makePod("alice").
+		annotation(hcv1.AnnotationReservation, "someone-elses-reservation").
+		annotation(hcv1.AnnotationProject, "physics").obj()
+	req := makeRequest(t, pod).obj()
+
+	resp := env.h.Handle(context.Background(), req)
+
+	if !resp.Allowed {
+		t.Fatalf("denied: %s", message(resp))
+	}
+	want := map[string]string{
+		hcv1.AnnotationAccount:         "alice",
+		hcv1.AnnotationBillingValue:    "0",
+		hcv1.AnnotationBillingInterval: "10m0s",
+		hcv1.AnnotationPolicy:          "free",
+	}
+	if d := cmpDiff(want, pinned(applyPatch(t, req, resp))); d != "" {
+		t.Errorf("pinned annotations (-want +got):\n%s", d)
+	}
+}
+
+// A paid admission overwrites every annotation it pins.
+func TestPodAdmitterOverwritesPinnedAnnotations(t *testing.T) {
+	env := newWebhookEnv(makeAccount("alice", "alice").obj())
+	pod := makePod("alice").
+		annotation(hcv1.AnnotationReservation, "forged").
+		annotation(hcv1.AnnotationBillingValue, "0").
+		annotation(hcv1.AnnotationBillingInterval, "8760h").
+		annotation(hcv1.AnnotationPolicy, "free").obj()
+	req := makeRequest(t, pod).obj()
+
+	resp := env.h.Handle(context.Background(), req)
+
+	if !resp.Allowed {
+		t.Fatalf("denied: %s", message(resp))
+	}
+	if d := cmpDiff(pins("alice", "10", "10m0s", ""), pinned(applyPatch(t, req, resp))); d != "" {
+		t.Errorf("pinned annotations (-want +got):\n%s", d)
+	}
+}
