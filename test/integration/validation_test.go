@@ -5,6 +5,13 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
 
 // TestInvalidObjectsRefused applies invalid objects as raw JSON (as kubectl
@@ -77,6 +84,98 @@ func TestInvalidObjectsRefused(t *testing.T) {
 			kind: "billingpolicies", spec: `{"matchExpression":"1"}`,
 			wantMsg: "spec.matchExpression: the expression returns int, but it must return bool",
 		},
+		"cap above the credit limit": {
+			kind: "creditaccounts", spec: `{"users":["a"],"cap":2000000000000000}`,
+			wantMsg: "spec.cap: Invalid value: 2000000000000000: spec.cap in body should be less than or equal to 1000000000000000",
+		},
+		"negative initial balance": {
+			kind: "creditaccounts", spec: `{"users":["a"],"initialBalance":-5}`,
+			wantMsg: "spec.initialBalance in body should be greater than or equal to 0",
+		},
+		"zero grant amount": {
+			kind: "creditaccounts", spec: `{"users":["a"],"grant":{"amount":0,"interval":"5m"}}`,
+			wantMsg: "spec.grant.amount in body should be greater than or equal to 1",
+		},
+		"sub-second grant interval": {
+			kind: "creditaccounts", spec: `{"users":["a"],"grant":{"amount":1,"interval":"500ms"}}`,
+			wantMsg: "grant.interval must be at least 1s",
+		},
+		"grant interval above a year": {
+			kind: "creditaccounts", spec: `{"users":["a"],"grant":{"amount":1,"interval":"9000h"}}`,
+			wantMsg: "grant.interval must be at most 8760h (one year)",
+		},
+		"grant without interval": {
+			kind: "creditaccounts", spec: `{"users":["a"],"grant":{"amount":1}}`,
+			wantMsg: "spec.grant.interval: Required value",
+		},
+		"grant above the cap": {
+			kind: "creditaccounts", spec: `{"users":["a"],"cap":10,"grant":{"amount":20,"interval":"5m"}}`,
+			wantMsg: "grant.amount must not exceed cap",
+		},
+		"zero top-up": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":0}]}`,
+			wantMsg: "spec.topUps[0].amount in body should be greater than or equal to 1",
+		},
+		"negative top-up": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":-10}]}`,
+			wantMsg: "spec.topUps[0].amount in body should be greater than or equal to 1",
+		},
+		"top-up id with spaces": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"bad id!","amount":1}]}`,
+			wantMsg: "spec.topUps[0].id in body should match",
+		},
+		"top-up id too long": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"` + strings.Repeat("x", 64) + `","amount":1}]}`,
+			wantMsg: "spec.topUps[0].id: Too long: may not be more than 63",
+		},
+		"top-up reason too long": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":1,"reason":"` + strings.Repeat("r", 257) + `"}]}`,
+			wantMsg: "spec.topUps[0].reason: Too long: may not be more than 256",
+		},
+		"empty username": {
+			kind: "creditaccounts", spec: `{"users":[""]}`,
+			wantMsg: "spec.users[0] in body should be at least 1 chars long",
+		},
+		"duplicate user": {
+			kind: "creditaccounts", spec: `{"users":["a","a"]}`,
+			wantMsg: `spec.users[1]: Duplicate value: "a"`,
+		},
+		"more users than the limit": {
+			kind: "creditaccounts", spec: `{"users":[` + manyUsers(1001) + `]}`,
+			wantMsg: "spec.users: Too many: 1001: must have at most 1000 items",
+		},
+		"project name that is no object name": {
+			kind: "creditaccounts", spec: `{"users":["a"],"project":"Bad_Name"}`,
+			wantMsg: "spec.project in body should match",
+		},
+		"billing value above the credit limit": {
+			kind: "billingpolicies", spec: `{"billingValue":1000000000000001}`,
+			wantMsg: "spec.billingValue in body should be less than or equal to 1000000000000000",
+		},
+		"billing interval above a year": {
+			kind: "billingpolicies", spec: `{"billingValue":1,"billingInterval":"9000h"}`,
+			wantMsg: "billingInterval must be at most 8760h (one year)",
+		},
+		"priority out of range": {
+			kind: "billingpolicies", spec: `{"billingValue":1,"priority":2000000}`,
+			wantMsg: "spec.priority in body should be less than or equal to 1000000",
+		},
+		"expression too long": {
+			kind: "billingpolicies", spec: `{"billingValueExpression":"` + strings.Repeat("1+", 1100) + `1"}`,
+			wantMsg: "spec.billingValueExpression: Too long: may not be more than 2048",
+		},
+		"CEL that returns a bool": {
+			kind: "billingpolicies", spec: `{"billingValueExpression":"has(pod.spec)"}`,
+			wantMsg: "the expression returns bool, but it must return int",
+		},
+		"CEL calling an unknown function": {
+			kind: "billingpolicies", spec: `{"billingValueExpression":"gpus(pod)"}`,
+			wantMsg: "undeclared reference to 'gpus'",
+		},
+		"unknown policy field": {
+			kind: "billingpolicies", spec: `{"billingValu":5}`,
+			wantMsg: `unknown field "spec.billingValu"`,
+		},
 		"bad label selector": {
 			kind: "billingpolicies", spec: `{"podSelector":{"matchExpressions":[{"key":"a","operator":"Bogus"}]}}`,
 			wantMsg: "spec.podSelector",
@@ -102,5 +201,56 @@ func TestInvalidObjectsRefused(t *testing.T) {
 				t.Fatalf("refused with %q, want a message containing %q", err.Error(), tc.wantMsg)
 			}
 		})
+	}
+}
+
+func manyUsers(n int) string {
+	users := make([]string, n)
+	for i := range users {
+		users[i] = fmt.Sprintf("%q", fmt.Sprintf("user-%d", i))
+	}
+	return strings.Join(users, ",")
+}
+
+// TestProjectCycleIsAConditionNotACrash: what only a controller can see —
+// a pool that names a project itself, and a missing pool — is reported on
+// the account, and spawns billed to it are denied with the reason.
+func TestProjectCycleIsAConditionNotACrash(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	makeAccount(ns, "a", "alice").project("b").create(t)
+	makeAccount(ns, "b").project("a").create(t)
+	makeAccount(ns, "c", "carol").project("ghost").create(t)
+	for name, reason := range map[string]string{"a": hcv1.ReasonProjectChain, "c": hcv1.ReasonProjectNotFound} {
+		eventually(t, 10*time.Second, func() error {
+			c := meta.FindStatusCondition(getAccount(t, ns, name).Status.Conditions, hcv1.ConditionReady)
+			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != reason {
+				return fmt.Errorf("account %s Ready condition %+v, want False/%s", name, c, reason)
+			}
+			return nil
+		})
+	}
+	err := createPod(kubespawnerPod(ns, "carol", ""))
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Credit account "c" is funded by project "ghost", which does not exist`) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// TestRunawayExpressionIsStopped: an expression whose cost explodes on a pod
+// cannot be told apart at apply time (pods are dynamic), so it is stopped by
+// the cost limit when it runs: the spawn is denied at once, not timed out.
+func TestRunawayExpressionIsStopped(t *testing.T) {
+	ns := newNamespace(t)
+	makeAccount(ns, "alice", "alice").create(t)
+	p := makePolicy(ns, "runaway", 0, time.Minute)
+	p.Spec.BillingValue = nil
+	l := "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]"
+	p.Spec.BillingValueExpression = l + ".map(a, " + l + ".map(b, " + l + ".map(c, " + l + ".map(d, " + l + ".map(e, a+b+c+d+e))))).size()"
+	createPolicy(t, p)
+	// Our sentence (not the API server's "context deadline exceeded") proves
+	// the cost limit stopped it within the webhook's 2s timeout.
+	err := createPod(kubespawnerPod(ns, "alice", ""))
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "runaway" failed on it`) {
+		t.Fatalf("got %v", err)
 	}
 }
