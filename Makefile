@@ -66,7 +66,7 @@ vet:
 
 .PHONY: test
 test: k8s-tools verify vet build ## Every test: unit + integration on a real kube-apiserver and etcd, the hub glue on a real JupyterHub.
-	$(GO) test -timeout $(TEST_TIMEOUT) -count=1 ./...
+	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 ./...
 	HELM_TEST_DEV=1 hack/helm-test.sh
 	test/hub/run-unit.sh
 	test/e2e.sh
@@ -79,6 +79,20 @@ test-chart: k8s-tools build ## The Helm chart and kustomize tree: lint, schema, 
 test-e2e: k8s-tools build ## The operator binary end to end: the demo story and the hub-side glue on a real JupyterHub.
 	test/hub/run-unit.sh
 	test/e2e.sh
+
+.PHONY: test-reliability
+test-reliability: k8s-tools ## The fault suite at its full size (kill -9 x40 on 100 servers, leader kills, races, webhook down).
+	HUBCREDITS_RELIABILITY_FULL=1 $(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 -v ./test/reliability/
+
+FUZZTIME ?= 30s
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (CI runs them briefly through make test's seed corpus).
+	@for pkg in $$(go list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo ">>> $$pkg $$f ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
 
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).

@@ -303,6 +303,12 @@ func TestCrashAnywhere(t *testing.T) {
 	srv := setup(t, ns, accounts, servers)
 	rng := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
 	op := startOperator(t, ns)
+	all := []*operatorProc{op}
+	defer func() {
+		for _, p := range all {
+			assertNoToken(t, p)
+		}
+	}()
 	for i := range kills {
 		time.Sleep(time.Duration(200+rng.IntN(1800)) * time.Millisecond)
 		op.kill()
@@ -311,6 +317,7 @@ func TestCrashAnywhere(t *testing.T) {
 			time.Sleep(period + time.Duration(rng.IntN(1000))*time.Millisecond)
 		}
 		op = startOperator(t, ns)
+		all = append(all, op)
 	}
 	stopAll(t, srv)
 	checkLedgers(t, ns, srv, accounts)
