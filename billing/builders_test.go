@@ -3,9 +3,6 @@ package billing
 import (
 	"fmt"
 	"os"
-	"reflect"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
@@ -155,6 +152,12 @@ func (b *serverBuilder) stopRequested(d time.Duration) *serverBuilder {
 	return b
 }
 
+// endedAt marks the server's end as the first pass of its end records it.
+func (b *serverBuilder) endedAt(d time.Duration) *serverBuilder {
+	b.s.EndedAt = mt(d)
+	return b
+}
+
 func (b *serverBuilder) obj() hcv1.ServerCharge { return *b.s.DeepCopy() }
 
 // Pod observations.
@@ -184,7 +187,7 @@ func podsByID(m map[string]PodObservation) func(hcv1.ServerCharge) PodObservatio
 var testOptions = Options{OrphanGrace: 30 * time.Second, StopRetry: 30 * time.Second, LowPeriods: 2}
 
 // conds maps condition type to "Status/Reason", ignoring transition times
-// (meta.SetStatusCondition stamps them with the wall clock).
+// (TestSettleConditionTimes checks those).
 func conds(a *hcv1.CreditAccount) map[string]string {
 	m := map[string]string{}
 	for _, c := range a.Status.Conditions {
@@ -219,137 +222,6 @@ func conserved(before, after *hcv1.CreditAccount) error {
 			after.Name, after.Status.Balance, base, granted, toppedUp, charged, refunded, want)
 	}
 	return nil
-}
-
-// diff reports the differences between want and got, one "path: want X, got
-// Y" line each, or "" when they are equal. It plays the part of cmp.Diff
-// with cmpopts.EquateEmpty (nil and empty slices and maps are equal) and
-// compares times with time.Time.Equal: github.com/google/go-cmp is in go.sum
-// but not required by go.mod, so the tests cannot import it without a
-// go.mod change.
-func diff(want, got any) string {
-	var b strings.Builder
-	diffValue(&b, "", reflect.ValueOf(want), reflect.ValueOf(got))
-	return b.String()
-}
-
-var timeType = reflect.TypeOf(time.Time{})
-
-func diffValue(b *strings.Builder, path string, w, g reflect.Value) {
-	if !w.IsValid() || !g.IsValid() {
-		if w.IsValid() != g.IsValid() {
-			fmt.Fprintf(b, "%s: want %s, got %s\n", pathOr(path), show(w), show(g))
-		}
-		return
-	}
-	if w.Type() != g.Type() {
-		fmt.Fprintf(b, "%s: want type %s, got type %s\n", pathOr(path), w.Type(), g.Type())
-		return
-	}
-	if w.Type() == timeType {
-		wt, gt := timeOf(w), timeOf(g)
-		if !wt.Equal(gt) {
-			fmt.Fprintf(b, "%s: want %s, got %s\n", pathOr(path), wt.Format(time.RFC3339Nano), gt.Format(time.RFC3339Nano))
-		}
-		return
-	}
-	switch w.Kind() {
-	case reflect.Pointer, reflect.Interface:
-		if w.IsNil() || g.IsNil() {
-			if w.IsNil() != g.IsNil() {
-				fmt.Fprintf(b, "%s: want %s, got %s\n", pathOr(path), show(w), show(g))
-			}
-			return
-		}
-		diffValue(b, path, w.Elem(), g.Elem())
-	case reflect.Struct:
-		for i := 0; i < w.NumField(); i++ {
-			diffValue(b, path+"."+w.Type().Field(i).Name, w.Field(i), g.Field(i))
-		}
-	case reflect.Slice, reflect.Array:
-		if w.Len() != g.Len() {
-			fmt.Fprintf(b, "%s: want %d element(s), got %d:\n    want %s\n    got  %s\n", pathOr(path), w.Len(), g.Len(), show(w), show(g))
-			return
-		}
-		for i := 0; i < w.Len(); i++ {
-			diffValue(b, fmt.Sprintf("%s[%d]", path, i), w.Index(i), g.Index(i))
-		}
-	case reflect.Map:
-		keys := map[string]reflect.Value{}
-		for _, k := range append(w.MapKeys(), g.MapKeys()...) {
-			keys[fmt.Sprint(k)] = k
-		}
-		names := make([]string, 0, len(keys))
-		for n := range keys {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			wv, gv := w.MapIndex(keys[n]), g.MapIndex(keys[n])
-			p := fmt.Sprintf("%s[%q]", path, n)
-			if !wv.IsValid() || !gv.IsValid() {
-				if wv.IsValid() != gv.IsValid() {
-					fmt.Fprintf(b, "%s: want %s, got %s\n", p, show(wv), show(gv))
-				}
-				continue
-			}
-			diffValue(b, p, wv, gv)
-		}
-	case reflect.Func:
-		if !w.IsNil() || !g.IsNil() {
-			fmt.Fprintf(b, "%s: cannot compare functions\n", pathOr(path))
-		}
-	default:
-		if show(w) != show(g) {
-			fmt.Fprintf(b, "%s: want %s, got %s\n", pathOr(path), show(w), show(g))
-		}
-	}
-}
-
-func timeOf(v reflect.Value) time.Time {
-	if v.CanInterface() {
-		return v.Interface().(time.Time)
-	}
-	// An unexported time field: copy it out through an addressable value.
-	c := reflect.New(v.Type()).Elem()
-	c.Set(v)
-	return c.Interface().(time.Time)
-}
-
-func pathOr(p string) string {
-	if p == "" {
-		return "(value)"
-	}
-	return p
-}
-
-func show(v reflect.Value) string {
-	if !v.IsValid() {
-		return "<absent>"
-	}
-	switch v.Kind() {
-	case reflect.String:
-		return fmt.Sprintf("%q", v.String())
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		if v.Type() == reflect.TypeOf(time.Duration(0)) {
-			return time.Duration(v.Int()).String()
-		}
-		return fmt.Sprint(v.Int())
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
-		return fmt.Sprint(v.Uint())
-	case reflect.Bool:
-		return fmt.Sprint(v.Bool())
-	case reflect.Float32, reflect.Float64:
-		return fmt.Sprint(v.Float())
-	case reflect.Pointer, reflect.Interface:
-		if v.IsNil() {
-			return "nil"
-		}
-	}
-	if v.CanInterface() {
-		return fmt.Sprintf("%+v", v.Interface())
-	}
-	return "<" + v.Type().String() + ">"
 }
 
 // skipBug skips a test that shows a known bug in the code under test. Set

@@ -3,6 +3,7 @@ package billing
 import (
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -21,11 +22,11 @@ func TestAccountIndexes(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			if d := diff(tc.wantUsers, AccountUsers(tc.account)); d != "" {
-				t.Errorf("AccountUsers:\n%s", d)
+			if d := cmp.Diff(tc.wantUsers, AccountUsers(tc.account)); d != "" {
+				t.Errorf("AccountUsers (-want +got):\n%s", d)
 			}
-			if d := diff(tc.wantProject, AccountProject(tc.account)); d != "" {
-				t.Errorf("AccountProject:\n%s", d)
+			if d := cmp.Diff(tc.wantProject, AccountProject(tc.account)); d != "" {
+				t.Errorf("AccountProject (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -62,8 +63,8 @@ func TestPodAccounts(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			if d := diff(tc.want, PodAccounts(tc.pod)); d != "" {
-				t.Errorf("PodAccounts:\n%s", d)
+			if d := cmp.Diff(tc.want, PodAccounts(tc.pod)); d != "" {
+				t.Errorf("PodAccounts (-want +got):\n%s", d)
 			}
 		})
 	}

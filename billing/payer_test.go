@@ -3,6 +3,8 @@ package billing
 import (
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
 
@@ -67,8 +69,8 @@ func TestResolveWallet(t *testing.T) {
 				}
 				gotDenial = d
 			}
-			if d := diff(tc.wantDenial, gotDenial); d != "" {
-				t.Errorf("denial mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantDenial, gotDenial); d != "" {
+				t.Errorf("denial mismatch (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -112,8 +114,8 @@ func TestResolveProject(t *testing.T) {
 					t.Fatalf("error %T is not a *Denial", err)
 				}
 			}
-			if d := diff(tc.wantDenial, gotDenial); d != "" {
-				t.Errorf("denial mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantDenial, gotDenial); d != "" {
+				t.Errorf("denial mismatch (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -196,6 +198,9 @@ func TestResolveWalletWithPools(t *testing.T) {
 			wantDenial: &Denial{Reason: DenyAmbiguous,
 				Message: `User "alice" is in several credit accounts (alice, lab) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`},
 		},
+		// A cycle the CRD allows: the pool filter leaves no candidate, so the
+		// unfiltered list stands (it used to be dropped, and the webhook then
+		// created a fresh wallet).
 		"two accounts that name each other: listed twice is not 'no account'": {
 			accounts: []*hcv1.CreditAccount{
 				makeAccount("x").withUsers("alice").withProject("y").obj(),
@@ -204,9 +209,6 @@ func TestResolveWalletWithPools(t *testing.T) {
 			user: "alice",
 			wantDenial: &Denial{Reason: DenyAmbiguous,
 				Message: `User "alice" is in several credit accounts (x, y) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`},
-			bug: "ResolveWallet (payer.go, the pool filter) drops every candidate when the accounts listing the user name each other " +
-				"as project (a cycle the CRD allows), and returns (nil, nil) — 'no account lists the user' — so the webhook auto-creates " +
-				"a fresh wallet. Fix: keep the unfiltered list when the filter leaves nothing (`if len(wallets) > 0 { found = wallets }`)",
 		},
 	}
 	for name, tc := range cases {
@@ -229,8 +231,8 @@ func TestResolveWalletWithPools(t *testing.T) {
 					t.Fatalf("error %T is not a *Denial", err)
 				}
 			}
-			if d := diff(tc.wantDenial, gotDenial); d != "" {
-				t.Errorf("denial mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantDenial, gotDenial); d != "" {
+				t.Errorf("denial mismatch (-want +got):\n%s", d)
 			}
 		})
 	}

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -83,8 +84,8 @@ func TestPolicyCacheSorted(t *testing.T) {
 	for _, p := range c.Sorted(items) {
 		got = append(got, p.Name)
 	}
-	if d := diff([]string{"gpu", "alpha", "zeta"}, got); d != "" {
-		t.Errorf("Sorted (the broken policy skipped, by priority then name):\n%s", d)
+	if d := cmp.Diff([]string{"gpu", "alpha", "zeta"}, got); d != "" {
+		t.Errorf("Sorted (the broken policy skipped, by priority then name) (-want +got):\n%s", d)
 	}
 	if got := c.Sorted(nil); got == nil || len(got) != 0 {
 		t.Errorf("Sorted(nil) = %v, want an empty list", got)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -184,8 +185,8 @@ func TestCompileKeepsTheSpec(t *testing.T) {
 		Value    int64
 		Interval time.Duration
 	}{"gpu", 7, 40, time.Hour}
-	if d := diff(want, got); d != "" {
-		t.Errorf("compiled policy mismatch:\n%s", d)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("compiled policy mismatch (-want +got):\n%s", d)
 	}
 
 	// A policy stored without billingInterval (the CRD defaults it, so only
@@ -238,8 +239,8 @@ func TestSortPolicies(t *testing.T) {
 		got = append(got, p.Name)
 	}
 	want := []string{"top", "gpu-a", "gpu-b", "a", "b", "low"}
-	if d := diff(want, got); d != "" {
-		t.Errorf("SortPolicies order:\n%s", d)
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("SortPolicies order (-want +got):\n%s", d)
 	}
 }
 
@@ -461,8 +462,8 @@ func TestResolvePrice(t *testing.T) {
 				if err != nil {
 					t.Fatalf("ResolvePrice: %v", err)
 				}
-				if d := diff(tc.want, got); d != "" {
-					t.Errorf("price mismatch:\n%s", d)
+				if d := cmp.Diff(tc.want, got); d != "" {
+					t.Errorf("price mismatch (-want +got):\n%s", d)
 				}
 				return
 			}
@@ -517,7 +518,7 @@ func TestPodInputIsConvertedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := diff(Price{Value: 25, Interval: tenMin, Policy: "m"}, p); d != "" {
-		t.Errorf("PriceOf mismatch:\n%s", d)
+	if d := cmp.Diff(Price{Value: 25, Interval: tenMin, Policy: "m"}, p); d != "" {
+		t.Errorf("PriceOf mismatch (-want +got):\n%s", d)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -163,8 +165,8 @@ func TestTake(t *testing.T) {
 			if taken != tc.wantTaken {
 				t.Errorf("Take = %d, want %d", taken, tc.wantTaken)
 			}
-			if d := diff(tc.wantErr, err); d != "" {
-				t.Errorf("Take error mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantErr, err, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("Take error mismatch (-want +got):\n%s", d)
 			}
 			if tc.wantErr != nil {
 				var ie *InsufficientError
@@ -172,8 +174,8 @@ func TestTake(t *testing.T) {
 					t.Errorf("Take error %v is not an *InsufficientError", err)
 				}
 			}
-			if d := diff(tc.wantAccount, reserveViewOf(a)); d != "" {
-				t.Errorf("account mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantAccount, reserveViewOf(a), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("account mismatch (-want +got):\n%s", d)
 			}
 			if err := conserved(tc.account, a); err != nil {
 				t.Error(err)
@@ -237,12 +239,12 @@ func TestRelease(t *testing.T) {
 			if got != tc.wantReturned {
 				t.Errorf("Release = %d, want %d", got, tc.wantReturned)
 			}
-			if d := diff(tc.wantAccount, reserveViewOf(a)); d != "" {
-				t.Errorf("account mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantAccount, reserveViewOf(a), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("account mismatch (-want +got):\n%s", d)
 			}
 			// Release must not disturb the caller's view of the old list.
-			if d := diff(before.Status.Servers, tc.account.Status.Servers); d != "" {
-				t.Errorf("Release modified the original entries:\n%s", d)
+			if d := cmp.Diff(before.Status.Servers, tc.account.Status.Servers, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("Release modified the original entries (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -255,8 +257,8 @@ func TestReleaseLedgerEntry(t *testing.T) {
 		Time: metav1.NewTime(at(time.Minute)), Kind: hcv1.LedgerRefund, Amount: 10, Balance: 50,
 		Subject: "jupyter-alice", Message: "server jupyter-alice never started; reservation returned",
 	}}
-	if d := diff(want, a.Status.Ledger); d != "" {
-		t.Errorf("ledger mismatch:\n%s", d)
+	if d := cmp.Diff(want, a.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("ledger mismatch (-want +got):\n%s", d)
 	}
 }
 
@@ -282,8 +284,8 @@ func TestTakeThenReleaseRoundTrip(t *testing.T) {
 	Release(wallet, "r1", at(time.Minute), "test")
 	Release(pool, "r1", at(time.Minute), "test")
 	got := []int64{pool.Status.Balance, wallet.Status.Balance, int64(len(pool.Status.Servers) + len(wallet.Status.Servers))}
-	if d := diff([]int64{4, 50, 0}, got); d != "" {
-		t.Errorf("[pool, wallet, entries] after the round trip:\n%s", d)
+	if d := cmp.Diff([]int64{4, 50, 0}, got, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("[pool, wallet, entries] after the round trip (-want +got):\n%s", d)
 	}
 	for _, a := range []*hcv1.CreditAccount{pool, wallet} {
 		if err := conserved(start[a.Name], a); err != nil {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -124,6 +126,17 @@ type settleCase struct {
 	wantWallet accountView
 	wantPool   *accountView
 	wantResult resultView
+	// wantNext is what a second run at the same time leaves, for the cases
+	// whose first run marks a server's end (endedAt): the run that drops
+	// the entries.
+	wantNext *passWant
+}
+
+// passWant is what a run of Settle leaves.
+type passWant struct {
+	wallet accountView
+	pool   *accountView
+	result resultView
 }
 
 func settleCases() map[string]settleCase {
@@ -297,10 +310,28 @@ func settleCases() map[string]settleCase {
 		"Exhausted stays after the stopped server ended, until credits are added": {
 			wallet: wallet(5).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
 				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
-			now:        at(tenMin + 25*time.Second),
-			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue)},
-			wantResult: resultView{WalletChanged: true},
+			pods: map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
+			now:  at(tenMin + 25*time.Second),
+			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).endedAt(tenMin + 25*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue)},
+				result: resultView{WalletChanged: true},
+			},
+		},
+		"Exhausted clears with a top-up once the stopped server has ended: an ended entry is not a pending stop": {
+			wallet: wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			pods: map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
+			now:  at(tenMin + 25*time.Second),
+			wantWallet: accountView{Balance: 55, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).endedAt(tenMin + 25*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 55, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
 		},
 		"Exhausted clears when a top-up adds credits": {
 			wallet:     wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
@@ -343,57 +374,132 @@ func settleCases() map[string]settleCase {
 			wantResult: resultView{WalletChanged: true},
 		},
 
-		// The end of a server.
+		// The end of a server, in two passes: the first charges what is owed
+		// up to the end and marks both entries with endedAt (the server no
+		// longer counts as running); the next drops them, pool first,
+		// charging nothing.
 		"ended exactly on a boundary: that period is not owed": {
-			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin)},
-			now:        at(12 * time.Minute),
-			wantWallet: accountView{Balance: 90, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true},
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, tenMin)},
+			now:    at(12 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().endedAt(12 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 90, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
 		},
 		"ended just after a boundary: the period that began is owed": {
-			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, tenMin+time.Second)},
-			now:        at(12 * time.Minute),
-			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true},
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, tenMin+time.Second)},
+			now:    at(12 * time.Minute),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(12 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
 		},
 		"ended and seen late: charged up to the end, not up to now": {
-			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
-			now:        at(2 * time.Hour),
-			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true},
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:    at(2 * time.Hour),
+			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(2 * time.Hour).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
 		},
-		"ended with a pool: both entries go": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(50).withServers(poolShare().obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
-			now:        at(16 * time.Minute),
-			wantWallet: accountView{Balance: 90, Conditions: healthy},
-			wantPool:   &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
+		"ended with a pool: both entries are marked, then both go": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:   pool(50).withServers(poolShare().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:    at(16 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 90, Conditions: healthy},
+				pool:   &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true, ChangedProjects: changedLab},
+			},
+		},
+		"ended in the run in which the pool opens its entry: that entry is marked too": {
+			wallet: pooledWallet(50).withServers(runningServer().project("lab").obj()).obj(),
+			pool:   pool(50).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:    at(16 * time.Minute),
+			wantWallet: accountView{Balance: 50, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().project("lab").paid(2, 10).projectPaid(10).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 10).endedAt(16 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 50, Conditions: healthy},
+				pool:   &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true, ChangedProjects: changedLab},
+			},
 		},
 		"ended while unaffordable: no stop, nothing more charged": {
-			wallet:     wallet(5).withServers(runningServer().obj()).obj(),
-			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
-			now:        at(16 * time.Minute),
-			wantWallet: accountView{Balance: 5, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true},
+			wallet: wallet(5).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:    at(16 * time.Minute),
+			// Low stays false: an ended server does not count as running.
+			wantWallet: accountView{Balance: 5, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().endedAt(16 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 5, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
 		},
 		"vanished unobserved after running: nothing more charged": {
-			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
-			now:        at(45 * time.Minute),
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			now:    at(45 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().endedAt(45 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 90, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
+		},
+		"vanished with a pool: both entries are marked, then both go, nothing charged": {
+			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:   pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			now:    at(45 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().endedAt(45 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 50, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).endedAt(45 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 90, Conditions: healthy},
+				pool:   &accountView{Balance: 50, Conditions: healthy},
+				result: resultView{WalletChanged: true, ChangedProjects: changedLab},
+			},
+		},
+		"a marked end is dropped later, pool first, charging nothing": {
+			wallet: pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
+			pool:   pool(40).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			// Whatever the pod does meanwhile.
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:        at(2 * time.Hour),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   &accountView{Balance: 40, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
+		},
+		"a marked end whose pool is gone: the wallet's entry is dropped": {
+			wallet:     pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
+			now:        at(17 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true},
-		},
-		"vanished with a pool: both entries go, nothing charged": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
-			now:        at(45 * time.Minute),
-			wantWallet: accountView{Balance: 90, Conditions: healthy},
-			wantPool:   &accountView{Balance: 50, Conditions: healthy},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
 		},
 
 		// Reservations that never ran.
@@ -544,6 +650,13 @@ func settleCases() map[string]settleCase {
 				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
 			wantResult: resultView{WalletChanged: true},
 		},
+		"a pool keeps its marked share of another wallet's server, not counted as running": {
+			wallet: pool(50).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			now:    at(2 * time.Hour),
+			wantWallet: accountView{Balance: 50, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true},
+		},
 
 		// Saturation.
 		"MaxCredits per second for a year: one period paid, no wrap": {
@@ -568,35 +681,71 @@ func settleCases() map[string]settleCase {
 
 func settleOnce(tc settleCase) (*hcv1.CreditAccount, *hcv1.CreditAccount, Result) {
 	w := tc.wallet.DeepCopy()
+	p := tc.pool.DeepCopy()
+	return w, p, settleAgain(tc, w, p)
+}
+
+// settleAgain runs Settle once more on w and p (nil: no pool), as the
+// controller does on its requeue, at the case's time.
+func settleAgain(tc settleCase, w, p *hcv1.CreditAccount) Result {
 	projects := map[string]*hcv1.CreditAccount{}
-	var p *hcv1.CreditAccount
-	if tc.pool != nil {
-		p = tc.pool.DeepCopy()
+	if p != nil {
 		projects[p.Name] = p
 	}
-	res := Settle(w, projects, podsByID(tc.pods), tc.adopt, tc.now, testOptions)
-	return w, p, res
+	return Settle(w, projects, podsByID(tc.pods), tc.adopt, tc.now, testOptions)
+}
+
+// markedEnded lists the ids of a's entries of wallet's servers that carry
+// endedAt (a: the wallet or its pool; a pool's shares of other wallets'
+// servers are those wallets' business).
+func markedEnded(a *hcv1.CreditAccount, wallet string) []string {
+	var ids []string
+	if a == nil {
+		return nil
+	}
+	for _, e := range a.Status.Servers {
+		if e.EndedAt != nil && e.Wallet == wallet {
+			ids = append(ids, e.ID)
+		}
+	}
+	return ids
+}
+
+// changedSomething reports whether a run says it changed an account.
+func changedSomething(r Result) bool { return r.WalletChanged || len(r.ChangedProjects) > 0 }
+
+func checkPass(t *testing.T, pass string, want passWant, w, p *hcv1.CreditAccount, res Result, hasPool bool) {
+	t.Helper()
+	if d := cmp.Diff(want.wallet, viewOf(w), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("%s: wallet mismatch (-want +got):\n%s", pass, d)
+	}
+	if hasPool || want.pool != nil {
+		var got *accountView
+		if p != nil {
+			v := viewOf(p)
+			got = &v
+		}
+		if d := cmp.Diff(want.pool, got, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("%s: pool mismatch (-want +got):\n%s", pass, d)
+		}
+	}
+	if d := cmp.Diff(want.result, resultViewOf(res), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("%s: result mismatch (-want +got):\n%s", pass, d)
+	}
 }
 
 func TestSettle(t *testing.T) {
 	for name, tc := range settleCases() {
 		t.Run(name, func(t *testing.T) {
 			w, p, res := settleOnce(tc)
-			if d := diff(tc.wantWallet, viewOf(w)); d != "" {
-				t.Errorf("wallet mismatch:\n%s", d)
-			}
-			if tc.pool != nil || tc.wantPool != nil {
-				var got *accountView
-				if p != nil {
-					v := viewOf(p)
-					got = &v
-				}
-				if d := diff(tc.wantPool, got); d != "" {
-					t.Errorf("pool mismatch:\n%s", d)
-				}
-			}
-			if d := diff(tc.wantResult, resultViewOf(res)); d != "" {
-				t.Errorf("result mismatch:\n%s", d)
+			checkPass(t, "first run", passWant{wallet: tc.wantWallet, pool: tc.wantPool, result: tc.wantResult}, w, p, res, tc.pool != nil)
+			marked := len(markedEnded(w, w.Name)) + len(markedEnded(p, w.Name))
+			switch {
+			case tc.wantNext != nil:
+				res := settleAgain(tc, w, p)
+				checkPass(t, "second run", *tc.wantNext, w, p, res, tc.pool != nil)
+			case marked > 0 && len(markedEnded(tc.wallet, w.Name))+len(markedEnded(tc.pool, w.Name)) == 0:
+				t.Errorf("the run marked a server's end; the case must say what the next run does (wantNext)")
 			}
 			// Whatever happened, the books balance and nothing went negative.
 			for _, pair := range [][2]*hcv1.CreditAccount{{tc.wallet, w}, {tc.pool, p}} {
@@ -614,28 +763,59 @@ func TestSettle(t *testing.T) {
 	}
 }
 
-// TestSettleIsIdempotent settles every case twice at the same moment: the
-// second run must change nothing and say nothing.
+// TestSettleIsIdempotent settles every case until it is quiescent, at the
+// same moment. A run that follows a run that marked a server's end
+// (endedAt) drops exactly the marked entries, pool and wallet, and nothing
+// else: no credits move, no ledger entry, no condition changes, no stop, no
+// note. The run after that (or after a run that marked nothing) must change
+// nothing and say nothing.
 func TestSettleIsIdempotent(t *testing.T) {
 	for name, tc := range settleCases() {
 		t.Run(name, func(t *testing.T) {
 			w, p, _ := settleOnce(tc)
-			w2, p2 := w.DeepCopy(), p.DeepCopy()
-			projects := map[string]*hcv1.CreditAccount{}
-			if p2 != nil {
-				projects[p2.Name] = p2
+			if len(markedEnded(w, w.Name))+len(markedEnded(p, w.Name)) > 0 {
+				w1, p1 := w.DeepCopy(), p.DeepCopy()
+				res := settleAgain(tc, w, p)
+				if !res.WalletChanged {
+					t.Errorf("the run that drops the ended entries does not report a wallet change")
+				}
+				if p != nil && len(markedEnded(p1, w.Name)) > 0 && !res.ChangedProjects[p.Name] {
+					t.Errorf("the run that drops the pool's ended entry does not report a pool change")
+				}
+				if len(res.Stops)+len(res.Notes)+len(res.Lags) > 0 {
+					t.Errorf("the run that drops the ended entries says something: stops %v, notes %v, lags %v", res.Stops, res.Notes, res.Lags)
+				}
+				for _, pair := range [][2]*hcv1.CreditAccount{{w1, w}, {p1, p}} {
+					before, after := pair[0], pair[1]
+					if before == nil {
+						continue
+					}
+					// Only the marked entries of the wallet's servers go.
+					want := before.DeepCopy()
+					kept := want.Status.Servers[:0:0]
+					for _, e := range want.Status.Servers {
+						if e.EndedAt == nil || e.Wallet != w.Name {
+							kept = append(kept, e)
+						}
+					}
+					want.Status.Servers = kept
+					if d := cmp.Diff(want, after, cmpopts.EquateEmpty()); d != "" {
+						t.Errorf("the run that drops the ended entries changed %s otherwise (-want +got):\n%s", after.Name, d)
+					}
+				}
 			}
-			res := Settle(w2, projects, podsByID(tc.pods), tc.adopt, tc.now, testOptions)
+			w2, p2 := w.DeepCopy(), p.DeepCopy()
+			res := settleAgain(tc, w2, p2)
 			got := resultViewOf(res)
 			got.RequeueAfter = 0
-			if d := diff(resultView{}, got); d != "" {
-				t.Errorf("second Settle result:\n%s", d)
+			if d := cmp.Diff(resultView{}, got, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("quiescent Settle result (-want +got):\n%s", d)
 			}
-			if d := diff(w, w2); d != "" {
-				t.Errorf("second Settle changed the wallet:\n%s", d)
+			if d := cmp.Diff(w, w2, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("quiescent Settle changed the wallet (-want +got):\n%s", d)
 			}
-			if d := diff(p, p2); d != "" {
-				t.Errorf("second Settle changed the pool:\n%s", d)
+			if d := cmp.Diff(p, p2, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("quiescent Settle changed the pool (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -655,8 +835,8 @@ func TestSettleNoteMessages(t *testing.T) {
 			Message: "Server jupyter-alice of alice started; it costs 10 credits every 10m."},
 		{Reason: EventRefunded, Message: "Returned 10 credits reserved for jupyter-alice-2, which never started."},
 	}
-	if d := diff(want, res.Notes); d != "" {
-		t.Errorf("notes mismatch:\n%s", d)
+	if d := cmp.Diff(want, res.Notes, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("notes mismatch (-want +got):\n%s", d)
 	}
 }
 
@@ -665,8 +845,8 @@ func TestSettleLowNoteMessage(t *testing.T) {
 	res := Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
 	want := []Note{{Warning: true, Reason: EventLow,
 		Message: "Balance 15 covers fewer than 2 more periods of the running servers (10 credits per period)."}}
-	if d := diff(want, res.Notes); d != "" {
-		t.Errorf("notes mismatch:\n%s", d)
+	if d := cmp.Diff(want, res.Notes, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("notes mismatch (-want +got):\n%s", d)
 	}
 }
 
@@ -686,20 +866,31 @@ func TestSettleLedger(t *testing.T) {
 		entry(26*time.Minute, hcv1.LedgerCharge, -10, 74, "1 period(s) of jupyter-alice"),
 		entry(26*time.Minute, hcv1.LedgerSettle, 0, 74, "server jupyter-alice ended after 3 period(s), 30 credits"),
 	}
-	if d := diff(wantWallet, w.Status.Ledger); d != "" {
-		t.Errorf("wallet ledger mismatch:\n%s", d)
+	if d := cmp.Diff(wantWallet, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("wallet ledger mismatch (-want +got):\n%s", d)
 	}
 	wantPool := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerCharge, -4, 0, "share of jupyter-alice for alice")}
-	if d := diff(wantPool, p.Status.Ledger); d != "" {
-		t.Errorf("pool ledger mismatch:\n%s", d)
+	if d := cmp.Diff(wantPool, p.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("pool ledger mismatch (-want +got):\n%s", d)
+	}
+	// The run that drops the ended entries writes nothing to either ledger.
+	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(26*time.Minute+time.Second), testOptions)
+	if len(w.Status.Servers)+len(p.Status.Servers) != 0 {
+		t.Errorf("entries left after the second run: wallet %d, pool %d", len(w.Status.Servers), len(p.Status.Servers))
+	}
+	if d := cmp.Diff(wantWallet, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("wallet ledger after the second run (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(wantPool, p.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("pool ledger after the second run (-want +got):\n%s", d)
 	}
 
 	// A stop is written to the ledger with its message.
 	w = wallet(9).withServers(runningServer().obj()).obj()
 	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
 	wantStop := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerStop, 0, 9, "Stopped: account alice has 9 credits, the next 10m costs 10.")}
-	if d := diff(wantStop, w.Status.Ledger); d != "" {
-		t.Errorf("stop ledger mismatch:\n%s", d)
+	if d := cmp.Diff(wantStop, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("stop ledger mismatch (-want +got):\n%s", d)
 	}
 }
 
@@ -716,8 +907,11 @@ func TestSettleLifecycle(t *testing.T) {
 	start := map[string]*hcv1.CreditAccount{"alice": pooledWallet(50).obj(), "lab": pool(15).obj()}
 	type money struct {
 		Wallet, Pool, PeriodsPaid int64
-		Stopped                   bool
+		Stopped, Ended            bool
+		// Gone: neither account holds the server any more.
+		Gone bool
 	}
+	endedPod := ended("u1", time.Minute, 71*time.Minute+30*time.Second)
 	steps := []struct {
 		now  time.Duration
 		pod  PodObservation
@@ -731,28 +925,32 @@ func TestSettleLifecycle(t *testing.T) {
 		{now: 51 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6}},
 		{now: 61 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6, Stopped: true}},
 		{now: 71 * time.Minute, pod: running("u1", time.Minute), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6, Stopped: true}},
-		{now: 72 * time.Minute, pod: ended("u1", time.Minute, 71*time.Minute+30*time.Second), want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6}},
+		// The end: first marked, then, on the requeue a second later, gone.
+		{now: 72 * time.Minute, pod: endedPod, want: money{Wallet: 5, Pool: 0, PeriodsPaid: 6, Stopped: true, Ended: true}},
+		{now: 72*time.Minute + time.Second, pod: endedPod, want: money{Wallet: 5, Pool: 0, Gone: true}},
 	}
 	for _, s := range steps {
 		Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(map[string]PodObservation{"r1": s.pod}), nil, at(s.now), testOptions)
 		got := money{Wallet: w.Status.Balance, Pool: p.Status.Balance}
-		if i := FindServer(w, "r1"); i >= 0 {
-			got.PeriodsPaid = w.Status.Servers[i].PeriodsPaid
-			got.Stopped = w.Status.Servers[i].StopRequestedAt != nil
-		} else {
-			got.PeriodsPaid = s.want.PeriodsPaid // settled and gone
+		i, j := FindServer(w, "r1"), FindServer(p, "r1")
+		if i >= 0 {
+			e := w.Status.Servers[i]
+			got.PeriodsPaid = e.PeriodsPaid
+			got.Stopped = e.StopRequestedAt != nil
+			got.Ended = e.EndedAt != nil
+			if j >= 0 && (p.Status.Servers[j].EndedAt != nil) != got.Ended {
+				t.Errorf("at t0+%s: the pool's entry and the wallet's disagree on the end", s.now)
+			}
 		}
-		if d := diff(s.want, got); d != "" {
-			t.Errorf("at t0+%s:\n%s", s.now, d)
+		got.Gone = i < 0 && j < 0
+		if d := cmp.Diff(s.want, got); d != "" {
+			t.Errorf("at t0+%s (-want +got):\n%s", s.now, d)
 		}
 		for _, a := range []*hcv1.CreditAccount{w, p} {
 			if err := conserved(start[a.Name], a); err != nil {
 				t.Errorf("at t0+%s: %v", s.now, err)
 			}
 		}
-	}
-	if len(w.Status.Servers)+len(p.Status.Servers) != 0 {
-		t.Errorf("entries left after the server ended: wallet %d, pool %d", len(w.Status.Servers), len(p.Status.Servers))
 	}
 	// 6 periods of 10 credits: 15 from the pool, 45 from the wallet.
 	if got := (50 - w.Status.Balance) + (15 - p.Status.Balance); got != 60 {
@@ -761,7 +959,7 @@ func TestSettleLifecycle(t *testing.T) {
 }
 
 // interruptedCase describes a Settle whose pool write succeeded and whose
-// wallet write was lost, followed by a successful run.
+// wallet write was lost, followed by successful runs until nothing changes.
 type interruptedCase struct {
 	wallet, pool *hcv1.CreditAccount
 	// pods during the interrupted run, and during the rerun (nil: the same).
@@ -886,9 +1084,49 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			rerunAt:    at(16 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantPool:   accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
-			bug: "settleServer (settle.go, ended branch: `removeServer(p, e.ID)`) drops the pool's entry in the same " +
-				"run that charges the pool's last share; if the wallet write is then lost, the rerun finds no pool entry, " +
-				"inFlight returns 0, and the pool pays the period again (pool 30/charged 20 instead of 40/10)",
+		},
+		"(a) the server ended and two runs in a row lose their wallet write: the pool pays once": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			crashAt:    at(16 * time.Minute),
+			crashes:    2,
+			rerunAt:    at(16*time.Minute + time.Second),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
+		},
+		"(a) the server ended in the interrupted run, with a small pool: the wallet's part is charged once": {
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			crashAt:    at(16 * time.Minute),
+			crashes:    2,
+			rerunAt:    at(16 * time.Minute),
+			wantWallet: accountView{Balance: 84, TotalCharged: 6, Conditions: healthy},
+			wantPool:   accountView{Balance: 0, TotalCharged: 4, Conditions: healthy},
+		},
+		"(b) the server ended in the interrupted run and its pod is gone at the rerun: the pool's unconfirmed share comes back": {
+			// As in "(b) the pod went away meanwhile": a pod gone unobserved
+			// is charged no further than the wallet confirmed.
+			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			rerunPods:  map[string]PodObservation{},
+			crashAt:    at(16 * time.Minute),
+			rerunAt:    at(17 * time.Minute),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   accountView{Balance: 50, Conditions: healthy},
+		},
+		"the run that drops an ended server loses its wallet write: nothing is charged or refunded": {
+			wallet: pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
+			pool:   pool(40).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			// The pod is deleted before the rerun.
+			rerunPods:  map[string]PodObservation{},
+			crashAt:    at(16*time.Minute + time.Second),
+			rerunAt:    at(16*time.Minute + 2*time.Second),
+			wantWallet: accountView{Balance: 90, Conditions: healthy},
+			wantPool:   accountView{Balance: 40, Conditions: healthy},
 		},
 	}
 	for name, tc := range cases {
@@ -920,19 +1158,29 @@ func runInterrupted(t *testing.T, tc interruptedCase) {
 	if tc.rerunPods != nil {
 		pods = tc.rerunPods
 	}
-	res := Settle(storedWallet, map[string]*hcv1.CreditAccount{storedPool.Name: storedPool}, podsByID(pods), nil, tc.rerunAt, testOptions)
-	if d := diff(tc.wantWallet, viewOf(storedWallet)); d != "" {
-		t.Errorf("wallet after the rerun:\n%s", d)
-	}
-	if d := diff(tc.wantPool, viewOf(storedPool)); d != "" {
-		t.Errorf("pool after the rerun:\n%s", d)
-	}
+	// The rerun goes on until the accounts are quiescent, as the
+	// controller's requeues do: a server that ended takes two runs.
 	var stops []stopView
-	for _, s := range res.Stops {
-		stops = append(stops, stopView{ID: s.Server.ID, Repeat: s.Repeat, Message: s.Message})
+	for run := 1; ; run++ {
+		if run > 3 {
+			t.Fatalf("the rerun still changes the accounts after %d runs", run-1)
+		}
+		res := Settle(storedWallet, map[string]*hcv1.CreditAccount{storedPool.Name: storedPool}, podsByID(pods), nil, tc.rerunAt, testOptions)
+		for _, s := range res.Stops {
+			stops = append(stops, stopView{ID: s.Server.ID, Repeat: s.Repeat, Message: s.Message})
+		}
+		if !changedSomething(res) {
+			break
+		}
 	}
-	if d := diff(tc.wantStops, stops); d != "" {
-		t.Errorf("stops after the rerun:\n%s", d)
+	if d := cmp.Diff(tc.wantWallet, viewOf(storedWallet), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("wallet after the rerun (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(tc.wantPool, viewOf(storedPool), cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("pool after the rerun (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff(tc.wantStops, stops, cmpopts.EquateEmpty()); d != "" {
+		t.Errorf("stops after the rerun (-want +got):\n%s", d)
 	}
 	if err := conserved(tc.pool, storedPool); err != nil {
 		t.Error(err)
@@ -944,12 +1192,14 @@ func runInterrupted(t *testing.T, tc interruptedCase) {
 
 // TestSettleEndedServerLeavesNoPoolShare settles a pooled server that ends
 // in the same run in which the pool first pays for it (an adopted server, or
-// a reservation whose pool had nothing at admission and kept no entry).
+// a reservation whose pool had nothing at admission and kept no entry): the
+// entry the pool opens is marked ended with the wallet's, the next run drops
+// both, and SettleOrphans finds nothing to return.
 func TestSettleEndedServerLeavesNoPoolShare(t *testing.T) {
 	cases := map[string]struct {
 		wallet, pool *hcv1.CreditAccount
 		pods         map[string]PodObservation
-		wantPool     accountView
+		wantPool     accountView // after the second run
 	}{
 		"an adopted server that ran 14 minutes": {
 			wallet:   pooledWallet(50).withServers(adoptedServer(0).project("lab").obj()).obj(),
@@ -966,19 +1216,30 @@ func TestSettleEndedServerLeavesNoPoolShare(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			skipBug(t, "settleServer (settle.go, ended branch) removes the pool's entry only `if pe != nil`, pe being "+
-				"looked up before charge, which creates the entry in this run (`if pe == nil && e.ProjectPaid > 0`): an ended server leaves a pool entry "+
-				"that SettleOrphans later refunds: the pool gets back credits it paid for periods that ran. "+
-				"Fix: `if p != nil { removeServer(p, e.ID) }`")
 			w, p := tc.wallet.DeepCopy(), tc.pool.DeepCopy()
-			Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(tc.pods), nil, at(16*time.Minute), testOptions)
-			if d := diff(tc.wantPool, viewOf(p)); d != "" {
-				t.Errorf("pool after the server ended:\n%s", d)
+			projects := map[string]*hcv1.CreditAccount{"lab": p}
+			Settle(w, projects, podsByID(tc.pods), nil, at(16*time.Minute), testOptions)
+			// First run: the money is final, the pool's new entry is marked.
+			first := viewOf(p)
+			first.Servers = nil
+			want := tc.wantPool
+			if d := cmp.Diff(want, first, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("pool money after the first run (-want +got):\n%s", d)
+			}
+			if len(p.Status.Servers) != 1 || p.Status.Servers[0].EndedAt == nil {
+				t.Errorf("after the first run the pool should hold one entry marked ended, it holds %+v", p.Status.Servers)
+			}
+			Settle(w, projects, podsByID(tc.pods), nil, at(16*time.Minute+time.Second), testOptions)
+			if d := cmp.Diff(tc.wantPool, viewOf(p), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("pool after the server ended (-want +got):\n%s", d)
+			}
+			if len(w.Status.Servers) != 0 {
+				t.Errorf("the wallet still holds %d entries", len(w.Status.Servers))
 			}
 			walletHas := func(wallet, id string) bool { return wallet == w.Name && FindServer(w, id) >= 0 }
 			SettleOrphans(p, walletHas, at(2*time.Hour), testOptions)
-			if d := diff(tc.wantPool, viewOf(p)); d != "" {
-				t.Errorf("pool after SettleOrphans:\n%s", d)
+			if d := cmp.Diff(tc.wantPool, viewOf(p), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("pool after SettleOrphans (-want +got):\n%s", d)
 			}
 		})
 	}
@@ -1058,24 +1319,138 @@ func TestSettleOrphans(t *testing.T) {
 			if changed != tc.wantChanged || next != tc.wantNext {
 				t.Errorf("SettleOrphans = (%v, %s), want (%v, %s)", changed, next, tc.wantChanged, tc.wantNext)
 			}
-			if d := diff(tc.wantPool, reserveViewOf(p)); d != "" {
-				t.Errorf("pool mismatch:\n%s", d)
+			if d := cmp.Diff(tc.wantPool, reserveViewOf(p), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("pool mismatch (-want +got):\n%s", d)
 			}
 		})
 	}
 }
 
 // TestSettleConditionTimes checks that conditions carry the time Settle was
-// given, so a fake clock controls the whole status.
+// given, so a fake clock controls the whole status: a condition that
+// changes status takes Settle's now, one that keeps its status keeps its
+// time.
 func TestSettleConditionTimes(t *testing.T) {
-	skipBug(t, "setCondition (settle.go) leaves LastTransitionTime zero, so meta.SetStatusCondition stamps "+
-		"time.Now(): the status depends on the wall clock, not on Settle's now. Fix: set LastTransitionTime: metav1.NewTime(now) "+
-		"(thread now through updateCounters/setCondition)")
-	w := wallet(9).withServers(runningServer().obj()).obj()
-	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
-	for _, c := range w.Status.Conditions {
-		if !c.LastTransitionTime.Time.Equal(at(tenMin)) {
-			t.Errorf("condition %s: lastTransitionTime %s, want Settle's now %s", c.Type, c.LastTransitionTime.Time, at(tenMin))
-		}
+	type times map[string]time.Time
+	cases := map[string]struct {
+		wallet *hcv1.CreditAccount
+		pods   map[string]PodObservation
+		now    time.Time
+		want   times
+	}{
+		"new conditions take Settle's now": {
+			wallet: wallet(9).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin),
+			want:   times{hcv1.ConditionLow: at(tenMin), hcv1.ConditionExhausted: at(tenMin)},
+		},
+		"a transition takes Settle's now, an unchanged status keeps its time": {
+			wallet: func() *hcv1.CreditAccount {
+				w := wallet(25).withServers(runningServer().obj()).obj()
+				Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(5*time.Minute), testOptions)
+				return w // Low and Exhausted false since t0+5m
+			}(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(tenMin),
+			// Period 1 is charged: 15 left covers fewer than 2 periods.
+			want: times{hcv1.ConditionLow: at(tenMin), hcv1.ConditionExhausted: at(5 * time.Minute)},
+		},
+		"unchanged conditions keep their time": {
+			wallet: func() *hcv1.CreditAccount {
+				w := wallet(90).withServers(runningServer().obj()).obj()
+				Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(time.Minute), testOptions)
+				return w
+			}(),
+			pods: map[string]PodObservation{"r1": running("u1", 0)},
+			now:  at(tenMin),
+			want: times{hcv1.ConditionLow: at(time.Minute), hcv1.ConditionExhausted: at(time.Minute)},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := tc.wallet.DeepCopy()
+			Settle(w, nil, podsByID(tc.pods), nil, tc.now, testOptions)
+			got := times{}
+			for _, c := range w.Status.Conditions {
+				got[c.Type] = c.LastTransitionTime.Time
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("lastTransitionTime by condition (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+// TestSetCondition checks the controllers' SetCondition: the transition
+// time is the one given, and only a change of status moves it.
+func TestSetCondition(t *testing.T) {
+	a := wallet(10).obj()
+	a.Generation = 3
+	if !SetCondition(a, at(time.Minute), hcv1.ConditionReady, metav1.ConditionFalse, "Broken", "broken") {
+		t.Fatal("a new condition is a change")
+	}
+	if SetCondition(a, at(2*time.Minute), hcv1.ConditionReady, metav1.ConditionFalse, "Broken", "broken") {
+		t.Error("setting the same condition again is no change")
+	}
+	SetCondition(a, at(3*time.Minute), hcv1.ConditionReady, metav1.ConditionFalse, "StillBroken", "still broken")
+	c := a.Status.Conditions[0]
+	want := metav1.Condition{Type: hcv1.ConditionReady, Status: metav1.ConditionFalse, Reason: "StillBroken", Message: "still broken",
+		ObservedGeneration: 3, LastTransitionTime: metav1.NewTime(at(time.Minute))}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("after a new reason with the same status (-want +got):\n%s", d)
+	}
+	SetCondition(a, at(4*time.Minute), hcv1.ConditionReady, metav1.ConditionTrue, "Fine", "fine")
+	if got := a.Status.Conditions[0].LastTransitionTime.Time; !got.Equal(at(4 * time.Minute)) {
+		t.Errorf("after a change of status lastTransitionTime = %s, want t0+4m", got)
+	}
+}
+
+// TestSettleLags checks the lateness reported for the charges of a run: for
+// each server charged, how long after its latest paid boundary.
+func TestSettleLags(t *testing.T) {
+	cases := map[string]struct {
+		wallet   *hcv1.CreditAccount
+		pods     map[string]PodObservation
+		now      time.Time
+		wantLags []time.Duration
+	}{
+		"charged on the boundary": {
+			wallet:   wallet(90).withServers(runningServer().obj()).obj(),
+			pods:     map[string]PodObservation{"r1": running("u1", 0)},
+			now:      at(tenMin),
+			wantLags: []time.Duration{0},
+		},
+		"charged late for several periods: the lag of the latest": {
+			wallet:   wallet(90).withServers(runningServer().obj()).obj(),
+			pods:     map[string]PodObservation{"r1": running("u1", 0)},
+			now:      at(35 * time.Minute),
+			wantLags: []time.Duration{5 * time.Minute},
+		},
+		"nothing charged: no lag": {
+			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(5 * time.Minute),
+		},
+		"unaffordable: no lag": {
+			wallet: wallet(5).withServers(runningServer().obj()).obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(tenMin + time.Second),
+		},
+		"two servers": {
+			wallet: wallet(90).withServers(runningServer().obj(),
+				makeServer("r2").pod("jupyter-alice-2").uid("u2").started(3*time.Minute).paidThrough(13*time.Minute).obj()).obj(),
+			pods:     map[string]PodObservation{"r1": running("u1", 0), "r2": running("u2", 3*time.Minute)},
+			now:      at(14 * time.Minute),
+			wantLags: []time.Duration{4 * time.Minute, time.Minute},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			w := tc.wallet.DeepCopy()
+			res := Settle(w, nil, podsByID(tc.pods), nil, tc.now, testOptions)
+			if d := cmp.Diff(tc.wantLags, res.Lags, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("lags mismatch (-want +got):\n%s", d)
+			}
+		})
 	}
 }

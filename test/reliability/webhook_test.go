@@ -31,9 +31,9 @@ import (
 
 // isolated starts a control plane of its own, so a test can take the
 // webhook down or put two replicas behind it.
-func isolated(t *testing.T, fp admissionv1.FailurePolicyType) (*localcp.Env, client.Client, string) {
+func isolated(t *testing.T, webhooks bool, fp admissionv1.FailurePolicyType) (*localcp.Env, client.Client, string) {
 	t.Helper()
-	e, err := localcp.Start(localcp.Options{Webhooks: true, FailurePolicy: fp})
+	e, err := localcp.Start(localcp.Options{Webhooks: webhooks, FailurePolicy: fp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func userPod(ns, user, server string) *corev1.Pod {
 // webhook answering, a spawn fails at once with the API server's error, and
 // nothing is charged.
 func TestWebhookDownFailClosed(t *testing.T) {
-	_, c, _ := isolated(t, admissionv1.Fail)
+	_, c, _ := isolated(t, true, admissionv1.Fail)
 	ctx := context.Background()
 	must(t, c.Create(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "alice"},
 		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100}}))
@@ -85,7 +85,7 @@ func TestWebhookDownFailClosed(t *testing.T) {
 // TestWebhookDownFailOpen: with failurePolicy Ignore the pod is admitted
 // without a reservation; the controller adopts it and still bills it.
 func TestWebhookDownFailOpen(t *testing.T) {
-	_, c, kc := isolated(t, admissionv1.Ignore)
+	_, c, kc := isolated(t, true, admissionv1.Ignore)
 	ctx := context.Background()
 	must(t, c.Create(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "alice"},
 		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100}}))
@@ -120,7 +120,7 @@ func TestWebhookDownFailOpen(t *testing.T) {
 // concurrent spawns on one account with credits for 50 admit exactly 50,
 // and both replicas answered.
 func TestTwoWebhookReplicasRace(t *testing.T) {
-	e, c, _ := isolated(t, "")
+	e, c, _ := isolated(t, true, "")
 	w := e.WebhookInstallOptions
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
