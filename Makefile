@@ -12,6 +12,7 @@ export KUBEBUILDER_ASSETS := $(K8S_ASSETS)
 export CGO_ENABLED ?= 0
 GO ?= go
 CONTROLLER_GEN := $(BIN)/controller-gen
+CRD_REF_DOCS := $(BIN)/crd-ref-docs
 HELM := $(BIN)/helm
 TEST_TIMEOUT ?= 30m
 
@@ -27,6 +28,14 @@ $(CONTROLLER_GEN): hack/tools/gen/go.mod
 	@mkdir -p $(BIN)
 	cd hack/tools/gen && $(GO) build -o $(CONTROLLER_GEN) sigs.k8s.io/controller-tools/cmd/controller-gen
 
+$(CRD_REF_DOCS): hack/tools/docs/go.mod
+	@mkdir -p $(BIN)
+	cd hack/tools/docs && $(GO) build -o $(CRD_REF_DOCS) github.com/elastic/crd-ref-docs
+
+.PHONY: api-docs
+api-docs: $(CRD_REF_DOCS) ## Render docs/api.md (the API reference) from the Go types in api/.
+	hack/gen-api-docs.sh
+
 .PHONY: controller-gen
 controller-gen: $(CONTROLLER_GEN)
 
@@ -41,17 +50,18 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) ## Generate CRDs, RBAC and webhook manifests from markers.
+manifests: $(CONTROLLER_GEN) $(CRD_REF_DOCS) ## Generate CRDs, RBAC and webhook manifests (and docs/api.md) from markers.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=hubcredits-manager paths=./controllers/... paths=./webhooks/... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=config/webhook
 	@hack/sync-chart.sh
+	@hack/gen-api-docs.sh
 
 .PHONY: verify
 verify: generate manifests ## Fail when generated files are stale.
-	@if ! git diff --quiet -- api config charts; then \
+	@if ! git diff --quiet -- api config charts docs/api.md; then \
 	  echo "Generated files are stale; run 'make generate manifests' and commit:"; \
-	  git --no-pager diff --stat -- api config charts; exit 1; fi
+	  git --no-pager diff --stat -- api config charts docs/api.md; exit 1; fi
 
 .PHONY: fmt
 fmt:

@@ -76,6 +76,15 @@ type flags struct {
 func parseFlags(args []string) (*flags, *zap.Options, error) {
 	f := &flags{}
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), `Usage:
+  manager [flags]       run hubcredits against the current cluster (kubeconfig or in-cluster)
+  manager dev [flags]   start a local control plane (bin/k8s) with the CRDs and webhooks, then run against it
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
 	fs.StringVar(&f.metricsAddr, "metrics-bind-address", ":8080", "Address of the Prometheus metrics endpoint (0 disables it).")
 	fs.StringVar(&f.probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	fs.BoolVar(&f.leaderElect, "leader-elect", false, "Elect a leader for the billing controllers (the webhook serves on every replica).")
@@ -143,6 +152,10 @@ func (f *flags) options() (operator.Options, error) {
 		o.Creators = strings.Split(f.creators, ",")
 	}
 	if f.autoCreate {
+		if f.walletCap < 0 || f.walletCap > hcv1.MaxCredits || f.walletInitial > f.walletCap ||
+			(f.walletGrant > 0 && (f.walletGrant > f.walletCap || f.walletGrantEvery < time.Second)) {
+			return operator.Options{}, fmt.Errorf("the wallet template is invalid: need 0 <= --wallet-initial-balance <= --wallet-cap <= %d, and --wallet-grant-amount <= --wallet-cap with --wallet-grant-interval >= 1s", hcv1.MaxCredits)
+		}
 		t := &webhooks.WalletTemplate{Cap: f.walletCap}
 		if f.walletInitial >= 0 {
 			v := f.walletInitial
@@ -164,6 +177,9 @@ func main() {
 		args = args[1:]
 	}
 	f, zo, err := parseFlags(args)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
 	if err != nil {
 		os.Exit(2)
 	}

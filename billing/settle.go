@@ -239,6 +239,12 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 	}
 	if e.StartedAt == nil && obs.StartedAt != nil && (obs.EndedAt == nil || obs.EndedAt.After(*obs.StartedAt)) {
 		t := metav1.NewTime(*obs.StartedAt)
+		if e.PeriodsPaid == 0 && t.Before(&e.ReservedAt) {
+			// An adopted server that was already running (hubcredits was
+			// installed on a live hub, or the webhook was bypassed): its
+			// clock starts at adoption, never charging for time before it.
+			t = e.ReservedAt
+		}
 		e.StartedAt = &t
 		changed = true
 		res.Notes = append(res.Notes, Note{Pod: e.Pod, PodUID: e.PodUID, Reason: EventServerStarted,

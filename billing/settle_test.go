@@ -556,14 +556,17 @@ func settleCases() map[string]settleCase {
 			wantWallet: accountView{Balance: 50, Conditions: healthy, Servers: []hcv1.ServerCharge{adoptedServer(0).obj()}},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}}},
 		},
-		"an adopted pod that runs pays its first period when it starts": {
+		// A pod already running when adopted (hubcredits installed on a live
+		// hub, or the webhook bypassed) starts its clock at adoption: no
+		// charge for time before it.
+		"an adopted pod that runs pays its first period from its adoption": {
 			wallet: wallet(50).obj(),
 			adopt:  []Unreserved{bobPod()},
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: 6 * time.Minute,
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(5*time.Minute).paid(1, 10).paidThrough(15 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 10 * time.Minute,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
 		},
 		"an adopted pod is adopted once": {
@@ -582,10 +585,10 @@ func settleCases() map[string]settleCase {
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).project("lab").started(time.Minute).paid(1, 0).projectPaid(10).paidThrough(11 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).project("lab").started(5*time.Minute).paid(1, 0).projectPaid(10).paidThrough(15 * time.Minute).obj()}},
 			wantPool: &accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(time.Minute).paid(1, 10).obj()}},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 6 * time.Minute,
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(5*time.Minute).paid(1, 10).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 10 * time.Minute,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
 		},
 		"an adopted pod that cannot pay its first period is stopped": {
@@ -594,7 +597,7 @@ func settleCases() map[string]settleCase {
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 3, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{adoptedServer(5 * time.Minute).started(time.Minute).paidThrough(time.Minute).stopRequested(5 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5 * time.Minute).started(5 * time.Minute).paidThrough(5 * time.Minute).stopRequested(5 * time.Minute).obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}},
 				Stops: []stopView{{ID: "pod-u9", Message: "Stopped: account alice has 3 credits, the next 10m costs 10."}}},

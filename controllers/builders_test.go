@@ -79,6 +79,7 @@ func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 		WithIndex(&corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts).
 		WithIndex(&corev1.Pod{}, billing.IndexUnbilledPodUser, billing.UnbilledPodUser).
 		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers).
+		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountProject, billing.AccountProject).
 		WithObjects(objs...)
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)

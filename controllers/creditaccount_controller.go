@@ -386,8 +386,14 @@ func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 // is no Hub API or it failed.
 func (r *CreditAccountReconciler) stop(ctx context.Context, a *hcv1.CreditAccount, s billing.Stop) {
 	logger := log.FromContext(ctx)
-	stopsTotal.WithLabelValues("credits").Inc()
 	pod := podRef(a.Namespace, s.Server.Pod, s.Server.PodUID)
+	if !s.Repeat {
+		reason := "credits"
+		if r.Shadow {
+			reason = "shadow" // counted, never carried out
+		}
+		stopsTotal.WithLabelValues(reason).Inc()
+	}
 	if !s.Repeat {
 		r.Recorder.Event(pod, corev1.EventTypeWarning, billing.EventServerStopped, s.Message)
 		r.Recorder.Event(a, corev1.EventTypeWarning, billing.EventServerStopped, s.Server.Pod+": "+s.Message)
@@ -459,9 +465,10 @@ func (r *CreditAccountReconciler) unbilledPodToWallets(ctx context.Context, o cl
 	return out
 }
 
-// accountToRelated wakes the wallets whose servers a pool co-funds: the
-// pool's balance changes what they can pay.
-func (r *CreditAccountReconciler) accountToRelated(_ context.Context, o client.Object) []reconcile.Request {
+// accountToRelated wakes the wallets whose servers a pool co-funds (the
+// pool's balance changes what they can pay) and the wallets that name it
+// (their Ready condition depends on it existing).
+func (r *CreditAccountReconciler) accountToRelated(ctx context.Context, o client.Object) []reconcile.Request {
 	a := o.(*hcv1.CreditAccount)
 	seen := map[string]bool{}
 	var out []reconcile.Request
@@ -473,6 +480,12 @@ func (r *CreditAccountReconciler) accountToRelated(_ context.Context, o client.O
 	}
 	for _, e := range a.Status.Servers {
 		add(e.Wallet)
+	}
+	var wallets hcv1.CreditAccountList
+	if err := r.Client.List(ctx, &wallets, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountProject: a.Name}); err == nil {
+		for i := range wallets.Items {
+			add(wallets.Items[i].Name)
+		}
 	}
 	return out
 }

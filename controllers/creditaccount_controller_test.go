@@ -652,8 +652,11 @@ func TestAccountToRelated(t *testing.T) {
 		return e
 	}
 	pool := makeAccount("physics").servers(share("alice"), share("bob"), share("alice"), share("physics")).obj()
-	want := []reconcile.Request{aliceKey, {NamespacedName: types.NamespacedName{Namespace: testNS, Name: "bob"}}}
-	if d := cmpDiff(want, (&CreditAccountReconciler{}).accountToRelated(context.Background(), pool)); d != "" {
+	// carol's wallet names the pool: its Ready condition depends on the pool.
+	api := newAPI(nil, pool, makeAccount("carol", "carol").project("physics").obj())
+	want := []reconcile.Request{aliceKey, {NamespacedName: types.NamespacedName{Namespace: testNS, Name: "bob"}},
+		{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "carol"}}}
+	if d := cmpDiff(want, (&CreditAccountReconciler{Client: api}).accountToRelated(context.Background(), pool)); d != "" {
 		t.Errorf("requests (-want +got):\n%s", d)
 	}
 }

@@ -151,7 +151,7 @@ type LedgerEntry struct {
 	Amount int64 `json:"amount"`
 	// balance is the balance after the movement.
 	Balance int64 `json:"balance"`
-	// server is the pod (or top-up id) the movement is about, if any.
+	// subject is the pod (or top-up id) the movement is about, if any.
 	// +optional
 	Subject string `json:"subject,omitempty"`
 	// message is a short human-readable explanation.
