@@ -182,7 +182,12 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 	d := &decision{price: price, wallet: wallet}
 	d.project, err = billing.ResolveProject(wallet, func(name string) *hcv1.CreditAccount {
 		p := &hcv1.CreditAccount{}
-		if err := h.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, p); err != nil {
+		key := types.NamespacedName{Namespace: ns, Name: name}
+		err := h.Reader.Get(ctx, key, p)
+		if apierrors.IsNotFound(err) {
+			err = h.Reserver.APIReader.Get(ctx, key, p) // created a moment ago?
+		}
+		if err != nil {
 			return nil
 		}
 		return p
@@ -195,26 +200,19 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 
 // wallet finds (or creates) the account that pays for the user's server.
 func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun bool) (*hcv1.CreditAccount, error) {
-	var candidates []*hcv1.CreditAccount
-	if label != "" {
-		a := &hcv1.CreditAccount{}
-		err := h.Reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: label}, a)
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, err
-		}
-		if err == nil {
-			candidates = append(candidates, a)
-		}
-	} else {
-		var list hcv1.CreditAccountList
-		if err := h.Reader.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{billing.IndexAccountUsers: user}); err != nil {
-			return nil, err
-		}
-		for i := range list.Items {
-			candidates = append(candidates, &list.Items[i])
-		}
+	candidates, err := h.candidates(ctx, h.Reader, true, ns, user, label)
+	if err != nil {
+		return nil, err
 	}
 	w, err := billing.ResolveWallet(user, label, candidates)
+	if err == nil && w == nil || errors.As(err, new(*billing.Denial)) && len(candidates) == 0 {
+		// Nothing in the cache: the account may have been created a moment
+		// ago. Ask the API server before denying (only on this rare path).
+		if candidates, err = h.candidates(ctx, h.Reserver.APIReader, false, ns, user, label); err != nil {
+			return nil, err
+		}
+		w, err = billing.ResolveWallet(user, label, candidates)
+	}
 	if err != nil || w != nil {
 		return w, err
 	}
@@ -222,6 +220,38 @@ func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun
 		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
 	return h.createWallet(ctx, ns, user, dryRun)
+}
+
+// candidates are the accounts that could pay for user's server: the one the
+// label names, or those that list the user. indexed says r is the cache,
+// which has the users index (the API server does not).
+func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed bool, ns, user, label string) ([]*hcv1.CreditAccount, error) {
+	var out []*hcv1.CreditAccount
+	if label != "" {
+		a := &hcv1.CreditAccount{}
+		err := r.Get(ctx, types.NamespacedName{Namespace: ns, Name: label}, a)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return append(out, a), nil
+	}
+	var list hcv1.CreditAccountList
+	opts := []client.ListOption{client.InNamespace(ns)}
+	if indexed {
+		opts = append(opts, client.MatchingFields{billing.IndexAccountUsers: user})
+	}
+	if err := r.List(ctx, &list, opts...); err != nil {
+		return nil, err
+	}
+	for i := range list.Items {
+		if billing.Lists(&list.Items[i], user) {
+			out = append(out, &list.Items[i])
+		}
+	}
+	return out, nil
 }
 
 // createWallet creates the user's wallet from the template (in a dry run,

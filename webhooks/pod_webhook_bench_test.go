@@ -15,6 +15,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -32,6 +33,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -288,6 +291,9 @@ func runHandle(b *testing.B, wh *admission.Webhook, req admission.Request, wantP
 //   - free-price/fake-client: the same reading from controller-runtime's
 //     fake client (every read round-trips through the scheme).
 func BenchmarkPodAdmission(b *testing.B) {
+	// A real (zap) logger, writing nowhere: admission.Webhook builds a
+	// request logger for every call, as in production.
+	logf.SetLogger(zap.New(zap.WriteTo(io.Discard)))
 	s := benchScheme()
 	objs := benchObjects()
 	req := benchRequest(b, benchPod("user0042"))
