@@ -2,6 +2,7 @@ package billing
 
 import (
 	"fmt"
+	"sort"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -124,6 +125,7 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
 	addedBefore := a.Status.TotalGranted + a.Status.TotalToppedUp
+	catchUp(a, projects, pods, now, &res)
 	if Refresh(a, now) {
 		res.WalletChanged = true
 	}
@@ -188,6 +190,85 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 		}
 	}
 	return res
+}
+
+// catchUp charges the boundaries that passed since the last run in time
+// order, with the grants that fell due in between, when grants are
+// involved: after an outage a wallet at its cap must not lose the grants it
+// would have received between the charges (applying all grants first, then
+// all charges, would). Without grants the order does not matter and the main
+// pass charges everything at once. Unaffordable boundaries are left to the
+// main pass, which stops the server.
+func catchUp(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation, now time.Time, res *Result) {
+	if a.Status.OpenedAt == nil {
+		return
+	}
+	granted := a.Spec.Grant != nil
+	for _, p := range projects {
+		granted = granted || (p != nil && p.Spec.Grant != nil && p.Status.OpenedAt != nil)
+	}
+	if !granted {
+		return
+	}
+	type boundary struct {
+		at time.Time
+		id string
+		k  int64 // the period that begins at 'at'
+	}
+	var due []boundary
+	for _, e := range a.Status.Servers {
+		if e.Wallet != a.Name || e.StartedAt == nil || e.StopRequestedAt != nil || e.EndedAt != nil || e.BillingValue == 0 {
+			continue
+		}
+		obs := pods(e)
+		if !obs.Exists {
+			continue
+		}
+		end, ended := now, false
+		if obs.EndedAt != nil && obs.EndedAt.Before(now) {
+			end, ended = *obs.EndedAt, true
+		}
+		n := PeriodsDue(e.StartedAt.Time, end, e.BillingInterval.Duration, ended)
+		for k := e.PeriodsPaid; k < n && len(due) < 100000; k++ {
+			due = append(due, boundary{at: Boundary(e.StartedAt.Time, k, e.BillingInterval.Duration), id: e.ID, k: k})
+		}
+	}
+	if len(due) < 2 {
+		return // nothing to interleave
+	}
+	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	blocked := map[string]bool{}
+	for _, b := range due {
+		if blocked[b.id] || !b.at.Before(now) {
+			continue
+		}
+		e := &a.Status.Servers[FindServer(a, b.id)]
+		p := projects[e.Project] // nil without a pool
+		var pe *hcv1.ServerCharge
+		if Refresh(a, b.at) {
+			res.WalletChanged = true
+		}
+		if p != nil {
+			if Refresh(p, b.at) {
+				res.ChangedProjects[p.Name] = true
+			}
+			if j := FindServer(p, b.id); j >= 0 {
+				pe = &p.Status.Servers[j]
+			}
+		}
+		before := e.PeriodsPaid
+		if charge(a, p, e, pe, b.k+1, b.at) {
+			res.WalletChanged = true
+			if p != nil {
+				res.ChangedProjects[p.Name] = true
+			}
+		}
+		if e.PeriodsPaid == before {
+			blocked[b.id] = true // unaffordable: the main pass stops it
+			continue
+		}
+		res.Lags = append(res.Lags, now.Sub(b.at))
+	}
 }
 
 // inFlight returns what pool p has paid for periods that wallet entry e has
