@@ -104,6 +104,11 @@ fuzz: ## Run every fuzz target for FUZZTIME each (CI runs them briefly through m
 	  done; \
 	done
 
+BENCH_FLAGS ?=
+.PHONY: bench
+bench: k8s-tools ## Benchmarks on the local control plane (about 25 min at full size); writes docs/benchmarks.md. Quick: make bench BENCH_FLAGS="-quick -out=/tmp/bench.md"
+	$(GO) run ./test/bench -scenario=all $(BENCH_FLAGS)
+
 .PHONY: test-unit
 test-unit: ## Unit tests only (no control plane).
 	$(GO) test -short -count=1 ./...

@@ -112,7 +112,7 @@ Flags:
 	fs.StringVar(&f.hubTokenFile, "hub-api-token-file", "", "File holding the Hub API token (mounted from a Secret; never pass the token itself).")
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
-	fs.IntVar(&f.workers, "workers", 4, "Concurrent account reconciles.")
+	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
 	fs.StringVar(&f.webhookSecret, "webhook-secret-name", "hubcredits-webhook-cert", "cert-rotation: Secret that holds the certificates.")

@@ -17,11 +17,15 @@ import (
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -229,7 +233,13 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 		if d.Interval <= 0 {
 			d = billing.DefaultPrice
 		}
-		return billing.ResolvePrice(r.Policies.Sorted(policies.Items), p, d)
+		// The cache keeps a trimmed pod (no spec, few labels): price the
+		// pod as the API server has it, as the webhook would have.
+		full := &corev1.Pod{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(p), full); err != nil {
+			return billing.Price{}, err
+		}
+		return billing.ResolvePrice(r.Policies.Sorted(policies.Items), full, d)
 	}
 	for _, p := range pods {
 		if billing.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
@@ -429,13 +439,39 @@ func podRef(ns, name string, uid types.UID) *corev1.Pod {
 // SetupWithManager watches accounts and the singleuser pods billed to them.
 func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&hcv1.CreditAccount{}).
+		// The account's own charges (status writes) need no second look: its
+		// work is driven by spec changes, its pods, and RequeueAfter. A
+		// server entry added or removed by another writer (the webhook's
+		// reservation, whose pod may never come) does wake it.
+		For(&hcv1.CreditAccount{}, builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				o, n := e.ObjectOld.(*hcv1.CreditAccount), e.ObjectNew.(*hcv1.CreditAccount)
+				return o.Generation != n.Generation || !sameServers(o, n)
+			},
+		})).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToAccounts)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.unbilledPodToWallets)).
 		Watches(&hcv1.CreditAccount{}, handler.EnqueueRequestsFromMapFunc(r.accountToRelated)).
-		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1)}).
+		// No low priority for the initial list: after an outage, catching up
+		// on every account must not be starved by the boundaries of the
+		// accounts already done.
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1), UsePriorityQueue: ptr.To(false)}).
 		Named("creditaccount").
 		Complete(r)
+}
+
+// sameServers reports whether two versions of an account hold the same
+// server entries (by id).
+func sameServers(a, b *hcv1.CreditAccount) bool {
+	if len(a.Status.Servers) != len(b.Status.Servers) {
+		return false
+	}
+	for i := range a.Status.Servers {
+		if a.Status.Servers[i].ID != b.Status.Servers[i].ID {
+			return false
+		}
+	}
+	return true
 }
 
 // podToAccounts maps a pod to the accounts it is billed to.
