@@ -24,7 +24,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
@@ -39,6 +38,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -55,49 +55,10 @@ func benchScheme() *runtime.Scheme {
 	return s
 }
 
-// benchPod is a KubeSpawner 7 / Z2JH 4 singleuser pod (as in
-// test/integration), labelled for the free tier.
 func benchPod(user string) *corev1.Pod {
-	return &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: benchNS, Name: "jupyter-" + user,
-			Labels: map[string]string{
-				"app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub",
-				"release": "jhub", "app.kubernetes.io/instance": "jhub",
-				"chart": "jupyterhub-4.2.0", "helm.sh/chart": "jupyterhub-4.2.0",
-				"app.kubernetes.io/managed-by": "kubespawner",
-				"component":                    "singleuser-server", "app.kubernetes.io/component": "singleuser-server",
-				"hub.jupyter.org/username": user, "hub.jupyter.org/servername": "",
-				"hub.jupyter.org/network-access-hub": "true",
-				"hubcredits.io/tier":                 "free",
-			},
-			Annotations: map[string]string{
-				hcv1.AnnotationUsername:               user,
-				"hub.jupyter.org/kubespawner-version": "7.1.0",
-				"hub.jupyter.org/jupyterhub-version":  "5.5.0",
-			},
-		},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			RestartPolicy:                corev1.RestartPolicyOnFailure,
-			Containers: []corev1.Container{{
-				Name:  "notebook",
-				Image: "quay.io/jupyter/base-notebook:latest",
-				Args:  []string{"jupyterhub-singleuser"},
-				Env: []corev1.EnvVar{
-					{Name: "JUPYTERHUB_API_TOKEN", Value: "hubtoken-bench"},
-					{Name: "JPY_API_TOKEN", Value: "hubtoken-bench"},
-					{Name: "JUPYTERHUB_USER", Value: user},
-					{Name: "JUPYTERHUB_API_URL", Value: "http://hub:8081/hub/api"},
-					{Name: "JUPYTERHUB_SERVICE_PREFIX", Value: "/user/" + user + "/"},
-				},
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}},
-		},
-	}
+	p := kubespawner.Pod(benchNS, user, "", "hubtoken-bench")
+	p.Labels["hubcredits.io/tier"] = "free"
+	return p
 }
 
 // benchObjects are the namespace's policies (the two samples plus a free

@@ -16,58 +16,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/kubespawner"
 )
 
 // kubespawnerPod is a pod shaped like the one KubeSpawner 7 creates under
-// Z2JH 4 for user (server "" is the default server), as in
-// test/integration.
+// Z2JH 4 for user (server "" is the default server).
 func kubespawnerPod(ns, user, server string) *corev1.Pod {
-	name := "jupyter-" + user
-	if server != "" {
-		name += "--" + server
-	}
-	ann := map[string]string{
-		hcv1.AnnotationUsername:               user,
-		"hub.jupyter.org/kubespawner-version": "7.1.0",
-		"hub.jupyter.org/jupyterhub-version":  "5.5.0",
-	}
-	if server != "" {
-		ann[hcv1.AnnotationServerName] = server
-	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: ns, Name: name,
-			Labels: map[string]string{
-				"app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub",
-				"release": "jhub", "app.kubernetes.io/instance": "jhub",
-				"chart": "jupyterhub-4.2.0", "helm.sh/chart": "jupyterhub-4.2.0",
-				"app.kubernetes.io/managed-by": "kubespawner",
-				"component":                    "singleuser-server", "app.kubernetes.io/component": "singleuser-server",
-				"hub.jupyter.org/username": user, "hub.jupyter.org/servername": server,
-				"hub.jupyter.org/network-access-hub": "true",
-			},
-			Annotations: ann,
-		},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			RestartPolicy:                corev1.RestartPolicyOnFailure,
-			Containers: []corev1.Container{{
-				Name:  "notebook",
-				Image: "quay.io/jupyter/base-notebook:latest",
-				Args:  []string{"jupyterhub-singleuser"},
-				Env: []corev1.EnvVar{
-					{Name: "JUPYTERHUB_API_TOKEN", Value: "hubtoken-bench-0123456789abcdef"},
-					{Name: "JPY_API_TOKEN", Value: "hubtoken-bench-0123456789abcdef"},
-					{Name: "JUPYTERHUB_USER", Value: user},
-					{Name: "JUPYTERHUB_API_URL", Value: "http://hub:8081/hub/api"},
-					{Name: "JUPYTERHUB_SERVICE_PREFIX", Value: "/user/" + user + "/"},
-				},
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}},
-		},
-	}
+	return kubespawner.Pod(ns, user, server, "hubtoken-bench-0123456789abcdef")
 }
 
 // unrelatedPod is an ordinary workload pod (no singleuser label), about the
