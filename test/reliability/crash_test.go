@@ -116,8 +116,9 @@ func full() bool { return os.Getenv("HUBCREDITS_RELIABILITY_FULL") != "" }
 
 // operatorProc is one operator process.
 type operatorProc struct {
-	cmd *exec.Cmd
-	log *os.File
+	cmd  *exec.Cmd
+	log  *os.File
+	done bool
 }
 
 func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
@@ -136,10 +137,16 @@ func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	return &operatorProc{cmd: cmd, log: logf}
+	p := &operatorProc{cmd: cmd, log: logf}
+	t.Cleanup(p.kill) // a failing test leaves no operator running
+	return p
 }
 
 func (p *operatorProc) kill() {
+	if p.done {
+		return
+	}
+	p.done = true
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	_ = p.cmd.Wait()
 	_ = p.log.Close()
