@@ -44,10 +44,10 @@ func tp(d time.Duration) *time.Time {
 	return &t
 }
 
-// cmpDiff stands in for cmp.Diff: github.com/google/go-cmp is in go.sum but
-// not required by go.mod, so tests cannot import it without a go.mod change.
-// Like cmpopts.EquateEmpty, nil and empty slices and maps are equal; times
-// are compared with time.Time.Equal.
+// cmpDiff compares API objects semantically (equality.Semantic, so
+// resource.Quantity and friends compare by value, which cmp.Diff cannot do
+// without options): like cmpopts.EquateEmpty, nil and empty slices and maps
+// are equal; times are compared with time.Time.Equal.
 func cmpDiff(want, got any) string {
 	if semantic.DeepEqual(want, got) {
 		return ""

@@ -28,6 +28,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/kubespawner"
 )
 
 // Shared fixtures for the webhook unit tests. Every time is fixed: t0 is a
@@ -46,9 +47,9 @@ const (
 	reqUID = "0d5a2c6e-req-1"
 )
 
-// cmpDiff stands in for cmp.Diff: github.com/google/go-cmp is in go.sum but
-// not required by go.mod, so tests cannot import it without a go.mod change.
-// It compares with equality.Semantic and prints a unified diff of the JSON
+// cmpDiff compares API objects semantically (equality.Semantic, so
+// resource.Quantity compares by value, which cmp.Diff cannot do without
+// options). It compares with equality.Semantic and prints a unified diff of the JSON
 // (-want +got).
 // Like cmpopts.EquateEmpty, nil and empty slices and maps are equal; times
 // are compared with time.Time.Equal.
@@ -151,43 +152,7 @@ type podBuilder struct{ p *corev1.Pod }
 // makePod builds a pod shaped like the one KubeSpawner 7 creates under
 // Z2JH 4 for user's default server, the Hub token in its environment.
 func makePod(user string) *podBuilder {
-	return &podBuilder{p: &corev1.Pod{
-		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: testNS, Name: "jupyter-" + user,
-			Labels: map[string]string{
-				"app": "jupyterhub", "app.kubernetes.io/name": "jupyterhub",
-				"release": "jhub", "app.kubernetes.io/instance": "jhub",
-				"chart": "jupyterhub-4.2.0", "helm.sh/chart": "jupyterhub-4.2.0",
-				"app.kubernetes.io/managed-by": "kubespawner",
-				"component":                    "singleuser-server", "app.kubernetes.io/component": "singleuser-server",
-				"hub.jupyter.org/username": user, "hub.jupyter.org/servername": "",
-				"hub.jupyter.org/network-access-hub": "true",
-			},
-			Annotations: map[string]string{
-				hcv1.AnnotationUsername:               user,
-				"hub.jupyter.org/kubespawner-version": "7.1.0",
-				"hub.jupyter.org/jupyterhub-version":  "5.5.0",
-			},
-		},
-		Spec: corev1.PodSpec{
-			AutomountServiceAccountToken: ptr.To(false),
-			RestartPolicy:                corev1.RestartPolicyOnFailure,
-			Containers: []corev1.Container{{
-				Name:  "notebook",
-				Image: "quay.io/jupyter/base-notebook:latest",
-				Args:  []string{"jupyterhub-singleuser"},
-				Env: []corev1.EnvVar{
-					{Name: "JUPYTERHUB_API_TOKEN", Value: plantedToken},
-					{Name: "JPY_API_TOKEN", Value: plantedToken},
-					{Name: "JUPYTERHUB_USER", Value: user},
-				},
-				Resources: corev1.ResourceRequirements{
-					Requests: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
-				},
-			}},
-		},
-	}}
+	return &podBuilder{p: kubespawner.Pod(testNS, user, "", plantedToken)}
 }
 
 func (b *podBuilder) server(name string) *podBuilder {
