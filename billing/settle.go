@@ -350,6 +350,17 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 
 	start := e.StartedAt.Time
 	interval := e.BillingInterval.Duration
+	if obs.Exists && obs.EndedAt != nil {
+		// Periods charged while the server looked alive but had already
+		// ended (a cache that lagged, e.g. while kube-apiserver restarted)
+		// are given back: a server pays for the time it ran, never more. A
+		// period charged at a boundary that is the end itself is kept: it was
+		// charged while the server ran (the end has whole seconds).
+		if owed := PeriodsDue(start, *obs.EndedAt, interval, false); owed < e.PeriodsPaid {
+			refundAfterEnd(a, p, e, pe, owed, now)
+			changed = true
+		}
+	}
 	t := now
 	if obs.EndedAt != nil && obs.EndedAt.Before(now) {
 		t = *obs.EndedAt
@@ -481,6 +492,37 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 		}
 	}
 	return true
+}
+
+// refundAfterEnd returns the periods from owed on, which were charged after
+// the server had ended. The last periods are given back first, so the
+// wallet's share goes back before the pool's (the pool pays first). The
+// pool's entry is written first; if the wallet's write is lost, the next
+// run finds the pool's entry already at its target and moves nothing twice.
+func refundAfterEnd(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, owed int64, now time.Time) {
+	amount := mulSat(e.PeriodsPaid-owed, e.BillingValue)
+	walletBack := min(amount, e.Paid)
+	poolBack := min(amount-walletBack, e.ProjectPaid)
+	poolTarget := e.ProjectPaid - poolBack
+	why := fmt.Sprintf("%d period(s) of %s charged after it ended", e.PeriodsPaid-owed, e.Pod)
+	if p != nil && pe != nil {
+		// The end time only ever moves earlier (a second deletion with a
+		// shorter grace), so the pool never gets less back than before.
+		if back := pe.Paid - poolTarget; back > 0 {
+			p.Status.Balance += back
+			p.Status.TotalRefunded = addSat(p.Status.TotalRefunded, back)
+			appendLedger(p, now, hcv1.LedgerRefund, back, e.Pod, why)
+		}
+		pe.Paid, pe.PeriodsPaid = poolTarget, owed
+	}
+	if walletBack > 0 {
+		a.Status.Balance += walletBack
+		a.Status.TotalRefunded = addSat(a.Status.TotalRefunded, walletBack)
+		appendLedger(a, now, hcv1.LedgerRefund, walletBack, e.Pod, why)
+	}
+	e.PeriodsPaid = owed
+	e.Paid -= walletBack
+	e.ProjectPaid = poolTarget
 }
 
 // poolEntry is the record a project pool keeps of a wallet's server.

@@ -414,6 +414,51 @@ func settleCases() map[string]settleCase {
 				result: resultView{WalletChanged: true},
 			},
 		},
+		// A cache that lagged (kube-apiserver restarted, the watch was
+		// broken) showed the pod running after it had ended, and boundaries
+		// after its end were charged: they come back when the end is seen.
+		"ended before periods that were charged (seen late): they come back": {
+			wallet: wallet(70).withServers(runningServer().paid(3, 30).paidThrough(30 * time.Minute).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
+			now:    at(31 * time.Minute),
+			wantWallet: accountView{Balance: 80, TotalRefunded: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(31 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 80, TotalRefunded: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true},
+			},
+		},
+		"ended before periods the wallet and the pool paid: the last periods come back first, the wallet's share first": {
+			wallet: pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
+			pool:   pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
+			now:    at(31 * time.Minute),
+			wantWallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{pooledServer().paid(1, 0).projectPaid(10).paidThrough(10 * time.Minute).endedAt(31 * time.Minute).obj()}},
+			wantPool: &accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy,
+				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).endedAt(31 * time.Minute).obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy},
+				pool:   &accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy},
+				result: resultView{WalletChanged: true, ChangedProjects: changedLab},
+			},
+		},
+		"a stopped server that ended before its last paid period: that period comes back": {
+			wallet: wallet(5).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				withServers(runningServer().paid(2, 20).paidThrough(20 * time.Minute).stopRequested(20 * time.Minute).obj()).obj(),
+			pods: map[string]PodObservation{"r1": ended("u1", 0, 9*time.Minute)},
+			now:  at(20*time.Minute + 5*time.Second),
+			// Exhausted stays: it reports the stop; a correction is not new credits.
+			wantWallet: accountView{Balance: 15, TotalRefunded: 10, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().stopRequested(20 * time.Minute).endedAt(20*time.Minute + 5*time.Second).obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
+			wantNext: &passWant{
+				wallet: accountView{Balance: 15, TotalRefunded: 10, Conditions: condsOf(lowFalse, exhaustedTrue)},
+				result: resultView{WalletChanged: true},
+			},
+		},
 		"ended with a pool: both entries are marked, then both go": {
 			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
 			pool:   pool(50).withServers(poolShare().obj()).obj(),
@@ -1130,6 +1175,16 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			rerunAt:    at(16*time.Minute + 2*time.Second),
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantPool:   accountView{Balance: 40, Conditions: healthy},
+		},
+		"(c) periods charged after the end come back once, though the wallet's write was lost": {
+			wallet:  pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
+			pool:    pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			pods:    map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
+			crashAt: at(31 * time.Minute),
+			crashes: 2,
+			rerunAt: at(31*time.Minute + time.Second),
+			wantWallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy},
+			wantPool:   accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy},
 		},
 	}
 	for name, tc := range cases {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -29,8 +30,13 @@ type Reserver struct {
 	// APIReader reads around the cache after a conflict.
 	APIReader client.Reader
 	Clock     clock.Clock
-	// Retries bounds the attempts per batch.
+	// Retries bounds the attempts per batch (0: as many as Budget allows).
 	Retries int
+	// Budget bounds the time a batch keeps retrying conflicts (default
+	// 1.5s, inside the webhook's 2s timeout). Two replicas writing one
+	// account can make the same replica lose several times in a row; a
+	// count alone would turn that into a denial.
+	Budget time.Duration
 
 	mu     sync.Mutex
 	queues map[types.NamespacedName]*accountQueue
@@ -107,12 +113,13 @@ func (r *Reserver) drain(key types.NamespacedName, q *accountQueue) {
 func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	retries := r.Retries
-	if retries <= 0 {
-		retries = 5
+	budget := r.Budget
+	if budget <= 0 {
+		budget = 1500 * time.Millisecond
 	}
+	giveUp := time.Now().Add(budget)
 	var lastErr error
-	for attempt := 0; attempt < retries; attempt++ {
+	for attempt := 0; r.Retries <= 0 || attempt < r.Retries; attempt++ {
 		cur, err := r.current(ctx, key, attempt > 0)
 		if err != nil {
 			lastErr = err
@@ -133,6 +140,11 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 			if apierrors.IsConflict(err) {
 				conflicts.Inc()
 				lastErr = err
+				if time.Now().After(giveUp) {
+					break
+				}
+				// A little jitter, so two replicas stop colliding in step.
+				time.Sleep(time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(time.Millisecond))))
 				continue
 			}
 			if err != nil {

@@ -317,6 +317,10 @@ func TestReserverFailedPoolStepLeavesNoEntry(t *testing.T) {
 func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 	cases := map[string]struct {
 		retries int
+		budget  time.Duration
+		// atLeast: wantWrites and wantLiveReads are lower bounds (a budget,
+		// not a count, ends the retries).
+		atLeast bool
 		// conflicts is how many status writes conflict (-1: all).
 		conflicts int
 		// concurrent is a write by another writer just before the first
@@ -336,8 +340,9 @@ func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 		"conflicts on every attempt: give up after Retries": {
 			retries: 3, conflicts: -1, wantErr: true, wantBalance: 100, wantWrites: 3, wantLiveReads: 2,
 		},
-		"conflicts on every attempt: 5 attempts by default": {
-			conflicts: -1, wantErr: true, wantBalance: 100, wantWrites: 5, wantLiveReads: 4,
+		"conflicts on every attempt: by default retried until the budget is spent": {
+			budget: 30 * time.Millisecond, conflicts: -1, wantErr: true, wantBalance: 100,
+			atLeast: true, wantWrites: 5, wantLiveReads: 4,
 		},
 	}
 	for name, tc := range cases {
@@ -360,7 +365,8 @@ func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 				}
 				return c.Status().Update(ctx, obj) // a real conflict if another writer came first
 			})
-			r.Retries = tc.retries
+			r.Retries, r.Budget = tc.retries, tc.budget
+			start := time.Now()
 
 			_, err := r.Do(context.Background(), poolKey, takeOne("alice"))
 
@@ -377,11 +383,18 @@ func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 			if got, want := billing.FindServer(a, "alice") >= 0, !tc.wantErr; got != want {
 				t.Errorf("entry written %v, want %v", got, want)
 			}
-			if got := w.statusWrites.Load(); got != tc.wantWrites {
-				t.Errorf("%d status writes, want %d", got, tc.wantWrites)
-			}
-			if got := w.liveReads.Load(); got != tc.wantLiveReads {
-				t.Errorf("%d live reads, want %d", got, tc.wantLiveReads)
+			writes, reads := w.statusWrites.Load(), w.liveReads.Load()
+			switch {
+			case tc.atLeast:
+				if writes < tc.wantWrites || reads < tc.wantLiveReads || reads != writes-1 {
+					t.Errorf("%d status writes and %d live reads, want at least %d and %d, one read per retry",
+						writes, reads, tc.wantWrites, tc.wantLiveReads)
+				}
+				if took := time.Since(start); took < tc.budget {
+					t.Errorf("gave up after %v, before the budget of %v", took, tc.budget)
+				}
+			case writes != tc.wantWrites || reads != tc.wantLiveReads:
+				t.Errorf("%d status writes and %d live reads, want %d and %d", writes, reads, tc.wantWrites, tc.wantLiveReads)
 			}
 		})
 	}

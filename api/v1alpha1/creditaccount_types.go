@@ -253,7 +253,9 @@ type CreditAccountStatus struct {
 	// totalCharged counts all credits charged for servers (reservations included).
 	// +optional
 	TotalCharged int64 `json:"totalCharged"`
-	// totalRefunded counts reservations given back.
+	// totalRefunded counts credits given back: reservations of servers that
+	// never ran, and periods charged after a server had already ended (seen
+	// late, e.g. while the API server restarted).
 	// +optional
 	TotalRefunded int64 `json:"totalRefunded"`
 	// totalGranted counts credits added by grants.

@@ -6,13 +6,20 @@ package localcp
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
 
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -37,6 +44,115 @@ type Options struct {
 type Env struct {
 	*envtest.Environment
 	Config *rest.Config
+
+	// restarted is the kube-apiserver started by RestartAPIServer, if any
+	// (envtest only knows the first one).
+	restarted *exec.Cmd
+	exited    chan struct{}
+}
+
+// Stop stops the control plane, including an API server started by
+// RestartAPIServer.
+func (e *Env) Stop() error {
+	if e.restarted != nil {
+		_ = e.restarted.Process.Kill()
+		<-e.exited
+		e.restarted = nil
+	}
+	return e.Environment.Stop()
+}
+
+// RestartAPIServer crashes kube-apiserver (SIGKILL: no graceful shutdown,
+// requests in flight are cut wherever they are), keeps it down for the
+// given time, and starts it again with the same flags, certificates and
+// port against the same etcd. It returns once the new process reports
+// /readyz, so clients built from Config keep working.
+func (e *Env) RestartAPIServer(ctx context.Context, down time.Duration) error {
+	path, args, err := e.killAPIServer()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(down):
+	}
+	cmd := exec.Command(path, args...)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("restarting kube-apiserver: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	e.restarted, e.exited = cmd, exited
+	cs, err := kubernetes.NewForConfig(e.Config)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		_, err := cs.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return fmt.Errorf("the restarted kube-apiserver exited: %v", cmd.ProcessState)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the restarted kube-apiserver is not ready after 2m: %w", err)
+		}
+	}
+}
+
+// killAPIServer kills the running kube-apiserver with SIGKILL, waits until
+// it is gone and returns its command line.
+func (e *Env) killAPIServer() (string, []string, error) {
+	if e.restarted != nil {
+		cmd := e.restarted
+		_ = cmd.Process.Kill()
+		<-e.exited
+		e.restarted = nil
+		return cmd.Path, cmd.Args[1:], nil
+	}
+	// The first one was started by envtest: find it by its certificate
+	// directory, which is unique to this control plane.
+	want := "--cert-dir=" + e.ControlPlane.APIServer.CertDir
+	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
+	if err != nil {
+		return "", nil, err
+	}
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte(want)) {
+			continue
+		}
+		argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+		if filepath.Base(argv[0]) != "kube-apiserver" {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err != nil {
+			continue
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			return "", nil, fmt.Errorf("killing kube-apiserver: %w", err)
+		}
+		// envtest's goroutine reaps it; wait until the pid is gone.
+		for i := 0; ; i++ {
+			if _, err := os.Stat(filepath.Dir(f)); err != nil {
+				break
+			}
+			if i > 300 {
+				return "", nil, fmt.Errorf("kube-apiserver (pid %d) did not exit after SIGKILL", pid)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return argv[0], argv[1:], nil
+	}
+	return "", nil, fmt.Errorf("no kube-apiserver running with %s", want)
 }
 
 // Root finds the repository root (the directory holding PROJECT) upwards

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,6 +46,9 @@ const period = 2 * time.Second
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The in-process webhook server logs nothing here (the operator
+	// binary's logs are what the suite checks).
+	ctrl.SetLogger(logr.Discard())
 	if testing.Short() {
 		os.Exit(0)
 	}
@@ -116,9 +120,10 @@ func full() bool { return os.Getenv("HUBCREDITS_RELIABILITY_FULL") != "" }
 
 // operatorProc is one operator process.
 type operatorProc struct {
-	cmd  *exec.Cmd
-	log  *os.File
-	done bool
+	cmd    *exec.Cmd
+	log    *os.File
+	exited chan struct{} // closed when the process has exited
+	done   bool
 }
 
 func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
@@ -137,7 +142,8 @@ func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &operatorProc{cmd: cmd, log: logf}
+	p := &operatorProc{cmd: cmd, log: logf, exited: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(p.kill) // a failing test leaves no operator running
 	return p
 }
@@ -148,7 +154,7 @@ func (p *operatorProc) kill() {
 	}
 	p.done = true
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	_ = p.cmd.Wait()
+	<-p.exited
 	_ = p.log.Close()
 }
 
