@@ -74,13 +74,11 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 	if apierrors.IsNotFound(err) {
-		forgetAccount(req.Namespace, req.Name)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	recordAccount(out.account)
 	for _, lag := range out.result.Lags {
 		billingLag.Observe(lag.Seconds())
 	}
@@ -438,6 +436,9 @@ func podRef(ns, name string, uid types.UID) *corev1.Pod {
 
 // SetupWithManager watches accounts and the singleuser pods billed to them.
 func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int) error {
+	if err := registerAccountCollector(&AccountCollector{Reader: mgr.GetCache(), Elected: mgr.Elected()}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The account's own charges (status writes) need no second look: its
 		// work is driven by spec changes, its pods, and RequeueAfter. A
