@@ -29,3 +29,12 @@ func mulSat(a, b int64) int64 {
 	}
 	return a * b
 }
+
+// addSatSigned adds two ledger movements of the same sign (two charges, or
+// two credits), saturating their magnitude at hcv1.MaxCredits.
+func addSatSigned(a, b int64) int64 {
+	if a <= 0 && b <= 0 {
+		return -addSat(-a, -b)
+	}
+	return addSat(a, b)
+}

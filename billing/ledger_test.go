@@ -468,3 +468,78 @@ func dedupTopUps(in []hcv1.TopUp) []hcv1.TopUp {
 	}
 	return out
 }
+
+func TestAppendMerged(t *testing.T) {
+	type move struct {
+		kind    hcv1.LedgerEntryKind
+		amount  int64
+		subject string
+		count   int64
+	}
+	charge := func(pod string, amount, periods int64) move { return move{hcv1.LedgerCharge, -amount, pod, periods} }
+	grant := func(amount, n int64) move { return move{hcv1.LedgerGrant, amount, "", n} }
+	cases := map[string]struct {
+		moves []move
+		want  []string // kind amount subject count
+	}{
+		"charges of one server in a row are one line": {
+			moves: []move{charge("a", 10, 1), charge("a", 10, 1), charge("a", 20, 2)},
+			want:  []string{"Charge -40 a ×4"},
+		},
+		"another server's charge starts a new line": {
+			moves: []move{charge("a", 10, 1), charge("b", 10, 1), charge("a", 10, 1)},
+			want:  []string{"Charge -10 a ×0", "Charge -10 b ×0", "Charge -10 a ×0"},
+		},
+		"grants in a row merge; a charge in between separates them": {
+			moves: []move{grant(5, 1), grant(5, 1), charge("a", 10, 1), grant(5, 1)},
+			want:  []string{"Grant +10  ×2", "Charge -10 a ×0", "Grant +5  ×0"},
+		},
+		"a multi-period first charge records its count": {
+			moves: []move{charge("a", 30, 3)},
+			want:  []string{"Charge -30 a ×3"},
+		},
+		"merged amounts saturate instead of wrapping": {
+			moves: []move{charge("a", maxCredits, 1), charge("a", maxCredits, 1)},
+			want:  []string{fmt.Sprintf("Charge -%d a ×2", maxCredits)},
+		},
+		"the ledger keeps the newest LedgerLength entries": {
+			moves: func() []move {
+				var m []move
+				for i := range LedgerLength + 3 {
+					m = append(m, charge(fmt.Sprint(i), 1, 1))
+				}
+				return m
+			}(),
+			want: func() []string {
+				var w []string
+				for i := 3; i < LedgerLength+3; i++ {
+					w = append(w, fmt.Sprintf("Charge -1 %d ×0", i))
+				}
+				return w
+			}(),
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := makeAccount("alice").obj()
+			for i, m := range tc.moves {
+				appendMerged(a, at(time.Duration(i)*time.Minute), m.kind, m.amount, m.subject, m.count, func(n, total int64) string {
+					return fmt.Sprintf("%d of %d", n, total)
+				})
+			}
+			var got []string
+			for _, e := range a.Status.Ledger {
+				got = append(got, fmt.Sprintf("%s %+d %s ×%d", e.Kind, e.Amount, e.Subject, e.Count))
+				if want := fmt.Sprintf("%d of %d", max(e.Count, 1), e.Amount); e.Message != want {
+					t.Errorf("message %q, want %q (rendered from the merged count and amount)", e.Message, want)
+				}
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("ledger (-want +got):\n%s", d)
+			}
+			if n := len(a.Status.Ledger); n > 0 && !a.Status.Ledger[n-1].Time.Time.Equal(at(time.Duration(len(tc.moves)-1)*time.Minute)) {
+				t.Errorf("the newest entry has time %v, want the time of the last movement", a.Status.Ledger[n-1].Time)
+			}
+		})
+	}
+}

@@ -464,7 +464,9 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 		p.Status.Balance -= delta
 		if delta > 0 {
 			p.Status.TotalCharged = addSat(p.Status.TotalCharged, delta)
-			appendLedger(p, now, hcv1.LedgerCharge, -delta, e.Pod, fmt.Sprintf("share of %s for %s", e.Pod, e.Wallet))
+			appendMerged(p, now, hcv1.LedgerCharge, -delta, e.Pod, k, func(n, _ int64) string {
+				return fmt.Sprintf("share of %d period(s) of %s for %s", n, e.Pod, e.Wallet)
+			})
 		} else if delta < 0 {
 			p.Status.TotalCharged -= min(-delta, p.Status.TotalCharged)
 			appendLedger(p, now, hcv1.LedgerRefund, -delta, e.Pod, fmt.Sprintf("unconfirmed share of %s returned", e.Pod))
@@ -473,8 +475,9 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 	a.Status.Balance -= walletShare
 	if walletShare > 0 {
 		a.Status.TotalCharged = addSat(a.Status.TotalCharged, walletShare)
-		appendLedger(a, now, hcv1.LedgerCharge, -walletShare, e.Pod,
-			fmt.Sprintf("%d period(s) of %s", k, e.Pod))
+		appendMerged(a, now, hcv1.LedgerCharge, -walletShare, e.Pod, k, func(n, _ int64) string {
+			return fmt.Sprintf("%d period(s) of %s", n, e.Pod)
+		})
 	}
 	e.PeriodsPaid += k
 	e.Paid = addSat(e.Paid, walletShare)

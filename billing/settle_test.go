@@ -909,15 +909,17 @@ func TestSettleLedger(t *testing.T) {
 	entry := func(d time.Duration, kind hcv1.LedgerEntryKind, amount, balance int64, msg string) hcv1.LedgerEntry {
 		return hcv1.LedgerEntry{Time: metav1.NewTime(at(d)), Kind: kind, Amount: amount, Balance: balance, Subject: "jupyter-alice", Message: msg}
 	}
+	// The two charges of the same server, one after the other, are one line.
+	merged := entry(26*time.Minute, hcv1.LedgerCharge, -16, 74, "2 period(s) of jupyter-alice")
+	merged.Count = 2
 	wantWallet := []hcv1.LedgerEntry{
-		entry(tenMin, hcv1.LedgerCharge, -6, 84, "1 period(s) of jupyter-alice"),
-		entry(26*time.Minute, hcv1.LedgerCharge, -10, 74, "1 period(s) of jupyter-alice"),
+		merged,
 		entry(26*time.Minute, hcv1.LedgerSettle, 0, 74, "server jupyter-alice ended after 3 period(s), 30 credits"),
 	}
 	if d := cmp.Diff(wantWallet, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("wallet ledger mismatch (-want +got):\n%s", d)
 	}
-	wantPool := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerCharge, -4, 0, "share of jupyter-alice for alice")}
+	wantPool := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerCharge, -4, 0, "share of 1 period(s) of jupyter-alice for alice")}
 	if d := cmp.Diff(wantPool, p.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("pool ledger mismatch (-want +got):\n%s", d)
 	}
@@ -1177,12 +1179,12 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 40, Conditions: healthy},
 		},
 		"(c) periods charged after the end come back once, though the wallet's write was lost": {
-			wallet:  pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
-			pool:    pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
-			pods:    map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
-			crashAt: at(31 * time.Minute),
-			crashes: 2,
-			rerunAt: at(31*time.Minute + time.Second),
+			wallet:     pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
+			pool:       pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
+			crashAt:    at(31 * time.Minute),
+			crashes:    2,
+			rerunAt:    at(31*time.Minute + time.Second),
 			wantWallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy},
 			wantPool:   accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy},
 		},

@@ -157,6 +157,12 @@ type LedgerEntry struct {
 	// message is a short human-readable explanation.
 	// +optional
 	Message string `json:"message,omitempty"`
+	// count is how many movements in a row this entry sums, when more than
+	// one: the billing periods of one server charged one after the other,
+	// or consecutive grants. A long session keeps one line in the ledger
+	// instead of filling it period by period.
+	// +optional
+	Count int64 `json:"count,omitempty"`
 }
 
 // ServerCharge is the ledger of one user server billed to this account,
@@ -265,7 +271,9 @@ type CreditAccountStatus struct {
 	// +optional
 	TotalToppedUp int64 `json:"totalToppedUp"`
 
-	// ledger holds the most recent movements, newest last (bounded).
+	// ledger holds the most recent movements, newest last (at most 10;
+	// consecutive charges of one server and consecutive grants are merged
+	// into one entry). Events on the account and its pods tell the rest.
 	// +optional
 	Ledger []LedgerEntry `json:"ledger,omitempty"`
 
