@@ -78,6 +78,7 @@ type config struct {
 	lateLimit    time.Duration
 	profileFor   time.Duration
 	moreWorkers  int
+	writes       int
 	catchupOnly  bool
 	catchupLimit time.Duration
 }
@@ -85,11 +86,12 @@ type config struct {
 func parseConfig(args []string) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&c.scenarios, "scenario", "all", "Scenarios to run: all, or a comma-separated list of admission, contention, handler, billing.")
+	fs.StringVar(&c.scenarios, "scenario", "all", "Scenarios to run: all, or a comma-separated list of writecost, admission, contention, handler, billing.")
 	fs.BoolVar(&c.quick, "quick", false, "Small sizes for a quick run (flags set explicitly still win).")
 	fs.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write (relative to the repository root); '' writes none.")
 	fs.StringVar(&c.profile, "profile", "auto", "CPU profile of the billing controllers: auto (when a billing target is missed), always, never.")
 	fs.StringVar(&c.logLevel, "log-level", "error", "Log level of the in-process webhook manager.")
+	fs.IntVar(&c.writes, "writes", 500, "writecost: sequential writes of each kind per round (two measured rounds).")
 	fs.IntVar(&c.pods, "pods", 2000, "admission: pod creates per variant (three variants).")
 	fs.IntVar(&c.workers, "workers", 8, "admission: concurrent clients.")
 	fs.IntVar(&c.race, "race", 200, "contention: concurrent spawns against one account.")
@@ -119,6 +121,7 @@ func parseConfig(args []string) (*config, error) {
 	if c.quick {
 		quick := map[string]func(){
 			"pods":       func() { c.pods = 300 },
+			"writes":     func() { c.writes = 100 },
 			"spread":     func() { c.spread = 200 },
 			"servers":    func() { c.servers = 200 },
 			"interval":   func() { c.interval = 20 * time.Second },
@@ -136,11 +139,11 @@ func parseConfig(args []string) (*config, error) {
 		}
 	}
 	if c.scenarios == "all" {
-		c.scenarios = "admission,contention,handler,billing"
+		c.scenarios = "writecost,admission,contention,handler,billing"
 	}
 	for _, s := range strings.Split(c.scenarios, ",") {
 		switch s {
-		case "admission", "contention", "handler", "billing":
+		case "writecost", "admission", "contention", "handler", "billing":
 		default:
 			return nil, fmt.Errorf("unknown scenario %q", s)
 		}
@@ -255,7 +258,7 @@ func run(ctx context.Context, c *config) error {
 			b.rep.fail("handler", err)
 		}
 	}
-	if c.has("admission") || c.has("contention") || c.has("billing") {
+	if c.has("admission") || c.has("contention") || c.has("billing") || c.has("writecost") {
 		if err := b.startControlPlane(ctx); err != nil {
 			if b.stopWebhook != nil {
 				b.stopWebhook()
@@ -274,6 +277,7 @@ func run(ctx context.Context, c *config) error {
 			name string
 			fn   func(context.Context) error
 		}{
+			{"writecost", b.writeCost},
 			{"admission", b.admission},
 			{"contention", b.contention},
 			{"billing", b.billing},
