@@ -35,6 +35,39 @@ func Refresh(a *hcv1.CreditAccount, now time.Time) bool {
 	return opened || granted || toppedUp
 }
 
+// RefreshForAdmission is Refresh for the webhook. It opens the ledger and
+// applies top-ups as Refresh does, but applies the grants that fell due only
+// when no charge is outstanding on the account. While a boundary of a
+// running server is unpaid (the operator is down or behind), the operator's
+// catch-up must interleave those grants with the charges in time order:
+// applied all at once now, on a wallet at its cap, they would be capped
+// away, and the charges then taken from what is left. A spawn in that
+// window sees the balance without the pending grants (never more than the
+// account will have).
+func RefreshForAdmission(a *hcv1.CreditAccount, now time.Time) bool {
+	if !ChargesOutstanding(a, now) {
+		return Refresh(a, now)
+	}
+	opened := open(a, now)
+	toppedUp := applyTopUps(a, now) > 0
+	return opened || toppedUp
+}
+
+// ChargesOutstanding reports whether a server billed to (or co-funded by)
+// the account has a boundary at or before now that is not paid yet.
+func ChargesOutstanding(a *hcv1.CreditAccount, now time.Time) bool {
+	for i := range a.Status.Servers {
+		e := &a.Status.Servers[i]
+		if e.StartedAt == nil || e.StopRequestedAt != nil || e.EndedAt != nil || e.BillingValue == 0 {
+			continue
+		}
+		if !now.Before(Boundary(e.StartedAt.Time, e.PeriodsPaid, e.BillingInterval.Duration)) {
+			return true
+		}
+	}
+	return false
+}
+
 func open(a *hcv1.CreditAccount, now time.Time) bool {
 	if a.Status.OpenedAt != nil {
 		return false

@@ -543,3 +543,64 @@ func TestAppendMerged(t *testing.T) {
 		})
 	}
 }
+
+// TestRefreshForAdmissionLeavesOutageGrantsToTheCatchUp: the operator was
+// down for an hour while alice's server ran on a wallet at its cap; a spawn
+// (the webhook) looks at the wallet before the operator comes back. The
+// grants of that hour must be interleaved with the charges by the catch-up:
+// applied at once by the webhook they would be capped away.
+func TestRefreshForAdmissionLeavesOutageGrantsToTheCatchUp(t *testing.T) {
+	outage := func() *hcv1.CreditAccount {
+		return makeAccount("alice").withUsers("alice").withCap(100).withBalance(90).withGrant(10, tenMin).
+			withServers(makeServer("r1").uid("u1").started(0).paidThrough(tenMin).obj()).obj()
+	}
+	pods := podsByID(map[string]PodObservation{"r1": running("u1", 0)})
+	settleAfter := func(refresh func(*hcv1.CreditAccount, time.Time) bool) int64 {
+		a := outage()
+		refresh(a, at(time.Hour)) // the webhook, during the outage
+		Settle(a, nil, pods, nil, at(time.Hour+time.Minute), testOptions)
+		return a.Status.Balance
+	}
+	untouched := outage()
+	Settle(untouched, nil, pods, nil, at(time.Hour+time.Minute), testOptions)
+	// Every 10 minutes a grant (back to the cap) and a charge: 90 at the end.
+	if got := untouched.Status.Balance; got != 90 {
+		t.Fatalf("catch-up alone leaves %d, want 90", got)
+	}
+	if got := settleAfter(RefreshForAdmission); got != 90 {
+		t.Errorf("after the webhook's RefreshForAdmission the catch-up leaves %d, want 90 (as without the webhook)", got)
+	}
+	// What Refresh would do instead: all six grants capped away at once.
+	if got := settleAfter(Refresh); got != 40 {
+		t.Errorf("after Refresh the catch-up leaves %d; this test expects the loss it guards against (40)", got)
+	}
+	// Once nothing is outstanding, RefreshForAdmission grants as Refresh does.
+	idle := makeAccount("alice").withUsers("alice").withCap(100).withBalance(50).withGrant(10, tenMin).obj()
+	if !RefreshForAdmission(idle, at(30*time.Minute)) || idle.Status.Balance != 80 {
+		t.Errorf("an account with nothing outstanding: balance %d after RefreshForAdmission, want 80", idle.Status.Balance)
+	}
+}
+
+func TestChargesOutstanding(t *testing.T) {
+	cases := map[string]struct {
+		server hcv1.ServerCharge
+		now    time.Duration
+		want   bool
+	}{
+		"paid through the next boundary":      {makeServer("r1").started(0).obj(), 9 * time.Minute, false},
+		"a boundary reached, not paid":        {makeServer("r1").started(0).obj(), tenMin, true},
+		"pending pod (not started)":           {makeServer("r1").obj(), time.Hour, false},
+		"stop requested: nothing more to pay": {makeServer("r1").started(0).stopRequested(tenMin).obj(), time.Hour, false},
+		"ended":                               {makeServer("r1").started(0).endedAt(tenMin).obj(), time.Hour, false},
+		"free":                                {makeServer("r1").started(0).price(0, tenMin).obj(), time.Hour, false},
+		"adopted, first period unpaid":        {makeServer("pod-u9").started(0).paid(0, 0).obj(), 0, true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := makeAccount("alice").withServers(tc.server).obj()
+			if got := ChargesOutstanding(a, at(tc.now)); got != tc.want {
+				t.Errorf("ChargesOutstanding = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

@@ -307,12 +307,12 @@ func WalletName(user string) string {
 // dry-run requests, which must change nothing).
 func affordable(d *decision, now time.Time) error {
 	w := d.wallet.DeepCopy()
-	billing.Refresh(w, now)
+	billing.RefreshForAdmission(w, now)
 	have := w.Status.Balance
 	var p *hcv1.CreditAccount
 	if d.project != nil {
 		p = d.project.DeepCopy()
-		billing.Refresh(p, now)
+		billing.RefreshForAdmission(p, now)
 		have += p.Status.Balance
 	}
 	if have < d.price.Value {

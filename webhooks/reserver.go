@@ -127,7 +127,7 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 		}
 		work := cur.DeepCopy()
 		now := r.Clock.Now()
-		billing.Refresh(work, now)
+		billing.RefreshForAdmission(work, now)
 		errs := make([]error, len(ops))
 		applied := 0
 		for i, op := range ops {
