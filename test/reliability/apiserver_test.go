@@ -24,8 +24,7 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 	ns := "apirestart"
 	srv := setup(t, ns, accounts, servers)
-	le := []string{"--leader-elect", "--leader-election-namespace", ns,
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"}
+	le := leaderElection(ns)
 
 	// The supervisor restarts the operator whenever it exits.
 	var (

@@ -348,8 +348,7 @@ func TestLeaderKilledRepeatedly(t *testing.T) {
 	}
 	ns := "leader"
 	srv := setup(t, ns, accounts, servers)
-	le := []string{"--leader-elect", "--leader-election-namespace", ns,
-		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"}
+	le := leaderElection(ns)
 	procs := []*operatorProc{startOperator(t, ns, le...), startOperator(t, ns, le...)}
 	killed := 0
 	for range rounds {
@@ -366,6 +365,13 @@ func TestLeaderKilledRepeatedly(t *testing.T) {
 		p.kill()
 	}
 	t.Logf("%d servers, %d leaders killed, ledgers exact", servers, killed)
+}
+
+// leaderElection are the operator's flags for leader election with a short
+// lease (4 s), so failovers fit in a test.
+func leaderElection(ns string) []string {
+	return []string{"--leader-elect", "--leader-election-namespace", ns,
+		"--leader-elect-lease-duration=4s", "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms"}
 }
 
 // waitLeader returns the index of the process that holds the lease, from
