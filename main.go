@@ -8,12 +8,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/KimMachineGun/automemlimit/memlimit"
+	"github.com/go-logr/logr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -184,6 +187,10 @@ func main() {
 		os.Exit(2)
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
+	// In a container with a memory limit, the garbage collector keeps the
+	// heap under 90 % of it (GOMEMLIMIT) rather than let the pod be killed;
+	// GOMEMLIMIT or AUTOMEMLIMIT in the environment take precedence.
+	_, _ = memlimit.Set(memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
 	if err := run(ctrl.SetupSignalHandler(), f, dev); err != nil {
 		fmt.Fprintln(os.Stderr, "hubcredits:", err)
 		os.Exit(1)

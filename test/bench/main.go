@@ -79,6 +79,8 @@ type config struct {
 	profileFor   time.Duration
 	moreWorkers  int
 	writes       int
+	memLimit     string
+	opEnv        []string
 	catchupOnly  bool
 	catchupLimit time.Duration
 }
@@ -109,7 +111,8 @@ func parseConfig(args []string) (*config, error) {
 	fs.IntVar(&c.createWorker, "create-workers", 32, "billing: concurrency of the setup creates.")
 	fs.IntVar(&c.opWorkers, "operator-workers", 0, "billing: --workers of the operator (0: its default).")
 	fs.DurationVar(&c.lateLimit, "late-limit", 60*time.Second, "billing: how long after a window to wait for its last charges.")
-	fs.IntVar(&c.moreWorkers, "more-workers", 16, "billing: a third window with the operator restarted with --workers=N (0: none).")
+	fs.IntVar(&c.moreWorkers, "more-workers", 0, "billing: a further window with the operator restarted with --workers=N (0: none).")
+	fs.StringVar(&c.memLimit, "memory-limit", "180MiB", "billing: a third window with the operator restarted with GOMEMLIMIT=this (what it sets itself in a container with a 200Mi memory limit); '' for none.")
 	fs.DurationVar(&c.catchupLimit, "catchup-limit", 5*time.Minute, "billing: give up waiting for the catch-up after this long (the target is 60 s).")
 	fs.BoolVar(&c.catchupOnly, "catchup-only", false, "billing: stop after the catch-up (no windows, no unrelated pods).")
 	fs.DurationVar(&c.profileFor, "profile-for", 0, "billing: length of the profiled run (0: two intervals).")

@@ -59,7 +59,7 @@ func (b *bench) startOperator(ctx context.Context, bin string, pre []string, ns,
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+b.kubeconfig)
+	cmd.Env = append(append(os.Environ(), "KUBECONFIG="+b.kubeconfig), b.cfg.opEnv...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	p := &proc{cmd: cmd, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan error, 1)}
