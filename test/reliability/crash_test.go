@@ -36,8 +36,10 @@ import (
 )
 
 var (
-	env        *localcp.Env
-	k8s        client.Client
+	env *localcp.Env
+	// webhookCache is the in-process webhook's informer cache.
+	webhookCache client.Reader
+	k8s          client.Client
 	kubeconfig string
 	managerBin string
 )
@@ -113,6 +115,7 @@ func run(m *testing.M) int {
 	}
 	go func() { _ = mgr.Start(ctx) }()
 	mgr.GetCache().WaitForCacheSync(ctx)
+	webhookCache = mgr.GetCache()
 	return m.Run()
 }
 
@@ -128,7 +131,11 @@ type operatorProc struct {
 
 func startOperator(t *testing.T, ns string, extra ...string) *operatorProc {
 	t.Helper()
-	logf, err := os.OpenFile(filepath.Join(t.TempDir(), fmt.Sprintf("operator-%d.log", time.Now().UnixNano())), os.O_CREATE|os.O_WRONLY, 0o600)
+	dir := os.Getenv("HUBCREDITS_KEEP_LOGS") // keep the operators' logs there
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("operator-%s-%d.log", ns, time.Now().UnixNano())), os.O_CREATE|os.O_WRONLY, 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,6 +198,24 @@ func setup(t *testing.T, ns string, accounts, n int) []*server {
 			t.Fatal(err)
 		}
 	}
+	// The webhook prices from its informer cache, which can lag (after an
+	// API server restart, by as long as client-go's watch backoff): wait
+	// until it shows the policies, so every server gets its tier's price.
+	waitFrom := time.Now()
+	deadline := waitFrom.Add(90 * time.Second)
+	for {
+		var pols hcv1.BillingPolicyList
+		if err := webhookCache.List(ctx, &pols, client.InNamespace(ns)); err == nil && len(pols.Items) == 3 {
+			if d := time.Since(waitFrom); d > time.Second {
+				t.Logf("the webhook's cache showed the new policies after %v", d.Round(100*time.Millisecond))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the webhook's cache does not show the BillingPolicies after 90s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	servers := make([]*server, 0, n)
 	for i := range n {
 		user := fmt.Sprintf("user-%d", i%accounts)
@@ -204,6 +229,9 @@ func setup(t *testing.T, ns string, accounts, n int) []*server {
 		}
 		if err := k8s.Create(ctx, p); err != nil {
 			t.Fatal(err)
+		}
+		if got, want := p.Annotations[hcv1.AnnotationBillingValue], fmt.Sprint(tier*5); got != want {
+			t.Fatalf("pod %s was priced %q by the webhook, want %s (its tier's policy)", p.Name, got, want)
 		}
 		start := time.Now().Truncate(time.Second)
 		st := metav1.NewTime(start)
@@ -263,6 +291,7 @@ func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		got := map[string]int64{}
+		ledgers := map[string][]hcv1.LedgerEntry{}
 		settled := true
 		for name := range want {
 			a := &hcv1.CreditAccount{}
@@ -270,6 +299,7 @@ func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
 				t.Fatal(err)
 			}
 			got[name] = a.Status.Balance
+			ledgers[name] = a.Status.Ledger
 			if len(a.Status.Servers) != 0 {
 				settled = false
 			}
@@ -297,6 +327,18 @@ func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
 					mark = "  <-- off by " + fmt.Sprint(got[n]-want[n])
 				}
 				fmt.Fprintf(&b, "%-10s %12d %12d%s\n", n, want[n], got[n], mark)
+			}
+			for _, n := range names {
+				if got[n] == want[n] {
+					continue
+				}
+				fmt.Fprintf(&b, "\nledger of %s (newest last):\n", n)
+				for _, e := range ledgers[n] {
+					fmt.Fprintf(&b, "  %s %-8s %+8d -> %8d  %s\n", e.Time.Format("15:04:05"), e.Kind, e.Amount, e.Balance, e.Message)
+				}
+			}
+			if dir := os.Getenv("HUBCREDITS_KEEP_LOGS"); dir != "" {
+				fmt.Fprintf(&b, "\noperator logs kept in %s\n", dir)
 			}
 			t.Fatal(b.String())
 		}
