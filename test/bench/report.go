@@ -197,7 +197,7 @@ const method = `- **Control plane**: kube-apiserver and etcd from ` + "`bin/k8s`
   before its start is charged (watched on the accounts' status). Then two windows of
   -intervals intervals each: before and after adding the unrelated pods (no singleuser
   label, same namespace, so only the label selector keeps them out of the cache), and a
-  third with the operator restarted with `GOMEMLIMIT=180MiB` (-memory-limit): in a
+  third with the operator restarted with GOMEMLIMIT=180MiB (-memory-limit): in a
   container the operator sets GOMEMLIMIT itself to 90 % of the memory limit
   (automemlimit), so this is the operator in a container limited to 200Mi
   (-more-workers adds a window with another --workers, for comparison). The harness' webhook manager is stopped once the servers run, so the
