@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -61,7 +62,15 @@ type PodAdmitter struct {
 	// Shadow counts without ever denying: a spawn the accounts cannot pay is
 	// admitted unreserved.
 	Shadow bool
+
+	// noPolicies remembers when a live list found no policies in a namespace.
+	mu         sync.Mutex
+	noPolicies map[string]time.Time
 }
+
+// livePolicyTTL is how long a live list that found no policies in a
+// namespace is trusted before the next spawn there asks again.
+const livePolicyTTL = 30 * time.Second
 
 var _ admission.Handler = (*PodAdmitter)(nil)
 
@@ -157,13 +166,48 @@ func (h *PodAdmitter) fail(err error) (admission.Response, string, string) {
 	return admission.Errored(http.StatusInternalServerError, errors.New("hubcredits could not reserve credits: "+err.Error())), "error", "Internal"
 }
 
-// decide prices the pod and finds who pays.
-func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod, dryRun bool) (*decision, error) {
+// policies returns the namespace's BillingPolicies from the informer cache.
+// When the cache shows none there, it asks the API server (at most once per
+// livePolicyTTL while the answer is still none): after an API server
+// restart an informer can lag by tens of seconds, and a namespace's first
+// policies must not be missed for the default price. ResourceQuota
+// admission looks up quotas its informer does not show yet the same way.
+func (h *PodAdmitter) policies(ctx context.Context, ns string) ([]hcv1.BillingPolicy, error) {
 	var pols hcv1.BillingPolicyList
 	if err := h.Reader.List(ctx, &pols, client.InNamespace(ns), client.UnsafeDisableDeepCopy); err != nil {
 		return nil, err
 	}
-	price, err := billing.ResolvePrice(h.Policies.Sorted(pols.Items), pod, h.Defaults)
+	if len(pols.Items) > 0 || h.Reserver == nil || h.Reserver.APIReader == nil {
+		return pols.Items, nil
+	}
+	now := h.Clock.Now()
+	h.mu.Lock()
+	checked, ok := h.noPolicies[ns]
+	h.mu.Unlock()
+	if ok && now.Sub(checked) < livePolicyTTL {
+		return nil, nil
+	}
+	if err := h.Reserver.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
+		return nil, err
+	}
+	if len(pols.Items) == 0 {
+		h.mu.Lock()
+		if h.noPolicies == nil || len(h.noPolicies) > 10000 {
+			h.noPolicies = map[string]time.Time{}
+		}
+		h.noPolicies[ns] = now
+		h.mu.Unlock()
+	}
+	return pols.Items, nil
+}
+
+// decide prices the pod and finds who pays.
+func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod, dryRun bool) (*decision, error) {
+	pols, err := h.policies(ctx, ns)
+	if err != nil {
+		return nil, err
+	}
+	price, err := billing.ResolvePrice(h.Policies.Sorted(pols), pod, h.Defaults)
 	if err != nil {
 		// The evaluation error may quote the pod (and so the user's token):
 		// the user is told which policy failed, never its error text.

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -897,4 +898,65 @@ func TestPodAdmitterOverwritesPinnedAnnotations(t *testing.T) {
 	if d := cmpDiff(pins("alice", "10", "10m0s", ""), pinned(applyPatch(t, req, resp))); d != "" {
 		t.Errorf("pinned annotations (-want +got):\n%s", d)
 	}
+}
+
+// After an API server restart the informer cache can lag: a namespace whose
+// policies the cache does not show yet is listed live, and a live "none" is
+// trusted for livePolicyTTL.
+func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
+	var liveLists atomic.Int32
+	countLists := &interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*hcv1.BillingPolicyList); ok {
+			liveLists.Add(1)
+		}
+		return c.List(ctx, list, opts...)
+	}}
+
+	t.Run("the cache lags: the live policy prices the pod", func(t *testing.T) {
+		api := newAPI(countLists, makeAccount("alice", "alice").obj(), makePolicy("gpu").value(25).obj())
+		staleCache := newAPI(nil, makeAccount("alice", "alice").obj())
+		env := newWebhookEnvWith(staleCache, api, api)
+		req := makeRequest(t, makePod("alice").obj()).obj()
+
+		resp := env.h.Handle(context.Background(), req)
+
+		if !resp.Allowed {
+			t.Fatalf("denied: %s", message(resp))
+		}
+		if got := pinned(applyPatch(t, req, resp))[hcv1.AnnotationBillingValue]; got != "25" {
+			t.Errorf("pinned price %q, want 25 (the policy the cache had not seen)", got)
+		}
+	})
+
+	t.Run("no policies at all: the default price, and one live list per TTL", func(t *testing.T) {
+		liveLists.Store(0)
+		api := newAPI(countLists, makeAccount("alice", "alice").obj())
+		env := newWebhookEnvWith(api, api, api)
+		spawn := func(server string) string {
+			req := makeRequest(t, makePod("alice").server(server).obj()).obj()
+			resp := env.h.Handle(context.Background(), req)
+			if !resp.Allowed {
+				t.Fatalf("denied: %s", message(resp))
+			}
+			return pinned(applyPatch(t, req, resp))[hcv1.AnnotationBillingValue]
+		}
+		lists := func() int32 { return liveLists.Load() } // the cache and the API are one fake here: both count
+
+		if got := spawn("a"); got != "10" {
+			t.Errorf("pinned price %q, want the default 10", got)
+		}
+		afterFirst := lists()
+		spawn("b")
+		env.clock.Step(livePolicyTTL - time.Second)
+		spawn("c")
+		if got := lists() - afterFirst; got != 2 {
+			t.Errorf("%d policy lists for two more spawns within the TTL, want 2 (the cache only)", got)
+		}
+		env.clock.Step(2 * time.Second)
+		before := lists()
+		spawn("d")
+		if got := lists() - before; got != 2 {
+			t.Errorf("%d policy lists after the TTL, want 2 (the cache, then live again)", got)
+		}
+	})
 }

@@ -40,8 +40,8 @@ var (
 	// webhookCache is the in-process webhook's informer cache.
 	webhookCache client.Reader
 	k8s          client.Client
-	kubeconfig string
-	managerBin string
+	kubeconfig   string
+	managerBin   string
 )
 
 const period = 2 * time.Second
