@@ -125,6 +125,7 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
 	addedBefore := a.Status.TotalGranted + a.Status.TotalToppedUp
+	completeRefunds(a, projects, now, &res)
 	catchUp(a, projects, pods, now, &res)
 	if Refresh(a, now) {
 		res.WalletChanged = true
@@ -495,6 +496,28 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 		}
 	}
 	return true
+}
+
+// completeRefunds finishes the refunds of periods charged after a server's
+// end whose pool write committed while the wallet's was lost: the pool's
+// entry then shows fewer periods than the wallet's (in every other case the
+// pool, written first, is level with the wallet or ahead of it). Done before
+// anything else, so no charge syncs the pool's entry back up.
+func completeRefunds(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, now time.Time, res *Result) {
+	for i := range a.Status.Servers {
+		e := &a.Status.Servers[i]
+		p := projects[e.Project]
+		if e.Wallet != a.Name || e.Project == "" || p == nil || e.EndedAt != nil {
+			continue
+		}
+		j := FindServer(p, e.ID)
+		if j < 0 || p.Status.Servers[j].PeriodsPaid >= e.PeriodsPaid {
+			continue
+		}
+		refundAfterEnd(a, p, e, &p.Status.Servers[j], p.Status.Servers[j].PeriodsPaid, now)
+		res.WalletChanged = true
+		res.ChangedProjects[p.Name] = true
+	}
 }
 
 // refundAfterEnd returns the periods from owed on, which were charged after

@@ -1178,6 +1178,16 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantPool:   accountView{Balance: 40, Conditions: healthy},
 		},
+		"(c) the pod is gone when the rerun comes: the refund the pool holds is completed, not undone": {
+			wallet:     pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
+			pool:       pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			pods:       map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
+			rerunPods:  map[string]PodObservation{},
+			crashAt:    at(31 * time.Minute),
+			rerunAt:    at(31*time.Minute + time.Second),
+			wantWallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy},
+			wantPool:   accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy},
+		},
 		"(c) periods charged after the end come back once, though the wallet's write was lost": {
 			wallet:     pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
 			pool:       pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
