@@ -16,6 +16,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 type policyBuilder struct{ p *hcv1.BillingPolicy }
@@ -114,7 +115,7 @@ func TestPolicyStatus(t *testing.T) {
 
 			got := conditions(p)
 			if tc.wantAcceptedMsg == nil {
-				if d := cmpDiff(accepted, got[hcv1.ConditionAccepted]); d != "" {
+				if d := testutil.Diff(accepted, got[hcv1.ConditionAccepted]); d != "" {
 					t.Errorf("Accepted (-want +got):\n%s", d)
 				}
 			} else {
@@ -130,7 +131,7 @@ func TestPolicyStatus(t *testing.T) {
 			}
 			tied := got[hcv1.ConditionTied]
 			tied.Message = sortTiedNames(tied.Message)
-			if d := cmpDiff(tc.wantTied, tied); d != "" {
+			if d := testutil.Diff(tc.wantTied, tied); d != "" {
 				t.Errorf("Tied (-want +got):\n%s", d)
 			}
 			if p.Status.ObservedGeneration != 3 {
@@ -206,7 +207,7 @@ func TestBillingPolicyReconcile(t *testing.T) {
 		"b-large": {hcv1.ConditionAccepted: metav1.ConditionTrue, hcv1.ConditionTied: metav1.ConditionTrue},
 		"typo":    {hcv1.ConditionAccepted: metav1.ConditionFalse, hcv1.ConditionTied: metav1.ConditionFalse},
 	}
-	if d := cmpDiff(want, got); d != "" {
+	if d := testutil.Diff(want, got); d != "" {
 		t.Errorf("conditions (-want +got):\n%s", d)
 	}
 }

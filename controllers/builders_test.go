@@ -8,13 +8,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/conversion"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/diff"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -23,6 +18,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/scheme"
 )
 
 // Shared fixtures for the controller unit tests. Every time is fixed: t0 is
@@ -44,37 +40,11 @@ func tp(d time.Duration) *time.Time {
 	return &t
 }
 
-// cmpDiff compares API objects semantically (equality.Semantic, so
-// resource.Quantity and friends compare by value, which cmp.Diff cannot do
-// without options): like cmpopts.EquateEmpty, nil and empty slices and maps
-// are equal; times are compared with time.Time.Equal.
-func cmpDiff(want, got any) string {
-	if semantic.DeepEqual(want, got) {
-		return ""
-	}
-	return diff.Diff(want, got)
-}
-
-var semantic = func() conversion.Equalities {
-	e := equality.Semantic.Copy()
-	if err := e.AddFunc(func(a, b time.Time) bool { return a.Equal(b) }); err != nil {
-		panic(err)
-	}
-	return e
-}()
-
-func testScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = hcv1.AddToScheme(s)
-	return s
-}
-
 // newAPI is a fake API server holding objs, with the status subresources
 // and the pod index the controller lists by. funcs may be nil.
 func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
-		WithScheme(testScheme()).
+		WithScheme(scheme.New()).
 		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{}).
 		WithIndex(&corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts).
 		WithIndex(&corev1.Pod{}, billing.IndexUnbilledPodUser, billing.UnbilledPodUser).

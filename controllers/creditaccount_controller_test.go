@@ -20,6 +20,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 func TestObservePod(t *testing.T) {
@@ -121,7 +122,7 @@ func TestObservePod(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			got := ObservePod(tc.pod)
-			if d := cmpDiff(tc.want, got); d != "" {
+			if d := testutil.Diff(tc.want, got); d != "" {
 				t.Errorf("ObservePod (-want +got):\n%s", d)
 			}
 		})
@@ -235,20 +236,20 @@ func TestCreditAccountReconcileCharges(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := cmpDiff(ctrl.Result{RequeueAfter: tc.wantRequeue}, res); d != "" {
+			if d := testutil.Diff(ctrl.Result{RequeueAfter: tc.wantRequeue}, res); d != "" {
 				t.Errorf("result (-want +got):\n%s", d)
 			}
 			a := getAccount(t, env.api, "alice")
 			if a.Status.Balance != tc.wantBalance {
 				t.Errorf("balance %d, want %d", a.Status.Balance, tc.wantBalance)
 			}
-			if d := cmpDiff(tc.wantPeriods, periods(a)); d != "" {
+			if d := testutil.Diff(tc.wantPeriods, periods(a)); d != "" {
 				t.Errorf("periods paid (-want +got):\n%s", d)
 			}
-			if d := cmpDiff(tc.wantEnded, ended(a)); d != "" {
+			if d := testutil.Diff(tc.wantEnded, ended(a)); d != "" {
 				t.Errorf("entries marked ended (-want +got):\n%s", d)
 			}
-			if d := cmpDiff(tc.wantEvents, env.events()); d != "" {
+			if d := testutil.Diff(tc.wantEvents, env.events()); d != "" {
 				t.Errorf("events (-want +got):\n%s", d)
 			}
 			if c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
@@ -378,7 +379,7 @@ func TestCreditAccountReconcileRetriesConflicts(t *testing.T) {
 			if a.Status.Balance != tc.wantBalance {
 				t.Errorf("balance %d, want %d", a.Status.Balance, tc.wantBalance)
 			}
-			if d := cmpDiff(tc.wantPeriods, periods(a)); d != "" {
+			if d := testutil.Diff(tc.wantPeriods, periods(a)); d != "" {
 				t.Errorf("periods paid (-want +got):\n%s", d)
 			}
 			charges := 0
@@ -461,7 +462,7 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 				t.Fatal(err)
 			}
 			if tc.hub != nil {
-				if d := cmpDiff(tc.wantStops, tc.hub.stops()); d != "" {
+				if d := testutil.Diff(tc.wantStops, tc.hub.stops()); d != "" {
 					t.Errorf("Hub API stops (-want +got):\n%s", d)
 				}
 			}
@@ -469,7 +470,7 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 			if deleted := apierrors.IsNotFound(err); deleted != tc.wantPodDeleted {
 				t.Errorf("pod deleted %v (%v), want %v", deleted, err, tc.wantPodDeleted)
 			}
-			if d := cmpDiff(tc.wantEvents, env.events()); d != "" {
+			if d := testutil.Diff(tc.wantEvents, env.events()); d != "" {
 				t.Errorf("events (-want +got):\n%s", d)
 			}
 			// Nothing is charged for the period that cannot be paid, and the
@@ -510,11 +511,11 @@ func TestCreditAccountReconcileRepeatsAStopThatDidNotTakeEffect(t *testing.T) {
 	if n := len(hub.stops()); n != 2 {
 		t.Errorf("%d stops through the Hub API, want 2 (the first and one repeat after StopRetry)", n)
 	}
-	if d := cmpDiff([]time.Duration{30 * time.Second, 20 * time.Second, 30 * time.Second}, requeues); d != "" {
+	if d := testutil.Diff([]time.Duration{30 * time.Second, 20 * time.Second, 30 * time.Second}, requeues); d != "" {
 		t.Errorf("requeues (-want +got):\n%s", d)
 	}
 	// A repeat tells nobody again.
-	if d := cmpDiff([]string{"Warning CreditsExhausted", "Warning CreditsExhausted"}, env.events()); d != "" {
+	if d := testutil.Diff([]string{"Warning CreditsExhausted", "Warning CreditsExhausted"}, env.events()); d != "" {
 		t.Errorf("events (-want +got):\n%s", d)
 	}
 	if a := getAccount(t, api, "alice"); a.Status.Balance != 5 {
@@ -638,7 +639,7 @@ func TestPodToAccounts(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			if d := cmpDiff(tc.want, podToAccounts(context.Background(), tc.pod)); d != "" {
+			if d := testutil.Diff(tc.want, podToAccounts(context.Background(), tc.pod)); d != "" {
 				t.Errorf("requests (-want +got):\n%s", d)
 			}
 		})
@@ -656,7 +657,7 @@ func TestAccountToRelated(t *testing.T) {
 	api := newAPI(nil, pool, makeAccount("carol", "carol").project("physics").obj())
 	want := []reconcile.Request{aliceKey, {NamespacedName: types.NamespacedName{Namespace: testNS, Name: "bob"}},
 		{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "carol"}}}
-	if d := cmpDiff(want, (&CreditAccountReconciler{Client: api}).accountToRelated(context.Background(), pool)); d != "" {
+	if d := testutil.Diff(want, (&CreditAccountReconciler{Client: api}).accountToRelated(context.Background(), pool)); d != "" {
 		t.Errorf("requests (-want +got):\n%s", d)
 	}
 }
@@ -704,7 +705,7 @@ func TestCreditAccountReconcilePoolShareSurvivesAWalletConflict(t *testing.T) {
 		"physics": {Balance: 0, PeriodsPaid: 2, Paid: 7},
 		"alice":   {Balance: 87, PeriodsPaid: 2, Paid: 13, ProjectPaid: 7},
 	}
-	if d := cmpDiff(want, got); d != "" {
+	if d := testutil.Diff(want, got); d != "" {
 		t.Errorf("accounts (-want +got):\n%s", d)
 	}
 	if n := walletConflicts.Load(); n != 2 {
@@ -749,10 +750,10 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 				t.Fatal(err)
 			}
 			pool, wallet := getAccount(t, api, "physics"), getAccount(t, api, "alice")
-			if d := cmpDiff([]string{"r1"}, ended(pool)); d != "" {
+			if d := testutil.Diff([]string{"r1"}, ended(pool)); d != "" {
 				t.Errorf("after the first pass, the pool's entries marked ended (-want +got):\n%s", d)
 			}
-			if d := cmpDiff([]string{"r1"}, ended(wallet)); d != "" {
+			if d := testutil.Diff([]string{"r1"}, ended(wallet)); d != "" {
 				t.Errorf("after the first pass, the wallet's entries marked ended (-want +got):\n%s", d)
 			}
 			if first.RequeueAfter != time.Second {
@@ -785,7 +786,7 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 				"physics": {Balance: 0, Charges: []int64{-3}},
 				"alice":   {Balance: 87, Charges: []int64{-7}},
 			}
-			if d := cmpDiff(want, got); d != "" {
+			if d := testutil.Diff(want, got); d != "" {
 				t.Errorf("accounts (-want +got):\n%s", d)
 			}
 		})

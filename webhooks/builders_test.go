@@ -11,14 +11,10 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/conversion"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/diff"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -29,6 +25,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
+	"github.com/hubcredits/hubcredits/internal/scheme"
 )
 
 // Shared fixtures for the webhook unit tests. Every time is fixed: t0 is a
@@ -47,39 +44,11 @@ const (
 	reqUID = "0d5a2c6e-req-1"
 )
 
-// cmpDiff compares API objects semantically (equality.Semantic, so
-// resource.Quantity compares by value, which cmp.Diff cannot do without
-// options). It compares with equality.Semantic and prints a unified diff of the JSON
-// (-want +got).
-// Like cmpopts.EquateEmpty, nil and empty slices and maps are equal; times
-// are compared with time.Time.Equal.
-func cmpDiff(want, got any) string {
-	if semantic.DeepEqual(want, got) {
-		return ""
-	}
-	return diff.Diff(want, got)
-}
-
-var semantic = func() conversion.Equalities {
-	e := equality.Semantic.Copy()
-	if err := e.AddFunc(func(a, b time.Time) bool { return a.Equal(b) }); err != nil {
-		panic(err)
-	}
-	return e
-}()
-
-func testScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = hcv1.AddToScheme(s)
-	return s
-}
-
 // newAPI is a fake API server holding objs, with the status subresource and
 // the users index the webhook lists by. funcs may be nil.
 func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
-		WithScheme(testScheme()).
+		WithScheme(scheme.New()).
 		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{}).
 		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers).
 		WithObjects(objs...)
@@ -242,7 +211,7 @@ func newWebhookEnvWith(cache client.Reader, reserverClient client.Client, apiRea
 		h: &PodAdmitter{
 			Reader:   cache,
 			Reserver: &Reserver{Client: reserverClient, APIReader: apiReader, Clock: clk},
-			Decoder:  admission.NewDecoder(testScheme()),
+			Decoder:  admission.NewDecoder(scheme.New()),
 			Clock:    clk,
 			Policies: &billing.PolicyCache{},
 			Defaults: billing.DefaultPrice,

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // reserved is the wallet entry of a server whose wallet paid its first period.
@@ -185,7 +186,7 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 				t.Errorf("message %q, want %q", message(resp), tc.wantMessage)
 			}
 			got := applyPatch(t, req, resp)
-			if d := cmpDiff(tc.wantPinned, pinned(got)); d != "" {
+			if d := testutil.Diff(tc.wantPinned, pinned(got)); d != "" {
 				t.Errorf("pinned annotations (-want +got):\n%s", d)
 			}
 			// KubeSpawner's own annotations survive the patch.
@@ -193,7 +194,7 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 				got.Annotations["hub.jupyter.org/kubespawner-version"] != "7.1.0" {
 				t.Errorf("the patch lost KubeSpawner's annotations: %v", got.Annotations)
 			}
-			if d := cmpDiff(tc.wantHoldings, holdings(t, env.api)); d != "" {
+			if d := testutil.Diff(tc.wantHoldings, holdings(t, env.api)); d != "" {
 				t.Errorf("accounts (-want +got):\n%s", d)
 			}
 		})
@@ -300,7 +301,7 @@ func TestPodAdmitterDenies(t *testing.T) {
 				t.Errorf("a denial carries patches: %v", resp.Patches)
 			}
 			assertNoToken(t, resp)
-			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+			if d := testutil.Diff(before, versions(t, env.api)); d != "" {
 				t.Errorf("a denial wrote to the accounts (-before +after):\n%s", d)
 			}
 		})
@@ -359,7 +360,7 @@ func TestPodAdmitterPassesWhatItDoesNotPrice(t *testing.T) {
 				t.Errorf("patched %v, want the pod untouched", resp.Patches)
 			}
 			assertNoToken(t, resp)
-			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+			if d := testutil.Diff(before, versions(t, env.api)); d != "" {
 				t.Errorf("wrote to the accounts (-before +after):\n%s", d)
 			}
 		})
@@ -427,7 +428,7 @@ func TestPodAdmitterDryRunWritesNothing(t *testing.T) {
 				t.Errorf("denial %q, want %q", message(resp), tc.wantMsg)
 			}
 			assertNoToken(t, resp)
-			if d := cmpDiff(before, versions(t, env.api)); d != "" {
+			if d := testutil.Diff(before, versions(t, env.api)); d != "" {
 				t.Errorf("a dry run wrote to the accounts (-before +after):\n%s", d)
 			}
 		})
@@ -555,7 +556,7 @@ func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
 				t.Fatalf("the wallet was not created: %v", err)
 			}
 			wantSpec := hcv1.CreditAccountSpec{Users: []string{tc.user}, Cap: 50, InitialBalance: ptr.To[int64](30), Grant: tmpl.Grant}
-			if d := cmpDiff(wantSpec, a.Spec); d != "" {
+			if d := testutil.Diff(wantSpec, a.Spec); d != "" {
 				t.Errorf("spec (-want +got):\n%s", d)
 			}
 			if a.Labels["hubcredits.io/auto-created"] != "true" || a.Annotations[hcv1.AnnotationUsername] != tc.user {
@@ -563,7 +564,7 @@ func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
 			}
 			// The new ledger opens at the initial balance and pays the first period.
 			want := holding{Balance: 20, Servers: []entry{reserved("jupyter-x", tc.user, tc.wantName, 10, 10)}}
-			if d := cmpDiff(want, holdings(t, env.api)[tc.wantName]); d != "" {
+			if d := testutil.Diff(want, holdings(t, env.api)[tc.wantName]); d != "" {
 				t.Errorf("wallet (-want +got):\n%s", d)
 			}
 		})
@@ -605,7 +606,7 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 			if !tc.wantAllowed && message(resp) != tc.wantMsg {
 				t.Errorf("denial %q, want %q", message(resp), tc.wantMsg)
 			}
-			if d := cmpDiff(tc.wantHoldings, holdings(t, api)); d != "" {
+			if d := testutil.Diff(tc.wantHoldings, holdings(t, api)); d != "" {
 				t.Errorf("accounts (-want +got):\n%s", d)
 			}
 		})
@@ -669,10 +670,10 @@ func TestPodAdmitterShadowMode(t *testing.T) {
 				t.Fatalf("shadow mode denied: %s", message(resp))
 			}
 			assertNoToken(t, resp)
-			if d := cmpDiff(tc.wantPinned, pinned(applyPatch(t, req, resp))); d != "" {
+			if d := testutil.Diff(tc.wantPinned, pinned(applyPatch(t, req, resp))); d != "" {
 				t.Errorf("pinned annotations (-want +got):\n%s", d)
 			}
-			if d := cmpDiff(tc.wantHoldings, holdings(t, env.api)); d != "" {
+			if d := testutil.Diff(tc.wantHoldings, holdings(t, env.api)); d != "" {
 				t.Errorf("accounts (-want +got):\n%s", d)
 			}
 		})
@@ -715,7 +716,7 @@ func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
 		t.Errorf("denial %q, want it to start with %q", got, want)
 	}
 	want := map[string]holding{"physics": {Balance: 4}, "alice": {Balance: 3}}
-	if d := cmpDiff(want, holdings(t, api)); d != "" {
+	if d := testutil.Diff(want, holdings(t, api)); d != "" {
 		t.Errorf("accounts (-want +got):\n%s", d)
 	}
 	// The pool's ledger shows the share taken and returned.
@@ -727,7 +728,7 @@ func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
 	for _, l := range p.Status.Ledger {
 		moves = append(moves, l.Amount)
 	}
-	if d := cmpDiff([]int64{-4, 4}, moves); d != "" {
+	if d := testutil.Diff([]int64{-4, 4}, moves); d != "" {
 		t.Errorf("pool ledger amounts (-want +got):\n%s", d)
 	}
 	if p.Status.TotalCharged != 4 || p.Status.TotalRefunded != 4 {
@@ -875,7 +876,7 @@ func TestPodAdmitterOverridesPresetAnnotations(t *testing.T) {
 		hcv1.AnnotationBillingInterval: "10m0s",
 		hcv1.AnnotationPolicy:          "free",
 	}
-	if d := cmpDiff(want, pinned(applyPatch(t, req, resp))); d != "" {
+	if d := testutil.Diff(want, pinned(applyPatch(t, req, resp))); d != "" {
 		t.Errorf("pinned annotations (-want +got):\n%s", d)
 	}
 }
@@ -895,7 +896,7 @@ func TestPodAdmitterOverwritesPinnedAnnotations(t *testing.T) {
 	if !resp.Allowed {
 		t.Fatalf("denied: %s", message(resp))
 	}
-	if d := cmpDiff(pins("alice", "10", "10m0s", ""), pinned(applyPatch(t, req, resp))); d != "" {
+	if d := testutil.Diff(pins("alice", "10", "10m0s", ""), pinned(applyPatch(t, req, resp))); d != "" {
 		t.Errorf("pinned annotations (-want +got):\n%s", d)
 	}
 }

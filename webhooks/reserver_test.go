@@ -19,6 +19,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 var poolKey = types.NamespacedName{Namespace: testNS, Name: "pool"}
@@ -253,7 +254,7 @@ func TestReserverWritesABatchOnce(t *testing.T) {
 		}
 	}
 	want := []string{"ok", "ok", "ok", "boom", "ok", "ok", "short", "short", "short"}
-	if d := cmpDiff(want, errs); d != "" {
+	if d := testutil.Diff(want, errs); d != "" {
 		t.Errorf("results in queue order (-want +got):\n%s", d)
 	}
 	if n := w.statusWrites.Load(); n != 1 {

@@ -9,7 +9,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,6 +18,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/hubapi"
+	"github.com/hubcredits/hubcredits/internal/scheme"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -48,12 +48,7 @@ type Options struct {
 }
 
 // Scheme returns a scheme with the core types and hubcredits.io.
-func Scheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	_ = clientgoscheme.AddToScheme(s)
-	_ = hcv1.AddToScheme(s)
-	return s
-}
+func Scheme() *runtime.Scheme { return scheme.New() }
 
 // DefaultSelector is Z2JH's label on user pods.
 func DefaultSelector() labels.Selector {
