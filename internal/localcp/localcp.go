@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -54,12 +55,21 @@ type Env struct {
 // Stop stops the control plane, including an API server started by
 // RestartAPIServer.
 func (e *Env) Stop() error {
-	if e.restarted != nil {
-		_ = e.restarted.Process.Kill()
-		<-e.exited
-		e.restarted = nil
-	}
+	e.killRestarted()
 	return e.Environment.Stop()
+}
+
+// killRestarted kills the API server RestartAPIServer started, if any, and
+// returns its command (nil if there was none).
+func (e *Env) killRestarted() *exec.Cmd {
+	cmd := e.restarted
+	if cmd == nil {
+		return nil
+	}
+	_ = cmd.Process.Kill()
+	<-e.exited
+	e.restarted = nil
+	return cmd
 }
 
 // RestartAPIServer crashes kube-apiserver (SIGKILL: no graceful shutdown,
@@ -110,49 +120,63 @@ func (e *Env) RestartAPIServer(ctx context.Context, down time.Duration) error {
 // killAPIServer kills the running kube-apiserver with SIGKILL, waits until
 // it is gone and returns its command line.
 func (e *Env) killAPIServer() (string, []string, error) {
-	if e.restarted != nil {
-		cmd := e.restarted
-		_ = cmd.Process.Kill()
-		<-e.exited
-		e.restarted = nil
+	if cmd := e.killRestarted(); cmd != nil {
 		return cmd.Path, cmd.Args[1:], nil
 	}
 	// The first one was started by envtest: find it by its certificate
 	// directory, which is unique to this control plane.
 	want := "--cert-dir=" + e.ControlPlane.APIServer.CertDir
+	pid, argv := FindProcess("kube-apiserver", want)
+	if pid == 0 {
+		return "", nil, fmt.Errorf("no kube-apiserver running with %s", want)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return "", nil, fmt.Errorf("killing kube-apiserver: %w", err)
+	}
+	// envtest's goroutine reaps it; wait until the pid is gone.
+	for i := 0; ; i++ {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			break
+		}
+		if i > 300 {
+			return "", nil, fmt.Errorf("kube-apiserver (pid %d) did not exit after SIGKILL", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return argv[0], argv[1:], nil
+}
+
+// FindProcess returns the pid and command line of a running process named
+// name (the base name of its executable) that has every one of args among
+// its arguments, or 0 and nil.
+func FindProcess(name string, args ...string) (int, []string) {
 	procs, err := filepath.Glob("/proc/[0-9]*/cmdline")
 	if err != nil {
-		return "", nil, err
+		return 0, nil
 	}
 	for _, f := range procs {
 		b, err := os.ReadFile(f)
-		if err != nil || !bytes.Contains(b, []byte(want)) {
+		if err != nil || len(b) == 0 {
 			continue
 		}
 		argv := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-		if filepath.Base(argv[0]) != "kube-apiserver" {
+		if filepath.Base(argv[0]) != name || !containsAll(argv[1:], args) {
 			continue
 		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		if err != nil {
-			continue
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+			return pid, argv
 		}
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			return "", nil, fmt.Errorf("killing kube-apiserver: %w", err)
-		}
-		// envtest's goroutine reaps it; wait until the pid is gone.
-		for i := 0; ; i++ {
-			if _, err := os.Stat(filepath.Dir(f)); err != nil {
-				break
-			}
-			if i > 300 {
-				return "", nil, fmt.Errorf("kube-apiserver (pid %d) did not exit after SIGKILL", pid)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		return argv[0], argv[1:], nil
 	}
-	return "", nil, fmt.Errorf("no kube-apiserver running with %s", want)
+	return 0, nil
+}
+
+func containsAll(have, want []string) bool {
+	for _, w := range want {
+		if !slices.Contains(have, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // Root finds the repository root (the directory holding PROJECT) upwards

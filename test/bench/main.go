@@ -335,10 +335,10 @@ func (b *bench) startControlPlane(ctx context.Context) error {
 		return err
 	}
 	if u, err := url.Parse(env.Config.Host); err == nil {
-		b.apiserverPid = findPid("kube-apiserver", "--secure-port="+u.Port())
+		b.apiserverPid, _ = localcp.FindProcess("kube-apiserver", "--secure-port="+u.Port())
 	}
 	if e := env.ControlPlane.Etcd; e != nil && e.URL != nil {
-		b.etcdPid = findPid("etcd", "--listen-client-urls="+e.URL.String())
+		b.etcdPid, _ = localcp.FindProcess("etcd", "--listen-client-urls="+e.URL.String())
 	}
 	logf("bench: kube-apiserver pid %d, etcd pid %d", b.apiserverPid, b.etcdPid)
 	b.kubeconfig = filepath.Join(b.tmp, "kubeconfig")

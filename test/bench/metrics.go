@@ -318,37 +318,6 @@ func readProc(pid int) (procStat, error) {
 	return ps, nil
 }
 
-// findPid returns the pid of the process whose command line holds every
-// one of parts (0 if none).
-func findPid(parts ...string) int {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmd, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil {
-			continue
-		}
-		line := strings.ReplaceAll(string(cmd), "\x00", " ")
-		ok := true
-		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return pid
-		}
-	}
-	return 0
-}
-
 // cpuOf returns a process's CPU time (0 when unknown).
 func cpuOf(pid int) time.Duration {
 	if pid == 0 {
