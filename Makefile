@@ -116,12 +116,13 @@ test-unit: ## Unit tests only (no control plane).
 ##@ Run
 
 .PHONY: build
-build: ## Build the operator binary into bin/manager.
+build: ## Build the operator (bin/manager) and the dev command that runs it on a local control plane (bin/hubcredits-dev).
 	$(GO) build -trimpath -o $(BIN)/manager .
+	$(GO) build -trimpath -o $(BIN)/hubcredits-dev ./cmd/hubcredits-dev
 
 .PHONY: dev
 dev: k8s-tools build ## Local control plane + CRDs + webhook + operator; writes .dev/kubeconfig. Ctrl-C stops it all.
-	$(BIN)/manager dev --state-dir .dev
+	$(BIN)/hubcredits-dev --state-dir .dev
 
 .PHONY: run
 run: build ## Run the operator against the current kubeconfig (a real cluster).
@@ -129,7 +130,7 @@ run: build ## Run the operator against the current kubeconfig (a real cluster).
 
 .PHONY: clean
 clean:
-	rm -rf .dev bin/manager
+	rm -rf .dev bin/manager bin/hubcredits-dev
 
 .PHONY: demo
 demo: ## The story on the control plane of a running `make dev` (exits 0 only if it happened as told).

@@ -1,6 +1,7 @@
 // Command manager runs hubcredits: credit-based accounting of JupyterHub
-// user servers on Kubernetes. `manager` runs against the current cluster;
-// `manager dev` starts a local control plane first (make dev).
+// user servers on Kubernetes, against the current cluster (in-cluster or a
+// kubeconfig). It is only the operator: the local control plane of
+// `make dev` lives in cmd/hubcredits-dev, which starts this binary.
 package main
 
 import (
@@ -11,7 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -20,7 +20,6 @@ import (
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -30,7 +29,6 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
-	"github.com/hubcredits/hubcredits/internal/localcp"
 	"github.com/hubcredits/hubcredits/internal/operator"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
@@ -43,6 +41,7 @@ type flags struct {
 	leaseDuration          time.Duration
 	renewDeadline          time.Duration
 	retryPeriod            time.Duration
+	webhookHost            string
 	webhookPort            int
 	webhookCertDir         string
 	enableHTTP2            bool
@@ -72,8 +71,6 @@ type flags struct {
 	webhookService    string
 	mutatingWebhook   string
 	validatingWebhook string
-
-	stateDir string
 }
 
 func parseFlags(args []string) (*flags, *zap.Options, error) {
@@ -81,8 +78,8 @@ func parseFlags(args []string) (*flags, *zap.Options, error) {
 	fs := flag.NewFlagSet("manager", flag.ContinueOnError)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage:
-  manager [flags]       run hubcredits against the current cluster (kubeconfig or in-cluster)
-  manager dev [flags]   start a local control plane (bin/k8s) with the CRDs and webhooks, then run against it
+  manager [flags]   run hubcredits against the current cluster (kubeconfig or in-cluster)
+  (a local control plane for development: make dev, cmd/hubcredits-dev)
 
 Flags:
 `)
@@ -95,6 +92,7 @@ Flags:
 	fs.DurationVar(&f.leaseDuration, "leader-elect-lease-duration", 15*time.Second, "How long a replica waits after the leader stops renewing before it takes over (the failover window).")
 	fs.DurationVar(&f.renewDeadline, "leader-elect-renew-deadline", 10*time.Second, "How long the leader tries to renew before it gives up the lease.")
 	fs.DurationVar(&f.retryPeriod, "leader-elect-retry-period", 2*time.Second, "How often replicas try to acquire or renew the lease.")
+	fs.StringVar(&f.webhookHost, "webhook-host", "", "Address the webhook server listens on ('' listens on every address).")
 	fs.IntVar(&f.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&f.webhookCertDir, "webhook-cert-dir", "", "Directory with the webhook's tls.crt and tls.key.")
 	fs.BoolVar(&f.enableHTTP2, "enable-http2", false, "Serve webhooks over HTTP/2 (off: Rapid Reset, CVE-2023-44487).")
@@ -122,7 +120,6 @@ Flags:
 	fs.StringVar(&f.webhookService, "webhook-service-name", "hubcredits-webhook", "cert-rotation: Service of the webhook (the certificate's DNS name).")
 	fs.StringVar(&f.mutatingWebhook, "mutating-webhook-name", "hubcredits-mutating", "cert-rotation: MutatingWebhookConfiguration to inject the CA into.")
 	fs.StringVar(&f.validatingWebhook, "validating-webhook-name", "hubcredits-validating", "cert-rotation: ValidatingWebhookConfiguration to inject the CA into.")
-	fs.StringVar(&f.stateDir, "state-dir", ".dev", "dev: directory for the kubeconfig and certificates.")
 	config.RegisterFlags(fs) // --kubeconfig
 	zo := &zap.Options{Development: false}
 	zo.BindFlags(fs)
@@ -175,9 +172,9 @@ func (f *flags) options() (operator.Options, error) {
 
 func main() {
 	args := os.Args[1:]
-	dev := len(args) > 0 && args[0] == "dev"
-	if dev {
-		args = args[1:]
+	if len(args) > 0 && args[0] == "dev" {
+		fmt.Fprintln(os.Stderr, "hubcredits: `manager dev` is now its own command: make dev (bin/hubcredits-dev)")
+		os.Exit(2)
 	}
 	f, zo, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -191,31 +188,22 @@ func main() {
 	// heap under 90 % of it (GOMEMLIMIT) rather than let the pod be killed;
 	// GOMEMLIMIT or AUTOMEMLIMIT in the environment take precedence.
 	_, _ = memlimit.Set(memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
-	if err := run(ctrl.SetupSignalHandler(), f, dev); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
 		fmt.Fprintln(os.Stderr, "hubcredits:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, f *flags, dev bool) error {
+func run(ctx context.Context, f *flags) error {
 	o, err := f.options()
 	if err != nil {
 		return err
 	}
-	var cfg *rest.Config
-	webhookOpts := webhook.Options{Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: operator.WebhookTLS(f.enableHTTP2)}
-	if dev {
-		env, err := startDev(f)
-		if err != nil {
-			return err
-		}
-		defer func() { _ = env.Stop() }()
-		cfg = env.Config
-		w := env.WebhookInstallOptions
-		webhookOpts.Host, webhookOpts.Port, webhookOpts.CertDir = w.LocalServingHost, w.LocalServingPort, w.LocalServingCertDir
-	} else if cfg, err = ctrl.GetConfig(); err != nil {
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
 		return err
 	}
+	webhookOpts := webhook.Options{Host: f.webhookHost, Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: operator.WebhookTLS(f.enableHTTP2)}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  operator.Scheme(),
 		Cache:                   operator.CacheOptions(o),
@@ -294,33 +282,4 @@ func rotateCerts(mgr ctrl.Manager, f *flags) (<-chan struct{}, error) {
 		RequireLeaderElection: false,
 	})
 	return ready, err
-}
-
-// startDev starts the local control plane and writes its kubeconfig.
-func startDev(f *flags) (*localcp.Env, error) {
-	fmt.Println("hubcredits dev: starting kube-apiserver and etcd on 127.0.0.1 ...")
-	env, err := localcp.Start(localcp.Options{Webhooks: f.enableWebhooks})
-	if err != nil {
-		return nil, err
-	}
-	kc, err := env.AdminKubeconfig()
-	if err == nil {
-		err = os.MkdirAll(f.stateDir, 0o700)
-	}
-	path := filepath.Join(f.stateDir, "kubeconfig")
-	if err == nil {
-		err = os.WriteFile(path, kc, 0o600)
-	}
-	if err != nil {
-		_ = env.Stop()
-		return nil, err
-	}
-	abs, _ := filepath.Abs(path)
-	fmt.Printf(`hubcredits dev: the control plane is up at %s; the operator is starting.
-  export KUBECONFIG=%s
-  kubectl apply -f config/samples/
-  kubectl get ca,bp
-Ctrl-C stops the operator and the control plane.
-`, env.Config.Host, abs)
-	return env, nil
 }

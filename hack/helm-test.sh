@@ -195,9 +195,9 @@ fi
 
 # --- the real API server -----------------------------------------------------------
 if [ -z "${KUBECONFIG:-}" ] && [ "${HELM_TEST_DEV:-}" = 1 ]; then
-  echo ">>> HELM_TEST_DEV=1: starting the local control plane (bin/manager dev)"
-  if go build -o "$tmp/manager" . && [ -x bin/k8s/kube-apiserver ]; then
-    "$tmp/manager" dev --state-dir "$tmp/dev" --enable-webhooks=false \
+  echo ">>> HELM_TEST_DEV=1: starting the local control plane (hubcredits-dev)"
+  if go build -o "$tmp/manager" . && go build -o "$tmp/hubcredits-dev" ./cmd/hubcredits-dev && [ -x bin/k8s/kube-apiserver ]; then
+    "$tmp/hubcredits-dev" --state-dir "$tmp/dev" --webhooks=false -- \
       --metrics-bind-address=0 --health-probe-bind-address=0 >"$tmp/dev.log" 2>&1 &
     dev_pid=$!
     for _ in $(seq 60); do [ -s "$tmp/dev/kubeconfig" ] && break; sleep 1; done

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end on the operator binary: starts `manager dev` (local control
+# End to end on the operator binary: starts `hubcredits-dev` (local control
 # plane + operator + webhook) as a user of the README would, tells the demo
 # story (make demo), then runs the hub-side glue against a real JupyterHub
 # ("hubalice" has enough credits, "hubcarol" too few), and stops everything.
@@ -9,7 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 state=$(mktemp -d)
 log=$state/manager.log
-bin/manager dev --state-dir "$state" --metrics-bind-address=0 --health-probe-bind-address=0 >"$log" 2>&1 &
+bin/hubcredits-dev --state-dir "$state" -- --metrics-bind-address=0 --health-probe-bind-address=0 >"$log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$state"; }
 trap cleanup EXIT
