@@ -285,6 +285,14 @@ func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []str
 				return nil, nil, err
 			}
 			v.Name = "hubcredits-validating"
+			for i := range v.Webhooks {
+				if v.Webhooks[i].Name == "pod-updates.hubcredits.io" {
+					v.Webhooks[i].ObjectSelector, v.Webhooks[i].NamespaceSelector = podSelectors(exclude)
+					if fp != "" {
+						v.Webhooks[i].FailurePolicy = &fp
+					}
+				}
+			}
 			vals = append(vals, v)
 		}
 	}
@@ -293,9 +301,15 @@ func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []str
 
 // ScopePodWebhook sets the selectors of the pod webhook.
 func ScopePodWebhook(w *admissionv1.MutatingWebhook, exclude []string) {
-	w.ObjectSelector = &metav1.LabelSelector{MatchLabels: map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}}
-	w.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-		Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
-		Values: append([]string{"kube-system"}, exclude...),
-	}}}
+	w.ObjectSelector, w.NamespaceSelector = podSelectors(exclude)
+}
+
+// podSelectors are the selectors of the pod webhook and the pod update
+// guard: singleuser pods, never in kube-system or the excluded namespaces.
+func podSelectors(exclude []string) (object, namespace *metav1.LabelSelector) {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}},
+		&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+			Values: append([]string{"kube-system"}, exclude...),
+		}}}
 }

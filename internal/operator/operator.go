@@ -6,9 +6,12 @@ import (
 	"context"
 	"crypto/tls"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -161,7 +164,7 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 		return nil
 	}
 	if o.CertsReady == nil {
-		return setupWebhooks(mgr, o, policies)
+		return setupWebhooks(ctx, mgr, o, policies)
 	}
 	go func() {
 		select {
@@ -169,7 +172,7 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 		case <-ctx.Done():
 			return
 		}
-		if err := setupWebhooks(mgr, o, policies); err != nil {
+		if err := setupWebhooks(ctx, mgr, o, policies); err != nil {
 			mgr.GetLogger().Error(err, "Setting up the webhooks failed")
 		}
 	}()
@@ -178,10 +181,14 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 
 // setupWebhooks registers the handlers; the first call to
 // GetWebhookServer adds the server to the manager.
-func setupWebhooks(mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
+func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
 	if err := webhooks.SetupBillingPolicyWebhook(mgr); err != nil {
 		return err
 	}
+	webhooks.SetupPodGuard(mgr, &webhooks.PodGuard{
+		Self:     whoAmI(ctx, mgr),
+		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // core/v1 Events, as the controllers write
+	})
 	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
 		Reader:     mgr.GetClient(),
 		Reserver:   &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
@@ -210,4 +217,21 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		return err
 	}
 	return (&controllers.BillingPolicyReconciler{Client: mgr.GetClient(), Policies: policies}).SetupWithManager(mgr)
+}
+
+// whoAmI asks the API server who the operator is (a SelfSubjectReview,
+// allowed to every authenticated user), so the pod guard can let the
+// operator's own edits through. "" when it cannot tell: then nobody is
+// exempt, which is the safe side.
+func whoAmI(ctx context.Context, mgr manager.Manager) string {
+	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return ""
+	}
+	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		mgr.GetLogger().Info("Could not tell the operator's own username; the pod guard exempts nobody", "error", err.Error())
+		return ""
+	}
+	return r.Status.UserInfo.Username
 }

@@ -334,6 +334,9 @@ func checkWebhooks(rendered, generated []obj, hub, operatorNS string) {
 			if kind == "MutatingWebhookConfiguration" && wn == "pods.hubcredits.io" {
 				checkPodHook(rw, where)
 			}
+			if kind == "ValidatingWebhookConfiguration" && wn == "pod-updates.hubcredits.io" {
+				checkPodGuard(rw, where)
+			}
 		}
 	}
 	if n == 0 {
@@ -459,6 +462,22 @@ func checkPodHook(w any, where string) {
 	for _, r := range list(w, "rules") {
 		if !reflect.DeepEqual(strs(r, "operations"), []string{"CREATE"}) || !reflect.DeepEqual(strs(r, "resources"), []string{"pods"}) {
 			problem("%s: rule %v, want CREATE of pods only", where, r)
+		}
+	}
+}
+
+// checkPodGuard: the pod update guard sees only singleuser pods, and only
+// their updates (never creates, never status writes).
+func checkPodGuard(w any, where string) {
+	if v := str(w, "objectSelector", "matchLabels", "component"); v != "singleuser-server" {
+		problem("%s: objectSelector component=%q, want singleuser-server", where, v)
+	}
+	if se := str(w, "sideEffects"); se != "None" {
+		problem("%s: sideEffects %q, want None", where, se)
+	}
+	for _, r := range list(w, "rules") {
+		if !reflect.DeepEqual(strs(r, "operations"), []string{"UPDATE"}) || !reflect.DeepEqual(strs(r, "resources"), []string{"pods"}) {
+			problem("%s: rule %v, want UPDATE of pods only", where, r)
 		}
 	}
 }
