@@ -686,3 +686,35 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 		})
 	}
 }
+
+// unreserved leaves the caller's pods alone, returns the unbilled pods it
+// adopts by entry id, and reports a failed read instead of skipping it.
+func TestUnreserved(t *testing.T) {
+	unbilled := makePod("jupyter-alice", "u9", "", "").running(0).obj()
+	delete(unbilled.Annotations, hcv1.AnnotationAccount)
+	env := newControllerEnv(newAPI(nil, makeAccount("alice", "alice").obj(), unbilled), at(time.Minute))
+	env.r.Defaults = billing.DefaultPrice
+	pods := map[string]*corev1.Pod{}
+
+	adopt, adopted, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods) != 0 {
+		t.Errorf("the caller's pods were changed: %v", pods)
+	}
+	if len(adopt) != 1 || adopted[billing.AdoptedID("u9")] == nil {
+		t.Errorf("adopt %v, adopted %v: want the unbilled pod", adopt, adopted)
+	}
+
+	failing := newAPI(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*hcv1.CreditAccountList); ok {
+			return errors.New("etcd is down")
+		}
+		return c.List(ctx, list, opts...)
+	}}, makeAccount("alice", "alice").obj(), unbilled)
+	env = newControllerEnv(failing, at(time.Minute))
+	if _, _, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods); err == nil {
+		t.Errorf("a failed list of the user's accounts was dropped")
+	}
+}
