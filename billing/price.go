@@ -35,7 +35,7 @@ type Defaults struct {
 
 // DefaultPrice is the operator's built-in default: 10 credits every 10m, as
 // in jupyterhub-credit-service.
-var DefaultPrice = Defaults{Value: hcv1.DefaultBillingValue, Interval: 10 * time.Minute}
+var DefaultPrice = Defaults{Value: hcv1.DefaultBillingValue, Interval: hcv1.DefaultBillingInterval}
 
 // celCostLimit bounds the work one expression may do on one pod, so an
 // expression that could run away is stopped instead of stalling admission.

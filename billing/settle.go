@@ -5,7 +5,6 @@ import (
 	"sort"
 	"time"
 
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -117,81 +116,99 @@ type Unreserved struct {
 // AdoptedID is the entry id of an adopted pod.
 func AdoptedID(uid types.UID) string { return "pod-" + string(uid) }
 
-// Settle brings account a's servers up to now. projects holds every pool
-// named by a's server entries (or by a.spec.project), keyed by name; a
-// missing pool is treated as empty. pods returns the observation for a
-// server entry. All accounts are modified in place.
-func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
+// Settle brings wallet's servers up to now. pools holds every project pool
+// named by the wallet's server entries (or by wallet.spec.project), keyed by
+// name; a missing pool is treated as empty. pods returns the observation
+// for a server entry. All accounts are modified in place.
+func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
-	addedBefore := a.Status.TotalGranted + a.Status.TotalToppedUp
-	completeRefunds(a, projects, now, &res)
-	catchUp(a, projects, pods, now, &res)
-	if Refresh(a, now) {
+	addedBefore := wallet.Status.TotalGranted + wallet.Status.TotalToppedUp
+	completeRefunds(wallet, pools, now, &res)
+	catchUp(wallet, pools, pods, now, &res)
+	if Refresh(wallet, now) {
 		res.WalletChanged = true
 	}
-	creditsAdded := a.Status.TotalGranted+a.Status.TotalToppedUp > addedBefore
-	for name, p := range projects {
-		if p != nil && Refresh(p, now) {
+	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore
+	for name, pool := range pools {
+		if pool != nil && Refresh(pool, now) {
 			res.ChangedProjects[name] = true
 		}
 	}
-	for _, u := range adopt {
-		id := AdoptedID(u.UID)
-		if FindServer(a, id) >= 0 {
-			continue
-		}
-		a.Status.Servers = append(a.Status.Servers, hcv1.ServerCharge{
-			ID: id, Pod: u.Pod, PodUID: u.UID, User: u.User, ServerName: u.ServerName, Wallet: a.Name,
-			Policy: u.Price.Policy, BillingValue: u.Price.Value,
-			BillingInterval: metav1.Duration{Duration: u.Price.Interval}, ReservedAt: metav1.NewTime(now),
-			Project: a.Spec.Project,
-		})
-		res.WalletChanged = true
-		res.Notes = append(res.Notes, Note{Pod: u.Pod, PodUID: u.UID, Reason: EventAdopted,
-			Message: fmt.Sprintf("This server had no reservation; it costs %s, billed to account %s from when it starts.", PriceText(u.Price), a.Name)})
-	}
+	adoptUnreserved(wallet, adopt, now, &res)
+	settleServers(wallet, pools, pods, now, o, &res)
 
-	kept := a.Status.Servers[:0:0]
-	for _, e := range a.Status.Servers {
-		if e.Wallet != a.Name {
-			// A project's share of another wallet's server: that wallet settles it.
-			kept = append(kept, e)
-			continue
-		}
-		var p *hcv1.CreditAccount
-		if e.Project != "" {
-			p = projects[e.Project]
-		}
-		keep, changed := settleServer(a, p, &e, pods(e), now, o, &res)
-		if changed {
-			res.WalletChanged = true
-			if p != nil {
-				res.ChangedProjects[p.Name] = true
-			}
-		}
-		if keep {
-			kept = append(kept, e)
-		}
+	var poolBalance int64
+	if pool := pools[wallet.Spec.Project]; pool != nil && wallet.Spec.Project != "" {
+		poolBalance = pool.Status.Balance
 	}
-	a.Status.Servers = kept
-	var extra int64
-	if p := projects[a.Spec.Project]; p != nil && a.Spec.Project != "" {
-		extra = p.Status.Balance
-	}
-	if updateCounters(a, now, extra, o, &res, creditsAdded) {
+	if updateCounters(wallet, now, poolBalance, o, &res, creditsAdded) {
 		res.WalletChanged = true
 	}
-	if g := a.Spec.Grant; g != nil && a.Status.Balance < a.Spec.Cap && a.Status.GrantedThrough != nil {
-		res.requeueAt(now, a.Status.GrantedThrough.Add(g.Interval.Duration))
+	if g := wallet.Spec.Grant; g != nil && wallet.Status.Balance < wallet.Spec.Cap && wallet.Status.GrantedThrough != nil {
+		res.requeueAt(now, wallet.Status.GrantedThrough.Add(g.Interval.Duration))
 	}
-	for name, p := range projects {
-		if p != nil && updateCounters(p, now, 0, o, nil, false) {
+	for name, pool := range pools {
+		if pool != nil && updateCounters(pool, now, 0, o, nil, false) {
 			res.ChangedProjects[name] = true
 		}
 	}
 	return res
 }
+
+// adoptUnreserved adds an entry for each unreserved pod the wallet does not
+// hold yet; it is billed from when it starts.
+func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Time, res *Result) {
+	for _, u := range adopt {
+		id := AdoptedID(u.UID)
+		if FindServer(wallet, id) >= 0 {
+			continue
+		}
+		wallet.Status.Servers = append(wallet.Status.Servers, hcv1.ServerCharge{
+			ID: id, Pod: u.Pod, PodUID: u.UID, User: u.User, ServerName: u.ServerName, Wallet: wallet.Name,
+			Policy: u.Price.Policy, BillingValue: u.Price.Value,
+			BillingInterval: metav1.Duration{Duration: u.Price.Interval}, ReservedAt: metav1.NewTime(now),
+			Project: wallet.Spec.Project,
+		})
+		res.WalletChanged = true
+		res.Notes = append(res.Notes, Note{Pod: u.Pod, PodUID: u.UID, Reason: EventAdopted,
+			Message: fmt.Sprintf("This server had no reservation; it costs %s, billed to account %s from when it starts.", PriceText(u.Price), wallet.Name)})
+	}
+}
+
+// settleServers settles each of the wallet's own servers and keeps the
+// entries that are still needed. A pool's share of another wallet's server
+// is left alone: that wallet settles it.
+func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
+	now time.Time, o Options, res *Result) {
+	kept := wallet.Status.Servers[:0:0]
+	for _, entry := range wallet.Status.Servers {
+		if entry.Wallet != wallet.Name {
+			kept = append(kept, entry)
+			continue
+		}
+		var pool *hcv1.CreditAccount
+		if entry.Project != "" {
+			pool = pools[entry.Project]
+		}
+		keep, changed := settleServer(wallet, pool, &entry, pods(entry), now, o, res)
+		if changed {
+			res.WalletChanged = true
+			if pool != nil {
+				res.ChangedProjects[pool.Name] = true
+			}
+		}
+		if keep {
+			kept = append(kept, entry)
+		}
+	}
+	wallet.Status.Servers = kept
+}
+
+// maxCatchUpBoundaries bounds the boundaries one run interleaves with
+// grants (a server billed every second, after a day's outage, has 86,400);
+// the main pass charges whatever is left at once.
+const maxCatchUpBoundaries = 100000
 
 // catchUp charges the boundaries that passed since the last run in time
 // order, with the grants that fell due in between, when grants are
@@ -200,38 +217,38 @@ func Settle(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods
 // all charges, would). Without grants the order does not matter and the main
 // pass charges everything at once. Unaffordable boundaries are left to the
 // main pass, which stops the server.
-func catchUp(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation, now time.Time, res *Result) {
-	if a.Status.OpenedAt == nil {
+func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation, now time.Time, res *Result) {
+	if wallet.Status.OpenedAt == nil {
 		return
 	}
-	granted := a.Spec.Grant != nil
-	for _, p := range projects {
-		granted = granted || (p != nil && p.Spec.Grant != nil && p.Status.OpenedAt != nil)
+	granted := wallet.Spec.Grant != nil
+	for _, pool := range pools {
+		granted = granted || (pool != nil && pool.Spec.Grant != nil && pool.Status.OpenedAt != nil)
 	}
 	if !granted {
 		return
 	}
 	type boundary struct {
-		at time.Time
-		id string
-		k  int64 // the period that begins at 'at'
+		at     time.Time
+		id     string
+		period int64 // the period that begins at 'at'
 	}
 	var due []boundary
-	for _, e := range a.Status.Servers {
-		if e.Wallet != a.Name || e.StartedAt == nil || e.StopRequestedAt != nil || e.EndedAt != nil || e.BillingValue == 0 {
+	for _, entry := range wallet.Status.Servers {
+		if entry.Wallet != wallet.Name || entry.StartedAt == nil || entry.StopRequestedAt != nil || entry.EndedAt != nil || entry.BillingValue == 0 {
 			continue
 		}
-		obs := pods(e)
-		if !obs.Exists {
+		pod := pods(entry)
+		if !pod.Exists {
 			continue
 		}
 		end, ended := now, false
-		if obs.EndedAt != nil && obs.EndedAt.Before(now) {
-			end, ended = *obs.EndedAt, true
+		if pod.EndedAt != nil && pod.EndedAt.Before(now) {
+			end, ended = *pod.EndedAt, true
 		}
-		n := PeriodsDue(e.StartedAt.Time, end, e.BillingInterval.Duration, ended)
-		for k := e.PeriodsPaid; k < n && len(due) < 100000; k++ {
-			due = append(due, boundary{at: Boundary(e.StartedAt.Time, k, e.BillingInterval.Duration), id: e.ID, k: k})
+		n := PeriodsDue(entry.StartedAt.Time, end, entry.BillingInterval.Duration, ended)
+		for k := entry.PeriodsPaid; k < n && len(due) < maxCatchUpBoundaries; k++ {
+			due = append(due, boundary{at: Boundary(entry.StartedAt.Time, k, entry.BillingInterval.Duration), id: entry.ID, period: k})
 		}
 	}
 	if len(due) < 2 {
@@ -243,28 +260,28 @@ func catchUp(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pod
 		if blocked[b.id] || !b.at.Before(now) {
 			continue
 		}
-		e := &a.Status.Servers[FindServer(a, b.id)]
-		p := projects[e.Project] // nil without a pool
-		var pe *hcv1.ServerCharge
-		if Refresh(a, b.at) {
+		entry := &wallet.Status.Servers[FindServer(wallet, b.id)]
+		pool := pools[entry.Project] // nil without a pool
+		var poolEntry *hcv1.ServerCharge
+		if Refresh(wallet, b.at) {
 			res.WalletChanged = true
 		}
-		if p != nil {
-			if Refresh(p, b.at) {
-				res.ChangedProjects[p.Name] = true
+		if pool != nil {
+			if Refresh(pool, b.at) {
+				res.ChangedProjects[pool.Name] = true
 			}
-			if j := FindServer(p, b.id); j >= 0 {
-				pe = &p.Status.Servers[j]
+			if j := FindServer(pool, b.id); j >= 0 {
+				poolEntry = &pool.Status.Servers[j]
 			}
 		}
-		before := e.PeriodsPaid
-		if charge(a, p, e, pe, b.k+1, b.at) {
+		paidBefore := entry.PeriodsPaid
+		if charge(wallet, pool, entry, poolEntry, b.period+1, b.at) {
 			res.WalletChanged = true
-			if p != nil {
-				res.ChangedProjects[p.Name] = true
+			if pool != nil {
+				res.ChangedProjects[pool.Name] = true
 			}
 		}
-		if e.PeriodsPaid == before {
+		if entry.PeriodsPaid == paidBefore {
 			blocked[b.id] = true // unaffordable: the main pass stops it
 			continue
 		}
@@ -272,227 +289,315 @@ func catchUp(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, pod
 	}
 }
 
-// inFlight returns what pool p has paid for periods that wallet entry e has
-// not confirmed yet: it happens when the operator stopped between writing
-// the pool and writing the wallet.
-func inFlight(e *hcv1.ServerCharge, pe *hcv1.ServerCharge) (periods, amount int64) {
-	if pe == nil || pe.PeriodsPaid <= e.PeriodsPaid {
-		return 0, max(0, pePaid(pe)-e.ProjectPaid)
+// inFlight returns what the pool has paid for periods that the wallet's
+// entry has not confirmed yet: it happens when the operator stopped between
+// writing the pool and writing the wallet.
+func inFlight(entry, poolEntry *hcv1.ServerCharge) (periods, amount int64) {
+	if poolEntry == nil || poolEntry.PeriodsPaid <= entry.PeriodsPaid {
+		return 0, max(0, poolPaid(poolEntry)-entry.ProjectPaid)
 	}
-	return pe.PeriodsPaid - e.PeriodsPaid, max(0, pe.Paid-e.ProjectPaid)
+	return poolEntry.PeriodsPaid - entry.PeriodsPaid, max(0, poolEntry.Paid-entry.ProjectPaid)
 }
 
-func pePaid(pe *hcv1.ServerCharge) int64 {
-	if pe == nil {
+// poolPaid is what the pool's record says it paid (0 without a record).
+func poolPaid(poolEntry *hcv1.ServerCharge) int64 {
+	if poolEntry == nil {
 		return 0
 	}
-	return pe.Paid
+	return poolEntry.Paid
+}
+
+// serverSettlement is one run over one server: its entry on the wallet
+// and, when a project pool co-funds it, the pool's record of it.
+type serverSettlement struct {
+	wallet *hcv1.CreditAccount
+	// pool is the project pool that pays first (nil without one).
+	pool  *hcv1.CreditAccount
+	entry *hcv1.ServerCharge
+	// poolEntry is the pool's record of entry, as found when the run began
+	// (nil when the pool has none yet).
+	poolEntry *hcv1.ServerCharge
+	pod       PodObservation
+	price     Price
+	now       time.Time
+	opts      Options
+	res       *Result
+	// changed reports a change of the entry or of either account.
+	changed bool
 }
 
 // settleServer handles one server; it returns whether to keep its entry and
-// whether anything changed.
-func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObservation, now time.Time, o Options, res *Result) (keep, changed bool) {
-	var pe *hcv1.ServerCharge
-	if p != nil {
-		if i := FindServer(p, e.ID); i >= 0 {
-			pe = &p.Status.Servers[i]
+// whether anything changed. The steps run in order, each reading what the
+// ones before it recorded.
+func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, pod PodObservation, now time.Time, o Options, res *Result) (keep, changed bool) {
+	s := &serverSettlement{
+		wallet: wallet, pool: pool, entry: entry, pod: pod, now: now, opts: o, res: res,
+		price: Price{Value: entry.BillingValue, Interval: entry.BillingInterval.Duration, Policy: entry.Policy},
+	}
+	if pool != nil {
+		if i := FindServer(pool, entry.ID); i >= 0 {
+			s.poolEntry = &pool.Status.Servers[i]
 		}
 	}
-	price := Price{Value: e.BillingValue, Interval: e.BillingInterval.Duration, Policy: e.Policy}
-
-	if e.EndedAt != nil {
-		// Second pass of an ended server: its last period was charged and
-		// written; drop the pool's record first (the caller writes pools
-		// first), then this one.
-		if p != nil {
-			removeServer(p, e.ID)
-		}
+	if entry.EndedAt != nil {
+		s.dropEnded()
 		return false, true
 	}
-	if !obs.Exists && e.PodUID == "" && now.Sub(e.ReservedAt.Time) < o.OrphanGrace {
-		// The pod may still be on its way (or not in the cache yet).
-		res.requeueAt(now, e.ReservedAt.Add(o.OrphanGrace))
+	if s.awaitingPod() {
 		return true, false
 	}
-	if obs.Exists && e.PodUID == "" {
-		e.PodUID = obs.UID
-		changed = true
-		res.Notes = append(res.Notes, Note{Pod: e.Pod, PodUID: obs.UID, Reason: EventCreditsReserved, Message: ReservedMessage(price, a, p)})
-	}
-	if e.StartedAt == nil && obs.StartedAt != nil && (obs.EndedAt == nil || obs.EndedAt.After(*obs.StartedAt)) {
-		t := metav1.NewTime(*obs.StartedAt)
-		if e.PeriodsPaid == 0 && t.Before(&e.ReservedAt) {
-			// An adopted server that was already running (hubcredits was
-			// installed on a live hub, or the webhook was bypassed): its
-			// clock starts at adoption, never charging for time before it.
-			t = e.ReservedAt
-		}
-		e.StartedAt = &t
-		changed = true
-		res.Notes = append(res.Notes, Note{Pod: e.Pod, PodUID: e.PodUID, Reason: EventServerStarted,
-			Message: fmt.Sprintf("Server %s of %s started; it costs %s.", e.Pod, e.User, PriceText(price))})
-	}
-	ended := !obs.Exists || obs.EndedAt != nil
-	if e.StartedAt == nil {
+	s.recordPod()
+	s.recordStart()
+	ended := !pod.Exists || pod.EndedAt != nil
+	if entry.StartedAt == nil {
 		if !ended {
-			return true, changed // pending: the reservation covers it
+			return true, s.changed // pending: the reservation covers it
 		}
-		// Never ran: give the reservation back, pool first.
-		why := fmt.Sprintf("server %s never started; reservation returned", e.Pod)
-		refunded := Release(a, e.ID, now, why)
-		if p != nil {
-			refunded += Release(p, e.ID, now, why)
-		}
-		// Release removed e from a.Status.Servers in place; re-add nothing.
-		res.Notes = append(res.Notes, Note{Reason: EventRefunded,
-			Message: fmt.Sprintf("Returned %d credits reserved for %s, which never started.", refunded, e.Pod)})
+		s.refundNeverStarted()
 		return false, true
 	}
-
-	start := e.StartedAt.Time
-	interval := e.BillingInterval.Duration
-	if obs.Exists && obs.EndedAt != nil {
-		// Periods charged while the server looked alive but had already
-		// ended (a cache that lagged, e.g. while kube-apiserver restarted)
-		// are given back: a server pays for the time it ran, never more. A
-		// period charged at a boundary that is the end itself is kept: it was
-		// charged while the server ran (the end has whole seconds).
-		if owed := PeriodsDue(start, *obs.EndedAt, interval, false); owed < e.PeriodsPaid {
-			refundAfterEnd(a, p, e, pe, owed, now)
-			changed = true
-		}
-	}
-	t := now
-	if obs.EndedAt != nil && obs.EndedAt.Before(now) {
-		t = *obs.EndedAt
-	}
-	var due int64
-	switch {
-	case !obs.Exists:
-		// The pod went away while nobody watched: in the user's favour,
-		// nothing is charged beyond what was paid when it was last seen.
-		due = e.PeriodsPaid
-	case e.StopRequestedAt != nil:
-		// A stop was asked for because the next period was unaffordable: no
-		// further charges, whatever happens to the balance meanwhile.
-		due = e.PeriodsPaid
-	default:
-		due = PeriodsDue(start, t, interval, obs.EndedAt != nil)
-	}
-	paidBefore := e.PeriodsPaid
-	if charge(a, p, e, pe, due, now) {
-		changed = true
-		if e.PeriodsPaid > paidBefore {
-			res.Lags = append(res.Lags, now.Sub(Boundary(start, e.PeriodsPaid-1, interval)))
-		}
-	}
+	s.refundChargesAfterEnd()
+	due := s.periodsDue()
+	s.chargeDue(due)
 	justStopped := false
-	if e.PeriodsPaid < due {
-		// The next period cannot be paid: stop the server, charge nothing for it.
-		if !ended {
-			justStopped = true
-			st := metav1.NewTime(now)
-			e.StopRequestedAt = &st
-			changed = true
-			msg := StopMessage(price, a, p)
-			res.Stops = append(res.Stops, Stop{Server: *e, Message: msg})
-			appendLedger(a, now, hcv1.LedgerStop, 0, e.Pod, msg)
-			setCondition(a, now, hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped, msg)
-		}
+	if entry.PeriodsPaid < due && !ended {
+		s.requestStop()
+		justStopped = true
 	}
-	paidThrough := metav1.NewTime(Boundary(start, e.PeriodsPaid, interval))
-	if e.PaidThrough == nil || !e.PaidThrough.Equal(&paidThrough) {
-		e.PaidThrough = &paidThrough
-		changed = true
-	}
-	if ended {
-		// First pass: the last charge is committed with the end marked; the
-		// entries go on the next pass.
-		t := metav1.NewTime(now)
-		e.EndedAt = &t
-		if p != nil {
-			if i := FindServer(p, e.ID); i >= 0 {
-				p.Status.Servers[i].EndedAt = &t
-			}
-		}
-		appendLedger(a, now, hcv1.LedgerSettle, 0, e.Pod,
-			fmt.Sprintf("server %s ended after %d period(s), %d credits", e.Pod, e.PeriodsPaid, e.Paid+e.ProjectPaid))
-		res.requeueAt(now, now)
+	s.recordPaidThrough()
+	switch {
+	case ended:
+		s.markEnded()
 		return true, true
+	case entry.StopRequestedAt != nil:
+		s.repeatStop(justStopped)
+	default:
+		res.requeueAt(now, Boundary(entry.StartedAt.Time, entry.PeriodsPaid, entry.BillingInterval.Duration))
 	}
-	if e.StopRequestedAt != nil {
-		if !justStopped && !now.Before(e.StopRequestedAt.Add(o.StopRetry)) {
-			st := metav1.NewTime(now)
-			e.StopRequestedAt = &st
-			changed = true
-			res.Stops = append(res.Stops, Stop{Server: *e, Message: StopMessage(price, a, p), Repeat: true})
-		}
-		res.requeueAt(now, e.StopRequestedAt.Add(o.StopRetry))
-		return true, changed
-	}
-	res.requeueAt(now, Boundary(start, e.PeriodsPaid, interval))
-	return true, changed
+	return true, s.changed
 }
 
-// charge pays periods e.PeriodsPaid .. due-1 of a server, project pool first,
-// as many as the accounts can afford. It also completes or undoes a pool
-// payment left in flight by an interrupted run. It reports a change.
-func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now time.Time) bool {
-	_, flight := inFlight(e, pe)
-	n := max(0, due-e.PeriodsPaid)
-	if n == 0 && flight == 0 && (pe == nil || pe.PeriodsPaid == e.PeriodsPaid) {
+// dropEnded is the second pass of an ended server: its last period was
+// charged and written; the pool's record goes first (the caller writes pools
+// first), then the wallet's entry (by not keeping it).
+func (s *serverSettlement) dropEnded() {
+	if s.pool != nil {
+		removeServer(s.pool, s.entry.ID)
+	}
+}
+
+// awaitingPod reports a reservation whose pod may still be on its way (or
+// not in the cache yet), and asks to look again when its grace ends.
+func (s *serverSettlement) awaitingPod() bool {
+	graceEnd := s.entry.ReservedAt.Add(s.opts.OrphanGrace)
+	if s.pod.Exists || s.entry.PodUID != "" || !s.now.Before(graceEnd) {
 		return false
 	}
-	value := e.BillingValue
-	poolBal := int64(0)
-	if p != nil {
-		poolBal = p.Status.Balance
+	s.res.requeueAt(s.now, graceEnd)
+	return true
+}
+
+// recordPod binds the entry to the pod first seen for it.
+func (s *serverSettlement) recordPod() {
+	if !s.pod.Exists || s.entry.PodUID != "" {
+		return
 	}
-	var k int64
+	s.entry.PodUID = s.pod.UID
+	s.changed = true
+	s.res.Notes = append(s.res.Notes, Note{Pod: s.entry.Pod, PodUID: s.pod.UID, Reason: EventCreditsReserved,
+		Message: ReservedMessage(s.price, s.wallet, s.pool)})
+}
+
+// recordStart starts the server's clock when its pod is first seen running.
+func (s *serverSettlement) recordStart() {
+	e, pod := s.entry, s.pod
+	if e.StartedAt != nil || pod.StartedAt == nil || (pod.EndedAt != nil && !pod.EndedAt.After(*pod.StartedAt)) {
+		return
+	}
+	started := metav1.NewTime(*pod.StartedAt)
+	if e.PeriodsPaid == 0 && started.Before(&e.ReservedAt) {
+		// An adopted server that was already running (hubcredits was
+		// installed on a live hub, or the webhook was bypassed): its
+		// clock starts at adoption, never charging for time before it.
+		started = e.ReservedAt
+	}
+	e.StartedAt = &started
+	s.changed = true
+	s.res.Notes = append(s.res.Notes, Note{Pod: e.Pod, PodUID: e.PodUID, Reason: EventServerStarted,
+		Message: fmt.Sprintf("Server %s of %s started; it costs %s.", e.Pod, e.User, PriceText(s.price))})
+}
+
+// refundNeverStarted gives the reservation of a server that never ran back,
+// pool first. Release removes the entries from both accounts.
+func (s *serverSettlement) refundNeverStarted() {
+	why := fmt.Sprintf("server %s never started; reservation returned", s.entry.Pod)
+	refunded := Release(s.wallet, s.entry.ID, s.now, why)
+	if s.pool != nil {
+		refunded += Release(s.pool, s.entry.ID, s.now, why)
+	}
+	s.res.Notes = append(s.res.Notes, Note{Reason: EventRefunded,
+		Message: fmt.Sprintf("Returned %d credits reserved for %s, which never started.", refunded, s.entry.Pod)})
+}
+
+// refundChargesAfterEnd gives back the periods charged while the server
+// looked alive but had already ended (a cache that lagged, e.g. while
+// kube-apiserver restarted): a server pays for the time it ran, never more.
+// A period charged at a boundary that is the end itself is kept: it was
+// charged while the server ran (the end has whole seconds).
+func (s *serverSettlement) refundChargesAfterEnd() {
+	if !s.pod.Exists || s.pod.EndedAt == nil {
+		return
+	}
+	owed := PeriodsDue(s.entry.StartedAt.Time, *s.pod.EndedAt, s.entry.BillingInterval.Duration, false)
+	if owed < s.entry.PeriodsPaid {
+		refundAfterEnd(s.wallet, s.pool, s.entry, s.poolEntry, owed, s.now)
+		s.changed = true
+	}
+}
+
+// periodsDue is how many periods the server owes by now (or by its end).
+func (s *serverSettlement) periodsDue() int64 {
+	switch {
+	case !s.pod.Exists:
+		// The pod went away while nobody watched: in the user's favour,
+		// nothing is charged beyond what was paid when it was last seen.
+		return s.entry.PeriodsPaid
+	case s.entry.StopRequestedAt != nil:
+		// A stop was asked for because the next period was unaffordable: no
+		// further charges, whatever happens to the balance meanwhile.
+		return s.entry.PeriodsPaid
+	}
+	until := s.now
+	if s.pod.EndedAt != nil && s.pod.EndedAt.Before(s.now) {
+		until = *s.pod.EndedAt
+	}
+	return PeriodsDue(s.entry.StartedAt.Time, until, s.entry.BillingInterval.Duration, s.pod.EndedAt != nil)
+}
+
+// chargeDue charges the periods up to due that the accounts can pay, and
+// records how late the last one was charged.
+func (s *serverSettlement) chargeDue(due int64) {
+	paidBefore := s.entry.PeriodsPaid
+	if !charge(s.wallet, s.pool, s.entry, s.poolEntry, due, s.now) {
+		return
+	}
+	s.changed = true
+	if s.entry.PeriodsPaid > paidBefore {
+		lastBoundary := Boundary(s.entry.StartedAt.Time, s.entry.PeriodsPaid-1, s.entry.BillingInterval.Duration)
+		s.res.Lags = append(s.res.Lags, s.now.Sub(lastBoundary))
+	}
+}
+
+// requestStop stops a running server whose next period cannot be paid; that
+// period is not charged.
+func (s *serverSettlement) requestStop() {
+	requested := metav1.NewTime(s.now)
+	s.entry.StopRequestedAt = &requested
+	s.changed = true
+	msg := StopMessage(s.price, s.wallet, s.pool)
+	s.res.Stops = append(s.res.Stops, Stop{Server: *s.entry, Message: msg})
+	appendLedger(s.wallet, s.now, hcv1.LedgerStop, 0, s.entry.Pod, msg)
+	setCondition(s.wallet, s.now, hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped, msg)
+}
+
+// recordPaidThrough moves the entry's paidThrough to the end of its last
+// paid period.
+func (s *serverSettlement) recordPaidThrough() {
+	paidThrough := metav1.NewTime(Boundary(s.entry.StartedAt.Time, s.entry.PeriodsPaid, s.entry.BillingInterval.Duration))
+	if s.entry.PaidThrough == nil || !s.entry.PaidThrough.Equal(&paidThrough) {
+		s.entry.PaidThrough = &paidThrough
+		s.changed = true
+	}
+}
+
+// markEnded is the first pass of an ended server: the last charge is
+// committed with the end marked on both entries; the entries go on the next
+// pass, which is asked for at once.
+func (s *serverSettlement) markEnded() {
+	e := s.entry
+	endedAt := metav1.NewTime(s.now)
+	e.EndedAt = &endedAt
+	if s.pool != nil {
+		if i := FindServer(s.pool, e.ID); i >= 0 {
+			s.pool.Status.Servers[i].EndedAt = &endedAt
+		}
+	}
+	appendLedger(s.wallet, s.now, hcv1.LedgerSettle, 0, e.Pod,
+		fmt.Sprintf("server %s ended after %d period(s), %d credits", e.Pod, e.PeriodsPaid, e.Paid+e.ProjectPaid))
+	s.res.requeueAt(s.now, s.now)
+}
+
+// repeatStop repeats a stop that has not taken effect once StopRetry has
+// passed, and asks to look again then.
+func (s *serverSettlement) repeatStop(justStopped bool) {
+	e := s.entry
+	if !justStopped && !s.now.Before(e.StopRequestedAt.Add(s.opts.StopRetry)) {
+		requested := metav1.NewTime(s.now)
+		e.StopRequestedAt = &requested
+		s.changed = true
+		s.res.Stops = append(s.res.Stops, Stop{Server: *e, Message: StopMessage(s.price, s.wallet, s.pool), Repeat: true})
+	}
+	s.res.requeueAt(s.now, e.StopRequestedAt.Add(s.opts.StopRetry))
+}
+
+// charge pays periods entry.PeriodsPaid .. due-1 of a server, the project
+// pool first, as many as the accounts can afford. It also completes or
+// undoes a pool payment left in flight by an interrupted run. It reports a
+// change.
+func charge(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharge, due int64, now time.Time) bool {
+	_, flight := inFlight(entry, poolEntry)
+	n := max(0, due-entry.PeriodsPaid)
+	if n == 0 && flight == 0 && (poolEntry == nil || poolEntry.PeriodsPaid == entry.PeriodsPaid) {
+		return false
+	}
+	value := entry.BillingValue
+	poolBalance := int64(0)
+	if pool != nil {
+		poolBalance = pool.Status.Balance
+	}
+	var periods int64
 	if value == 0 {
-		k = n
+		periods = n
 	} else {
-		avail := addSat(addSat(poolBal, flight), a.Status.Balance)
-		k = min(n, avail/value)
+		avail := addSat(addSat(poolBalance, flight), wallet.Status.Balance)
+		periods = min(n, avail/value)
 	}
-	cost := mulSat(k, value)
-	poolShare := min(addSat(poolBal, flight), cost)
-	walletShare := cost - poolShare
+	poolShare, walletShare := SplitCost(mulSat(periods, value), addSat(poolBalance, flight))
 	// The pool's balance moves by what it pays now minus what was already in
 	// flight (a negative move returns an in-flight payment that is not needed).
-	if p != nil {
+	if pool != nil {
 		delta := poolShare - flight
-		p.Status.Balance -= delta
+		pool.Status.Balance -= delta
 		if delta > 0 {
-			p.Status.TotalCharged = addSat(p.Status.TotalCharged, delta)
-			appendMerged(p, now, hcv1.LedgerCharge, -delta, e.Pod, k, func(n, _ int64) string {
-				return fmt.Sprintf("share of %d period(s) of %s for %s", n, e.Pod, e.Wallet)
+			pool.Status.TotalCharged = addSat(pool.Status.TotalCharged, delta)
+			appendMerged(pool, now, hcv1.LedgerCharge, -delta, entry.Pod, periods, func(n, _ int64) string {
+				return fmt.Sprintf("share of %d period(s) of %s for %s", n, entry.Pod, entry.Wallet)
 			})
 		} else if delta < 0 {
-			p.Status.TotalCharged -= min(-delta, p.Status.TotalCharged)
-			appendLedger(p, now, hcv1.LedgerRefund, -delta, e.Pod, fmt.Sprintf("unconfirmed share of %s returned", e.Pod))
+			pool.Status.TotalCharged -= min(-delta, pool.Status.TotalCharged)
+			appendLedger(pool, now, hcv1.LedgerRefund, -delta, entry.Pod, fmt.Sprintf("unconfirmed share of %s returned", entry.Pod))
 		}
 	}
-	a.Status.Balance -= walletShare
+	wallet.Status.Balance -= walletShare
 	if walletShare > 0 {
-		a.Status.TotalCharged = addSat(a.Status.TotalCharged, walletShare)
-		appendMerged(a, now, hcv1.LedgerCharge, -walletShare, e.Pod, k, func(n, _ int64) string {
-			return fmt.Sprintf("%d period(s) of %s", n, e.Pod)
+		wallet.Status.TotalCharged = addSat(wallet.Status.TotalCharged, walletShare)
+		appendMerged(wallet, now, hcv1.LedgerCharge, -walletShare, entry.Pod, periods, func(n, _ int64) string {
+			return fmt.Sprintf("%d period(s) of %s", n, entry.Pod)
 		})
 	}
-	e.PeriodsPaid += k
-	e.Paid = addSat(e.Paid, walletShare)
-	e.ProjectPaid = addSat(e.ProjectPaid, poolShare)
-	if p != nil {
-		if pe == nil && e.ProjectPaid > 0 {
-			p.Status.Servers = append(p.Status.Servers, poolEntry(e))
-			pe = &p.Status.Servers[len(p.Status.Servers)-1]
+	entry.PeriodsPaid += periods
+	entry.Paid = addSat(entry.Paid, walletShare)
+	entry.ProjectPaid = addSat(entry.ProjectPaid, poolShare)
+	if pool != nil {
+		if poolEntry == nil && entry.ProjectPaid > 0 {
+			pool.Status.Servers = append(pool.Status.Servers, newPoolEntry(entry))
+			poolEntry = &pool.Status.Servers[len(pool.Status.Servers)-1]
 		}
-		if pe != nil {
-			pe.PeriodsPaid = e.PeriodsPaid
-			pe.Paid = e.ProjectPaid
-			pe.StartedAt = e.StartedAt
-			pe.PodUID = e.PodUID
+		if poolEntry != nil {
+			poolEntry.PeriodsPaid = entry.PeriodsPaid
+			poolEntry.Paid = entry.ProjectPaid
+			poolEntry.StartedAt = entry.StartedAt
+			poolEntry.PodUID = entry.PodUID
 		}
 	}
 	return true
@@ -503,20 +608,21 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 // entry then shows fewer periods than the wallet's (in every other case the
 // pool, written first, is level with the wallet or ahead of it). Done before
 // anything else, so no charge syncs the pool's entry back up.
-func completeRefunds(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, now time.Time, res *Result) {
-	for i := range a.Status.Servers {
-		e := &a.Status.Servers[i]
-		p := projects[e.Project]
-		if e.Wallet != a.Name || e.Project == "" || p == nil || e.EndedAt != nil {
+func completeRefunds(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, now time.Time, res *Result) {
+	for i := range wallet.Status.Servers {
+		entry := &wallet.Status.Servers[i]
+		pool := pools[entry.Project]
+		if entry.Wallet != wallet.Name || entry.Project == "" || pool == nil || entry.EndedAt != nil {
 			continue
 		}
-		j := FindServer(p, e.ID)
-		if j < 0 || p.Status.Servers[j].PeriodsPaid >= e.PeriodsPaid {
+		j := FindServer(pool, entry.ID)
+		if j < 0 || pool.Status.Servers[j].PeriodsPaid >= entry.PeriodsPaid {
 			continue
 		}
-		refundAfterEnd(a, p, e, &p.Status.Servers[j], p.Status.Servers[j].PeriodsPaid, now)
+		poolEntry := &pool.Status.Servers[j]
+		refundAfterEnd(wallet, pool, entry, poolEntry, poolEntry.PeriodsPaid, now)
 		res.WalletChanged = true
-		res.ChangedProjects[p.Name] = true
+		res.ChangedProjects[pool.Name] = true
 	}
 }
 
@@ -525,40 +631,40 @@ func completeRefunds(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAcco
 // wallet's share goes back before the pool's (the pool pays first). The
 // pool's entry is written first; if the wallet's write is lost, the next
 // run finds the pool's entry already at its target and moves nothing twice.
-func refundAfterEnd(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, owed int64, now time.Time) {
-	amount := mulSat(e.PeriodsPaid-owed, e.BillingValue)
-	walletBack := min(amount, e.Paid)
-	poolBack := min(amount-walletBack, e.ProjectPaid)
-	poolTarget := e.ProjectPaid - poolBack
-	why := fmt.Sprintf("%d period(s) of %s charged after it ended", e.PeriodsPaid-owed, e.Pod)
-	if p != nil && pe != nil {
+func refundAfterEnd(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharge, owed int64, now time.Time) {
+	amount := mulSat(entry.PeriodsPaid-owed, entry.BillingValue)
+	walletBack := min(amount, entry.Paid)
+	poolBack := min(amount-walletBack, entry.ProjectPaid)
+	poolTarget := entry.ProjectPaid - poolBack
+	why := fmt.Sprintf("%d period(s) of %s charged after it ended", entry.PeriodsPaid-owed, entry.Pod)
+	if pool != nil && poolEntry != nil {
 		// The end time only ever moves earlier (a second deletion with a
 		// shorter grace), so the pool never gets less back than before.
-		if back := pe.Paid - poolTarget; back > 0 {
-			p.Status.Balance += back
-			p.Status.TotalRefunded = addSat(p.Status.TotalRefunded, back)
-			appendLedger(p, now, hcv1.LedgerRefund, back, e.Pod, why)
+		if back := poolEntry.Paid - poolTarget; back > 0 {
+			pool.Status.Balance += back
+			pool.Status.TotalRefunded = addSat(pool.Status.TotalRefunded, back)
+			appendLedger(pool, now, hcv1.LedgerRefund, back, entry.Pod, why)
 		}
-		pe.Paid, pe.PeriodsPaid = poolTarget, owed
+		poolEntry.Paid, poolEntry.PeriodsPaid = poolTarget, owed
 	}
 	if walletBack > 0 {
-		a.Status.Balance += walletBack
-		a.Status.TotalRefunded = addSat(a.Status.TotalRefunded, walletBack)
-		appendLedger(a, now, hcv1.LedgerRefund, walletBack, e.Pod, why)
+		wallet.Status.Balance += walletBack
+		wallet.Status.TotalRefunded = addSat(wallet.Status.TotalRefunded, walletBack)
+		appendLedger(wallet, now, hcv1.LedgerRefund, walletBack, entry.Pod, why)
 	}
-	e.PeriodsPaid = owed
-	e.Paid -= walletBack
-	e.ProjectPaid = poolTarget
+	entry.PeriodsPaid = owed
+	entry.Paid -= walletBack
+	entry.ProjectPaid = poolTarget
 }
 
-// poolEntry is the record a project pool keeps of a wallet's server.
-func poolEntry(e *hcv1.ServerCharge) hcv1.ServerCharge {
-	pe := *e
-	pe.Project, pe.ProjectPaid = "", 0
-	pe.Paid = 0
-	pe.PaidThrough = nil
-	pe.StopRequestedAt = nil
-	return pe
+// newPoolEntry is the record a project pool keeps of a wallet's server.
+func newPoolEntry(entry *hcv1.ServerCharge) hcv1.ServerCharge {
+	poolEntry := *entry
+	poolEntry.Project, poolEntry.ProjectPaid = "", 0
+	poolEntry.Paid = 0
+	poolEntry.PaidThrough = nil
+	poolEntry.StopRequestedAt = nil
+	return poolEntry
 }
 
 func removeServer(a *hcv1.CreditAccount, id string) {
@@ -589,71 +695,4 @@ func SettleOrphans(p *hcv1.CreditAccount, walletHas func(wallet, id string) bool
 		changed = true
 	}
 	return changed, next
-}
-
-// updateCounters recomputes runningServers and the Low and Exhausted
-// conditions from the entries. extra is what a co-funding pool holds. A
-// Note is added to res (when not nil) as Low turns true. Exhausted, once
-// true, stays true until credits are added (creditsAdded).
-func updateCounters(a *hcv1.CreditAccount, now time.Time, extra int64, o Options, res *Result, creditsAdded bool) bool {
-	changed := false
-	var running int32
-	var cost int64
-	stopping := false
-	for _, e := range a.Status.Servers {
-		if e.EndedAt != nil {
-			continue
-		}
-		if e.StopRequestedAt != nil {
-			stopping = true
-			continue
-		}
-		if e.StartedAt != nil {
-			running++
-			cost = addSat(cost, e.BillingValue)
-		}
-	}
-	if a.Status.RunningServers != running {
-		a.Status.RunningServers = running
-		changed = true
-	}
-	avail := addSat(a.Status.Balance, extra)
-	if cost > 0 && avail < mulSat(o.LowPeriods, cost) {
-		msg := fmt.Sprintf("Balance %d covers fewer than %d more periods of the running servers (%d credits per period).", avail, o.LowPeriods, cost)
-		was := conditionTrue(a, hcv1.ConditionLow)
-		if setCondition(a, now, hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow, msg) {
-			changed = true
-			if !was && res != nil {
-				res.Notes = append(res.Notes, Note{Warning: true, Reason: EventLow, Message: msg})
-			}
-		}
-	} else if setCondition(a, now, hcv1.ConditionLow, metav1.ConditionFalse, hcv1.ReasonBalanceSufficient,
-		"The balance covers the running servers for the next periods.") {
-		changed = true
-	}
-	if !stopping && (creditsAdded || !conditionTrue(a, hcv1.ConditionExhausted)) {
-		if setCondition(a, now, hcv1.ConditionExhausted, metav1.ConditionFalse, hcv1.ReasonCreditsAvailable, "No server is being stopped for lack of credits.") {
-			changed = true
-		}
-	}
-	return changed
-}
-
-func conditionTrue(a *hcv1.CreditAccount, t string) bool {
-	c := meta.FindStatusCondition(a.Status.Conditions, t)
-	return c != nil && c.Status == metav1.ConditionTrue
-}
-
-// setCondition sets a condition with the account's generation; it reports a
-// change; the transition time is the settle time, not the wall clock.
-func setCondition(a *hcv1.CreditAccount, now time.Time, t string, st metav1.ConditionStatus, reason, msg string) bool {
-	return meta.SetStatusCondition(&a.Status.Conditions, metav1.Condition{
-		Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: a.Generation,
-		LastTransitionTime: metav1.NewTime(now),
-	})
-}
-
-// SetCondition is setCondition for the controllers (e.g. Ready=False).
-func SetCondition(a *hcv1.CreditAccount, now time.Time, t string, st metav1.ConditionStatus, reason, msg string) bool {
-	return setCondition(a, now, t, st, reason, msg)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -32,6 +33,10 @@ var _ reconcile.Reconciler = (*BillingPolicyReconciler)(nil)
 // +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies/status,verbs=get;update
 
+// policyConflictRequeue is when a policy whose status write lost a conflict
+// is looked at again (its change wakes it sooner).
+const policyConflictRequeue = time.Second
+
 // Reconcile sets the policy's conditions.
 func (r *BillingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &hcv1.BillingPolicy{}
@@ -48,7 +53,7 @@ func (r *BillingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		return ctrl.Result{}, nil
 	}
 	if err := r.Client.Status().Update(ctx, p); apierrors.IsConflict(err) {
-		return ctrl.Result{Requeue: true}, nil // the policy changed meanwhile: look again
+		return ctrl.Result{RequeueAfter: policyConflictRequeue}, nil // the policy changed meanwhile: look again
 	} else if err != nil {
 		return ctrl.Result{}, err
 	}

@@ -5,9 +5,8 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"strconv"
-	"time"
+	"maps"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -30,6 +29,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 )
 
 // ServerStopper stops a user's server through JupyterHub.
@@ -63,11 +63,16 @@ var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
+// maxConflictRetries bounds the settles of one Reconcile that lose a
+// conflict (another writer, e.g. the webhook reserving, wrote first); each
+// retry reads live.
+const maxConflictRetries = 5
+
 // Reconcile settles the account's servers and requeues at the next boundary.
 func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var out *outcome
 	var err error
-	for attempt := 0; attempt < 5; attempt++ {
+	for attempt := 0; attempt < maxConflictRetries; attempt++ {
 		out, err = r.settle(ctx, req.NamespacedName, attempt > 0)
 		if !apierrors.IsConflict(err) {
 			break
@@ -88,68 +93,110 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 // outcome is what a committed settle asks for.
 type outcome struct {
-	account  *hcv1.CreditAccount
-	projects map[string]*hcv1.CreditAccount
-	result   billing.Result
+	account *hcv1.CreditAccount
+	result  billing.Result
 }
 
-// settle reads the account (live after a conflict), settles it and writes
-// the changed pools, then the account.
+// ledgers is what one settle reads and changes: the account, the project
+// pools that co-fund its servers, each with its status as read, and the pods
+// billed to it.
+type ledgers struct {
+	wallet       *hcv1.CreditAccount
+	walletBefore *hcv1.CreditAccountStatus
+	pools        map[string]*hcv1.CreditAccount
+	poolsBefore  map[string]*hcv1.CreditAccountStatus
+	// pods are the account's pods by entry id (reservation id, and adopted
+	// entry id).
+	pods  map[string]*corev1.Pod
+	adopt []billing.Unreserved
+}
+
+// settle is one attempt: load the ledgers (live after a conflict), compute
+// the settle, and commit it, pools first and the account last.
 func (r *CreditAccountReconciler) settle(ctx context.Context, key types.NamespacedName, live bool) (*outcome, error) {
+	l, err := r.load(ctx, key, live)
+	if err != nil {
+		return nil, err
+	}
+	res := r.compute(ctx, l)
+	if err := r.commit(ctx, l); err != nil {
+		return nil, err
+	}
+	return &outcome{account: l.wallet, result: res}, nil
+}
+
+// load reads the account, its pools and its pods, and finds the pods to
+// adopt.
+func (r *CreditAccountReconciler) load(ctx context.Context, key types.NamespacedName, live bool) (*ledgers, error) {
 	reader := client.Reader(r.Client)
 	if live {
 		reader = r.APIReader
 	}
-	a := &hcv1.CreditAccount{}
-	if err := reader.Get(ctx, key, a); err != nil {
+	wallet := &hcv1.CreditAccount{}
+	if err := reader.Get(ctx, key, wallet); err != nil {
 		return nil, err
 	}
-	before := a.Status.DeepCopy()
-	now := r.Clock.Now()
+	l := &ledgers{wallet: wallet, walletBefore: wallet.Status.DeepCopy()}
+	var err error
+	if l.pools, l.poolsBefore, err = r.projects(ctx, reader, wallet); err != nil {
+		return nil, err
+	}
+	if l.pods, err = r.pods(ctx, wallet); err != nil {
+		return nil, err
+	}
+	adopt, unbilled, err := r.unreserved(ctx, wallet, l.pods)
+	if err != nil {
+		return nil, err
+	}
+	l.adopt = adopt
+	for id, pod := range unbilled {
+		l.pods[id] = pod
+	}
+	return l, nil
+}
 
-	projects, projBefore, err := r.projects(ctx, reader, a)
-	if err != nil {
-		return nil, err
-	}
-	pods, err := r.pods(ctx, a)
-	if err != nil {
-		return nil, err
-	}
-	adopt, err := r.unreserved(ctx, a, pods)
-	if err != nil {
-		return nil, err
-	}
-	res := billing.Settle(a, projects, func(e hcv1.ServerCharge) billing.PodObservation {
-		return observe(pods, e)
-	}, adopt, now, r.Options)
-	orphansChanged, wait := billing.SettleOrphans(a, func(wallet, id string) bool {
-		return r.walletHas(ctx, key.Namespace, wallet, id)
+// compute settles the ledgers in memory: the pure billing core, then the
+// pool's orphaned shares and the Ready condition.
+func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billing.Result {
+	wallet := l.wallet
+	now := r.Clock.Now()
+	res := billing.Settle(wallet, l.pools, func(e hcv1.ServerCharge) billing.PodObservation {
+		return billing.ObserveEntry(l.pods[e.ID], e)
+	}, l.adopt, now, r.Options)
+	// Whether anything changed is answered by commit (statusChanged).
+	_, wait := billing.SettleOrphans(wallet, func(owner, id string) bool {
+		return r.walletHas(ctx, wallet.Namespace, owner, id)
 	}, now, r.Options)
-	if orphansChanged {
-		res.WalletChanged = true
-	}
 	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
 		res.RequeueAfter = wait
 	}
-	r.setReady(a, projects, now)
-	a.Status.ObservedGeneration = a.Generation
+	billing.SetReady(wallet, l.pools[wallet.Spec.Project], now)
+	wallet.Status.ObservedGeneration = wallet.Generation
+	return res
+}
 
-	// Pools first, the wallet last: the wallet's entry commits the charge.
-	for name := range res.ChangedProjects {
-		p := projects[name]
-		if p == nil || equality.Semantic.DeepEqual(projBefore[name], &p.Status) {
-			continue
-		}
-		if err := r.Client.Status().Update(ctx, p); err != nil {
-			return nil, err
-		}
-	}
-	if !equality.Semantic.DeepEqual(before, &a.Status) {
-		if err := r.Client.Status().Update(ctx, a); err != nil {
-			return nil, err
+// commit writes every changed status, each with the resourceVersion it was
+// read at. Pools first, the wallet last: the wallet's entry commits the
+// charge, and a run that stops between the writes is repaired by the next
+// (billing.Settle's inFlight and completeRefunds).
+func (r *CreditAccountReconciler) commit(ctx context.Context, l *ledgers) error {
+	for _, name := range slices.Sorted(maps.Keys(l.pools)) {
+		if pool := l.pools[name]; statusChanged(l.poolsBefore[name], &pool.Status) {
+			if err := r.Client.Status().Update(ctx, pool); err != nil {
+				return err
+			}
 		}
 	}
-	return &outcome{account: a, projects: projects, result: res}, nil
+	if statusChanged(l.walletBefore, &l.wallet.Status) {
+		return r.Client.Status().Update(ctx, l.wallet)
+	}
+	return nil
+}
+
+// statusChanged is the one answer to "did the account change": its status
+// differs from the one it was read with.
+func statusChanged(before, after *hcv1.CreditAccountStatus) bool {
+	return !equality.Semantic.DeepEqual(before, after)
 }
 
 // projects loads the pools that co-fund the account's servers.
@@ -185,7 +232,7 @@ func (r *CreditAccountReconciler) projects(ctx context.Context, reader client.Re
 func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount) (map[string]*corev1.Pod, error) {
 	var list corev1.PodList
 	if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace),
-		client.MatchingFields{billing.IndexPodAccount: a.Name}); err != nil {
+		client.MatchingFields{indexer.PodAccountKey: a.Name}); err != nil {
 		return nil, err
 	}
 	byID := make(map[string]*corev1.Pod, len(list.Items))
@@ -202,89 +249,125 @@ func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccoun
 // unreserved finds the running pods billed to the account that have no
 // reservation: admitted in shadow mode (price pinned, nothing reserved), or
 // never seen by the webhook (failurePolicy Ignore while it was down). The
-// account adopts them; their first period is charged when they run.
-func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pods map[string]*corev1.Pod) ([]billing.Unreserved, error) {
-	var out []billing.Unreserved
+// account adopts them; their first period is charged when they run. It
+// also returns, by adopted entry id, the pods that name no account but
+// belong to this wallet (pods does not hold them). A pod that cannot be
+// priced is skipped (a policy that fails on it); a failed read is an error.
+func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pods map[string]*corev1.Pod) ([]billing.Unreserved, map[string]*corev1.Pod, error) {
+	pricer := &podPricer{r: r, namespace: a.Namespace}
+	var adopt []billing.Unreserved
 	seen := map[types.UID]bool{}
 	consider := func(p *corev1.Pod, price billing.Price) {
-		if seen[p.UID] || price.Value <= 0 || ObservePod(p).EndedAt != nil ||
+		if seen[p.UID] || price.Value <= 0 || billing.ObservePod(p).EndedAt != nil ||
 			p.Annotations[hcv1.AnnotationReservation] != "" || billing.FindServer(a, billing.AdoptedID(p.UID)) >= 0 {
 			return
 		}
 		seen[p.UID] = true
-		out = append(out, billing.Unreserved{Pod: p.Name, UID: p.UID, User: p.Annotations[hcv1.AnnotationUsername],
+		adopt = append(adopt, billing.Unreserved{Pod: p.Name, UID: p.UID, User: p.Annotations[hcv1.AnnotationUsername],
 			ServerName: p.Annotations[hcv1.AnnotationServerName], Price: price})
 	}
-	var policies *hcv1.BillingPolicyList
-	priceOf := func(p *corev1.Pod) (billing.Price, error) {
-		if price, ok := pinnedPrice(p); ok {
-			return price, nil
-		}
-		// No price pinned: the one the webhook would have set.
-		if policies == nil {
-			policies = &hcv1.BillingPolicyList{}
-			if err := r.Client.List(ctx, policies, client.InNamespace(a.Namespace)); err != nil {
-				return billing.Price{}, err
-			}
-		}
-		d := r.Defaults
-		if d.Interval <= 0 {
-			d = billing.DefaultPrice
-		}
-		// The cache keeps a trimmed pod (no spec, few labels): price the
-		// pod as the API server has it, as the webhook would have.
-		full := &corev1.Pod{}
-		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(p), full); err != nil {
-			return billing.Price{}, err
-		}
-		return billing.ResolvePrice(r.Policies.Sorted(policies.Items), full, d)
-	}
 	for _, p := range pods {
-		if billing.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
+		if indexer.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
 			continue
 		}
-		if price, err := priceOf(p); err == nil {
+		price, ok, err := pricer.price(ctx, p)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
 			consider(p, price)
 		}
 	}
 	// Pods that name no account: billed to the user's wallet.
+	unbilled := map[string]*corev1.Pod{}
 	for _, user := range a.Spec.Users {
 		var list corev1.PodList
-		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexUnbilledPodUser: user}); err != nil {
-			return nil, err
+		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{indexer.UnbilledPodUserKey: user}); err != nil {
+			return nil, nil, err
+		}
+		if len(list.Items) == 0 {
+			continue
+		}
+		isWallet, err := r.isWalletOf(ctx, a, user)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !isWallet {
+			continue
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
-			var accts hcv1.CreditAccountList
-			if err := r.Client.List(ctx, &accts, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountUsers: user}); err != nil {
-				return nil, err
-			}
-			cands := make([]*hcv1.CreditAccount, 0, len(accts.Items))
-			for j := range accts.Items {
-				cands = append(cands, &accts.Items[j])
-			}
-			if w, err := billing.ResolveWallet(user, "", cands); err != nil || w == nil || w.Name != a.Name {
-				continue
-			}
-			price, err := priceOf(p)
+			price, ok, err := pricer.price(ctx, p)
 			if err != nil {
+				return nil, nil, err
+			}
+			if !ok {
 				continue
 			}
-			pods[billing.AdoptedID(p.UID)] = p
+			unbilled[billing.AdoptedID(p.UID)] = p
 			consider(p, price)
 		}
 	}
-	return out, nil
+	return adopt, unbilled, nil
 }
 
-// pinnedPrice reads the price the webhook pinned on a pod.
-func pinnedPrice(p *corev1.Pod) (billing.Price, bool) {
-	v, err1 := strconv.ParseInt(p.Annotations[hcv1.AnnotationBillingValue], 10, 64)
-	d, err2 := time.ParseDuration(p.Annotations[hcv1.AnnotationBillingInterval])
-	if err1 != nil || err2 != nil || v < 0 || d < time.Second {
-		return billing.Price{}, false
+// isWalletOf reports whether a is the wallet that pays for user's servers
+// that name no account (as the webhook would have chosen it). An ambiguous
+// choice is no wallet.
+func (r *CreditAccountReconciler) isWalletOf(ctx context.Context, a *hcv1.CreditAccount, user string) (bool, error) {
+	var accts hcv1.CreditAccountList
+	if err := r.Client.List(ctx, &accts, client.InNamespace(a.Namespace), client.MatchingFields{indexer.AccountUsersKey: user}); err != nil {
+		return false, err
 	}
-	return billing.Price{Value: v, Interval: d, Policy: p.Annotations[hcv1.AnnotationPolicy]}, true
+	candidates := make([]*hcv1.CreditAccount, 0, len(accts.Items))
+	for i := range accts.Items {
+		candidates = append(candidates, &accts.Items[i])
+	}
+	wallet, err := billing.ResolveWallet(user, "", candidates)
+	return err == nil && wallet != nil && wallet.Name == a.Name, nil
+}
+
+// podPricer prices the pods of one namespace the webhook did not price, as
+// it would have; the policies are listed once, on first use.
+type podPricer struct {
+	r         *CreditAccountReconciler
+	namespace string
+	policies  *hcv1.BillingPolicyList
+}
+
+// price returns the pod's pinned price, else the one the webhook would have
+// pinned. ok is false for a pod that cannot be priced (a policy fails on it,
+// or it is gone); err is a failed read.
+func (pp *podPricer) price(ctx context.Context, p *corev1.Pod) (price billing.Price, ok bool, err error) {
+	if price, ok := billing.PinnedPrice(p.Annotations); ok {
+		return price, true, nil
+	}
+	if pp.policies == nil {
+		policies := &hcv1.BillingPolicyList{}
+		if err := pp.r.Client.List(ctx, policies, client.InNamespace(pp.namespace)); err != nil {
+			return billing.Price{}, false, err
+		}
+		pp.policies = policies
+	}
+	defaults := pp.r.Defaults
+	if defaults.Interval <= 0 {
+		defaults = billing.DefaultPrice
+	}
+	// The cache keeps a trimmed pod (no spec, few labels): price the pod as
+	// the API server has it, as the webhook would have.
+	full := &corev1.Pod{}
+	if err := pp.r.APIReader.Get(ctx, client.ObjectKeyFromObject(p), full); err != nil {
+		if apierrors.IsNotFound(err) {
+			return billing.Price{}, false, nil
+		}
+		return billing.Price{}, false, err
+	}
+	price, err = billing.ResolvePrice(pp.r.Policies.Sorted(pp.policies.Items), full, defaults)
+	if err != nil {
+		log.FromContext(ctx).Info("No billing policy could price an unreserved pod; it is not adopted", "pod", klog.KObj(p))
+		return billing.Price{}, false, nil
+	}
+	return price, true, nil
 }
 
 // walletHas reports whether wallet holds entry id (from the cache; a pool's
@@ -295,79 +378,6 @@ func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id 
 		return !apierrors.IsNotFound(err) // unsure: keep the entry
 	}
 	return billing.FindServer(w, id) >= 0
-}
-
-func (r *CreditAccountReconciler) setReady(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, now time.Time) {
-	switch p := projects[a.Spec.Project]; {
-	case a.Spec.Project != "" && p == nil:
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectNotFound,
-			fmt.Sprintf("Project %q does not exist; spawns billed to this account are denied.", a.Spec.Project))
-	case p != nil && p.Spec.Project != "":
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectChain,
-			fmt.Sprintf("Project %q names a project itself; pools are one level deep, so spawns billed to this account are denied.", p.Name))
-	default:
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
-	}
-}
-
-// observe turns the cached pod behind an entry into what billing needs.
-func observe(pods map[string]*corev1.Pod, e hcv1.ServerCharge) billing.PodObservation {
-	p := pods[e.ID]
-	if p == nil || (e.PodUID != "" && p.UID != e.PodUID) {
-		return billing.PodObservation{}
-	}
-	return ObservePod(p)
-}
-
-// ObservePod reads a pod's run times: the clock starts when its first
-// container started running and stops when deletion was requested or its
-// containers terminated.
-func ObservePod(p *corev1.Pod) billing.PodObservation {
-	o := billing.PodObservation{Exists: true, UID: p.UID}
-	var started, finished *time.Time
-	for _, cs := range p.Status.ContainerStatuses {
-		var t *metav1.Time
-		switch {
-		case cs.State.Running != nil:
-			t = &cs.State.Running.StartedAt
-		case cs.State.Terminated != nil:
-			t = &cs.State.Terminated.StartedAt
-			if f := cs.State.Terminated.FinishedAt.Time; !f.IsZero() && (finished == nil || f.After(*finished)) {
-				finished = &f
-			}
-		case cs.LastTerminationState.Terminated != nil:
-			t = &cs.LastTerminationState.Terminated.StartedAt
-		}
-		if t != nil && !t.IsZero() && (started == nil || t.Time.Before(*started)) {
-			tt := t.Time
-			started = &tt
-		}
-	}
-	if started == nil && p.Status.Phase == corev1.PodRunning && p.Status.StartTime != nil {
-		t := p.Status.StartTime.Time
-		started = &t
-	}
-	o.StartedAt = started
-	switch {
-	case p.DeletionTimestamp != nil:
-		// The API server sets deletionTimestamp to the request time plus the
-		// grace period; the server stopped being the user's at the request.
-		t := p.DeletionTimestamp.Time
-		if g := p.DeletionGracePeriodSeconds; g != nil && *g > 0 {
-			t = t.Add(-time.Duration(*g) * time.Second)
-		}
-		o.EndedAt = &t
-	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
-		if finished == nil {
-			t := p.CreationTimestamp.Time
-			if started != nil {
-				t = *started
-			}
-			finished = &t
-		}
-		o.EndedAt = finished
-	}
-	return o
 }
 
 // act emits Events and stops servers after a committed settle.
@@ -478,7 +488,7 @@ func sameServers(a, b *hcv1.CreditAccount) bool {
 // podToAccounts maps a pod to the accounts it is billed to.
 func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 	var out []reconcile.Request
-	for _, name := range billing.PodAccounts(o) {
+	for _, name := range indexer.PodAccounts(o) {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
 	}
 	return out
@@ -487,12 +497,12 @@ func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 // unbilledPodToWallets maps a pod that names no account to the accounts
 // that list its user (the one that is its wallet adopts it).
 func (r *CreditAccountReconciler) unbilledPodToWallets(ctx context.Context, o client.Object) []reconcile.Request {
-	users := billing.UnbilledPodUser(o)
+	users := indexer.UnbilledPodUser(o)
 	if len(users) == 0 {
 		return nil
 	}
 	var accts hcv1.CreditAccountList
-	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{billing.IndexAccountUsers: users[0]}); err != nil {
+	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexer.AccountUsersKey: users[0]}); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(accts.Items))
@@ -519,7 +529,7 @@ func (r *CreditAccountReconciler) accountToRelated(ctx context.Context, o client
 		add(e.Wallet)
 	}
 	var wallets hcv1.CreditAccountList
-	if err := r.Client.List(ctx, &wallets, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountProject: a.Name}); err == nil {
+	if err := r.Client.List(ctx, &wallets, client.InNamespace(a.Namespace), client.MatchingFields{indexer.AccountProjectKey: a.Name}); err == nil {
 		for i := range wallets.Items {
 			add(wallets.Items[i].Name)
 		}

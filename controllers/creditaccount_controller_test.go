@@ -23,112 +23,6 @@ import (
 	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
-func TestObservePod(t *testing.T) {
-	uid := types.UID("u1")
-	running := func(started time.Duration) corev1.ContainerStatus {
-		return corev1.ContainerStatus{State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *mt(started)}}}
-	}
-	terminated := func(started, finished time.Duration) corev1.ContainerStatus {
-		return corev1.ContainerStatus{State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{StartedAt: *mt(started), FinishedAt: *mt(finished)}}}
-	}
-	waiting := corev1.ContainerStatus{State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}}
-	pod := func(phase corev1.PodPhase, cs ...corev1.ContainerStatus) *corev1.Pod {
-		p := makePod("jupyter-alice", uid, "alice", "r1").obj()
-		p.Status.Phase = phase
-		p.Status.ContainerStatuses = cs
-		return p
-	}
-	withStartTime := func(p *corev1.Pod, d time.Duration) *corev1.Pod { p.Status.StartTime = mt(d); return p }
-	deleting := func(p *corev1.Pod, at time.Time, grace *int64) *corev1.Pod {
-		ts := metav1.NewTime(at)
-		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = &ts, grace
-		return p
-	}
-	i64 := func(v int64) *int64 { return &v }
-
-	cases := map[string]struct {
-		pod  *corev1.Pod
-		want billing.PodObservation
-	}{
-		"pending, no containers yet": {
-			pod:  pod(corev1.PodPending),
-			want: billing.PodObservation{Exists: true, UID: uid},
-		},
-		"pending, image pulling": {
-			pod:  withStartTime(pod(corev1.PodPending, waiting), time.Second),
-			want: billing.PodObservation{Exists: true, UID: uid},
-		},
-		"running: the container's start": {
-			pod:  withStartTime(pod(corev1.PodRunning, running(90*time.Second)), time.Second),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(90 * time.Second)},
-		},
-		"running: the earliest container's start": {
-			pod:  pod(corev1.PodRunning, running(3*time.Minute), running(2*time.Minute), waiting),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(2 * time.Minute)},
-		},
-		"running without container statuses: the pod's start time": {
-			pod:  withStartTime(pod(corev1.PodRunning), 5*time.Second),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(5 * time.Second)},
-		},
-		"crash-looping: the last run's start": {
-			pod: pod(corev1.PodRunning, corev1.ContainerStatus{
-				State:                corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CrashLoopBackOff"}},
-				LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{StartedAt: *mt(time.Minute), FinishedAt: *mt(2 * time.Minute)}},
-			}),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute)},
-		},
-		"a container terminated while the pod runs: still running": {
-			pod:  pod(corev1.PodRunning, running(time.Minute), terminated(time.Minute, 5*time.Minute)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute)},
-		},
-		"succeeded: ends at the last container's finish": {
-			pod:  pod(corev1.PodSucceeded, terminated(time.Minute, 30*time.Minute), terminated(2*time.Minute, 45*time.Minute)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(45 * time.Minute)},
-		},
-		"failed: ends at the container's finish": {
-			pod:  pod(corev1.PodFailed, terminated(time.Minute, 12*time.Minute)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(12 * time.Minute)},
-		},
-		"failed before any container ran: ends at creation": {
-			pod:  pod(corev1.PodFailed),
-			want: billing.PodObservation{Exists: true, UID: uid, EndedAt: tp(0)},
-		},
-		"failed with a finish time unknown: ends at its start": {
-			pod: pod(corev1.PodFailed, corev1.ContainerStatus{State: corev1.ContainerState{
-				Terminated: &corev1.ContainerStateTerminated{StartedAt: *mt(3 * time.Minute)}}}),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(3 * time.Minute), EndedAt: tp(3 * time.Minute)},
-		},
-		"deleted with a grace period: ends when the deletion was asked for": {
-			pod:  deleting(pod(corev1.PodRunning, running(time.Minute)), at(time.Hour), i64(30)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(time.Hour - 30*time.Second)},
-		},
-		"deleted with grace 0": {
-			pod:  deleting(pod(corev1.PodRunning, running(time.Minute)), at(time.Hour), i64(0)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(time.Hour)},
-		},
-		"deleted without a grace period recorded": {
-			pod:  deleting(pod(corev1.PodRunning, running(time.Minute)), at(time.Hour), nil),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(time.Hour)},
-		},
-		"deleted while pending": {
-			pod:  deleting(pod(corev1.PodPending), at(time.Minute), i64(30)),
-			want: billing.PodObservation{Exists: true, UID: uid, EndedAt: tp(30 * time.Second)},
-		},
-		"deletion wins over the containers' finish": {
-			pod:  deleting(pod(corev1.PodSucceeded, terminated(time.Minute, 50*time.Minute)), at(time.Hour), i64(30)),
-			want: billing.PodObservation{Exists: true, UID: uid, StartedAt: tp(time.Minute), EndedAt: tp(time.Hour - 30*time.Second)},
-		},
-	}
-	for name, tc := range cases {
-		t.Run(name, func(t *testing.T) {
-			got := ObservePod(tc.pod)
-			if d := testutil.Diff(tc.want, got); d != "" {
-				t.Errorf("ObservePod (-want +got):\n%s", d)
-			}
-		})
-	}
-}
-
 var aliceKey = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "alice"}}
 
 func TestCreditAccountReconcileCharges(t *testing.T) {
@@ -790,5 +684,37 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 				t.Errorf("accounts (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// unreserved leaves the caller's pods alone, returns the unbilled pods it
+// adopts by entry id, and reports a failed read instead of skipping it.
+func TestUnreserved(t *testing.T) {
+	unbilled := makePod("jupyter-alice", "u9", "", "").running(0).obj()
+	delete(unbilled.Annotations, hcv1.AnnotationAccount)
+	env := newControllerEnv(newAPI(nil, makeAccount("alice", "alice").obj(), unbilled), at(time.Minute))
+	env.r.Defaults = billing.DefaultPrice
+	pods := map[string]*corev1.Pod{}
+
+	adopt, adopted, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pods) != 0 {
+		t.Errorf("the caller's pods were changed: %v", pods)
+	}
+	if len(adopt) != 1 || adopted[billing.AdoptedID("u9")] == nil {
+		t.Errorf("adopt %v, adopted %v: want the unbilled pod", adopt, adopted)
+	}
+
+	failing := newAPI(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+		if _, ok := list.(*hcv1.CreditAccountList); ok {
+			return errors.New("etcd is down")
+		}
+		return c.List(ctx, list, opts...)
+	}}, makeAccount("alice", "alice").obj(), unbilled)
+	env = newControllerEnv(failing, at(time.Minute))
+	if _, _, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods); err == nil {
+		t.Errorf("a failed list of the user's accounts was dropped")
 	}
 }

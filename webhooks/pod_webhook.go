@@ -11,7 +11,6 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +29,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 )
 
 // PodWebhookPath is where the pod webhook is served.
@@ -285,7 +285,7 @@ func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed b
 	var list hcv1.CreditAccountList
 	opts := []client.ListOption{client.InNamespace(ns)}
 	if indexed {
-		opts = append(opts, client.MatchingFields{billing.IndexAccountUsers: user})
+		opts = append(opts, client.MatchingFields{indexer.AccountUsersKey: user})
 	}
 	if err := r.List(ctx, &list, opts...); err != nil {
 		return nil, err
@@ -352,14 +352,14 @@ func WalletName(user string) string {
 func affordable(d *decision, now time.Time) error {
 	w := d.wallet.DeepCopy()
 	billing.RefreshForAdmission(w, now)
-	have := w.Status.Balance
 	var p *hcv1.CreditAccount
+	var pool int64
 	if d.project != nil {
 		p = d.project.DeepCopy()
 		billing.RefreshForAdmission(p, now)
-		have += p.Status.Balance
+		pool = p.Status.Balance
 	}
-	if have < d.price.Value {
+	if !billing.CanPay(d.price.Value, w.Status.Balance, pool) {
 		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(d.price, w, p, now)}
 	}
 	return nil
@@ -381,10 +381,11 @@ func (h *PodAdmitter) reserve(ctx context.Context, ns, id, user string, pod *cor
 	if d.project != nil {
 		r.Project = d.project.Name
 		pa, err := h.Reserver.Do(ctx, key(ns, d.project.Name), func(a *hcv1.CreditAccount, now time.Time) error {
-			if a.Status.Balance <= 0 {
+			fromPool, _ := billing.SplitCost(d.price.Value, a.Status.Balance)
+			if fromPool <= 0 {
 				return errNothingTaken // the pool is empty: no entry, no write
 			}
-			taken, err := billing.Take(a, r, 0, d.price.Value, 0, now)
+			taken, err := billing.Take(a, r, 0, fromPool, 0, now)
 			projectPaid = taken
 			return err
 		})
@@ -397,7 +398,8 @@ func (h *PodAdmitter) reserve(ctx context.Context, ns, id, user string, pod *cor
 		}
 	}
 	wa, err := h.Reserver.Do(ctx, key(ns, d.wallet.Name), func(a *hcv1.CreditAccount, now time.Time) error {
-		_, err := billing.Take(a, r, d.price.Value-projectPaid, d.price.Value-projectPaid, projectPaid, now)
+		_, fromWallet := billing.SplitCost(d.price.Value, projectPaid)
+		_, err := billing.Take(a, r, fromWallet, fromWallet, projectPaid, now)
 		return err
 	})
 	if err == nil {
@@ -438,12 +440,8 @@ func key(ns, name string) types.NamespacedName {
 // patch pins the price on the pod: annotations only, added one by one so
 // the patch is small and the pod is not re-encoded.
 func (h *PodAdmitter) patch(pod *corev1.Pod, d *decision, reservation string) admission.Response {
-	add := map[string]string{
-		hcv1.AnnotationAccount:         d.wallet.Name,
-		hcv1.AnnotationBillingValue:    strconv.FormatInt(d.price.Value, 10),
-		hcv1.AnnotationBillingInterval: d.price.Interval.String(),
-		hcv1.AnnotationPolicy:          d.price.Policy,
-	}
+	add := billing.PinPrice(d.price)
+	add[hcv1.AnnotationAccount] = d.wallet.Name
 	if d.project != nil {
 		add[hcv1.AnnotationProject] = d.project.Name
 	}

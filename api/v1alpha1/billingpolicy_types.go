@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -13,12 +15,17 @@ const (
 	// selects pods too; ties are broken by name (alphabetically first wins).
 	ConditionTied = "Tied"
 
-	ReasonValid            = "Valid"
-	ReasonInvalidExpr      = "InvalidExpression"
-	ReasonSamePriority     = "SamePriority"
-	ReasonNoTie            = "NoTie"
+	ReasonValid        = "Valid"
+	ReasonInvalidExpr  = "InvalidExpression"
+	ReasonSamePriority = "SamePriority"
+	ReasonNoTie        = "NoTie"
+)
+
+// The price of a server no policy selects, unless the operator is told
+// otherwise (--default-billing-value, --default-billing-interval).
+const (
 	DefaultBillingValue    = int64(10)
-	DefaultBillingInterval = "10m"
+	DefaultBillingInterval = 10 * time.Minute
 )
 
 // BillingPolicySpec is the price of the user servers it selects.

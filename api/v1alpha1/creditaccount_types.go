@@ -18,7 +18,10 @@ const (
 	// number of further periods of the account's running servers.
 	ConditionLow = "Low"
 	// ConditionExhausted is true when a server billed to the account had to be
-	// stopped, or a spawn denied, because the account could not pay.
+	// stopped because the account could not pay (reason ServerStopped); it
+	// stays true until credits are added. A spawn denied for lack of credits
+	// is not recorded here: the user reads the denial, and the webhook counts
+	// it (hubcredits_admission_decisions_total).
 	ConditionExhausted = "Exhausted"
 )
 
@@ -30,7 +33,6 @@ const (
 	ReasonBalanceLow        = "BalanceLow"
 	ReasonBalanceSufficient = "BalanceSufficient"
 	ReasonServerStopped     = "ServerStopped"
-	ReasonSpawnDenied       = "SpawnDenied"
 	ReasonCreditsAvailable  = "CreditsAvailable"
 )
 
