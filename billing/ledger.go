@@ -2,6 +2,7 @@ package billing
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -140,7 +141,7 @@ func NextGrant(a *hcv1.CreditAccount, now time.Time) (at time.Time, amount int64
 func applyTopUps(a *hcv1.CreditAccount, now time.Time) int64 {
 	var total int64
 	for _, t := range a.Spec.TopUps {
-		if containsString(a.Status.AppliedTopUps, t.ID) {
+		if slices.Contains(a.Status.AppliedTopUps, t.ID) {
 			continue
 		}
 		a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
@@ -184,15 +185,6 @@ func appendMerged(a *hcv1.CreditAccount, now time.Time, kind hcv1.LedgerEntryKin
 	if count > 1 {
 		a.Status.Ledger[len(a.Status.Ledger)-1].Count = count
 	}
-}
-
-func containsString(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // FindServer returns the index of the server entry with the given

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"slices"
 	"sort"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -24,13 +25,16 @@ const (
 	DenyAmbiguous      = "AmbiguousAccount"
 	DenyMissingUser    = "MissingUsername"
 	DenyPriceError     = "PriceError"
+	// DenyProjectMissing is the label of every CheckProject problem (a
+	// missing pool, or a pool that names a project itself); the account's
+	// Ready condition tells the two apart.
 	DenyProjectMissing = "ProjectMissing"
 	DenyForbidden      = "Forbidden"
 )
 
 // Lists reports whether the account lists the user.
 func Lists(a *hcv1.CreditAccount, user string) bool {
-	return containsString(a.Spec.Users, user)
+	return slices.Contains(a.Spec.Users, user)
 }
 
 // ResolveWallet picks the account that pays for a server of user: the one
@@ -88,17 +92,40 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 }
 
 // ResolveProject returns the pool that pays first for wallet, or nil. A
-// missing pool, or a pool that itself names a project, is a Denial.
+// missing pool, or a pool that itself names a project, is a Denial (see
+// CheckProject).
 func ResolveProject(wallet *hcv1.CreditAccount, get func(name string) *hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
 	if wallet.Spec.Project == "" {
 		return nil, nil
 	}
-	p := get(wallet.Spec.Project)
-	if p == nil {
-		return nil, &Denial{Reason: DenyProjectMissing, Message: ProjectMissingMessage(wallet.Name, wallet.Spec.Project)}
+	pool := get(wallet.Spec.Project)
+	if problem := CheckProject(wallet, pool); problem != nil {
+		return nil, &Denial{Reason: DenyProjectMissing, Message: problem.Message}
 	}
-	if p.Spec.Project != "" {
-		return nil, &Denial{Reason: DenyProjectMissing, Message: ProjectChainMessage(wallet.Name, p.Name)}
+	return pool, nil
+}
+
+// ProjectProblem says why a wallet's project pool cannot pay. Reason is the
+// reason of the account's Ready=False condition; Message is the sentence
+// both the condition and a denied spawn show.
+type ProjectProblem struct {
+	Reason  string
+	Message string
+}
+
+// CheckProject reports what is wrong with the project pool of wallet, or
+// nil when the wallet names no project or its pool can pay. pool is the
+// account wallet.spec.project names (nil when it does not exist). Pools are
+// one level deep: a pool that names a project itself cannot pay. Admission
+// denies a spawn for the problem; the controller sets Ready=False with it.
+func CheckProject(wallet, pool *hcv1.CreditAccount) *ProjectProblem {
+	switch {
+	case wallet.Spec.Project == "":
+		return nil
+	case pool == nil:
+		return &ProjectProblem{Reason: hcv1.ReasonProjectNotFound, Message: ProjectMissingMessage(wallet.Name, wallet.Spec.Project)}
+	case pool.Spec.Project != "":
+		return &ProjectProblem{Reason: hcv1.ReasonProjectChain, Message: ProjectChainMessage(wallet.Name, pool.Name)}
 	}
-	return p, nil
+	return nil
 }

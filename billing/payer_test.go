@@ -237,3 +237,34 @@ func TestResolveWalletWithPools(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckProject: admission and the Ready condition share one answer.
+func TestCheckProject(t *testing.T) {
+	lab := makeAccount("lab").obj()
+	cases := map[string]struct {
+		wallet *hcv1.CreditAccount
+		pool   *hcv1.CreditAccount
+		want   *ProjectProblem
+	}{
+		"no project":       {wallet: makeAccount("alice").obj()},
+		"the pool can pay": {wallet: makeAccount("alice").withProject("lab").obj(), pool: lab},
+		"a missing pool": {
+			wallet: makeAccount("alice").withProject("physics").obj(),
+			want: &ProjectProblem{Reason: hcv1.ReasonProjectNotFound,
+				Message: `Credit account "alice" is funded by project "physics", which does not exist — ask your hub admin.`},
+		},
+		"a pool that names a project itself": {
+			wallet: makeAccount("alice").withProject("sub-lab").obj(),
+			pool:   makeAccount("sub-lab").withProject("lab").obj(),
+			want: &ProjectProblem{Reason: hcv1.ReasonProjectChain,
+				Message: `Credit account "alice" is funded by "sub-lab", which is not a project pool (it names a project itself) — ask your hub admin.`},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if d := cmp.Diff(tc.want, CheckProject(tc.wallet, tc.pool)); d != "" {
+				t.Errorf("CheckProject (-want +got):\n%s", d)
+			}
+		})
+	}
+}

@@ -455,9 +455,7 @@ func charge(a, p *hcv1.CreditAccount, e, pe *hcv1.ServerCharge, due int64, now t
 		avail := addSat(addSat(poolBal, flight), a.Status.Balance)
 		k = min(n, avail/value)
 	}
-	cost := mulSat(k, value)
-	poolShare := min(addSat(poolBal, flight), cost)
-	walletShare := cost - poolShare
+	poolShare, walletShare := SplitCost(mulSat(k, value), addSat(poolBal, flight))
 	// The pool's balance moves by what it pays now minus what was already in
 	// flight (a negative move returns an in-flight payment that is not needed).
 	if p != nil {

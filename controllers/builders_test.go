@@ -18,6 +18,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 	"github.com/hubcredits/hubcredits/internal/scheme"
 )
 
@@ -45,12 +46,8 @@ func tp(d time.Duration) *time.Time {
 func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
 		WithScheme(scheme.New()).
-		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{}).
-		WithIndex(&corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts).
-		WithIndex(&corev1.Pod{}, billing.IndexUnbilledPodUser, billing.UnbilledPodUser).
-		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers).
-		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountProject, billing.AccountProject).
-		WithObjects(objs...)
+		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{})
+	b = indexer.WithIndexes(b).WithObjects(objs...)
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)
 	}

@@ -5,8 +5,6 @@ package controllers
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -30,6 +28,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 )
 
 // ServerStopper stops a user's server through JupyterHub.
@@ -120,7 +119,7 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 		return nil, err
 	}
 	res := billing.Settle(a, projects, func(e hcv1.ServerCharge) billing.PodObservation {
-		return observe(pods, e)
+		return billing.ObserveEntry(pods[e.ID], e)
 	}, adopt, now, r.Options)
 	orphansChanged, wait := billing.SettleOrphans(a, func(wallet, id string) bool {
 		return r.walletHas(ctx, key.Namespace, wallet, id)
@@ -185,7 +184,7 @@ func (r *CreditAccountReconciler) projects(ctx context.Context, reader client.Re
 func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount) (map[string]*corev1.Pod, error) {
 	var list corev1.PodList
 	if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace),
-		client.MatchingFields{billing.IndexPodAccount: a.Name}); err != nil {
+		client.MatchingFields{indexer.PodAccountKey: a.Name}); err != nil {
 		return nil, err
 	}
 	byID := make(map[string]*corev1.Pod, len(list.Items))
@@ -207,7 +206,7 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 	var out []billing.Unreserved
 	seen := map[types.UID]bool{}
 	consider := func(p *corev1.Pod, price billing.Price) {
-		if seen[p.UID] || price.Value <= 0 || ObservePod(p).EndedAt != nil ||
+		if seen[p.UID] || price.Value <= 0 || billing.ObservePod(p).EndedAt != nil ||
 			p.Annotations[hcv1.AnnotationReservation] != "" || billing.FindServer(a, billing.AdoptedID(p.UID)) >= 0 {
 			return
 		}
@@ -217,7 +216,7 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 	}
 	var policies *hcv1.BillingPolicyList
 	priceOf := func(p *corev1.Pod) (billing.Price, error) {
-		if price, ok := pinnedPrice(p); ok {
+		if price, ok := billing.PinnedPrice(p.Annotations); ok {
 			return price, nil
 		}
 		// No price pinned: the one the webhook would have set.
@@ -240,7 +239,7 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 		return billing.ResolvePrice(r.Policies.Sorted(policies.Items), full, d)
 	}
 	for _, p := range pods {
-		if billing.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
+		if indexer.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
 			continue
 		}
 		if price, err := priceOf(p); err == nil {
@@ -250,13 +249,13 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 	// Pods that name no account: billed to the user's wallet.
 	for _, user := range a.Spec.Users {
 		var list corev1.PodList
-		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexUnbilledPodUser: user}); err != nil {
+		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{indexer.UnbilledPodUserKey: user}); err != nil {
 			return nil, err
 		}
 		for i := range list.Items {
 			p := &list.Items[i]
 			var accts hcv1.CreditAccountList
-			if err := r.Client.List(ctx, &accts, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountUsers: user}); err != nil {
+			if err := r.Client.List(ctx, &accts, client.InNamespace(a.Namespace), client.MatchingFields{indexer.AccountUsersKey: user}); err != nil {
 				return nil, err
 			}
 			cands := make([]*hcv1.CreditAccount, 0, len(accts.Items))
@@ -277,16 +276,6 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 	return out, nil
 }
 
-// pinnedPrice reads the price the webhook pinned on a pod.
-func pinnedPrice(p *corev1.Pod) (billing.Price, bool) {
-	v, err1 := strconv.ParseInt(p.Annotations[hcv1.AnnotationBillingValue], 10, 64)
-	d, err2 := time.ParseDuration(p.Annotations[hcv1.AnnotationBillingInterval])
-	if err1 != nil || err2 != nil || v < 0 || d < time.Second {
-		return billing.Price{}, false
-	}
-	return billing.Price{Value: v, Interval: d, Policy: p.Annotations[hcv1.AnnotationPolicy]}, true
-}
-
 // walletHas reports whether wallet holds entry id (from the cache; a pool's
 // orphan grace is longer than the cache's lag).
 func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id string) bool {
@@ -297,77 +286,15 @@ func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id 
 	return billing.FindServer(w, id) >= 0
 }
 
+// setReady says whether the account's ledger can be kept: not while its
+// project pool is missing or is not a pool (the same check that denies its
+// spawns).
 func (r *CreditAccountReconciler) setReady(a *hcv1.CreditAccount, projects map[string]*hcv1.CreditAccount, now time.Time) {
-	switch p := projects[a.Spec.Project]; {
-	case a.Spec.Project != "" && p == nil:
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectNotFound,
-			fmt.Sprintf("Project %q does not exist; spawns billed to this account are denied.", a.Spec.Project))
-	case p != nil && p.Spec.Project != "":
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, hcv1.ReasonProjectChain,
-			fmt.Sprintf("Project %q names a project itself; pools are one level deep, so spawns billed to this account are denied.", p.Name))
-	default:
-		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
+	if problem := billing.CheckProject(a, projects[a.Spec.Project]); problem != nil {
+		billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionFalse, problem.Reason, problem.Message)
+		return
 	}
-}
-
-// observe turns the cached pod behind an entry into what billing needs.
-func observe(pods map[string]*corev1.Pod, e hcv1.ServerCharge) billing.PodObservation {
-	p := pods[e.ID]
-	if p == nil || (e.PodUID != "" && p.UID != e.PodUID) {
-		return billing.PodObservation{}
-	}
-	return ObservePod(p)
-}
-
-// ObservePod reads a pod's run times: the clock starts when its first
-// container started running and stops when deletion was requested or its
-// containers terminated.
-func ObservePod(p *corev1.Pod) billing.PodObservation {
-	o := billing.PodObservation{Exists: true, UID: p.UID}
-	var started, finished *time.Time
-	for _, cs := range p.Status.ContainerStatuses {
-		var t *metav1.Time
-		switch {
-		case cs.State.Running != nil:
-			t = &cs.State.Running.StartedAt
-		case cs.State.Terminated != nil:
-			t = &cs.State.Terminated.StartedAt
-			if f := cs.State.Terminated.FinishedAt.Time; !f.IsZero() && (finished == nil || f.After(*finished)) {
-				finished = &f
-			}
-		case cs.LastTerminationState.Terminated != nil:
-			t = &cs.LastTerminationState.Terminated.StartedAt
-		}
-		if t != nil && !t.IsZero() && (started == nil || t.Time.Before(*started)) {
-			tt := t.Time
-			started = &tt
-		}
-	}
-	if started == nil && p.Status.Phase == corev1.PodRunning && p.Status.StartTime != nil {
-		t := p.Status.StartTime.Time
-		started = &t
-	}
-	o.StartedAt = started
-	switch {
-	case p.DeletionTimestamp != nil:
-		// The API server sets deletionTimestamp to the request time plus the
-		// grace period; the server stopped being the user's at the request.
-		t := p.DeletionTimestamp.Time
-		if g := p.DeletionGracePeriodSeconds; g != nil && *g > 0 {
-			t = t.Add(-time.Duration(*g) * time.Second)
-		}
-		o.EndedAt = &t
-	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
-		if finished == nil {
-			t := p.CreationTimestamp.Time
-			if started != nil {
-				t = *started
-			}
-			finished = &t
-		}
-		o.EndedAt = finished
-	}
-	return o
+	billing.SetCondition(a, now, hcv1.ConditionReady, metav1.ConditionTrue, hcv1.ReasonLedgerOpen, "The ledger is kept.")
 }
 
 // act emits Events and stops servers after a committed settle.
@@ -478,7 +405,7 @@ func sameServers(a, b *hcv1.CreditAccount) bool {
 // podToAccounts maps a pod to the accounts it is billed to.
 func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 	var out []reconcile.Request
-	for _, name := range billing.PodAccounts(o) {
+	for _, name := range indexer.PodAccounts(o) {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
 	}
 	return out
@@ -487,12 +414,12 @@ func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 // unbilledPodToWallets maps a pod that names no account to the accounts
 // that list its user (the one that is its wallet adopts it).
 func (r *CreditAccountReconciler) unbilledPodToWallets(ctx context.Context, o client.Object) []reconcile.Request {
-	users := billing.UnbilledPodUser(o)
+	users := indexer.UnbilledPodUser(o)
 	if len(users) == 0 {
 		return nil
 	}
 	var accts hcv1.CreditAccountList
-	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{billing.IndexAccountUsers: users[0]}); err != nil {
+	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexer.AccountUsersKey: users[0]}); err != nil {
 		return nil
 	}
 	out := make([]reconcile.Request, 0, len(accts.Items))
@@ -519,7 +446,7 @@ func (r *CreditAccountReconciler) accountToRelated(ctx context.Context, o client
 		add(e.Wallet)
 	}
 	var wallets hcv1.CreditAccountList
-	if err := r.Client.List(ctx, &wallets, client.InNamespace(a.Namespace), client.MatchingFields{billing.IndexAccountProject: a.Name}); err == nil {
+	if err := r.Client.List(ctx, &wallets, client.InNamespace(a.Namespace), client.MatchingFields{indexer.AccountProjectKey: a.Name}); err == nil {
 		for i := range wallets.Items {
 			add(wallets.Items[i].Name)
 		}

@@ -24,6 +24,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/internal/scheme"
 )
@@ -45,13 +46,12 @@ const (
 )
 
 // newAPI is a fake API server holding objs, with the status subresource and
-// the users index the webhook lists by. funcs may be nil.
+// every index (as the manager registers them). funcs may be nil.
 func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
 		WithScheme(scheme.New()).
-		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{}).
-		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers).
-		WithObjects(objs...)
+		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{})
+	b = indexer.WithIndexes(b).WithObjects(objs...)
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)
 	}

@@ -2,7 +2,6 @@ package webhooks
 
 import (
 	"net/http"
-	"strconv"
 	"strings"
 
 	"gomodules.xyz/jsonpatch/v2"
@@ -17,12 +16,8 @@ import (
 // patch pins the price on the pod: annotations only, added one by one so
 // the patch is small and the pod is not re-encoded.
 func patch(pod *corev1.Pod, d *decision, reservation string) admission.Response {
-	add := map[string]string{
-		hcv1.AnnotationAccount:         d.wallet.Name,
-		hcv1.AnnotationBillingValue:    strconv.FormatInt(d.price.Value, 10),
-		hcv1.AnnotationBillingInterval: d.price.Interval.String(),
-		hcv1.AnnotationPolicy:          d.price.Policy,
-	}
+	add := billing.PinPrice(d.price)
+	add[hcv1.AnnotationAccount] = d.wallet.Name
 	if d.project != nil {
 		add[hcv1.AnnotationProject] = d.project.Name
 	}

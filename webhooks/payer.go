@@ -14,6 +14,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 )
 
 // The webhook finds the payer in the cache (live when the cache shows none)
@@ -62,7 +63,7 @@ func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed b
 	var list hcv1.CreditAccountList
 	opts := []client.ListOption{client.InNamespace(ns)}
 	if indexed {
-		opts = append(opts, client.MatchingFields{billing.IndexAccountUsers: user})
+		opts = append(opts, client.MatchingFields{indexer.AccountUsersKey: user})
 	}
 	if err := r.List(ctx, &list, opts...); err != nil {
 		return nil, err

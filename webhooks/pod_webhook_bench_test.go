@@ -38,6 +38,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
@@ -121,7 +122,7 @@ func newCacheReader(objs []client.Object) *cacheReader {
 			r.policies = append(r.policies, o)
 		case *hcv1.CreditAccount:
 			r.accounts[client.ObjectKeyFromObject(o)] = o
-			for _, u := range billing.AccountUsers(o) {
+			for _, u := range indexer.AccountUsers(o) {
 				r.byUser[benchNS+"/"+u] = append(r.byUser[benchNS+"/"+u], o)
 			}
 		}
@@ -159,7 +160,7 @@ func (r *cacheReader) List(_ context.Context, list client.ObjectList, opts ...cl
 	case *hcv1.CreditAccountList:
 		user, ok := "", false
 		if lo.FieldSelector != nil {
-			user, ok = lo.FieldSelector.RequiresExactMatch(billing.IndexAccountUsers)
+			user, ok = lo.FieldSelector.RequiresExactMatch(indexer.AccountUsersKey)
 		}
 		if !ok {
 			return fmt.Errorf("cacheReader: accounts are listed by user only")
@@ -258,9 +259,8 @@ func BenchmarkPodAdmission(b *testing.B) {
 	s := benchScheme()
 	objs := benchObjects()
 	req := benchRequest(b, benchPod("user0042"))
-	api := fake.NewClientBuilder().WithScheme(s).
-		WithStatusSubresource(&hcv1.CreditAccount{}).
-		WithIndex(&hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers).
+	api := indexer.WithIndexes(fake.NewClientBuilder().WithScheme(s).
+		WithStatusSubresource(&hcv1.CreditAccount{})).
 		WithObjects(objs...).Build()
 
 	b.Run("allow-all-validator", func(b *testing.B) {

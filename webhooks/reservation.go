@@ -53,16 +53,17 @@ func (r *Reserver) Reserve(ctx context.Context, ns string, res billing.Reservati
 	return err
 }
 
-// takeFromPool takes as much of the price as the pool holds. It returns
-// what it took and the pool as written (as the cache showed it, when the
-// batch returned no copy).
+// takeFromPool takes the pool's part of the price (billing.SplitCost: as
+// much as it holds). It returns what it took and the pool as written (as the
+// cache showed it, when the batch returned no copy).
 func (r *Reserver) takeFromPool(ctx context.Context, ns string, res billing.Reservation, pool *hcv1.CreditAccount) (int64, *hcv1.CreditAccount, error) {
 	var paid int64
 	written, err := r.Do(ctx, key(ns, pool.Name), func(a *hcv1.CreditAccount, now time.Time) error {
-		if a.Status.Balance <= 0 {
+		fromPool, _ := billing.SplitCost(res.Price.Value, a.Status.Balance)
+		if fromPool <= 0 {
 			return errNothingTaken // the pool is empty: no entry, no write
 		}
-		taken, err := billing.Take(a, res, 0, res.Price.Value, 0, now)
+		taken, err := billing.Take(a, res, 0, fromPool, 0, now)
 		paid = taken
 		return err
 	})
@@ -75,12 +76,12 @@ func (r *Reserver) takeFromPool(ctx context.Context, ns string, res billing.Rese
 	return paid, written, nil
 }
 
-// takeFromWallet takes the rest of the price (what the pool did not pay)
-// from the wallet, all or nothing.
+// takeFromWallet takes the wallet's part of the price (what the pool did
+// not pay), all or nothing.
 func (r *Reserver) takeFromWallet(ctx context.Context, ns string, res billing.Reservation, poolPaid int64) (*hcv1.CreditAccount, error) {
-	rest := res.Price.Value - poolPaid
+	_, fromWallet := billing.SplitCost(res.Price.Value, poolPaid)
 	return r.Do(ctx, key(ns, res.Wallet), func(a *hcv1.CreditAccount, now time.Time) error {
-		_, err := billing.Take(a, res, rest, rest, poolPaid, now)
+		_, err := billing.Take(a, res, fromWallet, fromWallet, poolPaid, now)
 		return err
 	})
 }
@@ -103,14 +104,14 @@ func (r *Reserver) returnPoolShare(ctx context.Context, ns string, res billing.R
 func affordable(price billing.Price, wallet, project *hcv1.CreditAccount, now time.Time) error {
 	w := wallet.DeepCopy()
 	billing.RefreshForAdmission(w, now)
-	have := w.Status.Balance
 	var p *hcv1.CreditAccount
+	var pool int64
 	if project != nil {
 		p = project.DeepCopy()
 		billing.RefreshForAdmission(p, now)
-		have += p.Status.Balance
+		pool = p.Status.Balance
 	}
-	if have < price.Value {
+	if !billing.CanPay(price.Value, w.Status.Balance, pool) {
 		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(price, w, p, now)}
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/hubapi"
+	"github.com/hubcredits/hubcredits/internal/indexer"
 	"github.com/hubcredits/hubcredits/internal/scheme"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
@@ -138,17 +139,7 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	if o.Billing == (billing.Options{}) {
 		o.Billing = billing.DefaultOptions
 	}
-	idx := mgr.GetFieldIndexer()
-	if err := idx.IndexField(ctx, &hcv1.CreditAccount{}, billing.IndexAccountUsers, billing.AccountUsers); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &hcv1.CreditAccount{}, billing.IndexAccountProject, billing.AccountProject); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &corev1.Pod{}, billing.IndexPodAccount, billing.PodAccounts); err != nil {
-		return err
-	}
-	if err := idx.IndexField(ctx, &corev1.Pod{}, billing.IndexUnbilledPodUser, billing.UnbilledPodUser); err != nil {
+	if err := indexer.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}
 	policies := &billing.PolicyCache{}
