@@ -130,6 +130,13 @@ func (h *PodAdmitter) admit(ctx context.Context, req admission.Request, pod *cor
 		}
 		return admitted(patch(pod, d, id), reasonDryRun)
 	}
+	return h.reserve(ctx, ns, id, user, pod, d)
+}
+
+// reserve reserves the first period of the pod's server under reservation
+// id. In shadow mode a pod the accounts cannot pay goes ahead unreserved,
+// its price pinned.
+func (h *PodAdmitter) reserve(ctx context.Context, ns, id, user string, pod *corev1.Pod, d *decision) verdict {
 	r := billing.Reservation{
 		ID: id, Pod: pod.Name, User: user, ServerName: pod.Annotations[hcv1.AnnotationServerName],
 		Wallet: d.wallet.Name, Price: d.price,

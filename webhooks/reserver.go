@@ -136,6 +136,8 @@ func (r *Reserver) drain(key types.NamespacedName, q *accountQueue) {
 	}
 }
 
+// process applies one batch to the newest copy of the account and writes
+// it, retrying conflicts within the budget, then answers every op.
 func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -151,16 +153,7 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 			lastErr = err
 			break
 		}
-		work := cur.DeepCopy()
-		now := r.Clock.Now()
-		billing.RefreshForAdmission(work, now)
-		errs := make([]error, len(ops))
-		applied := 0
-		for i, op := range ops {
-			if errs[i] = op.apply(work, now); errs[i] == nil {
-				applied++
-			}
-		}
+		work, errs, applied := applyBatch(cur, ops, r.Clock.Now())
 		if applied > 0 {
 			err = r.Client.Status().Update(ctx, work)
 			if apierrors.IsConflict(err) {
@@ -169,9 +162,7 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 				if time.Now().After(giveUp) {
 					break
 				}
-				// A little jitter, so two replicas stop colliding in step.
-				jitter := min(time.Duration(attempt+1)*time.Millisecond, maxConflictJitter)
-				time.Sleep(time.Duration(rand.Int64N(int64(jitter))))
+				pauseBeforeRetry(attempt)
 				continue
 			}
 			if err != nil {
@@ -192,6 +183,28 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 	for _, op := range ops {
 		op.done <- opResult{err: fmt.Errorf("updating credit account %s: %w", key.Name, lastErr)}
 	}
+}
+
+// applyBatch applies ops in order to a refreshed copy of cur. It returns
+// the copy, each op's error, and how many ops changed it.
+func applyBatch(cur *hcv1.CreditAccount, ops []*accountOp, now time.Time) (*hcv1.CreditAccount, []error, int) {
+	work := cur.DeepCopy()
+	billing.RefreshForAdmission(work, now)
+	errs := make([]error, len(ops))
+	applied := 0
+	for i, op := range ops {
+		if errs[i] = op.apply(work, now); errs[i] == nil {
+			applied++
+		}
+	}
+	return work, errs, applied
+}
+
+// pauseBeforeRetry waits a little, at random, so two replicas stop
+// colliding in step.
+func pauseBeforeRetry(attempt int) {
+	jitter := min(time.Duration(attempt+1)*time.Millisecond, maxConflictJitter)
+	time.Sleep(time.Duration(rand.Int64N(int64(jitter))))
 }
 
 // current returns the newest copy of the account: the cache's, or the one
