@@ -40,12 +40,19 @@ func (r *Reserver) Reserve(ctx context.Context, ns string, res billing.Reservati
 			pool = returned
 		}
 	}
+	if written == nil {
+		written = wallet
+	}
+	return walletRefusal(err, res, written, pool, r.Clock.Now())
+}
+
+// walletRefusal is what the user is told when the wallet step failed with
+// err: a Denial when the wallet could not pay or is gone, else err. wallet
+// and pool are the accounts as last seen.
+func walletRefusal(err error, res billing.Reservation, wallet, pool *hcv1.CreditAccount, now time.Time) error {
 	var short *billing.InsufficientError
 	if errors.As(err, &short) {
-		if written == nil {
-			written = wallet
-		}
-		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(res.Price, written, pool, r.Clock.Now())}
+		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(res.Price, wallet, pool, now)}
 	}
 	if errors.Is(err, ErrAccountGone) {
 		return &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(res.User)}
