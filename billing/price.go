@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/apiserver/pkg/cel/library"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -81,7 +82,25 @@ func CompileExpression(expr string, want *cel.Type) (cel.Program, error) {
 	return celEnv.Program(ast, cel.CostLimit(celCostLimit), cel.InterruptCheckFrequency(100))
 }
 
-// Compile prepares a BillingPolicy. Its error is the compiler's message.
+// FieldError is what is wrong with one field of a BillingPolicy: its text
+// is the field's path and the compiler's (or the selector parser's) words.
+// The validating webhook turns it into a field.Error.
+type FieldError struct {
+	Field *field.Path
+	// Value is the field as written (field.OmitValueType{} for a selector,
+	// whose parts the message names).
+	Value any
+	Err   error
+}
+
+func (e *FieldError) Error() string { return e.Field.String() + ": " + e.Err.Error() }
+
+func (e *FieldError) Unwrap() error { return e.Err }
+
+var specPath = field.NewPath("spec")
+
+// Compile prepares a BillingPolicy. Its error is the compiler's message, one
+// *FieldError per field in error (joined).
 func Compile(p *hcv1.BillingPolicy) (*CompiledPolicy, error) {
 	c := &CompiledPolicy{
 		Name:     p.Name,
@@ -97,7 +116,7 @@ func Compile(p *hcv1.BillingPolicy) (*CompiledPolicy, error) {
 	if p.Spec.PodSelector != nil {
 		sel, err := metav1.LabelSelectorAsSelector(p.Spec.PodSelector)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("spec.podSelector: %w", err))
+			errs = append(errs, &FieldError{Field: specPath.Child("podSelector"), Value: field.OmitValueType{}, Err: err})
 		} else {
 			c.Selector = sel
 		}
@@ -105,14 +124,14 @@ func Compile(p *hcv1.BillingPolicy) (*CompiledPolicy, error) {
 	if p.Spec.MatchExpression != "" {
 		prg, err := CompileExpression(p.Spec.MatchExpression, cel.BoolType)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("spec.matchExpression: %w", err))
+			errs = append(errs, &FieldError{Field: specPath.Child("matchExpression"), Value: p.Spec.MatchExpression, Err: err})
 		}
 		c.Match = prg
 	}
 	if p.Spec.BillingValueExpression != "" {
 		prg, err := CompileExpression(p.Spec.BillingValueExpression, cel.IntType)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("spec.billingValueExpression: %w", err))
+			errs = append(errs, &FieldError{Field: specPath.Child("billingValueExpression"), Value: p.Spec.BillingValueExpression, Err: err})
 		}
 		c.ValueFn = prg
 	}

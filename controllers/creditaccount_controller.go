@@ -58,7 +58,7 @@ type CreditAccountReconciler struct {
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch

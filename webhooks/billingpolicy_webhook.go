@@ -2,9 +2,11 @@ package webhooks
 
 import (
 	"context"
-	"fmt"
+	"errors"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
@@ -35,11 +37,33 @@ func (BillingPolicyValidator) ValidateDelete(context.Context, *hcv1.BillingPolic
 	return nil, nil
 }
 
+var billingPolicyKind = hcv1.GroupVersion.WithKind("BillingPolicy").GroupKind()
+
+// validatePolicy refuses a policy that does not compile, as an Invalid
+// error with one cause per field (as the API server reports its own checks).
 func validatePolicy(p *hcv1.BillingPolicy) (admission.Warnings, error) {
-	if _, err := billing.Compile(p); err != nil {
-		return nil, fmt.Errorf("BillingPolicy %q is invalid: %w", p.Name, err)
+	_, err := billing.Compile(p)
+	if err == nil {
+		return nil, nil
 	}
-	return nil, nil
+	var errs field.ErrorList
+	for _, e := range unjoin(err) {
+		var fe *billing.FieldError
+		if errors.As(e, &fe) {
+			errs = append(errs, field.Invalid(fe.Field, fe.Value, fe.Err.Error()))
+		} else {
+			errs = append(errs, field.Invalid(field.NewPath("spec"), field.OmitValueType{}, e.Error()))
+		}
+	}
+	return nil, apierrors.NewInvalid(billingPolicyKind, p.Name, errs)
+}
+
+// unjoin returns the errors joined in err (errors.Join), or err alone.
+func unjoin(err error) []error {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		return joined.Unwrap()
+	}
+	return []error{err}
 }
 
 // SetupBillingPolicyWebhook registers the validator with the manager.

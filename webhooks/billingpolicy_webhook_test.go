@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -37,7 +38,7 @@ func TestBillingPolicyValidator(t *testing.T) {
 		},
 		"a syntax error": {
 			policy:  makePolicy("broken").value(1).matchExpr("pod.metadata.name ==").obj(),
-			wantErr: []string{`BillingPolicy "broken" is invalid`, "spec.matchExpression:", "Syntax error"},
+			wantErr: []string{`BillingPolicy.hubcredits.io "broken" is invalid`, "spec.matchExpression:", "Syntax error"},
 		},
 		"an undeclared variable": {
 			policy:  makePolicy("typo").valueExpr("10 * gpus").obj(),
@@ -49,11 +50,11 @@ func TestBillingPolicyValidator(t *testing.T) {
 		},
 		"a value expression that returns a string": {
 			policy:  makePolicy("str").valueExpr("'ten'").obj(),
-			wantErr: []string{"spec.billingValueExpression: the expression returns string, but it must return int"},
+			wantErr: []string{`spec.billingValueExpression: Invalid value: "'ten'": the expression returns string, but it must return int`},
 		},
 		"a match expression that returns an int": {
 			policy:  makePolicy("int").value(1).matchExpr("1 + 1").obj(),
-			wantErr: []string{"spec.matchExpression: the expression returns int, but it must return bool"},
+			wantErr: []string{`spec.matchExpression: Invalid value: "1 + 1": the expression returns int, but it must return bool`},
 		},
 		"both expressions wrong: both reported": {
 			policy:  makePolicy("both").matchExpr("1").valueExpr("true").obj(),
@@ -88,6 +89,9 @@ func TestBillingPolicyValidator(t *testing.T) {
 				if err == nil {
 					t.Errorf("%s accepted a bad policy", op)
 					continue
+				}
+				if !apierrors.IsInvalid(err) {
+					t.Errorf("%s error %q is not an Invalid status", op, err)
 				}
 				for _, want := range tc.wantErr {
 					if !strings.Contains(err.Error(), want) {

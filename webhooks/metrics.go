@@ -1,6 +1,8 @@
 package webhooks
 
 import (
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 )
@@ -23,4 +25,15 @@ var (
 
 func init() {
 	metrics.Registry.MustRegister(decisions, decisionSeconds, conflicts)
+}
+
+// recordDecision counts one answered admission request.
+func recordDecision(v verdict, took time.Duration) {
+	decisions.WithLabelValues(v.result, v.reason).Inc()
+	decisionSeconds.Observe(took.Seconds())
+}
+
+// recordConflict counts one reservation write lost to a newer write.
+func recordConflict() {
+	conflicts.Inc()
 }

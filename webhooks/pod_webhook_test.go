@@ -681,7 +681,7 @@ func TestPodAdmitterShadowMode(t *testing.T) {
 }
 
 // In shadow mode a real create of an unaffordable server is admitted, but
-// its dry run is denied: the dry-run branch calls h.fail without the
+// its dry run is denied: the dry-run branch calls fail without the
 // shadow check.
 func TestPodAdmitterShadowDryRunMatchesTheRealCreate(t *testing.T) {
 	env := newWebhookEnv(makeAccount("alice", "alice").balance(3).obj())

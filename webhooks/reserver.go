@@ -18,6 +18,32 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 )
 
+// The Reserver writes reservations to account status, reading an account
+// live after a conflict.
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
+
+const (
+	// defaultConflictBudget is how long a batch keeps retrying conflicts
+	// unless Budget says otherwise: most of the webhook's 2 s timeout
+	// (timeoutSeconds=2), leaving the rest for the request's cache reads
+	// and the answer.
+	defaultConflictBudget = 1500 * time.Millisecond
+	// batchTimeout bounds one batch's reads and writes. A batch answers
+	// several requests, so it cannot run on any one request's context; a
+	// request that stops waiting earlier is refunded by the controller if
+	// its pod never appears.
+	batchTimeout = 5 * time.Second
+	// maxConflictJitter caps the random pause before a retry (which grows
+	// by a millisecond per attempt): enough to put two replicas out of
+	// step, small against the budget.
+	maxConflictJitter = 10 * time.Millisecond
+	// maxRememberedAccounts bounds the copies kept in latest. Past it, all
+	// are forgotten at once; the price is a batch that starts from a cache
+	// not caught up yet, and so one conflict and a live read.
+	maxRememberedAccounts = 4096
+)
+
 // Reserver moves credits on CreditAccounts from the admission webhook, the
 // way the API server's ResourceQuota admission moves quota: the requests for
 // one account are batched, applied in order to the newest copy of the
@@ -32,10 +58,10 @@ type Reserver struct {
 	Clock     clock.Clock
 	// Retries bounds the attempts per batch (0: as many as Budget allows).
 	Retries int
-	// Budget bounds the time a batch keeps retrying conflicts (default
-	// 1.5s, inside the webhook's 2s timeout). Two replicas writing one
-	// account can make the same replica lose several times in a row; a
-	// count alone would turn that into a denial.
+	// Budget bounds the time a batch keeps retrying conflicts (0:
+	// defaultConflictBudget). Two replicas writing one account can make the
+	// same replica lose several times in a row; a count alone would turn
+	// that into a denial.
 	Budget time.Duration
 
 	mu     sync.Mutex
@@ -110,12 +136,14 @@ func (r *Reserver) drain(key types.NamespacedName, q *accountQueue) {
 	}
 }
 
+// process applies one batch to the newest copy of the account and writes
+// it, retrying conflicts within the budget, then answers every op.
 func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
 	budget := r.Budget
 	if budget <= 0 {
-		budget = 1500 * time.Millisecond
+		budget = defaultConflictBudget
 	}
 	giveUp := time.Now().Add(budget)
 	var lastErr error
@@ -125,26 +153,16 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 			lastErr = err
 			break
 		}
-		work := cur.DeepCopy()
-		now := r.Clock.Now()
-		billing.RefreshForAdmission(work, now)
-		errs := make([]error, len(ops))
-		applied := 0
-		for i, op := range ops {
-			if errs[i] = op.apply(work, now); errs[i] == nil {
-				applied++
-			}
-		}
+		work, errs, applied := applyBatch(cur, ops, r.Clock.Now())
 		if applied > 0 {
 			err = r.Client.Status().Update(ctx, work)
 			if apierrors.IsConflict(err) {
-				conflicts.Inc()
+				recordConflict()
 				lastErr = err
 				if time.Now().After(giveUp) {
 					break
 				}
-				// A little jitter, so two replicas stop colliding in step.
-				time.Sleep(time.Duration(rand.Int64N(int64(min(attempt+1, 10)) * int64(time.Millisecond))))
+				pauseBeforeRetry(attempt)
 				continue
 			}
 			if err != nil {
@@ -165,6 +183,28 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 	for _, op := range ops {
 		op.done <- opResult{err: fmt.Errorf("updating credit account %s: %w", key.Name, lastErr)}
 	}
+}
+
+// applyBatch applies ops in order to a refreshed copy of cur. It returns
+// the copy, each op's error, and how many ops changed it.
+func applyBatch(cur *hcv1.CreditAccount, ops []*accountOp, now time.Time) (*hcv1.CreditAccount, []error, int) {
+	work := cur.DeepCopy()
+	billing.RefreshForAdmission(work, now)
+	errs := make([]error, len(ops))
+	applied := 0
+	for i, op := range ops {
+		if errs[i] = op.apply(work, now); errs[i] == nil {
+			applied++
+		}
+	}
+	return work, errs, applied
+}
+
+// pauseBeforeRetry waits a little, at random, so two replicas stop
+// colliding in step.
+func pauseBeforeRetry(attempt int) {
+	jitter := min(time.Duration(attempt+1)*time.Millisecond, maxConflictJitter)
+	time.Sleep(time.Duration(rand.Int64N(int64(jitter))))
 }
 
 // current returns the newest copy of the account: the cache's, or the one
@@ -197,7 +237,7 @@ func (r *Reserver) current(ctx context.Context, key types.NamespacedName, live b
 func (r *Reserver) remember(key types.NamespacedName, a *hcv1.CreditAccount) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.latest) > 4096 {
+	if len(r.latest) > maxRememberedAccounts {
 		clear(r.latest)
 	}
 	r.latest[key] = a.DeepCopy()

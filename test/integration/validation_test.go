@@ -74,7 +74,7 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		},
 		"bad CEL": {
 			kind: "billingpolicies", spec: `{"billingValueExpression":"pod.spec +"}`,
-			wantMsg: "spec.billingValueExpression: ERROR: <input>:1:11: Syntax error",
+			wantMsg: `spec.billingValueExpression: Invalid value: "pod.spec +": ERROR: <input>:1:11: Syntax error`,
 		},
 		"CEL that returns a string": {
 			kind: "billingpolicies", spec: `{"billingValueExpression":"'ten'"}`,
@@ -82,7 +82,7 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		},
 		"match expression that returns an int": {
 			kind: "billingpolicies", spec: `{"matchExpression":"1"}`,
-			wantMsg: "spec.matchExpression: the expression returns int, but it must return bool",
+			wantMsg: `spec.matchExpression: Invalid value: "1": the expression returns int, but it must return bool`,
 		},
 		"cap above the credit limit": {
 			kind: "creditaccounts", spec: `{"users":["a"],"cap":2000000000000000}`,

@@ -1,0 +1,152 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"regexp"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
+)
+
+// The webhook finds the payer in the cache (live when the cache shows none)
+// and creates a wallet for a user who has none, when configured to.
+// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch;create
+
+// wallet finds (or creates) the account that pays for the user's server.
+func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun bool) (*hcv1.CreditAccount, error) {
+	candidates, err := h.candidates(ctx, h.Reader, true, ns, user, label)
+	if err != nil {
+		return nil, err
+	}
+	w, err := billing.ResolveWallet(user, label, candidates)
+	if err == nil && w == nil || errors.As(err, new(*billing.Denial)) && len(candidates) == 0 {
+		// Nothing in the cache: the account may have been created a moment
+		// ago. Ask the API server before denying (only on this rare path).
+		if candidates, err = h.candidates(ctx, h.Reserver.APIReader, false, ns, user, label); err != nil {
+			return nil, err
+		}
+		w, err = billing.ResolveWallet(user, label, candidates)
+	}
+	if err != nil || w != nil {
+		return w, err
+	}
+	if h.AutoCreate == nil {
+		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
+	}
+	return h.createWallet(ctx, ns, user, dryRun)
+}
+
+// candidates are the accounts that could pay for user's server: the one the
+// label names, or those that list the user. indexed says r is the cache,
+// which has the users index (the API server does not).
+func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed bool, ns, user, label string) ([]*hcv1.CreditAccount, error) {
+	if label != "" {
+		named := &hcv1.CreditAccount{}
+		err := r.Get(ctx, key(ns, label), named)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*hcv1.CreditAccount{named}, nil
+	}
+	var list hcv1.CreditAccountList
+	opts := []client.ListOption{client.InNamespace(ns)}
+	if indexed {
+		opts = append(opts, client.MatchingFields{indexer.AccountUsersKey: user})
+	}
+	if err := r.List(ctx, &list, opts...); err != nil {
+		return nil, err
+	}
+	var out []*hcv1.CreditAccount
+	for i := range list.Items {
+		if billing.Lists(&list.Items[i], user) {
+			out = append(out, &list.Items[i])
+		}
+	}
+	return out, nil
+}
+
+// project returns the pool that pays first for wallet, or nil.
+func (h *PodAdmitter) project(ctx context.Context, ns string, wallet *hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
+	return billing.ResolveProject(wallet, func(name string) *hcv1.CreditAccount {
+		pool := &hcv1.CreditAccount{}
+		err := h.Reader.Get(ctx, key(ns, name), pool)
+		if apierrors.IsNotFound(err) {
+			err = h.Reserver.APIReader.Get(ctx, key(ns, name), pool) // created a moment ago?
+		}
+		if err != nil {
+			return nil
+		}
+		return pool
+	})
+}
+
+// createWallet creates the user's wallet from the template (in a dry run,
+// only in memory).
+func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun bool) (*hcv1.CreditAccount, error) {
+	wallet := &hcv1.CreditAccount{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace:   ns,
+			Name:        WalletName(user),
+			Labels:      map[string]string{"hubcredits.io/auto-created": "true"},
+			Annotations: map[string]string{hcv1.AnnotationUsername: user},
+		},
+		Spec: hcv1.CreditAccountSpec{
+			Users:          []string{user},
+			Cap:            h.AutoCreate.Cap,
+			InitialBalance: h.AutoCreate.InitialBalance,
+			Grant:          h.AutoCreate.Grant,
+		},
+	}
+	if dryRun {
+		return wallet, nil
+	}
+	err := h.Reserver.Client.Create(ctx, wallet)
+	if apierrors.IsAlreadyExists(err) {
+		err = h.Reserver.APIReader.Get(ctx, client.ObjectKeyFromObject(wallet), wallet)
+		if err == nil && !billing.Lists(wallet, user) {
+			return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return wallet, nil
+}
+
+const (
+	// maxPlainWalletSlug keeps "wallet-<user>" within 63 characters, so
+	// the name is also a valid label value (the pod's account label names
+	// a wallet).
+	maxPlainWalletSlug = 50
+	// maxHashedWalletSlug leaves room for "wallet-", "-" and 8 hex digits
+	// of hash within those 63.
+	maxHashedWalletSlug = 40
+)
+
+var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
+
+// WalletName is the name of the wallet created for user: "wallet-<user>"
+// when the name is a valid object name, else a slug with a hash.
+func WalletName(user string) string {
+	slug := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(user), "-"), "-")
+	if slug == user && len(slug) <= maxPlainWalletSlug && slug != "" {
+		return "wallet-" + slug
+	}
+	sum := sha256.Sum256([]byte(user))
+	if len(slug) > maxHashedWalletSlug {
+		slug = strings.Trim(slug[:maxHashedWalletSlug], "-")
+	}
+	return "wallet-" + slug + "-" + hex.EncodeToString(sum[:4])
+}

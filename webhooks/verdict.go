@@ -1,0 +1,78 @@
+package webhooks
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/hubcredits/hubcredits/billing"
+)
+
+// The result label of hubcredits_admission_decisions_total.
+const (
+	resultAdmitted = "admitted"
+	resultDenied   = "denied"
+	resultError    = "error"
+)
+
+// The reason label of an admitted pod or an error. A denial's reason is its
+// billing.Deny* constant; shadow mode prefixes a denial's reason with
+// reasonShadow.
+const (
+	reasonNotPodCreate  = "NotPodCreate"
+	reasonNotSingleuser = "NotSingleuser"
+	reasonFree          = "Free"
+	reasonDryRun        = "DryRun"
+	reasonReserved      = "Reserved"
+	reasonShadow        = "Shadow"
+
+	reasonDecode   = "Decode"
+	reasonTimeout  = "Timeout"
+	reasonInternal = "Internal"
+)
+
+// verdict is the answer to one admission request and the labels it is
+// counted under.
+type verdict struct {
+	resp   admission.Response
+	result string
+	reason string
+}
+
+// allow admits a pod the webhook has nothing to add to.
+func allow(msg, reason string) verdict {
+	return verdict{resp: admission.Allowed(msg), result: resultAdmitted, reason: reason}
+}
+
+// admitted admits a pod with resp (the price pinned by patch).
+func admitted(resp admission.Response, reason string) verdict {
+	return verdict{resp: resp, result: resultAdmitted, reason: reason}
+}
+
+func deny(reason, msg string) verdict {
+	return verdict{resp: admission.Denied(msg), result: resultDenied, reason: reason}
+}
+
+func errored(code int32, reason string, err error) verdict {
+	return verdict{resp: admission.Errored(code, err), result: resultError, reason: reason}
+}
+
+// fail turns an error into a denial (for a Denial) or an internal error.
+func fail(err error) verdict {
+	var denial *billing.Denial
+	if errors.As(err, &denial) {
+		return deny(denial.Reason, denial.Message)
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return errored(http.StatusServiceUnavailable, reasonTimeout, errors.New("hubcredits could not reserve credits in time; please try again"))
+	}
+	return errored(http.StatusInternalServerError, reasonInternal, errors.New("hubcredits could not reserve credits: "+err.Error()))
+}
+
+// shadowed is what shadow mode makes of a denial: the pod goes ahead
+// unreserved, and the controller bills what it can.
+func (v verdict) shadowed() verdict {
+	return allow("shadow mode: "+v.resp.Result.Message, reasonShadow+v.reason)
+}
