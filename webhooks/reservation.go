@@ -66,6 +66,9 @@ func walletRefusal(err error, res billing.Reservation, wallet, pool *hcv1.Credit
 func (r *Reserver) takeFromPool(ctx context.Context, ns string, res billing.Reservation, pool *hcv1.CreditAccount) (int64, *hcv1.CreditAccount, error) {
 	var paid int64
 	written, err := r.Do(ctx, key(ns, pool.Name), func(a *hcv1.CreditAccount, now time.Time) error {
+		// Every attempt decides from the fresh copy alone: a retry after a
+		// lost write must not keep the failed attempt's share.
+		paid = 0
 		fromPool, _ := billing.SplitCost(res.Price.Value, a.Status.Balance)
 		if fromPool <= 0 {
 			return errNothingTaken // the pool is empty: no entry, no write

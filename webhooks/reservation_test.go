@@ -18,13 +18,11 @@ import (
 // its retry finds the pool empty and takes nothing. The wallet must then
 // pay the whole price, and no entry may claim the pool paid.
 //
-// Known bug, kept (behaviour unchanged by the restructuring): takeFromPool's
-// closure sets paid only when it takes, so the first attempt's 4 survives
-// the retry that took nothing; the wallet pays 6 and its entry records
-// ProjectPaid 4 that the pool never paid. The fix is to reset paid at the
-// top of the closure.
+// Issue 13: the closure once set paid only when it took, so the first
+// attempt's 4 survived the retry that took nothing; the wallet paid 6 and
+// its entry recorded ProjectPaid 4 that the pool never paid (13 credits
+// moved for 20 of periods with two members spawning at once).
 func TestReservePoolEmptiedDuringARetryTakesNothingFromIt(t *testing.T) {
-	t.Skip("known bug: a retried pool step keeps the failed attempt's share (see the comment)")
 	api := newAPI(nil,
 		makeAccount("pool").balance(4).obj(),
 		makeAccount("alice", "alice").balance(100).project("pool").obj(),
