@@ -7,8 +7,9 @@
 package v1alpha1
 
 import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 var (
@@ -16,8 +17,22 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "hubcredits.io", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the hubcredits types with a runtime.Scheme.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
+	// (apimachinery's builder rather than controller-runtime's deprecated
+	// scheme.Builder: the API package needs no controller-runtime.)
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the hubcredits types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
+
+	// knownTypes are the types registered by AddToScheme; each
+	// *_types.go file adds its own in an init function.
+	knownTypes []runtime.Object
 )
+
+// addKnownTypes does what controller-runtime's scheme.Builder did: the
+// types under GroupVersion, plus the meta/v1 types (ListOptions, ...) for it.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, knownTypes...)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
+}
