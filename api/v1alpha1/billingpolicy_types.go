@@ -126,5 +126,5 @@ type BillingPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&BillingPolicy{}, &BillingPolicyList{})
+	knownTypes = append(knownTypes, &BillingPolicy{}, &BillingPolicyList{})
 }

@@ -327,5 +327,5 @@ type CreditAccountList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&CreditAccount{}, &CreditAccountList{})
+	knownTypes = append(knownTypes, &CreditAccount{}, &CreditAccountList{})
 }

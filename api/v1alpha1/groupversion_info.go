@@ -17,22 +17,22 @@ var (
 	GroupVersion = schema.GroupVersion{Group: "hubcredits.io", Version: "v1alpha1"}
 
 	// SchemeBuilder registers the hubcredits types with a runtime.Scheme.
-	SchemeBuilder = &typesBuilder{}
+	// (apimachinery's builder rather than controller-runtime's deprecated
+	// scheme.Builder: the API package needs no controller-runtime.)
+	SchemeBuilder = runtime.NewSchemeBuilder(addKnownTypes)
 
 	// AddToScheme adds the hubcredits types to a scheme.
 	AddToScheme = SchemeBuilder.AddToScheme
+
+	// knownTypes are the types registered by AddToScheme; each
+	// *_types.go file adds its own in an init function.
+	knownTypes []runtime.Object
 )
 
-// typesBuilder is controller-runtime's scheme.Builder on apimachinery
-// alone, so the API types (and the billing core that imports them) do not
-// pull in controller-runtime.
-type typesBuilder struct{ runtime.SchemeBuilder }
-
-// Register adds objects to the group version when the scheme is built.
-func (b *typesBuilder) Register(objects ...runtime.Object) {
-	b.SchemeBuilder.Register(func(s *runtime.Scheme) error {
-		s.AddKnownTypes(GroupVersion, objects...)
-		metav1.AddToGroupVersion(s, GroupVersion)
-		return nil
-	})
+// addKnownTypes does what controller-runtime's scheme.Builder did: the
+// types under GroupVersion, plus the meta/v1 types (ListOptions, ...) for it.
+func addKnownTypes(s *runtime.Scheme) error {
+	s.AddKnownTypes(GroupVersion, knownTypes...)
+	metav1.AddToGroupVersion(s, GroupVersion)
+	return nil
 }

@@ -28,7 +28,7 @@ type variant struct {
 	created       int
 }
 
-func (v *variant) stats() (p50, p90, p99, max, mean time.Duration, perSec float64) {
+func (v *variant) stats() (p50, p90, p99, slowest, mean time.Duration, perSec float64) {
 	s := sortDurations(v.lat)
 	var sum time.Duration
 	for _, d := range s {
@@ -36,9 +36,9 @@ func (v *variant) stats() (p50, p90, p99, max, mean time.Duration, perSec float6
 	}
 	if len(s) > 0 {
 		mean = sum / time.Duration(len(s))
-		max = s[len(s)-1]
+		slowest = s[len(s)-1]
 	}
-	return quantile(s, .5), quantile(s, .9), quantile(s, .99), max, mean, float64(len(s)) / v.wall.Seconds()
+	return quantile(s, .5), quantile(s, .9), quantile(s, .99), slowest, mean, float64(len(s)) / v.wall.Seconds()
 }
 
 const perWorkerBlock = 10

@@ -92,13 +92,6 @@ func (w *ledgerWatch) window(from, to time.Time) (lags []time.Duration, expected
 	return lags, expected
 }
 
-func podName(user, server string) string {
-	if server == "" {
-		return "jupyter-" + user
-	}
-	return "jupyter-" + user + "--" + server
-}
-
 func (b *bench) billing(ctx context.Context) error {
 	c := b.cfg
 	ns := nsBilling

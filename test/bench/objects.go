@@ -101,10 +101,10 @@ func (b *bench) namespace(ctx context.Context, name string) error {
 	return nil
 }
 
-func account(ns, name string, cap, balance int64, users ...string) *hcv1.CreditAccount {
+func account(ns, name string, capacity, balance int64, users ...string) *hcv1.CreditAccount {
 	return &hcv1.CreditAccount{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       hcv1.CreditAccountSpec{Users: users, Cap: cap, InitialBalance: ptr.To(balance)},
+		Spec:       hcv1.CreditAccountSpec{Users: users, Cap: capacity, InitialBalance: ptr.To(balance)},
 	}
 }
 

@@ -65,17 +65,17 @@ func (b *bench) startOperator(ctx context.Context, bin string, pre []string, ns,
 	p := &proc{cmd: cmd, metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port), done: make(chan error, 1)}
 	p.started = time.Now()
 	if err := cmd.Start(); err != nil {
-		logFile.Close()
+		_ = logFile.Close()
 		return nil, err
 	}
 	p.pid = cmd.Process.Pid
-	go func() { p.done <- cmd.Wait(); logFile.Close() }()
+	go func() { p.done <- cmd.Wait(); _ = logFile.Close() }()
 	logf("bench: operator pid %d: %s %v", p.pid, bin, args)
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		select {
 		case err := <-p.done:
-			return nil, fmt.Errorf("the operator exited: %v (log: %s)", err, logPath)
+			return nil, fmt.Errorf("the operator exited: %v (log: %s)", err, logPath) //nolint:errorlint // err is nil on a clean exit: %w would print %!w(<nil>)
 		default:
 		}
 		if _, err := scrapeURL(ctx, p.metrics); err == nil {
@@ -105,7 +105,7 @@ func (p *proc) stop() error {
 		return err
 	case <-time.After(30 * time.Second):
 		_ = p.cmd.Process.Kill()
-		<-p.done
+		<-p.done //nolint:errcheck // the exit status after our SIGKILL says nothing
 		p.cmd.Process = nil
 		return fmt.Errorf("the operator did not stop on SIGTERM; killed")
 	}
@@ -143,7 +143,7 @@ func runOperator(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
@@ -178,7 +178,7 @@ func runOperator(args []string) error {
 			runtime.GC()
 			if h, err := os.Create(*heapProfile); err == nil {
 				_ = pprof.WriteHeapProfile(h)
-				h.Close()
+				_ = h.Close()
 			}
 		})
 	}

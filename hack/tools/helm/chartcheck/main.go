@@ -391,7 +391,7 @@ func checkService(rendered []obj, w any, where string) {
 					want := 9443
 					for _, a := range strs(c, "args") {
 						if v, ok := strings.CutPrefix(a, "--webhook-port="); ok {
-							fmt.Sscan(v, &want)
+							_, _ = fmt.Sscan(v, &want) // unparsable: keep the default
 						}
 					}
 					if cp != want {
