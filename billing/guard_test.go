@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"maps"
 	"testing"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -9,15 +10,12 @@ import (
 func TestBoundKeyChanged(t *testing.T) {
 	admitted := map[string]string{hcv1.AnnotationUsername: "alice", hcv1.AnnotationAccount: "alice", hcv1.AnnotationReservation: "r1", "other": "x"}
 	labels := map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent, "hub.jupyter.org/username": "alice"}
+	// with returns a copy of m with k set to v ("" removes it).
 	with := func(m map[string]string, k, v string) map[string]string {
-		out := map[string]string{}
-		for a, b := range m {
-			out[a] = b
-		}
+		out := maps.Clone(m)
+		out[k] = v
 		if v == "" {
 			delete(out, k)
-		} else {
-			out[k] = v
 		}
 		return out
 	}
