@@ -239,10 +239,10 @@ func TestReserverWritesABatchOnce(t *testing.T) {
 
 	var errs []string
 	for _, res := range got {
-		switch res.err { //nolint:errorlint // errBoom is returned as is: identity, not kind
+		switch res.err {
 		case nil:
 			errs = append(errs, "ok")
-		case errBoom:
+		case errBoom: //nolint:errorlint // errBoom is returned as is: identity, not kind
 			errs = append(errs, "boom")
 		default:
 			var ie *billing.InsufficientError
