@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -58,8 +58,8 @@ func TestCertRotation(t *testing.T) {
 	secret := mountSecret(t, c, ns, certDir)
 	// The CA is injected into both configurations.
 	waitFor(t, 30*time.Second, func() error {
-		var m admissionv1.MutatingWebhookConfiguration
-		var v admissionv1.ValidatingWebhookConfiguration
+		var m admissionregistrationv1.MutatingWebhookConfiguration
+		var v admissionregistrationv1.ValidatingWebhookConfiguration
 		if err := c.Get(ctx, types.NamespacedName{Name: "hubcredits-mutating"}, &m); err != nil {
 			return err
 		}
@@ -83,7 +83,7 @@ func TestCertRotation(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		if p := conn.ConnectionState().NegotiatedProtocol; p == "h2" {
 			return fmt.Errorf("HTTP/2 is on by default")
 		}
@@ -125,17 +125,17 @@ func certRotationEnv(t *testing.T) (*localcp.Env, client.Client, string) {
 	must(t, err)
 	for _, m := range muts {
 		for i := range m.Webhooks {
-			m.Webhooks[i].ClientConfig = admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{
+			m.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
 				Namespace: ns, Name: "hubcredits-webhook", Path: m.Webhooks[i].ClientConfig.Service.Path}}
-			m.Webhooks[i].FailurePolicy = ptr.To(admissionv1.Ignore)
+			m.Webhooks[i].FailurePolicy = ptr.To(admissionregistrationv1.Ignore)
 		}
 		must(t, c.Create(ctx, m))
 	}
 	for _, v := range vals {
 		for i := range v.Webhooks {
-			v.Webhooks[i].ClientConfig = admissionv1.WebhookClientConfig{Service: &admissionv1.ServiceReference{
+			v.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{Service: &admissionregistrationv1.ServiceReference{
 				Namespace: ns, Name: "hubcredits-webhook", Path: v.Webhooks[i].ClientConfig.Service.Path}}
-			v.Webhooks[i].FailurePolicy = ptr.To(admissionv1.Ignore)
+			v.Webhooks[i].FailurePolicy = ptr.To(admissionregistrationv1.Ignore)
 		}
 		must(t, c.Create(ctx, v))
 	}

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // ledgerView is the part of an account's status the ledger tests compare.
@@ -57,26 +58,26 @@ func TestRefresh(t *testing.T) {
 	}{
 		// Opening.
 		"new account opens full": {
-			account:     makeAccount("alice").unopened().obj(),
+			account:     testutil.MakeAccount(testNS, "alice").CreatedAt(0).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want:        ledgerView{Balance: 100, OpenedAt: mt(time.Minute), GrantedThrough: mt(0), Ledger: []string{"Opened +100"}},
 		},
 		"new account opens with initialBalance": {
-			account:     makeAccount("alice").withInitial(20).unopened().obj(),
+			account:     testutil.MakeAccount(testNS, "alice").CreatedAt(0).InitialBalance(20).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want:        ledgerView{Balance: 20, OpenedAt: mt(time.Minute), GrantedThrough: mt(0), Ledger: []string{"Opened +20"}},
 		},
 		"creation in the future (clock skew): schedule anchored now": {
-			account:     makeAccount("alice").createdAt(time.Hour).unopened().obj(),
+			account:     testutil.MakeAccount(testNS, "alice").CreatedAt(time.Hour).Obj(),
 			now:         at(0),
 			wantChanged: true,
 			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(0), Ledger: []string{"Opened +100"}},
 		},
 		"no creation timestamp: schedule anchored now": {
 			account: func() *hcv1.CreditAccount {
-				a := makeAccount("alice").unopened().obj()
+				a := testutil.MakeAccount(testNS, "alice").CreatedAt(0).Obj()
 				a.CreationTimestamp = metav1.Time{}
 				return a
 			}(),
@@ -85,75 +86,75 @@ func TestRefresh(t *testing.T) {
 			want:        ledgerView{Balance: 100, OpenedAt: mt(5 * time.Minute), GrantedThrough: mt(5 * time.Minute), Ledger: []string{"Opened +100"}},
 		},
 		"opening applies the spec's top-ups, above the cap": {
-			account:     makeAccount("alice").withTopUp("welcome", 50).unopened().obj(),
+			account:     testutil.MakeAccount(testNS, "alice").CreatedAt(0).TopUp("welcome", 50).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 150, OpenedAt: mt(time.Minute), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"welcome"}, TotalToppedUp: 50, Ledger: []string{"Opened +100", "TopUp +50"}},
 		},
 		"opened late: the grant schedule runs from creation": {
-			account:     makeAccount("alice").withInitial(0).withGrant(5, tenMin).unopened().obj(),
+			account:     testutil.MakeAccount(testNS, "alice").CreatedAt(0).InitialBalance(0).Grant(5, interval).Obj(),
 			now:         at(25 * time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 10, OpenedAt: mt(25 * time.Minute), GrantedThrough: mt(20 * time.Minute),
 				TotalGranted: 10, Ledger: []string{"Opened +0", "Grant +10"}},
 		},
 		"open account without grant or top-ups: nothing to do": {
-			account: makeAccount("alice").withBalance(42).obj(),
+			account: openAccount("alice").Balance(42).Obj(),
 			now:     at(time.Hour),
 			want:    ledgerView{Balance: 42, OpenedAt: mt(0), GrantedThrough: mt(0)},
 		},
 
 		// Grants.
 		"grant not due yet": {
-			account: makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
-			now:     at(tenMin - time.Second),
+			account: openAccount("alice").Balance(50).Grant(5, interval).Obj(),
+			now:     at(interval - time.Second),
 			want:    ledgerView{Balance: 50, OpenedAt: mt(0), GrantedThrough: mt(0)},
 		},
 		"one grant exactly at its slot": {
-			account:     makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
-			now:         at(tenMin),
+			account:     openAccount("alice").Balance(50).Grant(5, interval).Obj(),
+			now:         at(interval),
 			wantChanged: true,
-			want:        ledgerView{Balance: 55, OpenedAt: mt(0), GrantedThrough: mt(tenMin), TotalGranted: 5, Ledger: []string{"Grant +5"}},
+			want:        ledgerView{Balance: 55, OpenedAt: mt(0), GrantedThrough: mt(interval), TotalGranted: 5, Ledger: []string{"Grant +5"}},
 		},
 		"three slots late: grantedThrough moves by whole intervals, no drift": {
-			account:     makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj(),
+			account:     openAccount("alice").Balance(50).Grant(5, interval).Obj(),
 			now:         at(37 * time.Minute),
 			wantChanged: true,
 			want:        ledgerView{Balance: 65, OpenedAt: mt(0), GrantedThrough: mt(30 * time.Minute), TotalGranted: 15, Ledger: []string{"Grant +15"}},
 		},
 		"grants stop at the cap": {
-			account:     makeAccount("alice").withBalance(95).withGrant(5, tenMin).obj(),
+			account:     openAccount("alice").Balance(95).Grant(5, interval).Obj(),
 			now:         at(30 * time.Minute),
 			wantChanged: true,
 			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(30 * time.Minute), TotalGranted: 5, Ledger: []string{"Grant +5"}},
 		},
 		"at the cap the schedule keeps running without a grant": {
-			account:     makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj(),
+			account:     openAccount("alice").Balance(100).Grant(5, interval).Obj(),
 			now:         at(25 * time.Minute),
 			wantChanged: true,
 			want:        ledgerView{Balance: 100, OpenedAt: mt(0), GrantedThrough: mt(20 * time.Minute)},
 		},
 		"above the cap after a top-up: no grant and nothing taken away": {
-			account:     makeAccount("alice").withBalance(150).withGrant(5, tenMin).obj(),
-			now:         at(tenMin),
+			account:     openAccount("alice").Balance(150).Grant(5, interval).Obj(),
+			now:         at(interval),
 			wantChanged: true,
-			want:        ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(tenMin)},
+			want:        ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(interval)},
 		},
 		"clock behind grantedThrough: nothing": {
-			account: makeAccount("alice").withBalance(50).withGrant(5, tenMin).grantedThrough(tenMin).obj(),
+			account: openAccount("alice").Balance(50).Grant(5, interval).GrantedThrough(interval).Obj(),
 			now:     at(5 * time.Minute),
-			want:    ledgerView{Balance: 50, OpenedAt: mt(0), GrantedThrough: mt(tenMin)},
+			want:    ledgerView{Balance: 50, OpenedAt: mt(0), GrantedThrough: mt(interval)},
 		},
 		"a year of 1s grants of MaxCredits saturates at a MaxCredits cap": {
-			account:     makeAccount("alice").withCap(maxCredits).withBalance(0).withGrant(maxCredits, time.Second).obj(),
+			account:     openAccount("alice").Cap(maxCredits).Balance(0).Grant(maxCredits, time.Second).Obj(),
 			now:         at(8760 * time.Hour),
 			wantChanged: true,
 			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(8760 * time.Hour),
 				TotalGranted: maxCredits, Ledger: []string{fmt.Sprintf("Grant +%d", maxCredits)}},
 		},
 		"grant amount equal to a MaxCredits cap from MaxCredits-1": {
-			account:     makeAccount("alice").withCap(maxCredits).withBalance(maxCredits-1).withGrant(maxCredits, time.Second).obj(),
+			account:     openAccount("alice").Cap(maxCredits).Balance(maxCredits-1).Grant(maxCredits, time.Second).Obj(),
 			now:         at(time.Second),
 			wantChanged: true,
 			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(time.Second),
@@ -162,46 +163,46 @@ func TestRefresh(t *testing.T) {
 
 		// Top-ups.
 		"a top-up is applied": {
-			account:     makeAccount("alice").withBalance(10).withTopUp("course-2026", 30).obj(),
+			account:     openAccount("alice").Balance(10).TopUp("course-2026", 30).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 40, OpenedAt: mt(0), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"course-2026"}, TotalToppedUp: 30, Ledger: []string{"TopUp +30"}},
 		},
 		"an applied top-up is not applied again": {
-			account: makeAccount("alice").withBalance(10).withTopUp("course-2026", 30).withApplied("course-2026").obj(),
+			account: openAccount("alice").Balance(10).TopUp("course-2026", 30).Applied("course-2026").Obj(),
 			now:     at(time.Minute),
 			want:    ledgerView{Balance: 10, OpenedAt: mt(0), GrantedThrough: mt(0), AppliedTopUps: []string{"course-2026"}},
 		},
 		"a top-up removed and added again is not applied again": {
 			// status.appliedTopUps remembers ids of top-ups no longer in spec.
-			account: makeAccount("alice").withBalance(10).withTopUp("b", 5).withTopUp("a", 30).withApplied("a", "b").obj(),
+			account: openAccount("alice").Balance(10).TopUp("b", 5).TopUp("a", 30).Applied("a", "b").Obj(),
 			now:     at(time.Minute),
 			want:    ledgerView{Balance: 10, OpenedAt: mt(0), GrantedThrough: mt(0), AppliedTopUps: []string{"a", "b"}},
 		},
 		"only the new top-up of two": {
-			account:     makeAccount("alice").withBalance(10).withTopUp("old", 30).withTopUp("new", 7).withApplied("old").obj(),
+			account:     openAccount("alice").Balance(10).TopUp("old", 30).TopUp("new", 7).Applied("old").Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 17, OpenedAt: mt(0), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"old", "new"}, TotalToppedUp: 7, Ledger: []string{"TopUp +7"}},
 		},
 		"a top-up may exceed the cap": {
-			account:     makeAccount("alice").withBalance(100).withTopUp("bonus", 50).obj(),
+			account:     openAccount("alice").Balance(100).TopUp("bonus", 50).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"bonus"}, TotalToppedUp: 50, Ledger: []string{"TopUp +50"}},
 		},
 		"a top-up saturates the balance at MaxCredits": {
-			account:     makeAccount("alice").withBalance(maxCredits-10).withTopUp("huge", maxCredits).obj(),
+			account:     openAccount("alice").Balance(maxCredits-10).TopUp("huge", maxCredits).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"huge"}, TotalToppedUp: maxCredits, Ledger: []string{fmt.Sprintf("TopUp +%d", maxCredits)}},
 		},
 		"grants are applied before top-ups": {
-			account:     makeAccount("alice").withBalance(95).withGrant(5, tenMin).withTopUp("t", 50).obj(),
+			account:     openAccount("alice").Balance(95).Grant(5, interval).TopUp("t", 50).Obj(),
 			now:         at(20 * time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(20 * time.Minute),
@@ -230,13 +231,13 @@ func TestRefresh(t *testing.T) {
 }
 
 func TestRefreshLedgerMessages(t *testing.T) {
-	a := makeAccount("alice").withBalance(50).withGrant(5, tenMin).obj()
+	a := openAccount("alice").Balance(50).Grant(5, interval).Obj()
 	a.Spec.TopUps = []hcv1.TopUp{{ID: "course-2026", Amount: 30, Reason: "spring course"}, {ID: "plain", Amount: 1}}
-	Refresh(a, at(tenMin))
+	Refresh(a, at(interval))
 	want := []hcv1.LedgerEntry{
-		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerGrant, Amount: 5, Balance: 55, Message: "grant of 5"},
-		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerTopUp, Amount: 30, Balance: 85, Subject: "course-2026", Message: "top-up course-2026: spring course"},
-		{Time: metav1.NewTime(at(tenMin)), Kind: hcv1.LedgerTopUp, Amount: 1, Balance: 86, Subject: "plain", Message: "top-up plain"},
+		{Time: metav1.NewTime(at(interval)), Kind: hcv1.LedgerGrant, Amount: 5, Balance: 55, Message: "grant of 5"},
+		{Time: metav1.NewTime(at(interval)), Kind: hcv1.LedgerTopUp, Amount: 30, Balance: 85, Subject: "course-2026", Message: "top-up course-2026: spring course"},
+		{Time: metav1.NewTime(at(interval)), Kind: hcv1.LedgerTopUp, Amount: 1, Balance: 86, Subject: "plain", Message: "top-up plain"},
 	}
 	if d := cmp.Diff(want, a.Status.Ledger); d != "" {
 		t.Errorf("ledger mismatch (-want +got):\n%s", d)
@@ -246,7 +247,7 @@ func TestRefreshLedgerMessages(t *testing.T) {
 // TestGrantScheduleDoesNotDrift refreshes at irregular times, spending in
 // between, and checks that grants land exactly on creation + k·interval.
 func TestGrantScheduleDoesNotDrift(t *testing.T) {
-	a := makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj()
+	a := openAccount("alice").Balance(100).Grant(5, interval).Obj()
 	start := a.DeepCopy()
 	steps := []struct {
 		now               time.Duration
@@ -255,8 +256,8 @@ func TestGrantScheduleDoesNotDrift(t *testing.T) {
 		wantGrantedThough time.Duration
 	}{
 		{now: 7 * time.Minute, wantBalance: 100, wantGrantedThough: 0},
-		{now: 13 * time.Minute, spend: 40, wantBalance: 60, wantGrantedThough: tenMin}, // at cap: slot used, no grant
-		{now: 19*time.Minute + 59*time.Second, wantBalance: 60, wantGrantedThough: tenMin},
+		{now: 13 * time.Minute, spend: 40, wantBalance: 60, wantGrantedThough: interval}, // at cap: slot used, no grant
+		{now: 19*time.Minute + 59*time.Second, wantBalance: 60, wantGrantedThough: interval},
 		{now: 20 * time.Minute, wantBalance: 65, wantGrantedThough: 20 * time.Minute},
 		{now: 41 * time.Minute, spend: 5, wantBalance: 70, wantGrantedThough: 40 * time.Minute},
 		{now: 95 * time.Minute, wantBalance: 95, wantGrantedThough: 90 * time.Minute},
@@ -284,7 +285,7 @@ func TestGrantScheduleDoesNotDrift(t *testing.T) {
 }
 
 func TestLedgerIsBounded(t *testing.T) {
-	a := makeAccount("alice").withBalance(0).obj()
+	a := openAccount("alice").Balance(0).Obj()
 	for i := 1; i <= LedgerLength+5; i++ {
 		a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("t%02d", i), Amount: int64(i)})
 	}
@@ -316,37 +317,37 @@ func TestNextGrant(t *testing.T) {
 		want    result
 	}{
 		"no grant": {
-			account: makeAccount("alice").withBalance(10).obj(),
+			account: openAccount("alice").Balance(10).Obj(),
 			now:     at(time.Minute),
 			want:    result{},
 		},
 		"next slot on the schedule": {
-			account: makeAccount("alice").withBalance(10).withGrant(5, tenMin).obj(),
+			account: openAccount("alice").Balance(10).Grant(5, interval).Obj(),
 			now:     at(7 * time.Minute),
-			want:    result{At: at(tenMin), Amount: 5, OK: true},
+			want:    result{At: at(interval), Amount: 5, OK: true},
 		},
 		"exactly on a slot already granted: the following one": {
-			account: makeAccount("alice").withBalance(10).withGrant(5, tenMin).grantedThrough(tenMin).obj(),
-			now:     at(tenMin),
+			account: openAccount("alice").Balance(10).Grant(5, interval).GrantedThrough(interval).Obj(),
+			now:     at(interval),
 			want:    result{At: at(20 * time.Minute), Amount: 5, OK: true},
 		},
 		"limited by the room under the cap": {
-			account: makeAccount("alice").withBalance(98).withGrant(5, tenMin).obj(),
+			account: openAccount("alice").Balance(98).Grant(5, interval).Obj(),
 			now:     at(time.Minute),
-			want:    result{At: at(tenMin), Amount: 2, OK: true},
+			want:    result{At: at(interval), Amount: 2, OK: true},
 		},
 		"at the cap: nothing": {
-			account: makeAccount("alice").withBalance(100).withGrant(5, tenMin).obj(),
+			account: openAccount("alice").Balance(100).Grant(5, interval).Obj(),
 			now:     at(time.Minute),
-			want:    result{At: at(tenMin), Amount: 0, OK: true},
+			want:    result{At: at(interval), Amount: 0, OK: true},
 		},
 		"above the cap: nothing, not negative": {
-			account: makeAccount("alice").withBalance(150).withGrant(5, tenMin).obj(),
+			account: openAccount("alice").Balance(150).Grant(5, interval).Obj(),
 			now:     at(time.Minute),
-			want:    result{At: at(tenMin), Amount: 0, OK: true},
+			want:    result{At: at(interval), Amount: 0, OK: true},
 		},
 		"unopened account: one interval from now": {
-			account: makeAccount("alice").withGrant(5, tenMin).unopened().obj(),
+			account: testutil.MakeAccount(testNS, "alice").CreatedAt(0).Grant(5, interval).Obj(),
 			now:     at(3 * time.Minute),
 			want:    result{At: at(13 * time.Minute), Amount: 5, OK: true},
 		},
@@ -363,7 +364,7 @@ func TestNextGrant(t *testing.T) {
 }
 
 func TestFindServer(t *testing.T) {
-	a := makeAccount("alice").withServers(makeServer("r1").obj(), makeServer("r2").obj()).obj()
+	a := openAccount("alice").Servers(testutil.MakeServerCharge("r1").Obj(), testutil.MakeServerCharge("r2").Obj()).Obj()
 	cases := map[string]struct {
 		id   string
 		want int
@@ -397,7 +398,7 @@ func FuzzRefresh(f *testing.F) {
 			t.Skip()
 		}
 		interval := time.Duration(intervalSec) * time.Second
-		a := makeAccount("alice").withCap(capacity).withInitial(initial).withGrant(amount, interval).unopened().obj()
+		a := testutil.MakeAccount(testNS, "alice").CreatedAt(0).Cap(capacity).InitialBalance(initial).Grant(amount, interval).Obj()
 		now := t0
 		for i, s := range steps {
 			// Low bits: how far the clock moves; high bit: add a top-up
@@ -521,7 +522,7 @@ func TestAppendMerged(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			a := makeAccount("alice").obj()
+			a := openAccount("alice").Obj()
 			for i, m := range tc.moves {
 				appendMerged(a, at(time.Duration(i)*time.Minute), m.kind, m.amount, m.subject, m.count, func(n, total int64) string {
 					return fmt.Sprintf("%d of %d", n, total)
@@ -551,8 +552,8 @@ func TestAppendMerged(t *testing.T) {
 // applied at once by the webhook they would be capped away.
 func TestRefreshForAdmissionLeavesOutageGrantsToTheCatchUp(t *testing.T) {
 	outage := func() *hcv1.CreditAccount {
-		return makeAccount("alice").withUsers("alice").withCap(100).withBalance(90).withGrant(10, tenMin).
-			withServers(makeServer("r1").uid("u1").started(0).paidThrough(tenMin).obj()).obj()
+		return openAccount("alice").Users("alice").Cap(100).Balance(90).Grant(10, interval).
+			Servers(testutil.MakeServerCharge("r1").UID("u1").Started(0).PaidThrough(interval).Obj()).Obj()
 	}
 	pods := podsByID(map[string]PodObservation{"r1": running("u1", 0)})
 	settleAfter := func(refresh func(*hcv1.CreditAccount, time.Time) bool) int64 {
@@ -575,7 +576,7 @@ func TestRefreshForAdmissionLeavesOutageGrantsToTheCatchUp(t *testing.T) {
 		t.Errorf("after Refresh the catch-up leaves %d; this test expects the loss it guards against (40)", got)
 	}
 	// Once nothing is outstanding, RefreshForAdmission grants as Refresh does.
-	idle := makeAccount("alice").withUsers("alice").withCap(100).withBalance(50).withGrant(10, tenMin).obj()
+	idle := openAccount("alice").Users("alice").Cap(100).Balance(50).Grant(10, interval).Obj()
 	if !RefreshForAdmission(idle, at(30*time.Minute)) || idle.Status.Balance != 80 {
 		t.Errorf("an account with nothing outstanding: balance %d after RefreshForAdmission, want 80", idle.Status.Balance)
 	}
@@ -587,17 +588,17 @@ func TestChargesOutstanding(t *testing.T) {
 		now    time.Duration
 		want   bool
 	}{
-		"paid through the next boundary":      {makeServer("r1").started(0).obj(), 9 * time.Minute, false},
-		"a boundary reached, not paid":        {makeServer("r1").started(0).obj(), tenMin, true},
-		"pending pod (not started)":           {makeServer("r1").obj(), time.Hour, false},
-		"stop requested: nothing more to pay": {makeServer("r1").started(0).stopRequested(tenMin).obj(), time.Hour, false},
-		"ended":                               {makeServer("r1").started(0).endedAt(tenMin).obj(), time.Hour, false},
-		"free":                                {makeServer("r1").started(0).price(0, tenMin).obj(), time.Hour, false},
-		"adopted, first period unpaid":        {makeServer("pod-u9").started(0).paid(0, 0).obj(), 0, true},
+		"paid through the next boundary":      {testutil.MakeServerCharge("r1").Started(0).Obj(), 9 * time.Minute, false},
+		"a boundary reached, not paid":        {testutil.MakeServerCharge("r1").Started(0).Obj(), interval, true},
+		"pending pod (not started)":           {testutil.MakeServerCharge("r1").Obj(), time.Hour, false},
+		"stop requested: nothing more to pay": {testutil.MakeServerCharge("r1").Started(0).StopRequested(interval).Obj(), time.Hour, false},
+		"ended":                               {testutil.MakeServerCharge("r1").Started(0).Ended(interval).Obj(), time.Hour, false},
+		"free":                                {testutil.MakeServerCharge("r1").Started(0).Price(0, interval).Obj(), time.Hour, false},
+		"adopted, first period unpaid":        {testutil.MakeServerCharge("pod-u9").Started(0).Paid(0, 0).Obj(), 0, true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			a := makeAccount("alice").withServers(tc.server).obj()
+			a := openAccount("alice").Servers(tc.server).Obj()
 			if got := ChargesOutstanding(a, at(tc.now)); got != tc.want {
 				t.Errorf("ChargesOutstanding = %v, want %v", got, tc.want)
 			}

@@ -44,9 +44,9 @@ func TestPriceText(t *testing.T) {
 		p    Price
 		want string
 	}{
-		"free":         {p: Price{Value: 0, Interval: tenMin}, want: "free"},
-		"one credit":   {p: Price{Value: 1, Interval: tenMin}, want: "1 credit every 10m"},
-		"the default":  {p: Price{Value: 10, Interval: tenMin}, want: "10 credits every 10m"},
+		"free":         {p: Price{Value: 0, Interval: interval}, want: "free"},
+		"one credit":   {p: Price{Value: 1, Interval: interval}, want: "1 credit every 10m"},
+		"the default":  {p: Price{Value: 10, Interval: interval}, want: "10 credits every 10m"},
 		"hourly GPU":   {p: Price{Value: 50, Interval: time.Hour, Policy: "gpu"}, want: "50 credits every 1h"},
 		"odd interval": {p: Price{Value: 25, Interval: 90 * time.Minute}, want: "25 credits every 1h30m"},
 	}
@@ -60,7 +60,7 @@ func TestPriceText(t *testing.T) {
 }
 
 func TestNotEnoughMessage(t *testing.T) {
-	price := Price{Value: 10, Interval: tenMin}
+	price := Price{Value: 10, Interval: interval}
 	cases := map[string]struct {
 		wallet  *hcv1.CreditAccount
 		project *hcv1.CreditAccount
@@ -68,54 +68,54 @@ func TestNotEnoughMessage(t *testing.T) {
 		want    string
 	}{
 		"the wallet, with its next grant": {
-			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Balance(4).Grant(5, interval).Obj(),
 			now:    at(7 * time.Minute),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"no grant: no countdown": {
-			wallet: makeAccount("alice").withBalance(4).obj(),
+			wallet: openAccount("alice").Balance(4).Obj(),
 			now:    at(7 * time.Minute),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4.`,
 		},
 		"the next grant is limited by the cap": {
-			wallet: makeAccount("alice").withCap(8).withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Cap(8).Balance(4).Grant(5, interval).Obj(),
 			now:    at(9*time.Minute + 30*time.Second),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +4 in 30s).`,
 		},
 		"at the cap: no countdown": {
-			wallet: makeAccount("alice").withCap(4).withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Cap(4).Balance(4).Grant(5, interval).Obj(),
 			now:    at(7 * time.Minute),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4.`,
 		},
 		"the wait rounds up to whole minutes": {
-			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Balance(4).Grant(5, interval).Obj(),
 			now:    at(7*time.Minute + 30*time.Second),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"a wait just over a minute rounds up to two": {
-			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Balance(4).Grant(5, interval).Obj(),
 			now:    at(8*time.Minute + 59*time.Second + 500*time.Millisecond),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 2m).`,
 		},
 		"under a minute: whole seconds, rounded up": {
-			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Balance(4).Grant(5, interval).Obj(),
 			now:    at(9*time.Minute + 30*time.Second + 500*time.Millisecond),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 30s).`,
 		},
 		"59.5 seconds says a minute": {
-			wallet: makeAccount("alice").withBalance(4).withGrant(5, tenMin).obj(),
+			wallet: openAccount("alice").Balance(4).Grant(5, interval).Obj(),
 			now:    at(9*time.Minute + 500*time.Millisecond),
 			want:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 1m).`,
 		},
 		"the pool first, then the wallet": {
-			wallet:  makeAccount("alice").withBalance(4).withGrant(5, tenMin).withProject("lab").obj(),
-			project: makeAccount("lab").withBalance(2).obj(),
+			wallet:  openAccount("alice").Balance(4).Grant(5, interval).Project("lab").Obj(),
+			project: openAccount("lab").Balance(2).Obj(),
 			now:     at(7 * time.Minute),
 			want:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "lab" has 2 and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"the pool's grant too": {
-			wallet:  makeAccount("alice").withBalance(0).withProject("lab").obj(),
-			project: makeAccount("lab").withBalance(1).withGrant(20, time.Hour).obj(),
+			wallet:  openAccount("alice").Balance(0).Project("lab").Obj(),
+			project: openAccount("lab").Balance(1).Grant(20, time.Hour).Obj(),
 			now:     at(30 * time.Minute),
 			want:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "lab" has 1 (next +20 in 30m) and account "alice" has 0.`,
 		},
@@ -130,17 +130,17 @@ func TestNotEnoughMessage(t *testing.T) {
 }
 
 func TestReservedMessage(t *testing.T) {
-	wallet := makeAccount("alice").withBalance(90).obj()
-	pool := makeAccount("lab").withBalance(40).obj()
+	wallet := openAccount("alice").Balance(90).Obj()
+	pool := openAccount("lab").Balance(40).Obj()
 	cases := map[string]struct {
 		price   Price
 		project *hcv1.CreditAccount
 		want    string
 	}{
-		"free":        {price: Price{Interval: tenMin}, want: "This server is free, billed to account alice."},
-		"wallet only": {price: Price{Value: 10, Interval: tenMin}, want: "This server costs 10 credits every 10m, paid from account alice (90 left)."},
+		"free":        {price: Price{Interval: interval}, want: "This server is free, billed to account alice."},
+		"wallet only": {price: Price{Value: 10, Interval: interval}, want: "This server costs 10 credits every 10m, paid from account alice (90 left)."},
 		"pool first": {
-			price: Price{Value: 10, Interval: tenMin}, project: pool,
+			price: Price{Value: 10, Interval: interval}, project: pool,
 			want: "This server costs 10 credits every 10m, paid from project lab (40 left), then account alice (90 left).",
 		},
 	}
@@ -154,9 +154,9 @@ func TestReservedMessage(t *testing.T) {
 }
 
 func TestStopMessage(t *testing.T) {
-	wallet := makeAccount("alice").withBalance(4).obj()
-	pool := makeAccount("lab").withBalance(3).obj()
-	price := Price{Value: 10, Interval: tenMin}
+	wallet := openAccount("alice").Balance(4).Obj()
+	pool := openAccount("lab").Balance(3).Obj()
+	price := Price{Value: 10, Interval: interval}
 	cases := map[string]struct {
 		project *hcv1.CreditAccount
 		want    string

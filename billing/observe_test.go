@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 func TestObservePod(t *testing.T) {
@@ -124,10 +125,10 @@ func TestObserveEntry(t *testing.T) {
 		entry hcv1.ServerCharge
 		want  PodObservation
 	}{
-		"no pod":                       {entry: makeServer("r1").obj()},
-		"the entry's pod":              {pod: pod, entry: makeServer("r1").uid("u2").obj(), want: PodObservation{Exists: true, UID: "u2"}},
-		"a pod not seen before":        {pod: pod, entry: makeServer("r1").obj(), want: PodObservation{Exists: true, UID: "u2"}},
-		"another pod of the same name": {pod: pod, entry: makeServer("r1").uid("u1").obj()},
+		"no pod":                       {entry: testutil.MakeServerCharge("r1").Obj()},
+		"the entry's pod":              {pod: pod, entry: testutil.MakeServerCharge("r1").UID("u2").Obj(), want: PodObservation{Exists: true, UID: "u2"}},
+		"a pod not seen before":        {pod: pod, entry: testutil.MakeServerCharge("r1").Obj(), want: PodObservation{Exists: true, UID: "u2"}},
+		"another pod of the same name": {pod: pod, entry: testutil.MakeServerCharge("r1").UID("u1").Obj()},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"errors"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -10,11 +11,11 @@ import (
 
 func TestResolveWallet(t *testing.T) {
 	accounts := []*hcv1.CreditAccount{
-		makeAccount("alice").withUsers("alice").obj(),
-		makeAccount("lab").withUsers("bob", "alice", "carol").obj(),
-		makeAccount("carol").withUsers("carol").obj(),
-		makeAccount("dave").withUsers("dave@example.org").obj(),
-		makeAccount("empty").obj(),
+		openAccount("alice").Users("alice").Obj(),
+		openAccount("lab").Users("bob", "alice", "carol").Obj(),
+		openAccount("carol").Users("carol").Obj(),
+		openAccount("dave").Users("dave@example.org").Obj(),
+		openAccount("empty").Obj(),
 	}
 	cases := map[string]struct {
 		user, label string
@@ -63,11 +64,9 @@ func TestResolveWallet(t *testing.T) {
 			}
 			var gotDenial *Denial
 			if err != nil {
-				d, ok := err.(*Denial)
-				if !ok {
+				if !errors.As(err, &gotDenial) {
 					t.Fatalf("error %T is not a *Denial: %v", err, err)
 				}
-				gotDenial = d
 			}
 			if d := cmp.Diff(tc.wantDenial, gotDenial); d != "" {
 				t.Errorf("denial mismatch (-want +got):\n%s", d)
@@ -77,8 +76,8 @@ func TestResolveWallet(t *testing.T) {
 }
 
 func TestResolveProject(t *testing.T) {
-	lab := makeAccount("lab").withUsers("alice").obj()
-	chained := makeAccount("sub-lab").withProject("lab").obj()
+	lab := openAccount("lab").Users("alice").Obj()
+	chained := openAccount("sub-lab").Project("lab").Obj()
 	byName := map[string]*hcv1.CreditAccount{"lab": lab, "sub-lab": chained}
 	get := func(name string) *hcv1.CreditAccount { return byName[name] }
 	cases := map[string]struct {
@@ -86,14 +85,14 @@ func TestResolveProject(t *testing.T) {
 		wantProject string
 		wantDenial  *Denial
 	}{
-		"no project": {wallet: makeAccount("alice").obj()},
-		"the pool":   {wallet: makeAccount("alice").withProject("lab").obj(), wantProject: "lab"},
+		"no project": {wallet: openAccount("alice").Obj()},
+		"the pool":   {wallet: openAccount("alice").Project("lab").Obj(), wantProject: "lab"},
 		"a missing pool": {
-			wallet:     makeAccount("alice").withProject("physics").obj(),
+			wallet:     openAccount("alice").Project("physics").Obj(),
 			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by project "physics", which does not exist — ask your hub admin.`},
 		},
 		"a pool that names a project itself": {
-			wallet:     makeAccount("alice").withProject("sub-lab").obj(),
+			wallet:     openAccount("alice").Project("sub-lab").Obj(),
 			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by "sub-lab", which is not a project pool (it names a project itself) — ask your hub admin.`},
 		},
 	}
@@ -109,8 +108,7 @@ func TestResolveProject(t *testing.T) {
 			}
 			var gotDenial *Denial
 			if err != nil {
-				gotDenial, _ = err.(*Denial)
-				if gotDenial == nil {
+				if !errors.As(err, &gotDenial) {
 					t.Fatalf("error %T is not a *Denial", err)
 				}
 			}
@@ -122,7 +120,7 @@ func TestResolveProject(t *testing.T) {
 }
 
 func TestLists(t *testing.T) {
-	a := makeAccount("lab").withUsers("alice", "bob").obj()
+	a := openAccount("lab").Users("alice", "bob").Obj()
 	cases := map[string]struct {
 		user string
 		want bool
@@ -154,25 +152,25 @@ func TestResolveWalletWithPools(t *testing.T) {
 	}{
 		"the wallet, not the pool that funds it": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("lab").withUsers("alice", "bob").obj(),
-				makeAccount("alice").withUsers("alice").withProject("lab").obj(),
+				openAccount("lab").Users("alice", "bob").Obj(),
+				openAccount("alice").Users("alice").Project("lab").Obj(),
 			},
 			user:       "alice",
 			wantWallet: "alice",
 		},
 		"a pool member without a wallet pays from the pool": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("lab").withUsers("alice", "bob").obj(),
-				makeAccount("alice").withUsers("alice").withProject("lab").obj(),
+				openAccount("lab").Users("alice", "bob").Obj(),
+				openAccount("alice").Users("alice").Project("lab").Obj(),
 			},
 			user:       "bob",
 			wantWallet: "lab",
 		},
 		"two wallets on the same pool: ambiguous, the pool not named": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("lab").withUsers("alice").obj(),
-				makeAccount("alice-b").withUsers("alice").withProject("lab").obj(),
-				makeAccount("alice-a").withUsers("alice").withProject("lab").obj(),
+				openAccount("lab").Users("alice").Obj(),
+				openAccount("alice-b").Users("alice").Project("lab").Obj(),
+				openAccount("alice-a").Users("alice").Project("lab").Obj(),
 			},
 			user: "alice",
 			wantDenial: &Denial{Reason: DenyAmbiguous,
@@ -180,9 +178,9 @@ func TestResolveWalletWithPools(t *testing.T) {
 		},
 		"a funded wallet and an unrelated account: ambiguous": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("lab").withUsers("alice").obj(),
-				makeAccount("alice").withUsers("alice").withProject("lab").obj(),
-				makeAccount("physics").withUsers("alice").obj(),
+				openAccount("lab").Users("alice").Obj(),
+				openAccount("alice").Users("alice").Project("lab").Obj(),
+				openAccount("physics").Users("alice").Obj(),
 			},
 			user: "alice",
 			wantDenial: &Denial{Reason: DenyAmbiguous,
@@ -190,9 +188,9 @@ func TestResolveWalletWithPools(t *testing.T) {
 		},
 		"a pool that funds someone else's wallet is still a candidate": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("lab").withUsers("alice").obj(),
-				makeAccount("bob").withUsers("bob").withProject("lab").obj(),
-				makeAccount("alice").withUsers("alice").obj(),
+				openAccount("lab").Users("alice").Obj(),
+				openAccount("bob").Users("bob").Project("lab").Obj(),
+				openAccount("alice").Users("alice").Obj(),
 			},
 			user: "alice",
 			wantDenial: &Denial{Reason: DenyAmbiguous,
@@ -203,8 +201,8 @@ func TestResolveWalletWithPools(t *testing.T) {
 		// created a fresh wallet).
 		"two accounts that name each other: listed twice is not 'no account'": {
 			accounts: []*hcv1.CreditAccount{
-				makeAccount("x").withUsers("alice").withProject("y").obj(),
-				makeAccount("y").withUsers("alice").withProject("x").obj(),
+				openAccount("x").Users("alice").Project("y").Obj(),
+				openAccount("y").Users("alice").Project("x").Obj(),
 			},
 			user: "alice",
 			wantDenial: &Denial{Reason: DenyAmbiguous,
@@ -226,8 +224,7 @@ func TestResolveWalletWithPools(t *testing.T) {
 			}
 			var gotDenial *Denial
 			if err != nil {
-				gotDenial, _ = err.(*Denial)
-				if gotDenial == nil {
+				if !errors.As(err, &gotDenial) {
 					t.Fatalf("error %T is not a *Denial", err)
 				}
 			}
@@ -240,22 +237,22 @@ func TestResolveWalletWithPools(t *testing.T) {
 
 // TestCheckProject: admission and the Ready condition share one answer.
 func TestCheckProject(t *testing.T) {
-	lab := makeAccount("lab").obj()
+	lab := openAccount("lab").Obj()
 	cases := map[string]struct {
 		wallet *hcv1.CreditAccount
 		pool   *hcv1.CreditAccount
 		want   *ProjectProblem
 	}{
-		"no project":       {wallet: makeAccount("alice").obj()},
-		"the pool can pay": {wallet: makeAccount("alice").withProject("lab").obj(), pool: lab},
+		"no project":       {wallet: openAccount("alice").Obj()},
+		"the pool can pay": {wallet: openAccount("alice").Project("lab").Obj(), pool: lab},
 		"a missing pool": {
-			wallet: makeAccount("alice").withProject("physics").obj(),
+			wallet: openAccount("alice").Project("physics").Obj(),
 			want: &ProjectProblem{Reason: hcv1.ReasonProjectNotFound,
 				Message: `Credit account "alice" is funded by project "physics", which does not exist — ask your hub admin.`},
 		},
 		"a pool that names a project itself": {
-			wallet: makeAccount("alice").withProject("sub-lab").obj(),
-			pool:   makeAccount("sub-lab").withProject("lab").obj(),
+			wallet: openAccount("alice").Project("sub-lab").Obj(),
+			pool:   openAccount("sub-lab").Project("lab").Obj(),
 			want: &ProjectProblem{Reason: hcv1.ReasonProjectChain,
 				Message: `Credit account "alice" is funded by "sub-lab", which is not a project pool (it names a project itself) — ask your hub admin.`},
 		},

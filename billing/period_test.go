@@ -16,25 +16,25 @@ func TestPeriodsDue(t *testing.T) {
 		want     int64
 		bug      string
 	}{
-		"before the clock starts: the reserved period": {t: at(-time.Minute), interval: tenMin, want: 1},
-		"at the start: the reserved period":            {t: at(0), interval: tenMin, want: 1},
-		"inside period 0":                              {t: at(5 * time.Minute), interval: tenMin, want: 1},
-		"one nanosecond before the first boundary":     {t: at(tenMin - time.Nanosecond), interval: tenMin, want: 1},
+		"before the clock starts: the reserved period": {t: at(-time.Minute), interval: interval, want: 1},
+		"at the start: the reserved period":            {t: at(0), interval: interval, want: 1},
+		"inside period 0":                              {t: at(5 * time.Minute), interval: interval, want: 1},
+		"one nanosecond before the first boundary":     {t: at(interval - time.Nanosecond), interval: interval, want: 1},
 		"running at the first boundary: period 1 is due": {
-			t: at(tenMin), interval: tenMin, want: 2,
+			t: at(interval), interval: interval, want: 2,
 		},
 		"ended exactly at the first boundary: period 1 never began": {
-			t: at(tenMin), interval: tenMin, ended: true, want: 1,
+			t: at(interval), interval: interval, ended: true, want: 1,
 		},
 		"ended one nanosecond after the boundary: period 1 began": {
-			t: at(tenMin + time.Nanosecond), interval: tenMin, ended: true, want: 2,
+			t: at(interval + time.Nanosecond), interval: interval, ended: true, want: 2,
 		},
-		"ended at the start: still the reserved period": {t: at(0), interval: tenMin, ended: true, want: 1},
-		"ended inside period 0":                         {t: at(time.Minute), interval: tenMin, ended: true, want: 1},
-		"ended exactly at the third boundary":           {t: at(30 * time.Minute), interval: tenMin, ended: true, want: 3},
-		"running at the third boundary":                 {t: at(30 * time.Minute), interval: tenMin, want: 4},
-		"running mid period 3":                          {t: at(35 * time.Minute), interval: tenMin, want: 4},
-		"a thousand hours of downtime":                  {t: at(1000 * time.Hour), interval: tenMin, want: 6001},
+		"ended at the start: still the reserved period": {t: at(0), interval: interval, ended: true, want: 1},
+		"ended inside period 0":                         {t: at(time.Minute), interval: interval, ended: true, want: 1},
+		"ended exactly at the third boundary":           {t: at(30 * time.Minute), interval: interval, ended: true, want: 3},
+		"running at the third boundary":                 {t: at(30 * time.Minute), interval: interval, want: 4},
+		"running mid period 3":                          {t: at(35 * time.Minute), interval: interval, want: 4},
+		"a thousand hours of downtime":                  {t: at(1000 * time.Hour), interval: interval, want: 6001},
 		"zero interval: only the reserved period":       {t: at(time.Hour), interval: 0, want: 1},
 		"negative interval: only the reserved period":   {t: at(time.Hour), interval: -time.Minute, want: 1},
 		"one-second periods for a year": {
@@ -68,12 +68,12 @@ func TestBoundary(t *testing.T) {
 		interval time.Duration
 		want     time.Time
 	}{
-		"period 0 starts at the start":       {k: 0, interval: tenMin, want: t0},
-		"negative k is the start":            {k: -3, interval: tenMin, want: t0},
-		"period 3":                           {k: 3, interval: tenMin, want: at(30 * time.Minute)},
+		"period 0 starts at the start":       {k: 0, interval: interval, want: t0},
+		"negative k is the start":            {k: -3, interval: interval, want: t0},
+		"period 3":                           {k: 3, interval: interval, want: at(30 * time.Minute)},
 		"zero interval stays at the start":   {k: 5, interval: 0, want: t0},
-		"largest k that fits exactly":        {k: int64(maxDuration / tenMin), interval: tenMin, want: at(maxDuration / tenMin * tenMin)},
-		"one past the largest k saturates":   {k: int64(maxDuration/tenMin) + 1, interval: tenMin, want: at(maxDuration)},
+		"largest k that fits exactly":        {k: int64(maxDuration / interval), interval: interval, want: at(maxDuration.Truncate(interval))},
+		"one past the largest k saturates":   {k: int64(maxDuration/interval) + 1, interval: interval, want: at(maxDuration)},
 		"k = MaxInt64 saturates, no wrap":    {k: math.MaxInt64, interval: time.Second, want: at(maxDuration)},
 		"k = MaxInt64 with 1ns periods fits": {k: math.MaxInt64, interval: time.Nanosecond, want: at(maxDuration)},
 	}
@@ -95,15 +95,15 @@ func TestNextBoundary(t *testing.T) {
 		t    time.Time
 		want time.Time
 	}{
-		"before the start: the end of period 0": {t: at(-time.Minute), want: at(tenMin)},
-		"at the start":                          {t: at(0), want: at(tenMin)},
-		"inside period 0":                       {t: at(9 * time.Minute), want: at(tenMin)},
-		"exactly at a boundary: the next one":   {t: at(tenMin), want: at(20 * time.Minute)},
+		"before the start: the end of period 0": {t: at(-time.Minute), want: at(interval)},
+		"at the start":                          {t: at(0), want: at(interval)},
+		"inside period 0":                       {t: at(9 * time.Minute), want: at(interval)},
+		"exactly at a boundary: the next one":   {t: at(interval), want: at(20 * time.Minute)},
 		"inside period 4":                       {t: at(45 * time.Minute), want: at(50 * time.Minute)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := NextBoundary(t0, tc.t, tenMin)
+			got := NextBoundary(t0, tc.t, interval)
 			if !got.Equal(tc.want) {
 				t.Errorf("NextBoundary(t0, t0+%s, 10m) = t0+%s, want t0+%s", tc.t.Sub(t0), got.Sub(t0), tc.want.Sub(t0))
 			}

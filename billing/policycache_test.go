@@ -8,6 +8,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 func versioned(p *hcv1.BillingPolicy, uid types.UID, generation int64) *hcv1.BillingPolicy {
@@ -22,25 +23,25 @@ func TestPolicyCacheGet(t *testing.T) {
 		wantErr       bool
 	}{
 		"the same version compiles once": {
-			first:    versioned(makePolicy("gpu").expr(gpuExpr).obj(), "uid-1", 1),
-			second:   versioned(makePolicy("gpu").expr(gpuExpr).obj(), "uid-1", 1),
+			first:    versioned(testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj(), "uid-1", 1),
+			second:   versioned(testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj(), "uid-1", 1),
 			wantSame: true,
 		},
 		"a new generation compiles again": {
-			first:  versioned(makePolicy("gpu").expr(gpuExpr).obj(), "uid-1", 1),
-			second: versioned(makePolicy("gpu").value(5).obj(), "uid-1", 2),
+			first:  versioned(testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj(), "uid-1", 1),
+			second: versioned(testutil.MakePolicy(testNS, "gpu").Value(5).Obj(), "uid-1", 2),
 		},
 		"another policy with the same generation compiles on its own": {
-			first:  versioned(makePolicy("gpu").expr(gpuExpr).obj(), "uid-1", 1),
-			second: versioned(makePolicy("cpu").value(5).obj(), "uid-2", 1),
+			first:  versioned(testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj(), "uid-1", 1),
+			second: versioned(testutil.MakePolicy(testNS, "cpu").Value(5).Obj(), "uid-2", 1),
 		},
 		"an object without a UID is never cached": {
-			first:  makePolicy("gpu").value(5).obj(),
-			second: makePolicy("gpu").value(5).obj(),
+			first:  testutil.MakePolicy(testNS, "gpu").Value(5).Obj(),
+			second: testutil.MakePolicy(testNS, "gpu").Value(5).Obj(),
 		},
 		"a compile error is remembered for that version": {
-			first:    versioned(makePolicy("bad").expr("'x'").obj(), "uid-3", 1),
-			second:   versioned(makePolicy("bad").expr("'x'").obj(), "uid-3", 1),
+			first:    versioned(testutil.MakePolicy(testNS, "bad").ValueExpr("'x'").Obj(), "uid-3", 1),
+			second:   versioned(testutil.MakePolicy(testNS, "bad").ValueExpr("'x'").Obj(), "uid-3", 1),
 			wantSame: true,
 			wantErr:  true,
 		},
@@ -54,7 +55,7 @@ func TestPolicyCacheGet(t *testing.T) {
 				if err1 == nil || err2 == nil {
 					t.Fatalf("Get errors = %v, %v; want both", err1, err2)
 				}
-				if err1 != err2 {
+				if err1 != err2 { //nolint:errorlint // identity, not kind: the cache hands back the very error value it stored
 					t.Errorf("the cached error is not the one first returned")
 				}
 				return
@@ -75,10 +76,10 @@ func TestPolicyCacheGet(t *testing.T) {
 func TestPolicyCacheSorted(t *testing.T) {
 	var c PolicyCache
 	items := []hcv1.BillingPolicy{
-		*versioned(makePolicy("zeta").value(1).obj(), "u1", 1),
-		*versioned(makePolicy("broken").priority(100).expr("1 +").obj(), "u2", 1),
-		*versioned(makePolicy("gpu").priority(10).expr(gpuExpr).obj(), "u3", 1),
-		*versioned(makePolicy("alpha").value(2).obj(), "u4", 1),
+		*versioned(testutil.MakePolicy(testNS, "zeta").Value(1).Obj(), "u1", 1),
+		*versioned(testutil.MakePolicy(testNS, "broken").Priority(100).ValueExpr("1 +").Obj(), "u2", 1),
+		*versioned(testutil.MakePolicy(testNS, "gpu").Priority(10).ValueExpr(gpuExpr).Obj(), "u3", 1),
+		*versioned(testutil.MakePolicy(testNS, "alpha").Value(2).Obj(), "u4", 1),
 	}
 	var got []string
 	for _, p := range c.Sorted(items) {
@@ -95,7 +96,7 @@ func TestPolicyCacheSorted(t *testing.T) {
 // TestPolicyCacheConcurrent has the webhook's handlers share one cache.
 func TestPolicyCacheConcurrent(t *testing.T) {
 	var c PolicyCache
-	p := versioned(makePolicy("gpu").expr(gpuExpr).obj(), "uid-1", 1)
+	p := versioned(testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj(), "uid-1", 1)
 	first, err := c.Get(p)
 	if err != nil {
 		t.Fatal(err)

@@ -10,78 +10,11 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
-
-// podBuilder builds a KubeSpawner singleuser pod.
-type podBuilder struct{ p corev1.Pod }
-
-func makePod(name string) *podBuilder {
-	b := &podBuilder{}
-	b.p.Name = name
-	b.p.Namespace = "hub"
-	b.p.Labels = map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}
-	b.p.Annotations = map[string]string{hcv1.AnnotationUsername: "alice"}
-	b.p.Spec.Containers = []corev1.Container{{Name: "notebook", Image: "jupyter/base-notebook"}}
-	return b
-}
-
-func (b *podBuilder) withLabel(k, v string) *podBuilder { b.p.Labels[k] = v; return b }
-func (b *podBuilder) withNodeSelector(k, v string) *podBuilder {
-	if b.p.Spec.NodeSelector == nil {
-		b.p.Spec.NodeSelector = map[string]string{}
-	}
-	b.p.Spec.NodeSelector[k] = v
-	return b
-}
-
-func (b *podBuilder) withGPU(n int64) *podBuilder {
-	b.p.Spec.Containers[0].Resources.Limits = corev1.ResourceList{
-		"nvidia.com/gpu": *resource.NewQuantity(n, resource.DecimalSI),
-	}
-	return b
-}
-
-func (b *podBuilder) obj() *corev1.Pod { return b.p.DeepCopy() }
-
-// policyBuilder builds a BillingPolicy as the API server stores it (the
-// billingInterval default of 10m applied).
-type policyBuilder struct{ p hcv1.BillingPolicy }
-
-func makePolicy(name string) *policyBuilder {
-	b := &policyBuilder{}
-	b.p.Name = name
-	b.p.Spec.BillingInterval = metav1.Duration{Duration: tenMin}
-	return b
-}
-
-func (b *policyBuilder) value(v int64) *policyBuilder  { b.p.Spec.BillingValue = &v; return b }
-func (b *policyBuilder) expr(e string) *policyBuilder  { b.p.Spec.BillingValueExpression = e; return b }
-func (b *policyBuilder) match(e string) *policyBuilder { b.p.Spec.MatchExpression = e; return b }
-func (b *policyBuilder) priority(p int32) *policyBuilder {
-	b.p.Spec.Priority = p
-	return b
-}
-
-func (b *policyBuilder) every(d time.Duration) *policyBuilder {
-	b.p.Spec.BillingInterval = metav1.Duration{Duration: d}
-	return b
-}
-
-func (b *policyBuilder) selectLabel(k, v string) *policyBuilder {
-	b.p.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
-	return b
-}
-
-func (b *policyBuilder) selector(s *metav1.LabelSelector) *policyBuilder {
-	b.p.Spec.PodSelector = s
-	return b
-}
-
-func (b *policyBuilder) obj() *hcv1.BillingPolicy { return b.p.DeepCopy() }
 
 const gpuExpr = "quantity(pod.spec.containers[0].resources.limits['nvidia.com/gpu']).asInteger() * 25"
 
@@ -91,53 +24,53 @@ func TestCompile(t *testing.T) {
 		// wantErr are substrings of the error; none means success.
 		wantErr []string
 	}{
-		"a fixed price":                                 {policy: makePolicy("p").value(10).obj()},
-		"a label selector":                              {policy: makePolicy("p").selectLabel("profile", "gpu").value(10).obj()},
-		"a matchExpression":                             {policy: makePolicy("p").match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").obj()},
-		"the GPU pricing expression":                    {policy: makePolicy("p").expr(gpuExpr).obj()},
-		"the API doc's int() expression":                {policy: makePolicy("p").expr("int(pod.spec.containers[0].resources.limits['nvidia.com/gpu']) * 25").obj()},
-		"a dyn value expression (checked when it runs)": {policy: makePolicy("p").expr("pod.spec.priority").obj()},
-		"a dyn match expression":                        {policy: makePolicy("p").match("pod.metadata.labels['gpu']").obj()},
+		"a fixed price":                                 {policy: testutil.MakePolicy(testNS, "p").Value(10).Obj()},
+		"a label selector":                              {policy: testutil.MakePolicy(testNS, "p").Selecting("profile", "gpu").Value(10).Obj()},
+		"a matchExpression":                             {policy: testutil.MakePolicy(testNS, "p").Match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").Obj()},
+		"the GPU pricing expression":                    {policy: testutil.MakePolicy(testNS, "p").ValueExpr(gpuExpr).Obj()},
+		"the API doc's int() expression":                {policy: testutil.MakePolicy(testNS, "p").ValueExpr("int(pod.spec.containers[0].resources.limits['nvidia.com/gpu']) * 25").Obj()},
+		"a dyn value expression (checked when it runs)": {policy: testutil.MakePolicy(testNS, "p").ValueExpr("pod.spec.priority").Obj()},
+		"a dyn match expression":                        {policy: testutil.MakePolicy(testNS, "p").Match("pod.metadata.labels['gpu']").Obj()},
 		"value expression syntax error": {
-			policy:  makePolicy("p").expr("1 +").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("1 +").Obj(),
 			wantErr: []string{"spec.billingValueExpression: ", "Syntax error"},
 		},
 		"value expression returns a string": {
-			policy:  makePolicy("p").expr("'ten'").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("'ten'").Obj(),
 			wantErr: []string{"spec.billingValueExpression: the expression returns string, but it must return int"},
 		},
 		"value expression returns a double": {
-			policy:  makePolicy("p").expr("1.5 * 2.0").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("1.5 * 2.0").Obj(),
 			wantErr: []string{"spec.billingValueExpression: the expression returns double, but it must return int"},
 		},
 		"value expression returns a uint": {
-			policy:  makePolicy("p").expr("25u").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("25u").Obj(),
 			wantErr: []string{"spec.billingValueExpression: the expression returns uint, but it must return int"},
 		},
 		"value expression returns a bool": {
-			policy:  makePolicy("p").expr("pod.metadata.name == 'x'").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("pod.metadata.name == 'x'").Obj(),
 			wantErr: []string{"spec.billingValueExpression: the expression returns bool, but it must return int"},
 		},
 		"match expression returns an int": {
-			policy:  makePolicy("p").match("1 + 1").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").Match("1 + 1").Obj(),
 			wantErr: []string{"spec.matchExpression: the expression returns int, but it must return bool"},
 		},
 		"undeclared variable": {
-			policy:  makePolicy("p").match("user == 'alice'").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").Match("user == 'alice'").Obj(),
 			wantErr: []string{"spec.matchExpression: ", "undeclared reference to 'user'"},
 		},
 		"unknown function": {
-			policy:  makePolicy("p").expr("gpus(pod)").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").ValueExpr("gpus(pod)").Obj(),
 			wantErr: []string{"spec.billingValueExpression: ", "undeclared reference to 'gpus'"},
 		},
 		"invalid label selector": {
-			policy: makePolicy("p").selector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			policy: testutil.MakePolicy(testNS, "p").Selector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
 				{Key: "profile", Operator: "Near", Values: []string{"gpu"}},
-			}}).obj(),
+			}}).Obj(),
 			wantErr: []string{"spec.podSelector: ", "Near"},
 		},
 		"every error is reported": {
-			policy:  makePolicy("p").match("1").expr("'x'").obj(),
+			policy:  testutil.MakePolicy(testNS, "p").Match("1").ValueExpr("'x'").Obj(),
 			wantErr: []string{"spec.matchExpression: the expression returns int", "spec.billingValueExpression: the expression returns string"},
 		},
 	}
@@ -169,7 +102,7 @@ func TestCompile(t *testing.T) {
 }
 
 func TestCompileKeepsTheSpec(t *testing.T) {
-	c, err := Compile(makePolicy("gpu").priority(7).value(40).every(time.Hour).obj())
+	c, err := Compile(testutil.MakePolicy(testNS, "gpu").Priority(7).Value(40).Every(time.Hour).Obj())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +124,7 @@ func TestCompileKeepsTheSpec(t *testing.T) {
 
 	// A policy stored without billingInterval (the CRD defaults it, so only
 	// a hand-made object) gets the built-in 10m.
-	p := makePolicy("bare").obj()
+	p := testutil.MakePolicy(testNS, "bare").Obj()
 	p.Spec.BillingInterval = metav1.Duration{}
 	c, err = Compile(p)
 	if err != nil {
@@ -257,190 +190,190 @@ func TestResolvePrice(t *testing.T) {
 		wantPolicyErr string
 	}{
 		"no policies: the operator's defaults": {
-			pod:      makePod("jupyter-alice").obj(),
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 10, Interval: tenMin},
+			want:     Price{Value: 10, Interval: interval},
 		},
 		"no policies: configured defaults": {
-			pod:      makePod("jupyter-alice").obj(),
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: custom,
 			want:     Price{Value: 3, Interval: time.Hour},
 		},
 		"nothing matches: defaults, no policy named": {
-			policies: []*hcv1.BillingPolicy{makePolicy("gpu").selectLabel("profile", "gpu").value(50).obj()},
-			pod:      makePod("jupyter-alice").withLabel("profile", "cpu").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").Selecting("profile", "gpu").Value(50).Obj()},
+			pod:      alicePod("jupyter-alice").Label("profile", "cpu").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 10, Interval: tenMin},
+			want:     Price{Value: 10, Interval: interval},
 		},
 		"a label selector selects the pod": {
-			policies: []*hcv1.BillingPolicy{makePolicy("gpu").selectLabel("profile", "gpu").value(50).every(time.Hour).obj()},
-			pod:      makePod("jupyter-alice").withLabel("profile", "gpu").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").Selecting("profile", "gpu").Value(50).Every(time.Hour).Obj()},
+			pod:      alicePod("jupyter-alice").Label("profile", "gpu").Obj(),
 			defaults: DefaultPrice,
 			want:     Price{Value: 50, Interval: time.Hour, Policy: "gpu"},
 		},
 		"an empty selector selects every pod": {
-			policies: []*hcv1.BillingPolicy{makePolicy("all").value(7).obj()},
-			pod:      makePod("jupyter-alice").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "all").Value(7).Obj()},
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 7, Interval: tenMin, Policy: "all"},
+			want:     Price{Value: 7, Interval: interval, Policy: "all"},
 		},
 		"the highest priority wins": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("all").value(7).obj(),
-				makePolicy("gpu").priority(10).selectLabel("profile", "gpu").value(50).obj(),
-				makePolicy("gpu-cheap").priority(5).selectLabel("profile", "gpu").value(1).obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
+				testutil.MakePolicy(testNS, "gpu").Priority(10).Selecting("profile", "gpu").Value(50).Obj(),
+				testutil.MakePolicy(testNS, "gpu-cheap").Priority(5).Selecting("profile", "gpu").Value(1).Obj(),
 			},
-			pod:      makePod("jupyter-alice").withLabel("profile", "gpu").obj(),
+			pod:      alicePod("jupyter-alice").Label("profile", "gpu").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 50, Interval: tenMin, Policy: "gpu"},
+			want:     Price{Value: 50, Interval: interval, Policy: "gpu"},
 		},
 		"a tie goes to the name that sorts first": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("zeta").priority(3).value(9).obj(),
-				makePolicy("alpha").priority(3).value(8).obj(),
+				testutil.MakePolicy(testNS, "zeta").Priority(3).Value(9).Obj(),
+				testutil.MakePolicy(testNS, "alpha").Priority(3).Value(8).Obj(),
 			},
-			pod:      makePod("jupyter-alice").obj(),
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 8, Interval: tenMin, Policy: "alpha"},
+			want:     Price{Value: 8, Interval: interval, Policy: "alpha"},
 		},
 		"a higher policy that does not match falls through": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("gpu").priority(10).selectLabel("profile", "gpu").value(50).obj(),
-				makePolicy("all").value(7).obj(),
+				testutil.MakePolicy(testNS, "gpu").Priority(10).Selecting("profile", "gpu").Value(50).Obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
 			},
-			pod:      makePod("jupyter-alice").withLabel("profile", "cpu").obj(),
+			pod:      alicePod("jupyter-alice").Label("profile", "cpu").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 7, Interval: tenMin, Policy: "all"},
+			want:     Price{Value: 7, Interval: interval, Policy: "all"},
 		},
 		"matchExpression selects a GPU node selector": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("gpu-nodes").priority(1).match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").value(40).obj(),
-				makePolicy("all").value(7).obj(),
+				testutil.MakePolicy(testNS, "gpu-nodes").Priority(1).Match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").Value(40).Obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
 			},
-			pod:      makePod("jupyter-alice").withNodeSelector("gpu", "a100").obj(),
+			pod:      alicePod("jupyter-alice").NodeSelector("gpu", "a100").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 40, Interval: tenMin, Policy: "gpu-nodes"},
+			want:     Price{Value: 40, Interval: interval, Policy: "gpu-nodes"},
 		},
 		"matchExpression false falls through": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("gpu-nodes").priority(1).match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").value(40).obj(),
-				makePolicy("all").value(7).obj(),
+				testutil.MakePolicy(testNS, "gpu-nodes").Priority(1).Match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").Value(40).Obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
 			},
-			pod:      makePod("jupyter-alice").obj(),
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 7, Interval: tenMin, Policy: "all"},
+			want:     Price{Value: 7, Interval: interval, Policy: "all"},
 		},
 		"selector and matchExpression must both hold": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("gpu").priority(1).selectLabel("profile", "gpu").match("pod.metadata.name.startsWith('jupyter-bob')").value(40).obj(),
+				testutil.MakePolicy(testNS, "gpu").Priority(1).Selecting("profile", "gpu").Match("pod.metadata.name.startsWith('jupyter-bob')").Value(40).Obj(),
 			},
-			pod:      makePod("jupyter-alice").withLabel("profile", "gpu").obj(),
+			pod:      alicePod("jupyter-alice").Label("profile", "gpu").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 10, Interval: tenMin},
+			want:     Price{Value: 10, Interval: interval},
 		},
 		"GPU pods priced by quantity × 25": {
-			policies: []*hcv1.BillingPolicy{makePolicy("gpu").selectLabel("profile", "gpu").expr(gpuExpr).obj()},
-			pod:      makePod("jupyter-alice").withLabel("profile", "gpu").withGPU(2).obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").Selecting("profile", "gpu").ValueExpr(gpuExpr).Obj()},
+			pod:      alicePod("jupyter-alice").Label("profile", "gpu").GPUs("2").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 50, Interval: tenMin, Policy: "gpu"},
+			want:     Price{Value: 50, Interval: interval, Policy: "gpu"},
 		},
 		// The example in the BillingPolicy API doc compiles but fails on every
 		// pod: cel-go finds no int(string) overload for an index into a dyn map
 		// (int(pod.metadata.name) would convert). Pinned here so a doc fix
 		// (quantity(...).asInteger(), or int(string(...))) is not forgotten.
 		"the API doc's int() example is refused at runtime": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("gpu").expr("int(pod.spec.containers[0].resources.limits['nvidia.com/gpu']) * 25").obj()},
-			pod:           makePod("jupyter-alice").withGPU(3).obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").ValueExpr("int(pod.spec.containers[0].resources.limits['nvidia.com/gpu']) * 25").Obj()},
+			pod:           alicePod("jupyter-alice").GPUs("3").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       "no such overload: int(string)",
 			wantPolicyErr: "gpu",
 		},
 		"int(string(...)) prices the GPU pod": {
-			policies: []*hcv1.BillingPolicy{makePolicy("gpu").expr("int(string(pod.spec.containers[0].resources.limits['nvidia.com/gpu'])) * 25").obj()},
-			pod:      makePod("jupyter-alice").withGPU(3).obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").ValueExpr("int(string(pod.spec.containers[0].resources.limits['nvidia.com/gpu'])) * 25").Obj()},
+			pod:      alicePod("jupyter-alice").GPUs("3").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 75, Interval: tenMin, Policy: "gpu"},
+			want:     Price{Value: 75, Interval: interval, Policy: "gpu"},
 		},
 		"billingValue 0 is free": {
-			policies: []*hcv1.BillingPolicy{makePolicy("free").value(0).obj()},
-			pod:      makePod("jupyter-alice").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "free").Value(0).Obj()},
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: 0, Interval: tenMin, Policy: "free"},
+			want:     Price{Value: 0, Interval: interval, Policy: "free"},
 		},
 		"neither value nor expression: the default value at the policy's interval": {
-			policies: []*hcv1.BillingPolicy{makePolicy("hourly").every(time.Hour).obj()},
-			pod:      makePod("jupyter-alice").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "hourly").Every(time.Hour).Obj()},
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: custom,
 			want:     Price{Value: 3, Interval: time.Hour, Policy: "hourly"},
 		},
 		"an expression may return MaxCredits": {
-			policies: []*hcv1.BillingPolicy{makePolicy("max").expr(fmt.Sprint(hcv1.MaxCredits)).obj()},
-			pod:      makePod("jupyter-alice").obj(),
+			policies: []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "max").ValueExpr(fmt.Sprint(hcv1.MaxCredits)).Obj()},
+			pod:      alicePod("jupyter-alice").Obj(),
 			defaults: DefaultPrice,
-			want:     Price{Value: hcv1.MaxCredits, Interval: tenMin, Policy: "max"},
+			want:     Price{Value: hcv1.MaxCredits, Interval: interval, Policy: "max"},
 		},
 		"a pod the expression cannot price is refused, naming the policy": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("gpu").expr(gpuExpr).obj()},
-			pod:           makePod("jupyter-alice").obj(), // no limits at all
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "gpu").ValueExpr(gpuExpr).Obj()},
+			pod:           alicePod("jupyter-alice").Obj(), // no limits at all
 			defaults:      DefaultPrice,
 			wantErr:       `billing policy "gpu" could not price this server: billingValueExpression: `,
 			wantPolicyErr: "gpu",
 		},
 		"a matchExpression that fails at runtime is refused": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("labelled").match("pod.metadata.labels['team'] == 'ml'").value(5).obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "labelled").Match("pod.metadata.labels['team'] == 'ml'").Value(5).Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       `billing policy "labelled" could not price this server: matchExpression: no such key: team`,
 			wantPolicyErr: "labelled",
 		},
 		"a dyn matchExpression that returns a string is refused": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("odd").match("pod.metadata.name").value(5).obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "odd").Match("pod.metadata.name").Value(5).Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       "matchExpression returned string, not a bool",
 			wantPolicyErr: "odd",
 		},
 		"a dyn value expression that returns a string is refused": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("odd").expr("pod.metadata.name").obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "odd").ValueExpr("pod.metadata.name").Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       "billingValueExpression returned string, not an int",
 			wantPolicyErr: "odd",
 		},
 		"a negative price is refused": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("neg").expr("0 - 5").obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "neg").ValueExpr("0 - 5").Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       fmt.Sprintf("billingValueExpression returned -5, outside 0..%d", hcv1.MaxCredits),
 			wantPolicyErr: "neg",
 		},
 		"a price above MaxCredits is refused": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("huge").expr(fmt.Sprintf("%d + 1", hcv1.MaxCredits)).obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "huge").ValueExpr(fmt.Sprintf("%d + 1", hcv1.MaxCredits)).Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       fmt.Sprintf("billingValueExpression returned %d, outside 0..%d", hcv1.MaxCredits+1, hcv1.MaxCredits),
 			wantPolicyErr: "huge",
 		},
 		"an int overflow is a runtime error, not a wrapped price": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("overflow").expr("9223372036854775807 * 2").obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "overflow").ValueExpr("9223372036854775807 * 2").Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       "overflow",
 			wantPolicyErr: "overflow",
 		},
 		"a runaway expression is stopped by the cost limit": {
-			policies:      []*hcv1.BillingPolicy{makePolicy("runaway").match(runaway).value(1).obj()},
-			pod:           makePod("jupyter-alice").obj(),
+			policies:      []*hcv1.BillingPolicy{testutil.MakePolicy(testNS, "runaway").Match(runaway).Value(1).Obj()},
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       "cost limit exceeded",
 			wantPolicyErr: "runaway",
 		},
 		"a failing higher policy blocks lower ones": {
 			policies: []*hcv1.BillingPolicy{
-				makePolicy("gpu").priority(10).expr(gpuExpr).obj(),
-				makePolicy("all").value(7).obj(),
+				testutil.MakePolicy(testNS, "gpu").Priority(10).ValueExpr(gpuExpr).Obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
 			},
-			pod:           makePod("jupyter-alice").obj(),
+			pod:           alicePod("jupyter-alice").Obj(),
 			defaults:      DefaultPrice,
 			wantErr:       `billing policy "gpu"`,
 			wantPolicyErr: "gpu",
@@ -490,7 +423,7 @@ func TestResolvePrice(t *testing.T) {
 // runaway is a matchExpression of 200³ steps, far above the cost limit.
 var runaway = func() string {
 	var xs []string
-	for i := 0; i < 200; i++ {
+	for i := range 200 {
 		xs = append(xs, fmt.Sprint(i))
 	}
 	l := "[" + strings.Join(xs, ",") + "]"
@@ -500,8 +433,8 @@ var runaway = func() string {
 // TestPodInputIsConvertedOnce checks that one PodInput serves every policy:
 // the conversion to unstructured is cached.
 func TestPodInputIsConvertedOnce(t *testing.T) {
-	in := &PodInput{Pod: makePod("jupyter-alice").withGPU(1).obj()}
-	m, err := Compile(makePolicy("m").match("pod.metadata.name == 'jupyter-alice'").expr(gpuExpr).obj())
+	in := &PodInput{Pod: alicePod("jupyter-alice").GPUs("1").Obj()}
+	m, err := Compile(testutil.MakePolicy(testNS, "m").Match("pod.metadata.name == 'jupyter-alice'").ValueExpr(gpuExpr).Obj())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +451,7 @@ func TestPodInputIsConvertedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := cmp.Diff(Price{Value: 25, Interval: tenMin, Policy: "m"}, p); d != "" {
+	if d := cmp.Diff(Price{Value: 25, Interval: interval, Policy: "m"}, p); d != "" {
 		t.Errorf("PriceOf mismatch (-want +got):\n%s", d)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // reserveView is the part of an account Take and Release change.
@@ -31,7 +32,7 @@ func reserveViewOf(a *hcv1.CreditAccount) reserveView {
 func reservation(id string) Reservation {
 	return Reservation{
 		ID: id, Pod: "jupyter-alice", User: "alice", Wallet: "alice",
-		Price: Price{Value: 10, Interval: tenMin},
+		Price: Price{Value: 10, Interval: interval},
 	}
 }
 
@@ -53,77 +54,77 @@ func TestTake(t *testing.T) {
 		wantAccount             reserveView
 	}{
 		"the wallet pays the first period": {
-			account:   makeAccount("alice").withBalance(50).obj(),
+			account:   openAccount("alice").Balance(50).Obj(),
 			r:         reservation("r1"),
 			need:      10,
 			want:      10,
 			wantTaken: 10,
 			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
-				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}, Ledger: []string{"Reserve -10"}},
 		},
 		"the entry pins the price, policy and server name": {
-			account:   makeAccount("alice").withBalance(50).obj(),
+			account:   openAccount("alice").Balance(50).Obj(),
 			r:         withPolicy(reservation("r1"), "gpu", "gpu-policy"),
 			need:      10,
 			want:      10,
 			wantTaken: 10,
 			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
 				Servers: []hcv1.ServerCharge{func() hcv1.ServerCharge {
-					s := makeServer("r1").policy("gpu-policy").obj()
+					s := testutil.MakeServerCharge("r1").Policy("gpu-policy").Obj()
 					s.ServerName = "gpu"
 					return s
 				}()},
 				Ledger: []string{"Reserve -10"}},
 		},
 		"the wallet takes exactly its balance": {
-			account:     makeAccount("alice").withBalance(10).obj(),
+			account:     openAccount("alice").Balance(10).Obj(),
 			r:           reservation("r1"),
 			need:        10,
 			want:        10,
 			wantTaken:   10,
-			wantAccount: reserveView{Balance: 0, TotalCharged: 10, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+			wantAccount: reserveView{Balance: 0, TotalCharged: 10, Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}, Ledger: []string{"Reserve -10"}},
 		},
 		"the wallet records the pool's part of the first period": {
-			account:     makeAccount("alice").withBalance(50).withProject("lab").obj(),
+			account:     openAccount("alice").Balance(50).Project("lab").Obj(),
 			r:           withProject(reservation("r1"), "lab"),
 			need:        6,
 			want:        6,
 			projectPaid: 4,
 			wantTaken:   6,
 			wantAccount: reserveView{Balance: 44, TotalCharged: 6,
-				Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 6).project("lab").projectPaid(4).obj()},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Paid(1, 6).Project("lab").ProjectPaid(4).Obj()},
 				Ledger:  []string{"Reserve -6"}},
 		},
 		"the pool takes what it holds, up to the price": {
-			account:   makeAccount("lab").withBalance(4).obj(),
+			account:   openAccount("lab").Balance(4).Obj(),
 			r:         withProject(reservation("r1"), "lab"),
 			need:      0,
 			want:      10,
 			wantTaken: 4,
 			wantAccount: reserveView{Balance: 0, TotalCharged: 4,
 				// The pool's entry names the wallet and carries no project fields.
-				Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 4).obj()},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Paid(1, 4).Obj()},
 				Ledger:  []string{"Reserve -4"}},
 		},
 		"a rich pool takes the whole price": {
-			account:   makeAccount("lab").withBalance(500).obj(),
+			account:   openAccount("lab").Balance(500).Obj(),
 			r:         withProject(reservation("r1"), "lab"),
 			need:      0,
 			want:      10,
 			wantTaken: 10,
 			wantAccount: reserveView{Balance: 490, TotalCharged: 10,
-				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}, Ledger: []string{"Reserve -10"}},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}, Ledger: []string{"Reserve -10"}},
 		},
 		"an empty pool takes nothing but records its (zero) share": {
-			account:     makeAccount("lab").withBalance(0).obj(),
+			account:     openAccount("lab").Balance(0).Obj(),
 			r:           withProject(reservation("r1"), "lab"),
 			need:        0,
 			want:        10,
 			wantTaken:   0,
-			wantAccount: reserveView{Servers: []hcv1.ServerCharge{makeServer("r1").paid(1, 0).obj()}, Ledger: []string{"Reserve +0"}},
+			wantAccount: reserveView{Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Paid(1, 0).Obj()}, Ledger: []string{"Reserve +0"}},
 		},
 		"not enough: an error and no change": {
-			account:     makeAccount("alice").withBalance(9).obj(),
+			account:     openAccount("alice").Balance(9).Obj(),
 			r:           reservation("r1"),
 			need:        10,
 			want:        10,
@@ -131,30 +132,30 @@ func TestTake(t *testing.T) {
 			wantAccount: reserveView{Balance: 9},
 		},
 		"idempotent: a second Take returns what the first took": {
-			account:   makeAccount("alice").withBalance(0).withServers(makeServer("r1").obj()).obj(),
+			account:   openAccount("alice").Balance(0).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			r:         reservation("r1"),
 			need:      10,
 			want:      10,
 			wantTaken: 10,
 			wantAccount: reserveView{Balance: 0,
-				Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}},
 		},
 		"a free server reserves nothing but is recorded": {
-			account:   makeAccount("alice").withBalance(0).obj(),
+			account:   openAccount("alice").Balance(0).Obj(),
 			r:         func() Reservation { r := reservation("r1"); r.Price.Value = 0; return r }(),
 			wantTaken: 0,
 			wantAccount: reserveView{
-				Servers: []hcv1.ServerCharge{makeServer("r1").price(0, tenMin).paid(1, 0).obj()},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Price(0, interval).Paid(1, 0).Obj()},
 				Ledger:  []string{"Reserve +0"}},
 		},
 		"a second server is added after the first": {
-			account:   makeAccount("alice").withBalance(50).withServers(makeServer("r1").pod("jupyter-alice-a").obj()).obj(),
+			account:   openAccount("alice").Balance(50).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice-a").Obj()).Obj(),
 			r:         reservation("r2"),
 			need:      10,
 			want:      10,
 			wantTaken: 10,
 			wantAccount: reserveView{Balance: 40, TotalCharged: 10,
-				Servers: []hcv1.ServerCharge{makeServer("r1").pod("jupyter-alice-a").obj(), makeServer("r2").obj()},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Pod("jupyter-alice-a").Obj(), testutil.MakeServerCharge("r2").Obj()},
 				Ledger:  []string{"Reserve -10"}},
 		},
 	}
@@ -200,33 +201,33 @@ func TestRelease(t *testing.T) {
 		wantAccount  reserveView
 	}{
 		"gives back the reservation and removes the entry": {
-			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj(),
+			account:      openAccount("alice").Balance(40).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			id:           "r1",
 			wantReturned: 10,
 			wantAccount:  reserveView{Balance: 50, TotalRefunded: 10, Ledger: []string{"Refund +10"}},
 		},
 		"gives back only this account's part": {
-			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").paid(1, 6).project("lab").projectPaid(4).obj()).obj(),
+			account:      openAccount("alice").Balance(40).Servers(testutil.MakeServerCharge("r1").Paid(1, 6).Project("lab").ProjectPaid(4).Obj()).Obj(),
 			id:           "r1",
 			wantReturned: 6,
 			wantAccount:  reserveView{Balance: 46, TotalRefunded: 6, Ledger: []string{"Refund +6"}},
 		},
 		"keeps the other entries in order": {
-			account: makeAccount("alice").withBalance(0).withServers(
-				makeServer("r1").obj(), makeServer("r2").paid(1, 7).obj(), makeServer("r3").obj()).obj(),
+			account: openAccount("alice").Balance(0).Servers(
+				testutil.MakeServerCharge("r1").Obj(), testutil.MakeServerCharge("r2").Paid(1, 7).Obj(), testutil.MakeServerCharge("r3").Obj()).Obj(),
 			id:           "r2",
 			wantReturned: 7,
 			wantAccount: reserveView{Balance: 7, TotalRefunded: 7,
-				Servers: []hcv1.ServerCharge{makeServer("r1").obj(), makeServer("r3").obj()}, Ledger: []string{"Refund +7"}},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj(), testutil.MakeServerCharge("r3").Obj()}, Ledger: []string{"Refund +7"}},
 		},
 		"an unknown id returns nothing": {
-			account:      makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj(),
+			account:      openAccount("alice").Balance(40).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			id:           "r9",
 			wantReturned: 0,
-			wantAccount:  reserveView{Balance: 40, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+			wantAccount:  reserveView{Balance: 40, Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}},
 		},
 		"an entry that paid nothing is removed without a ledger entry": {
-			account:     makeAccount("lab").withBalance(0).withServers(makeServer("r1").paid(1, 0).obj()).obj(),
+			account:     openAccount("lab").Balance(0).Servers(testutil.MakeServerCharge("r1").Paid(1, 0).Obj()).Obj(),
 			id:          "r1",
 			wantAccount: reserveView{},
 		},
@@ -251,7 +252,7 @@ func TestRelease(t *testing.T) {
 }
 
 func TestReleaseLedgerEntry(t *testing.T) {
-	a := makeAccount("alice").withBalance(40).withServers(makeServer("r1").obj()).obj()
+	a := openAccount("alice").Balance(40).Servers(testutil.MakeServerCharge("r1").Obj()).Obj()
 	Release(a, "r1", at(time.Minute), "server jupyter-alice never started; reservation returned")
 	want := []hcv1.LedgerEntry{{
 		Time: metav1.NewTime(at(time.Minute)), Kind: hcv1.LedgerRefund, Amount: 10, Balance: 50,
@@ -265,8 +266,8 @@ func TestReleaseLedgerEntry(t *testing.T) {
 // TestTakeThenReleaseRoundTrip takes pool first, wallet second, as the
 // webhook does, and releases both: every credit comes back.
 func TestTakeThenReleaseRoundTrip(t *testing.T) {
-	pool := makeAccount("lab").withBalance(4).obj()
-	wallet := makeAccount("alice").withBalance(50).withProject("lab").obj()
+	pool := openAccount("lab").Balance(4).Obj()
+	wallet := openAccount("alice").Balance(50).Project("lab").Obj()
 	start := map[string]*hcv1.CreditAccount{"lab": pool.DeepCopy(), "alice": wallet.DeepCopy()}
 	r := withProject(reservation("r1"), "lab")
 	fromPool, err := Take(pool, r, 0, r.Price.Value, 0, t0)

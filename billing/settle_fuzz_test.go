@@ -83,13 +83,6 @@ type sim struct {
 
 var simPrices = []int64{0, 1, 3, 10, 25, 7, 10, 10}
 
-func (s *sim) projects() map[string]*hcv1.CreditAccount {
-	if s.pool == nil {
-		return map[string]*hcv1.CreditAccount{}
-	}
-	return map[string]*hcv1.CreditAccount{s.pool.Name: s.pool}
-}
-
 func (s *sim) pods(e hcv1.ServerCharge) PodObservation {
 	for _, x := range s.servers {
 		if x.id == e.ID {
@@ -460,14 +453,14 @@ type simWorld struct {
 func runSim(t *testing.T, wd simWorld, ops []byte) {
 	t.Helper()
 	s := &sim{t: t, interval: time.Duration(wd.intervalSec) * time.Second, now: t0}
-	wb := makeAccount("alice").withUsers("alice").withCap(1000).withBalance(wd.walletBal)
+	wb := openAccount("alice").Users("alice").Cap(1000).Balance(wd.walletBal)
 	if wd.grant > 0 {
-		wb.withGrant(int64(wd.grant), s.interval)
+		wb.Grant(int64(wd.grant), s.interval)
 	}
-	s.wallet = wb.obj()
+	s.wallet = wb.Obj()
 	if wd.usePool {
 		s.wallet.Spec.Project = "lab"
-		s.pool = makeAccount("lab").withUsers("alice").withCap(1000).withBalance(wd.poolBal).obj()
+		s.pool = openAccount("lab").Users("alice").Cap(1000).Balance(wd.poolBal).Obj()
 	}
 	s.start = map[string]*hcv1.CreditAccount{"alice": s.wallet.DeepCopy(), "lab": s.pool.DeepCopy()}
 	for _, b := range ops {

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // Condition values as conds reports them.
@@ -79,41 +80,43 @@ func resultViewOf(r Result) resultView {
 var changedLab = map[string]bool{"lab": true}
 
 // Fixtures: wallet "alice"; with a pool, wallet "alice" funded by pool "lab".
-func wallet(balance int64) *accountBuilder {
-	return makeAccount("alice").withUsers("alice").withBalance(balance)
+func wallet(balance int64) *testutil.AccountWrapper {
+	return openAccount("alice").Users("alice").Balance(balance)
 }
 
-func pooledWallet(balance int64) *accountBuilder {
-	return wallet(balance).withProject("lab")
+func pooledWallet(balance int64) *testutil.AccountWrapper {
+	return wallet(balance).Project("lab")
 }
 
-func pool(balance int64) *accountBuilder {
-	return makeAccount("lab").withUsers("alice", "bob").withBalance(balance)
+func pool(balance int64) *testutil.AccountWrapper {
+	return openAccount("lab").Users("alice", "bob").Balance(balance)
 }
 
 // runningServer is r1, started at t0 with period 0 paid by the wallet.
-func runningServer() *serverBuilder {
-	return makeServer("r1").uid("u1").started(0).paidThrough(tenMin)
+func runningServer() *testutil.ServerChargeWrapper {
+	return testutil.MakeServerCharge("r1").UID("u1").Started(0).PaidThrough(interval)
 }
 
 // pooledServer is r1 whose period 0 the pool paid in full.
-func pooledServer() *serverBuilder {
-	return runningServer().project("lab").paid(1, 0).projectPaid(10)
+func pooledServer() *testutil.ServerChargeWrapper {
+	return runningServer().Project("lab").Paid(1, 0).ProjectPaid(10)
 }
 
 // poolShare is the pool's entry for r1 as the webhook's Take left it.
-func poolShare() *serverBuilder { return makeServer("r1").paid(1, 10) }
+func poolShare() *testutil.ServerChargeWrapper { return testutil.MakeServerCharge("r1").Paid(1, 10) }
 
 // poolShareSeen is the pool's entry once a charge has synced it.
-func poolShareSeen() *serverBuilder { return makeServer("r1").uid("u1").started(0) }
+func poolShareSeen() *testutil.ServerChargeWrapper {
+	return testutil.MakeServerCharge("r1").UID("u1").Started(0)
+}
 
 func bobPod() Unreserved {
-	return Unreserved{Pod: "jupyter-bob", UID: "u9", User: "bob", Price: Price{Value: 10, Interval: tenMin, Policy: "gpu"}}
+	return Unreserved{Pod: "jupyter-bob", UID: "u9", User: "bob", Price: Price{Value: 10, Interval: interval, Policy: "gpu"}}
 }
 
 // adoptedServer is bob's entry as adoption records it at t0+d.
-func adoptedServer(d time.Duration) *serverBuilder {
-	return makeServer("pod-u9").pod("jupyter-bob").user("bob").uid("u9").policy("gpu").reservedAt(d).paid(0, 0)
+func adoptedServer(d time.Duration) *testutil.ServerChargeWrapper {
+	return testutil.MakeServerCharge("pod-u9").Pod("jupyter-bob").User("bob").UID("u9").Policy("gpu").ReservedAt(d).Paid(0, 0)
 }
 
 type settleCase struct {
@@ -140,180 +143,180 @@ type passWant struct {
 }
 
 func settleCases() map[string]settleCase {
-	maxPrice := runningServer().price(maxCredits, time.Second).paid(1, maxCredits).paidThrough(time.Second)
+	maxPrice := runningServer().Price(maxCredits, time.Second).Paid(1, maxCredits).PaidThrough(time.Second)
 	return map[string]settleCase{
 		// A server's life.
 		"a pending pod gets its uid and the price note": {
-			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": pending("u1")},
 			now:        at(5 * time.Second),
-			wantWallet: accountView{Balance: 90, Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").obj()}, Conditions: healthy},
+			wantWallet: accountView{Balance: 90, Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").UID("u1").Obj()}, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventCreditsReserved, Pod: "jupyter-alice"}}},
 		},
 		"the clock starts when the pod runs; the reservation pays period 0": {
-			wallet: wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			wallet: wallet(90).Servers(testutil.MakeServerCharge("r1").UID("u1").Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 30*time.Second)},
 			now:    at(31 * time.Second),
 			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").started(30 * time.Second).paidThrough(10*time.Minute + 30*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").UID("u1").Started(30 * time.Second).PaidThrough(10*time.Minute + 30*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventServerStarted, Pod: "jupyter-alice"}},
 				RequeueAfter: 9*time.Minute + 59*time.Second},
 		},
 		"one second before the boundary nothing is due": {
-			wallet:     wallet(90).withServers(runningServer().obj()).obj(),
+			wallet:     wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": running("u1", 0)},
-			now:        at(tenMin - time.Second),
-			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy, Servers: []hcv1.ServerCharge{runningServer().obj()}},
+			now:        at(interval - time.Second),
+			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy, Servers: []hcv1.ServerCharge{runningServer().Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 		},
 		"period 1 is charged at its boundary": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval},
 		},
 		"missed boundaries are all charged": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(35 * time.Minute),
 			wantWallet: accountView{Balance: 60, TotalCharged: 30, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(4, 40).paidThrough(40 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(4, 40).PaidThrough(40 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 5 * time.Minute},
 		},
 		"a free server runs for ever": {
-			wallet: wallet(0).withServers(runningServer().price(0, tenMin).paid(1, 0).obj()).obj(),
+			wallet: wallet(0).Servers(runningServer().Price(0, interval).Paid(1, 0).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(1000 * time.Hour),
 			wantWallet: accountView{Balance: 0, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().price(0, tenMin).paid(6001, 0).paidThrough(1000*time.Hour + tenMin).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{runningServer().Price(0, interval).Paid(6001, 0).PaidThrough(1000*time.Hour + interval).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval},
 		},
 		"a grant due at the boundary is applied before the charge": {
-			wallet: wallet(5).withGrant(5, tenMin).withServers(runningServer().obj()).obj(),
+			wallet: wallet(5).Grant(5, interval).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 0, TotalCharged: 10, TotalGranted: 5, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin,
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval,
 				Notes: []noteView{{Reason: EventLow, Warning: true}}},
 		},
 
 		// Funding order.
 		"the pool pays first, as much as it holds; the wallet the rest": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 84, TotalCharged: 6, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 6).ProjectPaid(14).PaidThrough(20 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 14).Obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: interval},
 		},
 		"a rich pool pays the whole period": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:   pool(50).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).obj()}},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 20).Obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: interval},
 		},
 		"an empty pool: the wallet pays and the pool's entry follows": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:   pool(0).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(0).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 10).projectPaid(10).paidThrough(20 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 10).ProjectPaid(10).PaidThrough(20 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 0, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 10).obj()}},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 10).Obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: interval},
 		},
 		"pool and wallet together just pay": {
-			wallet: pooledWallet(6).withServers(pooledServer().obj()).obj(),
-			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(6).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 0, TotalCharged: 6, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 6).ProjectPaid(14).PaidThrough(20 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}},
-			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: tenMin,
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 14).Obj()}},
+			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: interval,
 				Notes: []noteView{{Reason: EventLow, Warning: true}}},
 		},
 		"a missing pool is treated as empty": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 80, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 10).paidThrough(20 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 10).PaidThrough(20 * time.Minute).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval},
 		},
 
 		// Running out.
 		"the wallet cannot pay the next period: stop, nothing charged": {
-			wallet: wallet(9).withServers(runningServer().obj()).obj(),
+			wallet: wallet(9).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 9, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 9 credits, the next 10m costs 10."}}},
 		},
 		"missed periods are paid while affordable, then the server stops": {
-			wallet: wallet(25).withServers(runningServer().obj()).obj(),
+			wallet: wallet(25).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(35 * time.Minute),
 			wantWallet: accountView{Balance: 5, TotalCharged: 20, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().paid(3, 30).paidThrough(30 * time.Minute).stopRequested(35 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(3, 30).PaidThrough(30 * time.Minute).StopRequested(35 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 5 credits, the next 10m costs 10."}}},
 		},
 		"pool and wallet one credit short: stop, neither charged": {
-			wallet: pooledWallet(5).withServers(pooledServer().obj()).obj(),
-			pool:   pool(4).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(5).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{pooledServer().stopRequested(tenMin).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().StopRequested(interval).Obj()}},
 			// The pool's entry carries no stop, so the pool still counts the
 			// server as running.
 			wantPool: &accountView{Balance: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Message: "Stopped: project lab has 4 and account alice has 5 credits, the next 10m costs 10."}}},
 		},
 		"a stopped server is not charged at later boundaries, even after a top-up": {
-			wallet: wallet(1000).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().stopRequested(19*time.Minute + 50*time.Second).obj()).obj(),
+			wallet: wallet(1000).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().StopRequested(19*time.Minute + 50*time.Second).Obj()).Obj(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
 			now:  at(20*time.Minute + 5*time.Second),
 			wantWallet: accountView{Balance: 1000, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(19*time.Minute + 50*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(19*time.Minute + 50*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 15 * time.Second},
 		},
 		"the stop is repeated after StopRetry while the pod exists": {
-			wallet: wallet(9).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			wallet: wallet(9).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().StopRequested(interval).Obj()).Obj(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
-			now:  at(tenMin + 30*time.Second),
+			now:  at(interval + 30*time.Second),
 			wantWallet: accountView{Balance: 9, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin + 30*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval + 30*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Repeat: true, Message: "Stopped: account alice has 9 credits, the next 10m costs 10."}}},
 		},
 		"Exhausted stays after the stopped server ended, until credits are added": {
-			wallet: wallet(5).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
-			pods: map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
-			now:  at(tenMin + 25*time.Second),
+			wallet: wallet(5).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().StopRequested(interval).Obj()).Obj(),
+			pods: map[string]PodObservation{"r1": ended("u1", 0, interval+20*time.Second)},
+			now:  at(interval + 25*time.Second),
 			wantWallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).endedAt(tenMin + 25*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Ended(interval + 25*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 5, Conditions: condsOf(lowFalse, exhaustedTrue)},
@@ -321,12 +324,12 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"Exhausted clears with a top-up once the stopped server has ended: an ended entry is not a pending stop": {
-			wallet: wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
-			pods: map[string]PodObservation{"r1": ended("u1", 0, tenMin+20*time.Second)},
-			now:  at(tenMin + 25*time.Second),
+			wallet: wallet(5).TopUp("more", 50).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().StopRequested(interval).Obj()).Obj(),
+			pods: map[string]PodObservation{"r1": ended("u1", 0, interval+20*time.Second)},
+			now:  at(interval + 25*time.Second),
 			wantWallet: accountView{Balance: 55, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).endedAt(tenMin + 25*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Ended(interval + 25*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 55, Conditions: healthy},
@@ -334,41 +337,41 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"Exhausted clears when a top-up adds credits": {
-			wallet:     wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			wallet:     wallet(5).TopUp("more", 50).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
 			now:        at(time.Hour),
 			wantWallet: accountView{Balance: 55, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true},
 		},
 		"Exhausted clears when a grant adds credits": {
-			wallet:     wallet(5).withGrant(5, tenMin).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
-			now:        at(tenMin),
+			wallet:     wallet(5).Grant(5, interval).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
+			now:        at(interval),
 			wantWallet: accountView{Balance: 10, TotalGranted: 5, Conditions: healthy},
 			// Below the cap: look again at the next grant.
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval},
 		},
 		"Exhausted does not clear while a stop is pending, even after a top-up": {
-			wallet: wallet(5).withTopUp("more", 50).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().stopRequested(tenMin).obj()).obj(),
+			wallet: wallet(5).TopUp("more", 50).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().StopRequested(interval).Obj()).Obj(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
-			now:  at(tenMin + 10*time.Second),
+			now:  at(interval + 10*time.Second),
 			wantWallet: accountView{Balance: 55, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(tenMin).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 20 * time.Second},
 		},
 		"below the cap with a grant: look again at the next grant": {
-			wallet:     wallet(50).withGrant(5, time.Hour).obj(),
+			wallet:     wallet(50).Grant(5, time.Hour).Obj(),
 			now:        at(20 * time.Minute),
 			wantWallet: accountView{Balance: 50, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 40 * time.Minute},
 		},
 		"at the cap: no wake-up for grants": {
-			wallet:     wallet(100).withGrant(5, time.Hour).obj(),
+			wallet:     wallet(100).Grant(5, time.Hour).Obj(),
 			now:        at(20 * time.Minute),
 			wantWallet: accountView{Balance: 100, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true},
 		},
 		"Exhausted stays while nothing is left": {
-			wallet:     wallet(0).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			wallet:     wallet(0).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
 			now:        at(time.Hour),
 			wantWallet: accountView{Balance: 0, Conditions: condsOf(lowFalse, exhaustedTrue)},
 			wantResult: resultView{WalletChanged: true},
@@ -379,11 +382,11 @@ func settleCases() map[string]settleCase {
 		// longer counts as running); the next drops them, pool first,
 		// charging nothing.
 		"ended exactly on a boundary: that period is not owed": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
-			pods:   map[string]PodObservation{"r1": ended("u1", 0, tenMin)},
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, interval)},
 			now:    at(12 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().endedAt(12 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Ended(12 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 90, Conditions: healthy},
@@ -391,11 +394,11 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended just after a boundary: the period that began is owed": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
-			pods:   map[string]PodObservation{"r1": ended("u1", 0, tenMin+time.Second)},
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
+			pods:   map[string]PodObservation{"r1": ended("u1", 0, interval+time.Second)},
 			now:    at(12 * time.Minute),
 			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(12 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Ended(12 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
@@ -403,11 +406,11 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended and seen late: charged up to the end, not up to now": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:    at(2 * time.Hour),
 			wantWallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(2 * time.Hour).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Ended(2 * time.Hour).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 80, TotalCharged: 10, Conditions: healthy},
@@ -418,11 +421,11 @@ func settleCases() map[string]settleCase {
 		// broken) showed the pod running after it had ended, and boundaries
 		// after its end were charged: they come back when the end is seen.
 		"ended before periods that were charged (seen late): they come back": {
-			wallet: wallet(70).withServers(runningServer().paid(3, 30).paidThrough(30 * time.Minute).obj()).obj(),
+			wallet: wallet(70).Servers(runningServer().Paid(3, 30).PaidThrough(30 * time.Minute).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:    at(31 * time.Minute),
 			wantWallet: accountView{Balance: 80, TotalRefunded: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).endedAt(31 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Ended(31 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 80, TotalRefunded: 10, Conditions: healthy},
@@ -430,14 +433,14 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended before periods the wallet and the pool paid: the last periods come back first, the wallet's share first": {
-			wallet: pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
-			pool:   pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			wallet: pooledWallet(80).Servers(pooledServer().Paid(3, 10).ProjectPaid(20).PaidThrough(30 * time.Minute).Obj()).Obj(),
+			pool:   pool(30).Servers(poolShareSeen().Paid(3, 20).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
 			now:    at(31 * time.Minute),
 			wantWallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(1, 0).projectPaid(10).paidThrough(10 * time.Minute).endedAt(31 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(1, 0).ProjectPaid(10).PaidThrough(10 * time.Minute).Ended(31 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).endedAt(31 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Ended(31 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 90, TotalRefunded: 10, Conditions: healthy},
@@ -446,13 +449,13 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"a stopped server that ended before its last paid period: that period comes back": {
-			wallet: wallet(5).withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
-				withServers(runningServer().paid(2, 20).paidThrough(20 * time.Minute).stopRequested(20 * time.Minute).obj()).obj(),
+			wallet: wallet(5).Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).
+				Servers(runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).StopRequested(20 * time.Minute).Obj()).Obj(),
 			pods: map[string]PodObservation{"r1": ended("u1", 0, 9*time.Minute)},
 			now:  at(20*time.Minute + 5*time.Second),
 			// Exhausted stays: it reports the stop; a correction is not new credits.
 			wantWallet: accountView{Balance: 15, TotalRefunded: 10, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().stopRequested(20 * time.Minute).endedAt(20*time.Minute + 5*time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(20 * time.Minute).Ended(20*time.Minute + 5*time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 15, TotalRefunded: 10, Conditions: condsOf(lowFalse, exhaustedTrue)},
@@ -460,14 +463,14 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended with a pool: both entries are marked, then both go": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:   pool(50).withServers(poolShare().obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:    at(16 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Ended(16 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 20).Ended(16 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 90, Conditions: healthy},
@@ -476,14 +479,14 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended in the run in which the pool opens its entry: that entry is marked too": {
-			wallet: pooledWallet(50).withServers(runningServer().project("lab").obj()).obj(),
-			pool:   pool(50).obj(),
+			wallet: pooledWallet(50).Servers(runningServer().Project("lab").Obj()).Obj(),
+			pool:   pool(50).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:    at(16 * time.Minute),
 			wantWallet: accountView{Balance: 50, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().project("lab").paid(2, 10).projectPaid(10).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Project("lab").Paid(2, 10).ProjectPaid(10).PaidThrough(20 * time.Minute).Ended(16 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 40, TotalCharged: 10, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 10).endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 10).Ended(16 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 50, Conditions: healthy},
@@ -492,12 +495,12 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"ended while unaffordable: no stop, nothing more charged": {
-			wallet: wallet(5).withServers(runningServer().obj()).obj(),
+			wallet: wallet(5).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:    at(16 * time.Minute),
 			// Low stays false: an ended server does not count as running.
 			wantWallet: accountView{Balance: 5, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Ended(16 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 5, Conditions: healthy},
@@ -505,10 +508,10 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"vanished unobserved after running: nothing more charged": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
 			now:    at(45 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().endedAt(45 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Ended(45 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 90, Conditions: healthy},
@@ -516,13 +519,13 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"vanished with a pool: both entries are marked, then both go, nothing charged": {
-			wallet: pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:   pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(50).Servers(poolShareSeen().Paid(1, 10).Obj()).Obj(),
 			now:    at(45 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().endedAt(45 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Ended(45 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 50, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).endedAt(45 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Ended(45 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: time.Second},
 			wantNext: &passWant{
 				wallet: accountView{Balance: 90, Conditions: healthy},
@@ -531,8 +534,8 @@ func settleCases() map[string]settleCase {
 			},
 		},
 		"a marked end is dropped later, pool first, charging nothing": {
-			wallet: pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
-			pool:   pool(40).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Ended(16 * time.Minute).Obj()).Obj(),
+			pool:   pool(40).Servers(poolShareSeen().Paid(2, 20).Ended(16 * time.Minute).Obj()).Obj(),
 			// Whatever the pod does meanwhile.
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			now:        at(2 * time.Hour),
@@ -541,7 +544,7 @@ func settleCases() map[string]settleCase {
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab},
 		},
 		"a marked end whose pool is gone: the wallet's entry is dropped": {
-			wallet:     pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Ended(16 * time.Minute).Obj()).Obj(),
 			now:        at(17 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true},
@@ -549,14 +552,14 @@ func settleCases() map[string]settleCase {
 
 		// Reservations that never ran.
 		"a reservation waits for its pod during the orphan grace": {
-			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			now:        at(10 * time.Second),
-			wantWallet: accountView{Balance: 90, Conditions: healthy, Servers: []hcv1.ServerCharge{makeServer("r1").obj()}},
+			wantWallet: accountView{Balance: 90, Conditions: healthy, Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 20 * time.Second},
 		},
 		"an orphan reservation is refunded after the grace, pool part too": {
-			wallet:     pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj()).obj(),
-			pool:       pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj(),
+			wallet:     pooledWallet(90).Servers(testutil.MakeServerCharge("r1").Project("lab").Paid(1, 6).ProjectPaid(4).Obj()).Obj(),
+			pool:       pool(0).Servers(testutil.MakeServerCharge("r1").Paid(1, 4).Obj()).Obj(),
 			now:        at(30 * time.Second),
 			wantWallet: accountView{Balance: 96, TotalRefunded: 6, Conditions: healthy},
 			wantPool:   &accountView{Balance: 4, TotalRefunded: 4, Conditions: healthy},
@@ -564,27 +567,27 @@ func settleCases() map[string]settleCase {
 				Notes: []noteView{{Reason: EventRefunded}}},
 		},
 		"a pod that ended without running gets its reservation back": {
-			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").UID("u1").Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": endedPending("u1", 2*time.Minute)},
 			now:        at(3 * time.Minute),
 			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
 		},
 		"a pod deleted before it ran gets its reservation back": {
-			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").UID("u1").Obj()).Obj(),
 			now:        at(3 * time.Minute),
 			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
 		},
 		"started and ended at the same instant counts as never started": {
-			wallet:     wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").UID("u1").Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", time.Minute, time.Minute)},
 			now:        at(3 * time.Minute),
 			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventRefunded}}},
 		},
 		"first seen already ended without running: noted, then refunded": {
-			wallet:     wallet(90).withServers(makeServer("r1").obj()).obj(),
+			wallet:     wallet(90).Servers(testutil.MakeServerCharge("r1").Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": endedPending("u1", time.Minute)},
 			now:        at(2 * time.Minute),
 			wantWallet: accountView{Balance: 100, TotalRefunded: 10, Conditions: healthy},
@@ -594,55 +597,55 @@ func settleCases() map[string]settleCase {
 
 		// Adoption of pods admitted without a reservation.
 		"an unreserved pod is adopted; nothing is charged while it is pending": {
-			wallet:     wallet(50).obj(),
+			wallet:     wallet(50).Obj(),
 			adopt:      []Unreserved{bobPod()},
 			pods:       map[string]PodObservation{"pod-u9": pending("u9")},
 			now:        at(0),
-			wantWallet: accountView{Balance: 50, Conditions: healthy, Servers: []hcv1.ServerCharge{adoptedServer(0).obj()}},
+			wantWallet: accountView{Balance: 50, Conditions: healthy, Servers: []hcv1.ServerCharge{adoptedServer(0).Obj()}},
 			wantResult: resultView{WalletChanged: true, Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}}},
 		},
 		// A pod already running when adopted (hubcredits installed on a live
 		// hub, or the webhook bypassed) starts its clock at adoption: no
 		// charge for time before it.
 		"an adopted pod that runs pays its first period from its adoption": {
-			wallet: wallet(50).obj(),
+			wallet: wallet(50).Obj(),
 			adopt:  []Unreserved{bobPod()},
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(5*time.Minute).paid(1, 10).paidThrough(15 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).Started(5*time.Minute).Paid(1, 10).PaidThrough(15 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 10 * time.Minute,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
 		},
 		"an adopted pod is adopted once": {
-			wallet: wallet(40).withServers(adoptedServer(0).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()).obj(),
+			wallet: wallet(40).Servers(adoptedServer(0).Started(time.Minute).Paid(1, 10).PaidThrough(11 * time.Minute).Obj()).Obj(),
 			adopt:  []Unreserved{bobPod()},
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 40, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(0).started(time.Minute).paid(1, 10).paidThrough(11 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(0).Started(time.Minute).Paid(1, 10).PaidThrough(11 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 6 * time.Minute},
 		},
 		"an adopted pod with a pool: the pool pays first and opens its entry": {
-			wallet: pooledWallet(50).obj(),
-			pool:   pool(50).obj(),
+			wallet: pooledWallet(50).Obj(),
+			pool:   pool(50).Obj(),
 			adopt:  []Unreserved{bobPod()},
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).project("lab").started(5*time.Minute).paid(1, 0).projectPaid(10).paidThrough(15 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).Project("lab").Started(5*time.Minute).Paid(1, 0).ProjectPaid(10).PaidThrough(15 * time.Minute).Obj()}},
 			wantPool: &accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).started(5*time.Minute).paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5*time.Minute).Started(5*time.Minute).Paid(1, 10).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 10 * time.Minute,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}}},
 		},
 		"an adopted pod that cannot pay its first period is stopped": {
-			wallet: wallet(3).obj(),
+			wallet: wallet(3).Obj(),
 			adopt:  []Unreserved{bobPod()},
 			pods:   map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 3, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{adoptedServer(5 * time.Minute).started(5 * time.Minute).paidThrough(5 * time.Minute).stopRequested(5 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(5 * time.Minute).Started(5 * time.Minute).PaidThrough(5 * time.Minute).StopRequested(5 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Notes: []noteView{{Reason: EventAdopted, Pod: "jupyter-bob"}, {Reason: EventServerStarted, Pod: "jupyter-bob"}},
 				Stops: []stopView{{ID: "pod-u9", Message: "Stopped: account alice has 3 credits, the next 10m costs 10."}}},
@@ -650,78 +653,78 @@ func settleCases() map[string]settleCase {
 
 		// The Low condition.
 		"Low turns true with a warning note": {
-			wallet: wallet(25).withServers(runningServer().obj()).obj(),
+			wallet: wallet(25).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
+			now:    at(interval),
 			wantWallet: accountView{Balance: 15, TotalCharged: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin, Notes: []noteView{{Reason: EventLow, Warning: true}}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval, Notes: []noteView{{Reason: EventLow, Warning: true}}},
 		},
 		"Low already true: no second note": {
-			wallet: wallet(25).withCondition(hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow).
-				withServers(runningServer().obj()).obj(),
+			wallet: wallet(25).Condition(hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow).
+				Servers(runningServer().Obj()).Obj(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
-			now:  at(tenMin),
+			now:  at(interval),
 			wantWallet: accountView{Balance: 15, TotalCharged: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()}},
-			wantResult: resultView{WalletChanged: true, RequeueAfter: tenMin},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: interval},
 		},
 		"Low counts the pool's balance": {
-			wallet: pooledWallet(15).withServers(pooledServer().obj()).obj(),
-			pool:   pool(10).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			wallet: pooledWallet(15).Servers(pooledServer().Obj()).Obj(),
+			pool:   pool(10).Servers(poolShareSeen().Paid(1, 10).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(5 * time.Minute),
 			wantWallet: accountView{Balance: 15, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Obj()}},
 			wantPool: &accountView{Balance: 10, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Obj()}},
 			wantResult: resultView{WalletChanged: true, ChangedProjects: changedLab, RequeueAfter: 5 * time.Minute},
 		},
 		"Low adds up the running servers and ignores pending ones": {
-			wallet: wallet(35).withServers(
-				runningServer().obj(),
-				runningServer().pod("jupyter-alice-2").obj(),
-				makeServer("r3").uid("u3").obj(),
-			).obj(),
+			wallet: wallet(35).Servers(
+				runningServer().Obj(),
+				runningServer().Pod("jupyter-alice-2").Obj(),
+				testutil.MakeServerCharge("r3").UID("u3").Obj(),
+			).Obj(),
 			pods: map[string]PodObservation{"r1": running("u1", 0), "r3": pending("u3")},
 			now:  at(5 * time.Minute),
 			wantWallet: accountView{Balance: 35, Running: 2, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{runningServer().obj(), runningServer().pod("jupyter-alice-2").obj(), makeServer("r3").uid("u3").obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Obj(), runningServer().Pod("jupyter-alice-2").Obj(), testutil.MakeServerCharge("r3").UID("u3").Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 5 * time.Minute, Notes: []noteView{{Reason: EventLow, Warning: true}}},
 		},
 
 		// A pool settling itself.
 		"a pool leaves its share of another wallet's server to that wallet": {
-			wallet: pool(50).withServers(poolShareSeen().paid(1, 10).obj()).obj(),
+			wallet: pool(50).Servers(poolShareSeen().Paid(1, 10).Obj()).Obj(),
 			now:    at(2 * time.Hour),
 			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Obj()}},
 			wantResult: resultView{WalletChanged: true},
 		},
 		"a pool keeps its marked share of another wallet's server, not counted as running": {
-			wallet: pool(50).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			wallet: pool(50).Servers(poolShareSeen().Paid(2, 20).Ended(16 * time.Minute).Obj()).Obj(),
 			now:    at(2 * time.Hour),
 			wantWallet: accountView{Balance: 50, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 20).Ended(16 * time.Minute).Obj()}},
 			wantResult: resultView{WalletChanged: true},
 		},
 
 		// Saturation.
 		"MaxCredits per second for a year: one period paid, no wrap": {
-			wallet: wallet(maxCredits).withCap(maxCredits).withServers(maxPrice.obj()).obj(),
+			wallet: wallet(maxCredits).Cap(maxCredits).Servers(maxPrice.Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(8760 * time.Hour),
 			wantWallet: accountView{Balance: 0, TotalCharged: maxCredits, Conditions: condsOf(lowFalse, exhaustedTrue),
-				Servers: []hcv1.ServerCharge{runningServer().price(maxCredits, time.Second).paid(2, maxCredits).paidThrough(2 * time.Second).stopRequested(8760 * time.Hour).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Price(maxCredits, time.Second).Paid(2, maxCredits).PaidThrough(2 * time.Second).StopRequested(8760 * time.Hour).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Message: fmt.Sprintf("Stopped: account alice has 0 credits, the next 1s costs %d.", maxCredits)}}},
 		},
 		"one credit per second for a year": {
-			wallet: wallet(maxCredits).withCap(maxCredits).withServers(runningServer().price(1, time.Second).paid(1, 1).paidThrough(time.Second).obj()).obj(),
+			wallet: wallet(maxCredits).Cap(maxCredits).Servers(runningServer().Price(1, time.Second).Paid(1, 1).PaidThrough(time.Second).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(8760 * time.Hour),
 			wantWallet: accountView{Balance: maxCredits - 8760*3600, TotalCharged: 8760 * 3600, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().price(1, time.Second).paid(8760*3600+1, 8760*3600+1).paidThrough(8760*time.Hour + time.Second).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Price(1, time.Second).Paid(8760*3600+1, 8760*3600+1).PaidThrough(8760*time.Hour + time.Second).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second},
 		},
 	}
@@ -870,8 +873,8 @@ func TestSettleIsIdempotent(t *testing.T) {
 }
 
 func TestSettleNoteMessages(t *testing.T) {
-	w := pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj(), makeServer("r2").pod("jupyter-alice-2").uid("u2").obj()).obj()
-	p := pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj()
+	w := pooledWallet(90).Servers(testutil.MakeServerCharge("r1").Project("lab").Paid(1, 6).ProjectPaid(4).Obj(), testutil.MakeServerCharge("r2").Pod("jupyter-alice-2").UID("u2").Obj()).Obj()
+	p := pool(0).Servers(testutil.MakeServerCharge("r1").Paid(1, 4).Obj()).Obj()
 	pods := map[string]PodObservation{"r1": running("u1", 30*time.Second), "r2": endedPending("u2", time.Minute), "pod-u9": pending("u9")}
 	res := Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), []Unreserved{bobPod()}, at(2*time.Minute), testOptions)
 	want := []Note{
@@ -889,8 +892,8 @@ func TestSettleNoteMessages(t *testing.T) {
 }
 
 func TestSettleLowNoteMessage(t *testing.T) {
-	w := wallet(25).withServers(runningServer().obj()).obj()
-	res := Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
+	w := wallet(25).Servers(runningServer().Obj()).Obj()
+	res := Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(interval), testOptions)
 	want := []Note{{Warning: true, Reason: EventLow,
 		Message: "Balance 15 covers fewer than 2 more periods of the running servers (10 credits per period)."}}
 	if d := cmp.Diff(want, res.Notes, cmpopts.EquateEmpty()); d != "" {
@@ -899,10 +902,10 @@ func TestSettleLowNoteMessage(t *testing.T) {
 }
 
 func TestSettleLedger(t *testing.T) {
-	w := pooledWallet(90).withServers(pooledServer().obj()).obj()
-	p := pool(4).withServers(poolShare().obj()).obj()
+	w := pooledWallet(90).Servers(pooledServer().Obj()).Obj()
+	p := pool(4).Servers(poolShare().Obj()).Obj()
 	pods := map[string]PodObservation{"r1": running("u1", 0)}
-	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(tenMin), testOptions)
+	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(interval), testOptions)
 	pods["r1"] = ended("u1", 0, 25*time.Minute)
 	Settle(w, map[string]*hcv1.CreditAccount{"lab": p}, podsByID(pods), nil, at(26*time.Minute), testOptions)
 
@@ -919,7 +922,7 @@ func TestSettleLedger(t *testing.T) {
 	if d := cmp.Diff(wantWallet, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("wallet ledger mismatch (-want +got):\n%s", d)
 	}
-	wantPool := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerCharge, -4, 0, "share of 1 period(s) of jupyter-alice for alice")}
+	wantPool := []hcv1.LedgerEntry{entry(interval, hcv1.LedgerCharge, -4, 0, "share of 1 period(s) of jupyter-alice for alice")}
 	if d := cmp.Diff(wantPool, p.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("pool ledger mismatch (-want +got):\n%s", d)
 	}
@@ -936,9 +939,9 @@ func TestSettleLedger(t *testing.T) {
 	}
 
 	// A stop is written to the ledger with its message.
-	w = wallet(9).withServers(runningServer().obj()).obj()
-	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(tenMin), testOptions)
-	wantStop := []hcv1.LedgerEntry{entry(tenMin, hcv1.LedgerStop, 0, 9, "Stopped: account alice has 9 credits, the next 10m costs 10.")}
+	w = wallet(9).Servers(runningServer().Obj()).Obj()
+	Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(interval), testOptions)
+	wantStop := []hcv1.LedgerEntry{entry(interval, hcv1.LedgerStop, 0, 9, "Stopped: account alice has 9 credits, the next 10m costs 10.")}
 	if d := cmp.Diff(wantStop, w.Status.Ledger, cmpopts.EquateEmpty()); d != "" {
 		t.Errorf("stop ledger mismatch (-want +got):\n%s", d)
 	}
@@ -947,14 +950,14 @@ func TestSettleLedger(t *testing.T) {
 // TestSettleLifecycle follows one pooled server from admission to its end
 // with the clock moving, and checks the money at each step.
 func TestSettleLifecycle(t *testing.T) {
-	w := pooledWallet(50).obj()
-	p := pool(15).obj()
+	w := pooledWallet(50).Obj()
+	p := pool(15).Obj()
 	r := withProject(reservation("r1"), "lab")
 	fromPool, _ := Take(p, r, 0, 10, 0, t0)
 	if _, err := Take(w, r, 10-fromPool, 10-fromPool, fromPool, t0); err != nil {
 		t.Fatal(err)
 	}
-	start := map[string]*hcv1.CreditAccount{"alice": pooledWallet(50).obj(), "lab": pool(15).obj()}
+	start := map[string]*hcv1.CreditAccount{"alice": pooledWallet(50).Obj(), "lab": pool(15).Obj()}
 	type money struct {
 		Wallet, Pool, PeriodsPaid int64
 		Stopped, Ended            bool
@@ -1031,104 +1034,104 @@ type interruptedCase struct {
 func TestSettleInterruptedBetweenWrites(t *testing.T) {
 	running10 := map[string]PodObservation{"r1": running("u1", 0)}
 	paidOnce := accountView{Balance: 84, TotalCharged: 6, Running: 1, Conditions: healthy,
-		Servers: []hcv1.ServerCharge{pooledServer().paid(2, 6).projectPaid(14).paidThrough(20 * time.Minute).obj()}}
+		Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 6).ProjectPaid(14).PaidThrough(20 * time.Minute).Obj()}}
 	poolPaidOnce := accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-		Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 14).obj()}}
+		Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 14).Obj()}}
 	cases := map[string]interruptedCase{
 		"(a) rerun at the same moment: nothing is charged twice": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:       running10,
-			crashAt:    at(tenMin),
-			rerunAt:    at(tenMin),
+			crashAt:    at(interval),
+			rerunAt:    at(interval),
 			wantWallet: paidOnce,
 			wantPool:   poolPaidOnce,
 		},
 		"(a) three interrupted runs in a row: still charged once": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:       running10,
-			crashAt:    at(tenMin),
+			crashAt:    at(interval),
 			crashes:    3,
-			rerunAt:    at(tenMin + time.Second),
+			rerunAt:    at(interval + time.Second),
 			wantWallet: paidOnce,
 			wantPool:   poolPaidOnce,
 		},
 		"(a) a rich pool paid the whole period in flight: confirmed, not repeated": {
-			wallet:  pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:    pool(50).withServers(poolShare().obj()).obj(),
+			wallet:  pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:    pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:    running10,
-			crashAt: at(tenMin),
-			rerunAt: at(tenMin + 20*time.Second),
+			crashAt: at(interval),
+			rerunAt: at(interval + 20*time.Second),
 			wantWallet: accountView{Balance: 90, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Obj()}},
 			wantPool: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(2, 20).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(2, 20).Obj()}},
 		},
 		"(a) rerun after the next boundary: the in-flight share counts toward it": {
-			wallet:  pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:    pool(4).withServers(poolShare().obj()).obj(),
+			wallet:  pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:    pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:    running10,
-			crashAt: at(tenMin),
+			crashAt: at(interval),
 			rerunAt: at(20 * time.Minute),
 			wantWallet: accountView{Balance: 74, TotalCharged: 16, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{pooledServer().paid(3, 16).projectPaid(14).paidThrough(30 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{pooledServer().Paid(3, 16).ProjectPaid(14).PaidThrough(30 * time.Minute).Obj()}},
 			wantPool: accountView{Balance: 0, TotalCharged: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(3, 14).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(3, 14).Obj()}},
 		},
 		"(b) the wallet can no longer pay its part: the pool's share comes back": {
-			wallet:  pooledWallet(12).withServers(pooledServer().obj()).obj(),
-			pool:    pool(4).withServers(poolShare().obj()).obj(),
+			wallet:  pooledWallet(12).Servers(pooledServer().Obj()).Obj(),
+			pool:    pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:    map[string]PodObservation{"r1": running("u1", 0), "r2": pending("u2")},
-			crashAt: at(tenMin),
+			crashAt: at(interval),
 			between: func(w *hcv1.CreditAccount) {
 				// The webhook admits another server from the stored wallet.
-				if _, err := Take(w, reservation("r2"), 10, 10, 0, at(tenMin)); err != nil {
+				if _, err := Take(w, reservation("r2"), 10, 10, 0, at(interval)); err != nil {
 					panic(err)
 				}
 			},
-			rerunAt: at(tenMin),
+			rerunAt: at(interval),
 			wantWallet: accountView{Balance: 2, TotalCharged: 10, Conditions: condsOf(lowFalse, exhaustedTrue),
 				Servers: []hcv1.ServerCharge{
-					pooledServer().stopRequested(tenMin).obj(),
-					makeServer("r2").uid("u2").reservedAt(tenMin).obj(),
+					pooledServer().StopRequested(interval).Obj(),
+					testutil.MakeServerCharge("r2").UID("u2").ReservedAt(interval).Obj(),
 				}},
 			wantPool: accountView{Balance: 4, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
-				Servers: []hcv1.ServerCharge{poolShareSeen().paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{poolShareSeen().Paid(1, 10).Obj()}},
 			wantStops: []stopView{{ID: "r1", Message: "Stopped: project lab has 4 and account alice has 2 credits, the next 10m costs 10."}},
 		},
 		"(b) the pod went away meanwhile: the pool's in-flight share comes back": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:       running10,
 			rerunPods:  map[string]PodObservation{},
-			crashAt:    at(tenMin),
+			crashAt:    at(interval),
 			rerunAt:    at(12 * time.Minute),
 			wantWallet: accountView{Balance: 90, Conditions: healthy},
 			wantPool:   accountView{Balance: 4, Conditions: healthy},
 		},
 		"a reservation refunded in the interrupted run is not refunded twice": {
-			wallet:     pooledWallet(90).withServers(makeServer("r1").project("lab").paid(1, 6).projectPaid(4).obj()).obj(),
-			pool:       pool(0).withServers(makeServer("r1").paid(1, 4).obj()).obj(),
+			wallet:     pooledWallet(90).Servers(testutil.MakeServerCharge("r1").Project("lab").Paid(1, 6).ProjectPaid(4).Obj()).Obj(),
+			pool:       pool(0).Servers(testutil.MakeServerCharge("r1").Paid(1, 4).Obj()).Obj(),
 			crashAt:    at(time.Minute),
 			rerunAt:    at(time.Minute),
 			wantWallet: accountView{Balance: 96, TotalRefunded: 6, Conditions: healthy},
 			wantPool:   accountView{Balance: 4, TotalRefunded: 4, Conditions: healthy},
 		},
 		"an adopted server's pool entry opened in the interrupted run is reused": {
-			wallet:  pooledWallet(50).withServers(adoptedServer(0).project("lab").obj()).obj(),
-			pool:    pool(50).obj(),
+			wallet:  pooledWallet(50).Servers(adoptedServer(0).Project("lab").Obj()).Obj(),
+			pool:    pool(50).Obj(),
 			pods:    map[string]PodObservation{"pod-u9": running("u9", time.Minute)},
 			crashAt: at(5 * time.Minute),
 			rerunAt: at(5 * time.Minute),
 			wantWallet: accountView{Balance: 50, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(0).project("lab").started(time.Minute).paid(1, 0).projectPaid(10).paidThrough(11 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(0).Project("lab").Started(time.Minute).Paid(1, 0).ProjectPaid(10).PaidThrough(11 * time.Minute).Obj()}},
 			wantPool: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{adoptedServer(0).started(time.Minute).paid(1, 10).obj()}},
+				Servers: []hcv1.ServerCharge{adoptedServer(0).Started(time.Minute).Paid(1, 10).Obj()}},
 		},
 		"(a) the server ended in the interrupted run: the pool is not charged twice": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			crashAt:    at(16 * time.Minute),
 			rerunAt:    at(16 * time.Minute),
@@ -1136,8 +1139,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
 		},
 		"(a) the server ended and two runs in a row lose their wallet write: the pool pays once": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			crashAt:    at(16 * time.Minute),
 			crashes:    2,
@@ -1146,8 +1149,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
 		},
 		"(a) the server ended in the interrupted run, with a small pool: the wallet's part is charged once": {
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(4).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(4).Servers(poolShare().Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			crashAt:    at(16 * time.Minute),
 			crashes:    2,
@@ -1158,8 +1161,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 		"(b) the server ended in the interrupted run and its pod is gone at the rerun: the pool's unconfirmed share comes back": {
 			// As in "(b) the pod went away meanwhile": a pod gone unobserved
 			// is charged no further than the wallet confirmed.
-			wallet:     pooledWallet(90).withServers(pooledServer().obj()).obj(),
-			pool:       pool(50).withServers(poolShare().obj()).obj(),
+			wallet:     pooledWallet(90).Servers(pooledServer().Obj()).Obj(),
+			pool:       pool(50).Servers(poolShare().Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			rerunPods:  map[string]PodObservation{},
 			crashAt:    at(16 * time.Minute),
@@ -1168,8 +1171,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 50, Conditions: healthy},
 		},
 		"the run that drops an ended server loses its wallet write: nothing is charged or refunded": {
-			wallet: pooledWallet(90).withServers(pooledServer().paid(2, 0).projectPaid(20).paidThrough(20 * time.Minute).endedAt(16 * time.Minute).obj()).obj(),
-			pool:   pool(40).withServers(poolShareSeen().paid(2, 20).endedAt(16 * time.Minute).obj()).obj(),
+			wallet: pooledWallet(90).Servers(pooledServer().Paid(2, 0).ProjectPaid(20).PaidThrough(20 * time.Minute).Ended(16 * time.Minute).Obj()).Obj(),
+			pool:   pool(40).Servers(poolShareSeen().Paid(2, 20).Ended(16 * time.Minute).Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			// The pod is deleted before the rerun.
 			rerunPods:  map[string]PodObservation{},
@@ -1179,8 +1182,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 40, Conditions: healthy},
 		},
 		"(c) the pod is gone when the rerun comes: the refund the pool holds is completed, not undone": {
-			wallet:     pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
-			pool:       pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			wallet:     pooledWallet(80).Servers(pooledServer().Paid(3, 10).ProjectPaid(20).PaidThrough(30 * time.Minute).Obj()).Obj(),
+			pool:       pool(30).Servers(poolShareSeen().Paid(3, 20).Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
 			rerunPods:  map[string]PodObservation{},
 			crashAt:    at(31 * time.Minute),
@@ -1189,8 +1192,8 @@ func TestSettleInterruptedBetweenWrites(t *testing.T) {
 			wantPool:   accountView{Balance: 40, TotalRefunded: 10, Conditions: healthy},
 		},
 		"(c) periods charged after the end come back once, though the wallet's write was lost": {
-			wallet:     pooledWallet(80).withServers(pooledServer().paid(3, 10).projectPaid(20).paidThrough(30 * time.Minute).obj()).obj(),
-			pool:       pool(30).withServers(poolShareSeen().paid(3, 20).obj()).obj(),
+			wallet:     pooledWallet(80).Servers(pooledServer().Paid(3, 10).ProjectPaid(20).PaidThrough(30 * time.Minute).Obj()).Obj(),
+			pool:       pool(30).Servers(poolShareSeen().Paid(3, 20).Obj()).Obj(),
 			pods:       map[string]PodObservation{"r1": ended("u1", 0, 5*time.Minute)},
 			crashAt:    at(31 * time.Minute),
 			crashes:    2,
@@ -1213,7 +1216,7 @@ func runInterrupted(t *testing.T, tc interruptedCase) {
 	t.Helper()
 	storedWallet, storedPool := tc.wallet.DeepCopy(), tc.pool.DeepCopy()
 	crashes := max(tc.crashes, 1)
-	for i := 0; i < crashes; i++ {
+	for i := range crashes {
 		w, p := storedWallet.DeepCopy(), storedPool.DeepCopy()
 		Settle(w, map[string]*hcv1.CreditAccount{p.Name: p}, podsByID(tc.pods), nil, tc.crashAt, testOptions)
 		storedPool = p // the pool write succeeded; w is lost
@@ -1272,14 +1275,14 @@ func TestSettleEndedServerLeavesNoPoolShare(t *testing.T) {
 		wantPool     accountView // after the second run
 	}{
 		"an adopted server that ran 14 minutes": {
-			wallet:   pooledWallet(50).withServers(adoptedServer(0).project("lab").obj()).obj(),
-			pool:     pool(50).obj(),
+			wallet:   pooledWallet(50).Servers(adoptedServer(0).Project("lab").Obj()).Obj(),
+			pool:     pool(50).Obj(),
 			pods:     map[string]PodObservation{"pod-u9": ended("u9", time.Minute, 15*time.Minute)},
 			wantPool: accountView{Balance: 30, TotalCharged: 20, Conditions: healthy},
 		},
 		"a reservation the pool had no share of at admission": {
-			wallet:   pooledWallet(50).withServers(runningServer().project("lab").obj()).obj(),
-			pool:     pool(50).obj(),
+			wallet:   pooledWallet(50).Servers(runningServer().Project("lab").Obj()).Obj(),
+			pool:     pool(50).Obj(),
 			pods:     map[string]PodObservation{"r1": ended("u1", 0, 15*time.Minute)},
 			wantPool: accountView{Balance: 40, TotalCharged: 10, Conditions: healthy},
 		},
@@ -1330,7 +1333,7 @@ func TestSettleOrphans(t *testing.T) {
 		}
 	}
 	share := func(id, wallet string, paid int64, reserved time.Duration) hcv1.ServerCharge {
-		return makeServer(id).wallet(wallet).paid(1, paid).reservedAt(reserved).obj()
+		return testutil.MakeServerCharge(id).Wallet(wallet).Paid(1, paid).ReservedAt(reserved).Obj()
 	}
 	cases := map[string]struct {
 		pool        *hcv1.CreditAccount
@@ -1341,39 +1344,39 @@ func TestSettleOrphans(t *testing.T) {
 		wantPool    reserveView
 	}{
 		"shares the wallet confirms are kept": {
-			pool:      pool(0).withServers(share("r1", "alice", 4, 0)).obj(),
+			pool:      pool(0).Servers(share("r1", "alice", 4, 0)).Obj(),
 			walletHas: aliceHas("r1"),
 			now:       at(time.Hour),
 			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r1", "alice", 4, 0)}},
 		},
 		"the pool's own servers are not orphans": {
-			pool:      pool(0).withServers(share("r1", "lab", 10, 0)).obj(),
+			pool:      pool(0).Servers(share("r1", "lab", 10, 0)).Obj(),
 			walletHas: aliceHas(),
 			now:       at(time.Hour),
 			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r1", "lab", 10, 0)}},
 		},
 		"an unconfirmed share waits for the grace": {
-			pool:      pool(0).withServers(share("r2", "bob", 3, 50*time.Second)).obj(),
+			pool:      pool(0).Servers(share("r2", "bob", 3, 50*time.Second)).Obj(),
 			walletHas: aliceHas(),
 			now:       at(time.Minute),
 			wantNext:  20 * time.Second,
 			wantPool:  reserveView{Servers: []hcv1.ServerCharge{share("r2", "bob", 3, 50*time.Second)}},
 		},
 		"an unconfirmed share is returned after the grace": {
-			pool:        pool(0).withServers(share("r3", "bob", 5, 0)).obj(),
+			pool:        pool(0).Servers(share("r3", "bob", 5, 0)).Obj(),
 			walletHas:   aliceHas(),
 			now:         at(30 * time.Second),
 			wantChanged: true,
 			wantPool:    reserveView{Balance: 5, TotalRefunded: 5, Ledger: []string{"Refund +5"}},
 		},
 		"a mix: the soonest wait is reported": {
-			pool: pool(1).withServers(
+			pool: pool(1).Servers(
 				share("r1", "alice", 4, 0),
 				share("r2", "bob", 3, 50*time.Second),
 				share("r3", "bob", 5, 0),
 				share("r4", "carol", 2, 40*time.Second),
 				share("r5", "lab", 10, 0),
-			).obj(),
+			).Obj(),
 			walletHas:   aliceHas("r1"),
 			now:         at(time.Minute),
 			wantChanged: true,
@@ -1409,30 +1412,30 @@ func TestSettleConditionTimes(t *testing.T) {
 		want   times
 	}{
 		"new conditions take Settle's now": {
-			wallet: wallet(9).withServers(runningServer().obj()).obj(),
+			wallet: wallet(9).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin),
-			want:   times{hcv1.ConditionLow: at(tenMin), hcv1.ConditionExhausted: at(tenMin)},
+			now:    at(interval),
+			want:   times{hcv1.ConditionLow: at(interval), hcv1.ConditionExhausted: at(interval)},
 		},
 		"a transition takes Settle's now, an unchanged status keeps its time": {
 			wallet: func() *hcv1.CreditAccount {
-				w := wallet(25).withServers(runningServer().obj()).obj()
+				w := wallet(25).Servers(runningServer().Obj()).Obj()
 				Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(5*time.Minute), testOptions)
 				return w // Low and Exhausted false since t0+5m
 			}(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
-			now:  at(tenMin),
+			now:  at(interval),
 			// Period 1 is charged: 15 left covers fewer than 2 periods.
-			want: times{hcv1.ConditionLow: at(tenMin), hcv1.ConditionExhausted: at(5 * time.Minute)},
+			want: times{hcv1.ConditionLow: at(interval), hcv1.ConditionExhausted: at(5 * time.Minute)},
 		},
 		"unchanged conditions keep their time": {
 			wallet: func() *hcv1.CreditAccount {
-				w := wallet(90).withServers(runningServer().obj()).obj()
+				w := wallet(90).Servers(runningServer().Obj()).Obj()
 				Settle(w, nil, podsByID(map[string]PodObservation{"r1": running("u1", 0)}), nil, at(time.Minute), testOptions)
 				return w
 			}(),
 			pods: map[string]PodObservation{"r1": running("u1", 0)},
-			now:  at(tenMin),
+			now:  at(interval),
 			want: times{hcv1.ConditionLow: at(time.Minute), hcv1.ConditionExhausted: at(time.Minute)},
 		},
 	}
@@ -1454,7 +1457,7 @@ func TestSettleConditionTimes(t *testing.T) {
 // TestSetCondition checks the controllers' SetCondition: the transition
 // time is the one given, and only a change of status moves it.
 func TestSetCondition(t *testing.T) {
-	a := wallet(10).obj()
+	a := wallet(10).Obj()
 	a.Generation = 3
 	if !SetCondition(a, at(time.Minute), hcv1.ConditionReady, metav1.ConditionFalse, "Broken", "broken") {
 		t.Fatal("a new condition is a change")
@@ -1485,30 +1488,30 @@ func TestSettleLags(t *testing.T) {
 		wantLags []time.Duration
 	}{
 		"charged on the boundary": {
-			wallet:   wallet(90).withServers(runningServer().obj()).obj(),
+			wallet:   wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:     map[string]PodObservation{"r1": running("u1", 0)},
-			now:      at(tenMin),
+			now:      at(interval),
 			wantLags: []time.Duration{0},
 		},
 		"charged late for several periods: the lag of the latest": {
-			wallet:   wallet(90).withServers(runningServer().obj()).obj(),
+			wallet:   wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:     map[string]PodObservation{"r1": running("u1", 0)},
 			now:      at(35 * time.Minute),
 			wantLags: []time.Duration{5 * time.Minute},
 		},
 		"nothing charged: no lag": {
-			wallet: wallet(90).withServers(runningServer().obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
 			now:    at(5 * time.Minute),
 		},
 		"unaffordable: no lag": {
-			wallet: wallet(5).withServers(runningServer().obj()).obj(),
+			wallet: wallet(5).Servers(runningServer().Obj()).Obj(),
 			pods:   map[string]PodObservation{"r1": running("u1", 0)},
-			now:    at(tenMin + time.Second),
+			now:    at(interval + time.Second),
 		},
 		"two servers": {
-			wallet: wallet(90).withServers(runningServer().obj(),
-				makeServer("r2").pod("jupyter-alice-2").uid("u2").started(3*time.Minute).paidThrough(13*time.Minute).obj()).obj(),
+			wallet: wallet(90).Servers(runningServer().Obj(),
+				testutil.MakeServerCharge("r2").Pod("jupyter-alice-2").UID("u2").Started(3*time.Minute).PaidThrough(13*time.Minute).Obj()).Obj(),
 			pods:     map[string]PodObservation{"r1": running("u1", 0), "r2": running("u2", 3*time.Minute)},
 			now:      at(14 * time.Minute),
 			wantLags: []time.Duration{4 * time.Minute, time.Minute},

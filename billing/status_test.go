@@ -7,6 +7,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 func TestSetReady(t *testing.T) {
@@ -16,18 +17,18 @@ func TestSetReady(t *testing.T) {
 		wantReady   string
 		wantMessage string
 	}{
-		"a wallet": {wallet: makeAccount("alice").obj(), wantReady: "True/LedgerOpen", wantMessage: "The ledger is kept."},
+		"a wallet": {wallet: openAccount("alice").Obj(), wantReady: "True/LedgerOpen", wantMessage: "The ledger is kept."},
 		"a wallet funded by a pool": {
-			wallet: makeAccount("alice").withProject("lab").obj(), pool: makeAccount("lab").obj(),
+			wallet: openAccount("alice").Project("lab").Obj(), pool: openAccount("lab").Obj(),
 			wantReady: "True/LedgerOpen", wantMessage: "The ledger is kept.",
 		},
 		"the pool is missing": {
-			wallet:      makeAccount("alice").withProject("lab").obj(),
+			wallet:      openAccount("alice").Project("lab").Obj(),
 			wantReady:   "False/" + hcv1.ReasonProjectNotFound,
 			wantMessage: ProjectMissingMessage("alice", "lab"),
 		},
 		"the pool names a project itself": {
-			wallet: makeAccount("alice").withProject("lab").obj(), pool: makeAccount("lab").withProject("faculty").obj(),
+			wallet: openAccount("alice").Project("lab").Obj(), pool: openAccount("lab").Project("faculty").Obj(),
 			wantReady:   "False/" + hcv1.ReasonProjectChain,
 			wantMessage: ProjectChainMessage("alice", "lab"),
 		},
@@ -51,8 +52,8 @@ func TestSetReady(t *testing.T) {
 }
 
 func TestUpdateCounters(t *testing.T) {
-	runningServer := makeServer("r1").started(0).obj()
-	stopping := makeServer("r2").started(0).stopRequested(tenMin).obj()
+	runningServer := testutil.MakeServerCharge("r1").Started(0).Obj()
+	stopping := testutil.MakeServerCharge("r2").Started(0).StopRequested(interval).Obj()
 	cases := map[string]struct {
 		account      *hcv1.CreditAccount
 		poolBalance  int64
@@ -62,45 +63,45 @@ func TestUpdateCounters(t *testing.T) {
 		wantNotes    []string
 	}{
 		"nothing runs": {
-			account:   makeAccount("alice").withBalance(0).obj(),
+			account:   openAccount("alice").Balance(0).Obj(),
 			wantConds: map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "False/CreditsAvailable"},
 		},
 		"enough for two more periods": {
-			account:     makeAccount("alice").withBalance(20).withServers(runningServer).obj(),
+			account:     openAccount("alice").Balance(20).Servers(runningServer).Obj(),
 			wantRunning: 1,
 			wantConds:   map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "False/CreditsAvailable"},
 		},
 		"low: fewer than two periods": {
-			account:     makeAccount("alice").withBalance(19).withServers(runningServer).obj(),
+			account:     openAccount("alice").Balance(19).Servers(runningServer).Obj(),
 			wantRunning: 1,
 			wantConds:   map[string]string{"Low": "True/BalanceLow", "Exhausted": "False/CreditsAvailable"},
 			wantNotes:   []string{EventLow},
 		},
 		"the pool's balance counts": {
-			account:     makeAccount("alice").withBalance(10).withServers(runningServer).obj(),
+			account:     openAccount("alice").Balance(10).Servers(runningServer).Obj(),
 			poolBalance: 10, wantRunning: 1,
 			wantConds: map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "False/CreditsAvailable"},
 		},
 		"low again: no second note": {
-			account: makeAccount("alice").withBalance(0).withServers(runningServer).
-				withCondition(hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow).obj(),
+			account: openAccount("alice").Balance(0).Servers(runningServer).
+				Condition(hcv1.ConditionLow, metav1.ConditionTrue, hcv1.ReasonBalanceLow).Obj(),
 			wantRunning: 1,
 			wantConds:   map[string]string{"Low": "True/BalanceLow", "Exhausted": "False/CreditsAvailable"},
 		},
 		"exhausted stays while a stop is pending": {
-			account: makeAccount("alice").withBalance(500).withServers(stopping).
-				withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			account: openAccount("alice").Balance(500).Servers(stopping).
+				Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
 			creditsAdded: true,
 			wantConds:    map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "True/ServerStopped"},
 		},
 		"exhausted stays until credits are added": {
-			account: makeAccount("alice").withBalance(500).
-				withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			account: openAccount("alice").Balance(500).
+				Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
 			wantConds: map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "True/ServerStopped"},
 		},
 		"credits added clear exhausted": {
-			account: makeAccount("alice").withBalance(500).
-				withCondition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).obj(),
+			account: openAccount("alice").Balance(500).
+				Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
 			creditsAdded: true,
 			wantConds:    map[string]string{"Low": "False/BalanceSufficient", "Exhausted": "False/CreditsAvailable"},
 		},

@@ -6,11 +6,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -18,24 +16,6 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
 )
-
-type policyBuilder struct{ p *hcv1.BillingPolicy }
-
-func makePolicy(name string, priority int32) *policyBuilder {
-	return &policyBuilder{p: &hcv1.BillingPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name, UID: types.UID("uid-" + name), Generation: 3},
-		Spec: hcv1.BillingPolicySpec{
-			Priority: priority, BillingValue: ptr.To[int64](10),
-			BillingInterval: metav1.Duration{Duration: 10 * time.Minute},
-		},
-	}}
-}
-
-func (b *policyBuilder) match(e string) *policyBuilder {
-	b.p.Spec.MatchExpression = e
-	return b
-}
-func (b *policyBuilder) obj() *hcv1.BillingPolicy { return b.p.DeepCopy() }
 
 // condition is a Condition without its transition time (stamped from the
 // wall clock by meta.SetStatusCondition).
@@ -66,39 +46,39 @@ func TestPolicyStatus(t *testing.T) {
 		wantTied        condition
 	}{
 		"alone and valid": {
-			policy:   makePolicy("gpu", 10).obj(),
+			policy:   pricedPolicy("gpu", 10).Obj(),
 			wantTied: noTie,
 		},
 		"other priorities are no tie": {
-			policy:   makePolicy("gpu", 10).obj(),
-			peers:    []*hcv1.BillingPolicy{makePolicy("default", 0).obj(), makePolicy("large", 5).obj()},
+			policy:   pricedPolicy("gpu", 10).Obj(),
+			peers:    []*hcv1.BillingPolicy{pricedPolicy("default", 0).Obj(), pricedPolicy("large", 5).Obj()},
 			wantTied: noTie,
 		},
 		"a CEL error": {
-			policy:          makePolicy("typo", 0).match("pod.metadata.labelz.size == 'large' && gpus > 0").obj(),
+			policy:          pricedPolicy("typo", 0).Match("pod.metadata.labelz.size == 'large' && gpus > 0").Obj(),
 			wantAcceptedMsg: []string{"spec.matchExpression:", "undeclared reference to 'gpus'"},
 			wantTied:        noTie,
 		},
 		"a CEL type error": {
-			policy:          makePolicy("int", 0).match("1").obj(),
+			policy:          pricedPolicy("int", 0).Match("1").Obj(),
 			wantAcceptedMsg: []string{"spec.matchExpression: the expression returns int, but it must return bool"},
 			wantTied:        noTie,
 		},
 		"a tie it loses": {
-			policy: makePolicy("b-large", 5).obj(),
-			peers:  []*hcv1.BillingPolicy{makePolicy("a-large", 5).obj(), makePolicy("c-large", 5).obj(), makePolicy("other", 4).obj()},
+			policy: pricedPolicy("b-large", 5).Obj(),
+			peers:  []*hcv1.BillingPolicy{pricedPolicy("a-large", 5).Obj(), pricedPolicy("c-large", 5).Obj(), pricedPolicy("other", 4).Obj()},
 			wantTied: condition{metav1.ConditionTrue, hcv1.ReasonSamePriority,
 				`Policies a-large, b-large, c-large have the same priority 5; for a pod they all select, "a-large" wins (names sort first).`, 3},
 		},
 		"a tie it wins": {
-			policy: makePolicy("a-large", 5).obj(),
-			peers:  []*hcv1.BillingPolicy{makePolicy("b-large", 5).obj()},
+			policy: pricedPolicy("a-large", 5).Obj(),
+			peers:  []*hcv1.BillingPolicy{pricedPolicy("b-large", 5).Obj()},
 			wantTied: condition{metav1.ConditionTrue, hcv1.ReasonSamePriority,
 				`Policies a-large, b-large have the same priority 5; for a pod they all select, "a-large" wins (names sort first).`, 3},
 		},
 		"negative priorities tie too": {
-			policy: makePolicy("z", -7).obj(),
-			peers:  []*hcv1.BillingPolicy{makePolicy("y", -7).obj()},
+			policy: pricedPolicy("z", -7).Obj(),
+			peers:  []*hcv1.BillingPolicy{pricedPolicy("y", -7).Obj()},
 			wantTied: condition{metav1.ConditionTrue, hcv1.ReasonSamePriority,
 				`Policies y, z have the same priority -7; for a pod they all select, "y" wins (names sort first).`, 3},
 		},
@@ -161,8 +141,8 @@ func sortTiedNames(msg string) string {
 // it), yet Tied names it as the winner over the valid policy that does
 // price the pods.
 func TestPolicyStatusTieIgnoresPoliciesThatDoNotCompile(t *testing.T) {
-	p := makePolicy("b-good", 5).obj()
-	all := []hcv1.BillingPolicy{*p, *makePolicy("a-broken", 5).match("(").obj()}
+	p := pricedPolicy("b-good", 5).Obj()
+	all := []hcv1.BillingPolicy{*p, *pricedPolicy("a-broken", 5).Match("(").Obj()}
 
 	policyStatus(p, all, &billing.PolicyCache{})
 
@@ -172,7 +152,7 @@ func TestPolicyStatusTieIgnoresPoliciesThatDoNotCompile(t *testing.T) {
 }
 
 func TestBillingPolicyReconcile(t *testing.T) {
-	api := newAPI(nil, makePolicy("a-large", 5).obj(), makePolicy("b-large", 5).obj(), makePolicy("typo", 0).match("gpus").obj())
+	api := testutil.NewFakeClient(nil, pricedPolicy("a-large", 5).Obj(), pricedPolicy("b-large", 5).Obj(), pricedPolicy("typo", 0).Match("gpus").Obj())
 	var writes atomic.Int32
 	c := countWrites(api, &writes, nil)
 	r := &BillingPolicyReconciler{Client: c, Policies: &billing.PolicyCache{}}

@@ -72,7 +72,7 @@ const maxConflictRetries = 5
 func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var out *outcome
 	var err error
-	for attempt := 0; attempt < maxConflictRetries; attempt++ {
+	for attempt := range maxConflictRetries {
 		out, err = r.settle(ctx, req.NamespacedName, attempt > 0)
 		if !apierrors.IsConflict(err) {
 			break
@@ -364,8 +364,15 @@ func (pp *podPricer) price(ctx context.Context, p *corev1.Pod) (price billing.Pr
 	}
 	price, err = billing.ResolvePrice(pp.r.Policies.Sorted(pp.policies.Items), full, defaults)
 	if err != nil {
+		// Not an error of this reconcile: no policy can price the pod (a CEL
+		// error on its spec), and retrying will not change that until a
+		// policy changes. Returning it would fail the whole pass and stop
+		// billing the account's other servers meanwhile. The pod stays
+		// unadopted and is priced again on the account's next pass. The
+		// error is left out of the log: a CEL runtime error can quote a value
+		// from the pod, such as the Hub token.
 		log.FromContext(ctx).Info("No billing policy could price an unreserved pod; it is not adopted", "pod", klog.KObj(p))
-		return billing.Price{}, false, nil
+		return billing.Price{}, false, nil //nolint:nilerr // an unpriceable pod is skipped, not a failed reconcile (above)
 	}
 	return price, true, nil
 }

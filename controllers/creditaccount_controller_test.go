@@ -26,9 +26,9 @@ import (
 var aliceKey = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "alice"}}
 
 func TestCreditAccountReconcileCharges(t *testing.T) {
-	running := makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()
-	pending := makeServer("r1").obj()
-	runningPod := makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj()
+	running := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
+	pending := testutil.MakeServerCharge("r1").Obj()
+	runningPod := billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj()
 
 	cases := map[string]struct {
 		account     *hcv1.CreditAccount
@@ -43,79 +43,79 @@ func TestCreditAccountReconcileCharges(t *testing.T) {
 		wantEvents  []string
 	}{
 		"a boundary: the second period is charged": {
-			account:     makeAccount("alice", "alice").balance(90).servers(running).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
 			pods:        []client.Object{runningPod},
 			now:         10 * time.Minute,
 			wantBalance: 80, wantPeriods: map[string]int64{"r1": 2},
 			wantRequeue: 10 * time.Minute,
 		},
 		"3s after a boundary: requeued for the next one": {
-			account:     makeAccount("alice", "alice").balance(90).servers(running).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
 			pods:        []client.Object{runningPod},
 			now:         10*time.Minute + 3*time.Second,
 			wantBalance: 80, wantPeriods: map[string]int64{"r1": 2},
 			wantRequeue: 9*time.Minute + 57*time.Second,
 		},
 		"mid-period: nothing is due": {
-			account:     makeAccount("alice", "alice").balance(90).servers(running).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
 			pods:        []client.Object{runningPod},
 			now:         4 * time.Minute,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1},
 			wantRequeue: 6 * time.Minute,
 		},
 		"two boundaries passed while nobody looked": {
-			account:     makeAccount("alice", "alice").balance(90).servers(running).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
 			pods:        []client.Object{runningPod},
 			now:         25 * time.Minute,
 			wantBalance: 70, wantPeriods: map[string]int64{"r1": 3},
 			wantRequeue: 5 * time.Minute,
 		},
 		"the pod starts: its clock starts with the container": {
-			account:     makeAccount("alice", "alice").balance(90).servers(pending).obj(),
-			pods:        []client.Object{makePod("jupyter-alice", "u1", "alice", "r1").running(time.Minute).obj()},
+			account:     openAccount("alice", "alice").Balance(90).Servers(pending).Obj(),
+			pods:        []client.Object{billedPod("jupyter-alice", "u1", "alice", "r1").Running(time.Minute).Obj()},
 			now:         time.Minute + 30*time.Second,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1},
 			wantRequeue: 9*time.Minute + 30*time.Second,
 			wantEvents:  []string{"Normal CreditsReserved", "Normal ServerStarted", "Normal ServerStarted"},
 		},
 		"a pending pod waits on its reservation": {
-			account:     makeAccount("alice", "alice").balance(90).servers(pending).obj(),
-			pods:        []client.Object{makePod("jupyter-alice", "u1", "alice", "r1").obj()},
+			account:     openAccount("alice", "alice").Balance(90).Servers(pending).Obj(),
+			pods:        []client.Object{billedPod("jupyter-alice", "u1", "alice", "r1").Obj()},
 			now:         20 * time.Minute,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1},
 			wantEvents: []string{"Normal CreditsReserved"},
 		},
 		"a reservation whose pod never appeared waits out the grace": {
-			account:     makeAccount("alice", "alice").balance(90).servers(pending).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(pending).Obj(),
 			now:         10 * time.Second,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1},
 			wantRequeue: 20 * time.Second,
 		},
 		"a reservation whose pod never appeared is returned after the grace": {
-			account:     makeAccount("alice", "alice").balance(90).servers(pending).obj(),
+			account:     openAccount("alice", "alice").Balance(90).Servers(pending).Obj(),
 			now:         31 * time.Second,
 			wantBalance: 100, wantPeriods: map[string]int64{},
 			wantEvents: []string{"Normal ReservationRefunded"},
 		},
 		"the server was stopped mid-period: the period it began is paid, no more": {
-			account: makeAccount("alice", "alice").balance(90).servers(running).obj(),
-			pods: []client.Object{makePod("jupyter-alice", "u1", "alice", "r1").running(0).
-				deleted(15*time.Minute, 30).obj()},
+			account: openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
+			pods: []client.Object{billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).
+				Deleting(15*time.Minute, 30).Obj()},
 			now:         16 * time.Minute,
 			wantBalance: 80, wantPeriods: map[string]int64{"r1": 2}, wantEnded: []string{"r1"},
 			wantRequeue: time.Second,
 		},
 		"the server was stopped on a boundary: that period is not owed": {
-			account: makeAccount("alice", "alice").balance(90).servers(running).obj(),
-			pods: []client.Object{makePod("jupyter-alice", "u1", "alice", "r1").running(0).
-				deleted(10*time.Minute, 30).obj()},
+			account: openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
+			pods: []client.Object{billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).
+				Deleting(10*time.Minute, 30).Obj()},
 			now:         11 * time.Minute,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1}, wantEnded: []string{"r1"},
 			wantRequeue: time.Second,
 		},
 		"a pod replaced under the same name is not the server": {
-			account:     makeAccount("alice", "alice").balance(90).servers(running).obj(),
-			pods:        []client.Object{makePod("jupyter-alice", "u2", "alice", "r1").running(9 * time.Minute).obj()},
+			account:     openAccount("alice", "alice").Balance(90).Servers(running).Obj(),
+			pods:        []client.Object{billedPod("jupyter-alice", "u2", "alice", "r1").Running(9 * time.Minute).Obj()},
 			now:         10 * time.Minute,
 			wantBalance: 90, wantPeriods: map[string]int64{"r1": 1}, wantEnded: []string{"r1"},
 			wantRequeue: time.Second,
@@ -123,7 +123,7 @@ func TestCreditAccountReconcileCharges(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newControllerEnv(newAPI(nil, append(tc.pods, tc.account)...), at(tc.now))
+			env := newControllerEnv(testutil.NewFakeClient(nil, append(tc.pods, tc.account)...), at(tc.now))
 
 			res, err := env.r.Reconcile(context.Background(), aliceKey)
 
@@ -133,7 +133,7 @@ func TestCreditAccountReconcileCharges(t *testing.T) {
 			if d := testutil.Diff(ctrl.Result{RequeueAfter: tc.wantRequeue}, res); d != "" {
 				t.Errorf("result (-want +got):\n%s", d)
 			}
-			a := getAccount(t, env.api, "alice")
+			a := testutil.GetAccount(t, env.api, testNS, "alice")
 			if a.Status.Balance != tc.wantBalance {
 				t.Errorf("balance %d, want %d", a.Status.Balance, tc.wantBalance)
 			}
@@ -168,9 +168,9 @@ func countWrites(api client.WithWatch, n *atomic.Int32, update func(ctx context.
 }
 
 func TestCreditAccountReconcileWritesOnlyChanges(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("alice", "alice").balance(90).servers(makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()).obj(),
-		makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("alice", "alice").Balance(90).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
+		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 	)
 	var writes atomic.Int32
 	env := newControllerEnv(countWrites(api, &writes, nil), at(10*time.Minute))
@@ -185,7 +185,7 @@ func TestCreditAccountReconcileWritesOnlyChanges(t *testing.T) {
 	if n := writes.Load(); n != 1 {
 		t.Errorf("%d status writes for one charge, want 1", n)
 	}
-	if a := getAccount(t, api, "alice"); a.Status.Balance != 80 {
+	if a := testutil.GetAccount(t, api, testNS, "alice"); a.Status.Balance != 80 {
 		t.Errorf("balance %d, want 80", a.Status.Balance)
 	}
 }
@@ -251,9 +251,9 @@ func TestCreditAccountReconcileRetriesConflicts(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := newAPI(nil,
-				makeAccount("alice", "alice").balance(90).servers(makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()).obj(),
-				makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj(),
+			api := testutil.NewFakeClient(nil,
+				openAccount("alice", "alice").Balance(90).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
+				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 			)
 			var writes, liveReads atomic.Int32
 			env := newControllerEnv(countWrites(api, &writes, tc.update), at(10*time.Minute))
@@ -269,7 +269,7 @@ func TestCreditAccountReconcileRetriesConflicts(t *testing.T) {
 			if tc.wantErr != (err != nil) {
 				t.Fatalf("error %v, want error: %v", err, tc.wantErr)
 			}
-			a := getAccount(t, api, "alice")
+			a := testutil.GetAccount(t, api, testNS, "alice")
 			if a.Status.Balance != tc.wantBalance {
 				t.Errorf("balance %d, want %d", a.Status.Balance, tc.wantBalance)
 			}
@@ -339,10 +339,10 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			e := makeServer("r1").pod("jupyter-alice", "u1").serverName(tc.serverName).startedAt(0).obj()
-			api := newAPI(nil,
-				makeAccount("alice", "alice").balance(5).servers(e).obj(),
-				makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj(),
+			e := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").ServerName(tc.serverName).Running(0).Obj()
+			api := testutil.NewFakeClient(nil,
+				openAccount("alice", "alice").Balance(5).Servers(e).Obj(),
+				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 			)
 			env := newControllerEnv(api, at(10*time.Minute))
 			env.r.Shadow = tc.shadow
@@ -369,7 +369,7 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 			}
 			// Nothing is charged for the period that cannot be paid, and the
 			// stop is retried after StopRetry.
-			a := getAccount(t, api, "alice")
+			a := testutil.GetAccount(t, api, testNS, "alice")
 			if a.Status.Balance != 5 || periods(a)["r1"] != 1 || a.Status.Servers[0].StopRequestedAt == nil {
 				t.Errorf("balance %d, entry %+v; want 5, one period paid, a stop requested", a.Status.Balance, a.Status.Servers)
 			}
@@ -384,9 +384,9 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 }
 
 func TestCreditAccountReconcileRepeatsAStopThatDidNotTakeEffect(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("alice", "alice").balance(5).servers(makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()).obj(),
-		makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("alice", "alice").Balance(5).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
+		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 	)
 	hub := &fakeHub{}
 	env := newControllerEnv(api, at(10*time.Minute))
@@ -412,7 +412,7 @@ func TestCreditAccountReconcileRepeatsAStopThatDidNotTakeEffect(t *testing.T) {
 	if d := testutil.Diff([]string{"Warning CreditsExhausted", "Warning CreditsExhausted"}, env.events()); d != "" {
 		t.Errorf("events (-want +got):\n%s", d)
 	}
-	if a := getAccount(t, api, "alice"); a.Status.Balance != 5 {
+	if a := testutil.GetAccount(t, api, testNS, "alice"); a.Status.Balance != 5 {
 		t.Errorf("balance %d, want 5", a.Status.Balance)
 	}
 }
@@ -424,35 +424,35 @@ func TestCreditAccountReconcileReady(t *testing.T) {
 		wantReason string
 	}{
 		"a wallet": {
-			objs:       []client.Object{makeAccount("alice", "alice").obj()},
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
 			wantStatus: metav1.ConditionTrue, wantReason: hcv1.ReasonLedgerOpen,
 		},
 		"a wallet funded by a pool": {
-			objs:       []client.Object{makeAccount("alice", "alice").project("physics").obj(), makeAccount("physics").obj()},
+			objs:       []client.Object{openAccount("alice", "alice").Project("physics").Obj(), openAccount("physics").Obj()},
 			wantStatus: metav1.ConditionTrue, wantReason: hcv1.ReasonLedgerOpen,
 		},
 		"the pool is missing": {
-			objs:       []client.Object{makeAccount("alice", "alice").project("physics").obj()},
+			objs:       []client.Object{openAccount("alice", "alice").Project("physics").Obj()},
 			wantStatus: metav1.ConditionFalse, wantReason: hcv1.ReasonProjectNotFound,
 		},
 		"the pool names a project itself": {
 			objs: []client.Object{
-				makeAccount("alice", "alice").project("physics").obj(),
-				makeAccount("physics").project("faculty").obj(),
-				makeAccount("faculty").obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
+				openAccount("physics").Project("faculty").Obj(),
+				openAccount("faculty").Obj(),
 			},
 			wantStatus: metav1.ConditionFalse, wantReason: hcv1.ReasonProjectChain,
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newControllerEnv(newAPI(nil, tc.objs...), at(time.Minute))
+			env := newControllerEnv(testutil.NewFakeClient(nil, tc.objs...), at(time.Minute))
 
 			if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
 				t.Fatal(err)
 			}
 
-			a := getAccount(t, env.api, "alice")
+			a := testutil.GetAccount(t, env.api, testNS, "alice")
 			c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionReady)
 			if c == nil || c.Status != tc.wantStatus || c.Reason != tc.wantReason || c.ObservedGeneration != a.Generation {
 				t.Errorf("Ready %+v, want %s/%s at generation %d", c, tc.wantStatus, tc.wantReason, a.Generation)
@@ -465,7 +465,7 @@ func TestCreditAccountReconcileReady(t *testing.T) {
 }
 
 func TestCreditAccountReconcileGoneAccount(t *testing.T) {
-	env := newControllerEnv(newAPI(nil), at(0))
+	env := newControllerEnv(testutil.NewFakeClient(nil), at(0))
 	res, err := env.r.Reconcile(context.Background(), aliceKey)
 	if err != nil || res != (ctrl.Result{}) {
 		t.Fatalf("got %+v, %v; want nothing to do", res, err)
@@ -477,9 +477,9 @@ func TestCreditAccountReconcileGoneAccount(t *testing.T) {
 // from its start (billing.Unreserved, billing.AdoptedID); Reconcile passes
 // no pods to adopt, so it runs free.
 func TestCreditAccountReconcileAdoptsUnreservedPods(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("alice", "alice").obj(),
-		makePod("jupyter-alice", "u1", "alice", "").running(0).obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("alice", "alice").Obj(),
+		billedPod("jupyter-alice", "u1", "alice", "").Running(0).Obj(),
 	)
 	env := newControllerEnv(api, at(10*time.Minute))
 
@@ -487,7 +487,7 @@ func TestCreditAccountReconcileAdoptsUnreservedPods(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	a := getAccount(t, api, "alice")
+	a := testutil.GetAccount(t, api, testNS, "alice")
 	if _, ok := periods(a)[billing.AdoptedID("u1")]; !ok || a.Status.Balance >= 100 {
 		t.Errorf("balance %d, servers %v: the running unreserved pod was not adopted and billed", a.Status.Balance, periods(a))
 	}
@@ -510,12 +510,12 @@ func TestPodToAccounts(t *testing.T) {
 		want []reconcile.Request
 	}{
 		"a wallet": {
-			pod:  makePod("p", "u", "alice", "r1").obj(),
+			pod:  billedPod("p", "u", "alice", "r1").Obj(),
 			want: []reconcile.Request{aliceKey},
 		},
 		"a wallet and its pool": {
 			pod: func() *corev1.Pod {
-				p := makePod("p", "u", "alice", "r1").obj()
+				p := billedPod("p", "u", "alice", "r1").Obj()
 				p.Annotations[hcv1.AnnotationProject] = "physics"
 				return p
 			}(),
@@ -523,13 +523,13 @@ func TestPodToAccounts(t *testing.T) {
 		},
 		"not admitted yet: the profile's label": {
 			pod: func() *corev1.Pod {
-				p := makePod("p", "u", "", "").obj()
+				p := billedPod("p", "u", "", "").Obj()
 				p.Labels[hcv1.LabelAccount] = "alice"
 				return p
 			}(),
 			want: []reconcile.Request{aliceKey},
 		},
-		"not billed": {pod: makePod("p", "u", "", "").obj()},
+		"not billed": {pod: billedPod("p", "u", "", "").Obj()},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -542,13 +542,13 @@ func TestPodToAccounts(t *testing.T) {
 
 func TestAccountToRelated(t *testing.T) {
 	share := func(wallet string) hcv1.ServerCharge {
-		e := makeServer("r-" + wallet).obj()
+		e := testutil.MakeServerCharge("r-" + wallet).Obj()
 		e.Wallet = wallet
 		return e
 	}
-	pool := makeAccount("physics").servers(share("alice"), share("bob"), share("alice"), share("physics")).obj()
+	pool := openAccount("physics").Servers(share("alice"), share("bob"), share("alice"), share("physics")).Obj()
 	// carol's wallet names the pool: its Ready condition depends on the pool.
-	api := newAPI(nil, pool, makeAccount("carol", "carol").project("physics").obj())
+	api := testutil.NewFakeClient(nil, pool, openAccount("carol", "carol").Project("physics").Obj())
 	want := []reconcile.Request{aliceKey, {NamespacedName: types.NamespacedName{Namespace: testNS, Name: "bob"}},
 		{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "carol"}}}
 	if d := testutil.Diff(want, (&CreditAccountReconciler{Client: api}).accountToRelated(context.Background(), pool)); d != "" {
@@ -560,14 +560,14 @@ func TestAccountToRelated(t *testing.T) {
 // conflicts, the retry finds the pool's payment in flight and completes it
 // instead of charging the pool again.
 func TestCreditAccountReconcilePoolShareSurvivesAWalletConflict(t *testing.T) {
-	walletEntry := makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()
+	walletEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 	walletEntry.Project, walletEntry.Paid, walletEntry.ProjectPaid = "physics", 6, 4
-	poolEntry := makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()
+	poolEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 	poolEntry.Paid, poolEntry.PaidThrough = 4, nil
-	api := newAPI(nil,
-		makeAccount("physics").balance(3).servers(poolEntry).obj(),
-		makeAccount("alice", "alice").balance(94).project("physics").servers(walletEntry).obj(),
-		makePod("jupyter-alice", "u1", "alice", "r1").running(0).obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("physics").Balance(3).Servers(poolEntry).Obj(),
+		openAccount("alice", "alice").Balance(94).Project("physics").Servers(walletEntry).Obj(),
+		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 	)
 	var writes atomic.Int32
 	var walletConflicts atomic.Int32
@@ -586,7 +586,7 @@ func TestCreditAccountReconcilePoolShareSurvivesAWalletConflict(t *testing.T) {
 	type share struct{ Balance, PeriodsPaid, Paid, ProjectPaid int64 }
 	got := map[string]share{}
 	for _, name := range []string{"physics", "alice"} {
-		a := getAccount(t, api, name)
+		a := testutil.GetAccount(t, api, testNS, name)
 		s := share{Balance: a.Status.Balance}
 		if i := billing.FindServer(a, "r1"); i >= 0 {
 			e := a.Status.Servers[i]
@@ -621,14 +621,14 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			walletEntry := makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()
+			walletEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 			walletEntry.Project, walletEntry.Paid, walletEntry.ProjectPaid = "physics", 6, 4
-			poolEntry := makeServer("r1").pod("jupyter-alice", "u1").startedAt(0).obj()
+			poolEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 			poolEntry.Paid, poolEntry.PaidThrough = 4, nil
-			api := newAPI(nil,
-				makeAccount("physics").balance(3).servers(poolEntry).obj(),
-				makeAccount("alice", "alice").balance(94).project("physics").servers(walletEntry).obj(),
-				makePod("jupyter-alice", "u1", "alice", "r1").running(0).deleted(15*time.Minute, 30).obj(),
+			api := testutil.NewFakeClient(nil,
+				openAccount("physics").Balance(3).Servers(poolEntry).Obj(),
+				openAccount("alice", "alice").Balance(94).Project("physics").Servers(walletEntry).Obj(),
+				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Deleting(15*time.Minute, 30).Obj(),
 			)
 			var writes, walletWrites atomic.Int32
 			c := countWrites(api, &writes, func(ctx context.Context, c client.Client, obj client.Object, _ int32) error {
@@ -643,7 +643,7 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			pool, wallet := getAccount(t, api, "physics"), getAccount(t, api, "alice")
+			pool, wallet := testutil.GetAccount(t, api, testNS, "physics"), testutil.GetAccount(t, api, testNS, "alice")
 			if d := testutil.Diff([]string{"r1"}, ended(pool)); d != "" {
 				t.Errorf("after the first pass, the pool's entries marked ended (-want +got):\n%s", d)
 			}
@@ -667,7 +667,7 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 			}
 			got := map[string]state{}
 			for _, name := range []string{"physics", "alice"} {
-				a := getAccount(t, api, name)
+				a := testutil.GetAccount(t, api, testNS, name)
 				s := state{Balance: a.Status.Balance, Servers: len(a.Status.Servers)}
 				for _, l := range a.Status.Ledger {
 					if l.Kind == hcv1.LedgerCharge {
@@ -690,13 +690,13 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 // unreserved leaves the caller's pods alone, returns the unbilled pods it
 // adopts by entry id, and reports a failed read instead of skipping it.
 func TestUnreserved(t *testing.T) {
-	unbilled := makePod("jupyter-alice", "u9", "", "").running(0).obj()
+	unbilled := billedPod("jupyter-alice", "u9", "", "").Running(0).Obj()
 	delete(unbilled.Annotations, hcv1.AnnotationAccount)
-	env := newControllerEnv(newAPI(nil, makeAccount("alice", "alice").obj(), unbilled), at(time.Minute))
+	env := newControllerEnv(testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj(), unbilled), at(time.Minute))
 	env.r.Defaults = billing.DefaultPrice
 	pods := map[string]*corev1.Pod{}
 
-	adopt, adopted, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods)
+	adopt, adopted, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), pods)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,14 +707,14 @@ func TestUnreserved(t *testing.T) {
 		t.Errorf("adopt %v, adopted %v: want the unbilled pod", adopt, adopted)
 	}
 
-	failing := newAPI(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+	failing := testutil.NewFakeClient(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 		if _, ok := list.(*hcv1.CreditAccountList); ok {
 			return errors.New("etcd is down")
 		}
 		return c.List(ctx, list, opts...)
-	}}, makeAccount("alice", "alice").obj(), unbilled)
+	}}, openAccount("alice", "alice").Obj(), unbilled)
 	env = newControllerEnv(failing, at(time.Minute))
-	if _, _, err := env.r.unreserved(context.Background(), makeAccount("alice", "alice").obj(), pods); err == nil {
+	if _, _, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), pods); err == nil {
 		t.Errorf("a failed list of the user's accounts was dropped")
 	}
 }

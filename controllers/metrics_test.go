@@ -4,14 +4,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 func TestAccountCollector(t *testing.T) {
-	alice := makeAccount("alice", "alice").balance(85).obj()
+	alice := openAccount("alice", "alice").Balance(85).Obj()
 	alice.Status.TotalCharged, alice.Status.TotalGranted, alice.Status.RunningServers = 30, 15, 1
-	lab := makeAccount("lab", "alice", "bob").balance(0).obj()
-	api := newAPI(nil, alice, lab)
+	lab := openAccount("lab", "alice", "bob").Balance(0).Obj()
+	api := testutil.NewFakeClient(nil, alice, lab)
 	want := `
 # HELP hubcredits_account_balance Credits available in an account.
 # TYPE hubcredits_account_balance gauge
@@ -32,18 +34,18 @@ hubcredits_account_running_servers{account="lab",namespace="hub"} 0
 `
 	elected := make(chan struct{})
 	c := &AccountCollector{Reader: api, Elected: elected}
-	if n := testutil.CollectAndCount(c); n != 0 {
+	if n := promtestutil.CollectAndCount(c); n != 0 {
 		t.Errorf("a replica that is not the leader reported %d series, want none", n)
 	}
 	close(elected)
-	if err := testutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
+	if err := promtestutil.CollectAndCompare(c, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 	// A deleted account's series go with it: nothing is kept between scrapes.
 	if err := api.Delete(t.Context(), lab); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(c); n != 4 {
+	if n := promtestutil.CollectAndCount(c); n != 4 {
 		t.Errorf("%d series after deleting an account, want 4", n)
 	}
 }

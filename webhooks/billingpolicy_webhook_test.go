@@ -18,51 +18,51 @@ func TestBillingPolicyValidator(t *testing.T) {
 		// field, and the compiler's own words. Empty: accepted.
 		wantErr []string
 	}{
-		"a flat price":  {policy: makePolicy("flat").value(10).obj()},
-		"free":          {policy: makePolicy("free").value(0).obj()},
-		"defaults only": {policy: makePolicy("empty").obj()},
+		"a flat price":  {policy: storedPolicy("flat").Value(10).Obj()},
+		"free":          {policy: storedPolicy("free").Value(0).Obj()},
+		"defaults only": {policy: storedPolicy("empty").Obj()},
 		"a label selector": {
-			policy: makePolicy("gpu").value(25).selecting("hubcredits.io/policy", "gpu").obj(),
+			policy: storedPolicy("gpu").Value(25).Selecting("hubcredits.io/policy", "gpu").Obj(),
 		},
 		"a match expression": {
-			policy: makePolicy("gpu").value(25).matchExpr("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").obj(),
+			policy: storedPolicy("gpu").Value(25).Match("has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector").Obj(),
 		},
 		"a value expression with the quantity library": {
-			policy: makePolicy("gpu").valueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").obj(),
+			policy: storedPolicy("gpu").ValueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").Obj(),
 		},
 		"a dyn value expression is checked when it runs": {
-			policy: makePolicy("dyn").valueExpr("pod.metadata.labels.size == 'large' ? 20 : 10").obj(),
+			policy: storedPolicy("dyn").ValueExpr("pod.metadata.labels.size == 'large' ? 20 : 10").Obj(),
 		},
 		"string extensions": {
-			policy: makePolicy("ext").value(5).matchExpr("pod.metadata.name.lowerAscii().startsWith('jupyter-')").obj(),
+			policy: storedPolicy("ext").Value(5).Match("pod.metadata.name.lowerAscii().startsWith('jupyter-')").Obj(),
 		},
 		"a syntax error": {
-			policy:  makePolicy("broken").value(1).matchExpr("pod.metadata.name ==").obj(),
+			policy:  storedPolicy("broken").Value(1).Match("pod.metadata.name ==").Obj(),
 			wantErr: []string{`BillingPolicy.hubcredits.io "broken" is invalid`, "spec.matchExpression:", "Syntax error"},
 		},
 		"an undeclared variable": {
-			policy:  makePolicy("typo").valueExpr("10 * gpus").obj(),
+			policy:  storedPolicy("typo").ValueExpr("10 * gpus").Obj(),
 			wantErr: []string{"spec.billingValueExpression:", "undeclared reference to 'gpus'"},
 		},
 		"an unknown function": {
-			policy:  makePolicy("fn").valueExpr("gpus(pod)").obj(),
+			policy:  storedPolicy("fn").ValueExpr("gpus(pod)").Obj(),
 			wantErr: []string{"spec.billingValueExpression:", "undeclared reference to 'gpus'"},
 		},
 		"a value expression that returns a string": {
-			policy:  makePolicy("str").valueExpr("'ten'").obj(),
+			policy:  storedPolicy("str").ValueExpr("'ten'").Obj(),
 			wantErr: []string{`spec.billingValueExpression: Invalid value: "'ten'": the expression returns string, but it must return int`},
 		},
 		"a match expression that returns an int": {
-			policy:  makePolicy("int").value(1).matchExpr("1 + 1").obj(),
+			policy:  storedPolicy("int").Value(1).Match("1 + 1").Obj(),
 			wantErr: []string{`spec.matchExpression: Invalid value: "1 + 1": the expression returns int, but it must return bool`},
 		},
 		"both expressions wrong: both reported": {
-			policy:  makePolicy("both").matchExpr("1").valueExpr("true").obj(),
+			policy:  storedPolicy("both").Match("1").ValueExpr("true").Obj(),
 			wantErr: []string{"spec.matchExpression:", "spec.billingValueExpression:"},
 		},
 		"an invalid label selector": {
 			policy: func() *hcv1.BillingPolicy {
-				p := makePolicy("sel").value(1).obj()
+				p := storedPolicy("sel").Value(1).Obj()
 				p.Spec.PodSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "size", Operator: metav1.LabelSelectorOpIn}}}
 				return p
 			}(),
@@ -75,7 +75,7 @@ func TestBillingPolicyValidator(t *testing.T) {
 			for op, validate := range map[string]func() error{
 				"create": func() error { _, err := v.ValidateCreate(context.Background(), tc.policy); return err },
 				"update": func() error {
-					_, err := v.ValidateUpdate(context.Background(), makePolicy(tc.policy.Name).obj(), tc.policy)
+					_, err := v.ValidateUpdate(context.Background(), storedPolicy(tc.policy.Name).Obj(), tc.policy)
 					return err
 				},
 			} {
@@ -104,7 +104,7 @@ func TestBillingPolicyValidator(t *testing.T) {
 }
 
 func TestBillingPolicyValidatorAllowsAnyDelete(t *testing.T) {
-	broken := makePolicy("broken").matchExpr("(").obj()
+	broken := storedPolicy("broken").Match("(").Obj()
 	if w, err := (BillingPolicyValidator{}).ValidateDelete(context.Background(), broken); err != nil || len(w) != 0 {
 		t.Fatalf("deleting a broken policy: warnings %v, error %v", w, err)
 	}

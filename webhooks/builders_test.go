@@ -11,139 +11,48 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/client/fake"
-	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
-	"github.com/hubcredits/hubcredits/internal/indexer"
-	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/internal/scheme"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
-// Shared fixtures for the webhook unit tests. Every time is fixed: t0 is a
-// Monday morning, and the fake clock starts there.
+// Shared fixtures for the webhook unit tests; the builders are the wrappers
+// of internal/testutil. Every time is fixed: t0 is a Monday morning, and the
+// fake clock starts there.
 
-var t0 = time.Date(2026, time.January, 5, 9, 0, 0, 0, time.UTC)
+var t0 = testutil.T0
 
 const (
 	testNS = "hub"
 	// plantedToken is the Hub API token in every test pod; no response may
 	// ever carry it.
-	plantedToken = "hubtoken-PLANTED-7f3a9c"
+	plantedToken = testutil.HubToken
 	// hubSA is the user KubeSpawner creates pods as.
 	hubSA = "system:serviceaccount:hub:hub"
 	// reqUID is the admission request UID, i.e. the reservation id.
 	reqUID = "0d5a2c6e-req-1"
 )
 
-// newAPI is a fake API server holding objs, with the status subresource and
-// every index (as the manager registers them). funcs may be nil.
-func newAPI(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
-	b := fake.NewClientBuilder().
-		WithScheme(scheme.New()).
-		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{})
-	b = indexer.WithIndexes(b).WithObjects(objs...)
-	if funcs != nil {
-		b = b.WithInterceptorFuncs(*funcs)
-	}
-	return b.Build()
-}
-
-// ---- accounts ----
-
-type accountBuilder struct{ a *hcv1.CreditAccount }
-
-// makeAccount builds an account whose ledger is open (opened at t0, balance
+// openAccount is an account whose ledger is open (opened at t0, balance
 // 100, cap 100), so nothing but reservations moves its balance.
-func makeAccount(name string, users ...string) *accountBuilder {
-	opened := metav1.NewTime(t0)
-	return &accountBuilder{a: &hcv1.CreditAccount{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name, CreationTimestamp: opened},
-		Spec:       hcv1.CreditAccountSpec{Users: users, Cap: 100},
-		Status: hcv1.CreditAccountStatus{
-			OpenedAt: &opened, GrantedThrough: &opened, Balance: 100,
-		},
-	}}
+func openAccount(name string, users ...string) *testutil.AccountWrapper {
+	return testutil.MakeAccount(testNS, name, users...).CreatedAt(0).OpenedAt(0).Balance(100)
 }
 
-func (b *accountBuilder) balance(v int64) *accountBuilder  { b.a.Status.Balance = v; return b }
-func (b *accountBuilder) project(p string) *accountBuilder { b.a.Spec.Project = p; return b }
-func (b *accountBuilder) grant(amount int64, every time.Duration) *accountBuilder {
-	b.a.Spec.Grant = &hcv1.Grant{Amount: amount, Interval: metav1.Duration{Duration: every}}
-	return b
+// storedPolicy is a policy as the API server stores it (a uid, generation
+// 1, the 10m interval default), pricing nothing yet.
+func storedPolicy(name string) *testutil.PolicyWrapper {
+	return testutil.MakePolicy(testNS, name).UID(types.UID("uid-" + name)).Generation(1)
 }
-func (b *accountBuilder) obj() *hcv1.CreditAccount { return b.a.DeepCopy() }
-
-// ---- policies ----
-
-type policyBuilder struct{ p *hcv1.BillingPolicy }
-
-func makePolicy(name string) *policyBuilder {
-	return &policyBuilder{p: &hcv1.BillingPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name, UID: types.UID("uid-" + name), Generation: 1},
-		Spec:       hcv1.BillingPolicySpec{BillingInterval: metav1.Duration{Duration: 10 * time.Minute}},
-	}}
-}
-
-func (b *policyBuilder) value(v int64) *policyBuilder { b.p.Spec.BillingValue = ptr.To(v); return b }
-func (b *policyBuilder) every(d time.Duration) *policyBuilder {
-	b.p.Spec.BillingInterval = metav1.Duration{Duration: d}
-	return b
-}
-func (b *policyBuilder) priority(p int32) *policyBuilder { b.p.Spec.Priority = p; return b }
-func (b *policyBuilder) selecting(k, v string) *policyBuilder {
-	b.p.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{k: v}}
-	return b
-}
-func (b *policyBuilder) valueExpr(e string) *policyBuilder {
-	b.p.Spec.BillingValueExpression = e
-	return b
-}
-func (b *policyBuilder) matchExpr(e string) *policyBuilder {
-	b.p.Spec.MatchExpression = e
-	return b
-}
-func (b *policyBuilder) obj() *hcv1.BillingPolicy { return b.p.DeepCopy() }
-
-// ---- pods ----
-
-type podBuilder struct{ p *corev1.Pod }
-
-// makePod builds a pod shaped like the one KubeSpawner 7 creates under
-// Z2JH 4 for user's default server, the Hub token in its environment.
-func makePod(user string) *podBuilder {
-	return &podBuilder{p: kubespawner.Pod(testNS, user, "", plantedToken)}
-}
-
-func (b *podBuilder) server(name string) *podBuilder {
-	b.p.Name += "--" + name
-	b.p.Labels["hub.jupyter.org/servername"] = name
-	b.p.Annotations[hcv1.AnnotationServerName] = name
-	return b
-}
-func (b *podBuilder) label(k, v string) *podBuilder      { b.p.Labels[k] = v; return b }
-func (b *podBuilder) annotation(k, v string) *podBuilder { b.p.Annotations[k] = v; return b }
-func (b *podBuilder) noUsername() *podBuilder {
-	delete(b.p.Annotations, hcv1.AnnotationUsername)
-	return b
-}
-func (b *podBuilder) gpus(n string) *podBuilder {
-	q := resource.MustParse(n)
-	c := &b.p.Spec.Containers[0]
-	c.Resources.Limits = corev1.ResourceList{"nvidia.com/gpu": q}
-	c.Resources.Requests["nvidia.com/gpu"] = q
-	return b
-}
-func (b *podBuilder) obj() *corev1.Pod { return b.p.DeepCopy() }
 
 // ---- admission requests ----
 
@@ -170,20 +79,22 @@ func makeRequest(t *testing.T, pod *corev1.Pod) *requestBuilder {
 	}}}
 }
 
-func (b *requestBuilder) uid(u string) *requestBuilder { b.r.UID = types.UID(u); return b }
-func (b *requestBuilder) op(o admissionv1.Operation) *requestBuilder {
+func (b *requestBuilder) UID(u string) *requestBuilder { b.r.UID = types.UID(u); return b }
+func (b *requestBuilder) Op(o admissionv1.Operation) *requestBuilder {
 	b.r.Operation = o
 	return b
 }
-func (b *requestBuilder) by(user string) *requestBuilder {
+func (b *requestBuilder) By(user string) *requestBuilder {
 	b.r.UserInfo.Username = user
 	return b
 }
-func (b *requestBuilder) dryRun() *requestBuilder            { b.r.DryRun = ptr.To(true); return b }
-func (b *requestBuilder) raw(r []byte) *requestBuilder       { b.r.Object.Raw = r; return b }
-func (b *requestBuilder) kind(k string) *requestBuilder      { b.r.Kind.Kind = k; return b }
-func (b *requestBuilder) obj() admission.Request             { return b.r }
-func (b *requestBuilder) namespace(n string) *requestBuilder { b.r.Namespace = n; return b }
+func (b *requestBuilder) DryRun() *requestBuilder      { b.r.DryRun = ptr.To(true); return b }
+func (b *requestBuilder) Raw(r []byte) *requestBuilder { b.r.Object.Raw = r; return b }
+func (b *requestBuilder) Kind(k string) *requestBuilder {
+	b.r.Kind.Kind = k
+	return b
+}
+func (b *requestBuilder) Obj() admission.Request { return b.r }
 
 // ---- the webhook under test ----
 
@@ -196,7 +107,7 @@ type webhookEnv struct {
 // newWebhookEnv wires a PodAdmitter the way operator.Setup does, with the
 // fake API server as both its cache and its API.
 func newWebhookEnv(objs ...client.Object) *webhookEnv {
-	api := newAPI(nil, objs...)
+	api := testutil.NewFakeClient(nil, objs...)
 	return newWebhookEnvWith(api, api, api)
 }
 

@@ -10,13 +10,15 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // FuzzAdmissionReview feeds arbitrary bodies to the pod webhook's HTTP
 // handler (as the API server would, or an attacker on the network): it must
 // answer, never panic, and never echo the planted token.
 func FuzzAdmissionReview(f *testing.F) {
-	pod, _ := json.Marshal(makePod("alice").obj())
+	pod, _ := json.Marshal(testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj())
 	review := func(raw []byte) []byte {
 		b, _ := json.Marshal(map[string]any{
 			"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -36,7 +38,7 @@ func FuzzAdmissionReview(f *testing.F) {
 	f.Add([]byte(`not json`))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, body []byte) {
-		env := newWebhookEnv(makeAccount("alice", "alice").balance(100).obj())
+		env := newWebhookEnv(openAccount("alice", "alice").Balance(100).Obj())
 		wh := &admission.Webhook{Handler: env.h}
 		rec := httptest.NewRecorder()
 		req := httptest.NewRequest(http.MethodPost, PodWebhookPath, bytes.NewReader(body))

@@ -57,8 +57,8 @@ func with(m map[string]string, k, v string) map[string]string {
 }
 
 func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
-	gpu := makePolicy("gpu").priority(10).every(5*time.Minute).selecting("hubcredits.io/policy", "gpu").
-		valueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").obj()
+	gpu := storedPolicy("gpu").Priority(10).Every(5*time.Minute).Selecting("hubcredits.io/policy", "gpu").
+		ValueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").Obj()
 	cases := map[string]struct {
 		objs         []client.Object
 		pod          *corev1.Pod
@@ -67,8 +67,8 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		wantHoldings map[string]holding
 	}{
 		"the wallet pays the default price": {
-			objs:        []client.Object{makeAccount("alice", "alice").obj()},
-			pod:         makePod("alice").obj(),
+			objs:        []client.Object{openAccount("alice", "alice").Obj()},
+			pod:         testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned:  pins("alice", "10", "10m0s", ""),
 			wantMessage: "This server costs 10 credits every 10m.",
 			wantHoldings: map[string]holding{
@@ -77,11 +77,11 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		},
 		"a policy sets the price": {
 			objs: []client.Object{
-				makeAccount("alice", "alice").obj(),
-				makePolicy("large").priority(10).value(25).every(5*time.Minute).selecting("size", "large").obj(),
-				makePolicy("default").value(10).obj(),
+				openAccount("alice", "alice").Obj(),
+				storedPolicy("large").Priority(10).Value(25).Every(5*time.Minute).Selecting("size", "large").Obj(),
+				storedPolicy("default").Value(10).Obj(),
 			},
-			pod:         makePod("alice").label("size", "large").obj(),
+			pod:         testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("size", "large").Obj(),
 			wantPinned:  pins("alice", "25", "5m0s", "large"),
 			wantMessage: "This server costs 25 credits every 5m.",
 			wantHoldings: map[string]holding{
@@ -89,16 +89,16 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 			},
 		},
 		"CEL prices two GPUs": {
-			objs:       []client.Object{makeAccount("alice", "alice").obj(), gpu},
-			pod:        makePod("alice").label("hubcredits.io/policy", "gpu").gpus("2").obj(),
+			objs:       []client.Object{openAccount("alice", "alice").Obj(), gpu},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").GPUs("2").Obj(),
 			wantPinned: pins("alice", "50", "5m0s", "gpu"),
 			wantHoldings: map[string]holding{
 				"alice": {Balance: 50, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 50, 50).policy("gpu", 5*time.Minute)}},
 			},
 		},
 		"the profile's account label picks among the user's accounts": {
-			objs: []client.Object{makeAccount("alice", "alice").obj(), makeAccount("physics", "alice", "bob").obj()},
-			pod:  makePod("alice").label(hcv1.LabelAccount, "physics").obj(),
+			objs: []client.Object{openAccount("alice", "alice").Obj(), openAccount("physics", "alice", "bob").Obj()},
+			pod:  testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label(hcv1.LabelAccount, "physics").Obj(),
 			// The label and the pinned account share the key hubcredits.io/account.
 			wantPinned: pins("physics", "10", "10m0s", ""),
 			wantHoldings: map[string]holding{
@@ -107,16 +107,16 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 			},
 		},
 		"a named server": {
-			objs:       []client.Object{makeAccount("alice", "alice").obj()},
-			pod:        makePod("alice").server("gpu").obj(),
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "gpu").Obj(),
 			wantPinned: pins("alice", "10", "10m0s", ""),
 			wantHoldings: map[string]holding{
 				"alice": {Balance: 90, Servers: []entry{reserved("jupyter-alice--gpu", "alice", "alice", 10, 10).server("gpu")}},
 			},
 		},
 		"a free server at balance 0 is admitted without a reservation": {
-			objs:       []client.Object{makeAccount("alice", "alice").balance(0).obj(), makePolicy("free").value(0).obj()},
-			pod:        makePod("alice").obj(),
+			objs:       []client.Object{openAccount("alice", "alice").Balance(0).Obj(), storedPolicy("free").Value(0).Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned: with(pins("alice", "0", "10m0s", "free"), hcv1.AnnotationReservation, ""),
 			wantHoldings: map[string]holding{
 				"alice": {Balance: 0},
@@ -124,10 +124,10 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		},
 		"the project pool pays first, the wallet the rest": {
 			objs: []client.Object{
-				makeAccount("physics").balance(4).obj(),
-				makeAccount("alice", "alice").project("physics").obj(),
+				openAccount("physics").Balance(4).Obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:        makePod("alice").obj(),
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
 			wantHoldings: map[string]holding{
 				"physics": {Balance: 0, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 4)}},
@@ -136,10 +136,10 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		},
 		"the project pool pays it all": {
 			objs: []client.Object{
-				makeAccount("physics").balance(50).obj(),
-				makeAccount("alice", "alice").project("physics").obj(),
+				openAccount("physics").Balance(50).Obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:        makePod("alice").obj(),
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
 			wantHoldings: map[string]holding{
 				"physics": {Balance: 40, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 10)}},
@@ -148,10 +148,10 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		},
 		"an empty project pool: the wallet pays it all and the pool keeps no entry": {
 			objs: []client.Object{
-				makeAccount("physics").balance(0).obj(),
-				makeAccount("alice", "alice").project("physics").obj(),
+				openAccount("physics").Balance(0).Obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:        makePod("alice").obj(),
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
 			wantHoldings: map[string]holding{
 				"physics": {Balance: 0},
@@ -160,10 +160,10 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 		},
 		"a pool that also lists the user does not make the wallet ambiguous": {
 			objs: []client.Object{
-				makeAccount("physics", "alice", "bob").balance(4).obj(),
-				makeAccount("alice", "alice").project("physics").obj(),
+				openAccount("physics", "alice", "bob").Balance(4).Obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:        makePod("alice").obj(),
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantPinned: with(pins("alice", "10", "10m0s", ""), hcv1.AnnotationProject, "physics"),
 			wantHoldings: map[string]holding{
 				"physics": {Balance: 0, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 10, 4)}},
@@ -174,7 +174,7 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			env := newWebhookEnv(tc.objs...)
-			req := makeRequest(t, tc.pod).obj()
+			req := makeRequest(t, tc.pod).Obj()
 
 			resp := env.h.Handle(context.Background(), req)
 
@@ -202,8 +202,8 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 }
 
 func TestPodAdmitterDenies(t *testing.T) {
-	gpu := makePolicy("gpu").priority(10).every(5*time.Minute).selecting("hubcredits.io/policy", "gpu").
-		valueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").obj()
+	gpu := storedPolicy("gpu").Priority(10).Every(5*time.Minute).Selecting("hubcredits.io/policy", "gpu").
+		ValueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").Obj()
 	cases := map[string]struct {
 		objs     []client.Object
 		pod      *corev1.Pod
@@ -212,65 +212,65 @@ func TestPodAdmitterDenies(t *testing.T) {
 		wantMsg  string
 	}{
 		"not enough credits": {
-			objs:    []client.Object{makeAccount("alice", "alice").balance(4).grant(5, 3*time.Minute).obj()},
-			pod:     makePod("alice").obj(),
+			objs:    []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"not enough credits in the pool and the wallet together": {
 			objs: []client.Object{
-				makeAccount("physics").balance(2).obj(),
-				makeAccount("alice", "alice").balance(3).project("physics").obj(),
+				openAccount("physics").Balance(2).Obj(),
+				openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 			},
-			pod:     makePod("alice").obj(),
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
 		},
 		"the user is not in the named account": {
-			objs:    []client.Object{makeAccount("physics", "alice").obj(), makeAccount("bob", "bob").obj()},
-			pod:     makePod("bob").label(hcv1.LabelAccount, "physics").obj(),
+			objs:    []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
 			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
 		},
 		"the named account is missing": {
-			objs:    []client.Object{makeAccount("bob", "bob").obj()},
-			pod:     makePod("bob").label(hcv1.LabelAccount, "chemistry").obj(),
+			objs:    []client.Object{openAccount("bob", "bob").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
 			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
 		},
 		"no account": {
-			objs:    []client.Object{makeAccount("alice", "alice").obj()},
-			pod:     makePod("dave").obj(),
+			objs:    []client.Object{openAccount("alice", "alice").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
 			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
 		},
 		"two candidate accounts": {
-			objs:    []client.Object{makeAccount("carol-b", "carol").obj(), makeAccount("carol-a", "carol").obj()},
-			pod:     makePod("carol").obj(),
+			objs:    []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
 			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
 		},
 		"no username annotation": {
-			objs:    []client.Object{makeAccount("erin", "erin").obj()},
-			pod:     makePod("erin").noUsername().obj(),
+			objs:    []client.Object{openAccount("erin", "erin").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
 			wantMsg: `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
 		},
 		"a policy cannot price the pod": {
-			objs:    []client.Object{makeAccount("alice", "alice").obj(), gpu},
-			pod:     makePod("alice").label("hubcredits.io/policy", "gpu").obj(),
+			objs:    []client.Object{openAccount("alice", "alice").Obj(), gpu},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
 			wantMsg: `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
 		},
 		"the wallet's project pool is missing": {
-			objs:    []client.Object{makeAccount("alice", "alice").project("ghost").obj()},
-			pod:     makePod("alice").obj(),
+			objs:    []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantMsg: `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
 		},
 		"the wallet's project pool names a project itself": {
 			objs: []client.Object{
-				makeAccount("faculty").obj(),
-				makeAccount("physics").project("faculty").obj(),
-				makeAccount("alice", "alice").project("physics").obj(),
+				openAccount("faculty").Obj(),
+				openAccount("physics").Project("faculty").Obj(),
+				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:     makePod("alice").obj(),
+			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			wantMsg: `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
 		},
 		"someone other than the hub creates a user pod": {
-			objs:     []client.Object{makeAccount("alice", "alice").obj()},
-			pod:      makePod("alice").obj(),
+			objs:     []client.Object{openAccount("alice", "alice").Obj()},
+			pod:      testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			by:       "mallory",
 			creators: []string{hubSA},
 			wantMsg:  `Only JupyterHub may start user servers in this namespace; mallory may not.`,
@@ -282,11 +282,11 @@ func TestPodAdmitterDenies(t *testing.T) {
 			env.h.Creators = tc.creators
 			rb := makeRequest(t, tc.pod)
 			if tc.by != "" {
-				rb.by(tc.by)
+				rb.By(tc.by)
 			}
 			before := versions(t, env.api)
 
-			resp := env.h.Handle(context.Background(), rb.obj())
+			resp := env.h.Handle(context.Background(), rb.Obj())
 
 			if resp.Allowed {
 				t.Fatalf("admitted, want a denial %q", tc.wantMsg)
@@ -314,41 +314,41 @@ func TestPodAdmitterPassesWhatItDoesNotPrice(t *testing.T) {
 	}{
 		"a placeholder pod": {
 			req: func(t *testing.T) admission.Request {
-				return makeRequest(t, makePod("nobody").label(hcv1.ComponentLabel, "user-placeholder").obj()).obj()
+				return makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "nobody", "").Label(hcv1.ComponentLabel, "user-placeholder").Obj()).Obj()
 			},
 		},
 		"a pod without the component label": {
 			req: func(t *testing.T) admission.Request {
-				p := makePod("nobody").obj()
+				p := testutil.MakeKubeSpawnerPod(testNS, "nobody", "").Obj()
 				delete(p.Labels, hcv1.ComponentLabel)
-				return makeRequest(t, p).obj()
+				return makeRequest(t, p).Obj()
 			},
 		},
 		"an update of a user pod": {
 			req: func(t *testing.T) admission.Request {
-				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Update).obj()
+				return makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Op(admissionv1.Update).Obj()
 			},
 		},
 		"a delete of a user pod": {
 			req: func(t *testing.T) admission.Request {
-				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Delete).raw(nil).obj()
+				return makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Op(admissionv1.Delete).Raw(nil).Obj()
 			},
 		},
 		"a connect (exec) to a user pod": {
 			req: func(t *testing.T) admission.Request {
-				return makeRequest(t, makePod("alice").obj()).op(admissionv1.Connect).raw([]byte(`{"kind":"PodExecOptions"}`)).obj()
+				return makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Op(admissionv1.Connect).Raw([]byte(`{"kind":"PodExecOptions"}`)).Obj()
 			},
 		},
 		"a create of another kind": {
 			req: func(t *testing.T) admission.Request {
-				return makeRequest(t, makePod("alice").obj()).kind("Binding").obj()
+				return makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Kind("Binding").Obj()
 			},
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			// alice could not pay: a priced request would be denied.
-			env := newWebhookEnv(makeAccount("alice", "alice").balance(0).obj())
+			env := newWebhookEnv(openAccount("alice", "alice").Balance(0).Obj())
 			before := versions(t, env.api)
 
 			resp := env.h.Handle(context.Background(), tc.req(t))
@@ -378,8 +378,8 @@ func TestPodAdmitterRejectsMalformedRequests(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newWebhookEnv(makeAccount("alice", "alice").obj())
-			req := makeRequest(t, makePod("alice").obj()).raw(tc.raw).obj()
+			env := newWebhookEnv(openAccount("alice", "alice").Obj())
+			req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Raw(tc.raw).Obj()
 
 			resp := env.h.Handle(context.Background(), req)
 
@@ -411,9 +411,9 @@ func TestPodAdmitterDryRunWritesNothing(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newWebhookEnv(makeAccount("alice", "alice").balance(tc.balance).obj())
+			env := newWebhookEnv(openAccount("alice", "alice").Balance(tc.balance).Obj())
 			before := versions(t, env.api)
-			req := makeRequest(t, makePod("alice").obj()).dryRun().obj()
+			req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).DryRun().Obj()
 
 			resp := env.h.Handle(context.Background(), req)
 
@@ -441,7 +441,7 @@ func TestPodAdmitterDryRunDoesNotCreateWallets(t *testing.T) {
 	env := newWebhookEnv()
 	env.h.AutoCreate = &WalletTemplate{Cap: 50}
 
-	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).dryRun().obj())
+	resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "newbie", "").Obj()).DryRun().Obj())
 
 	if !resp.Allowed {
 		t.Fatalf("denied: %s", message(resp))
@@ -466,14 +466,14 @@ func TestPodAdmitterCreators(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newWebhookEnv(makeAccount("alice", "alice").obj())
+			env := newWebhookEnv(openAccount("alice", "alice").Obj())
 			env.h.Creators = tc.creators
-			pb := makePod("alice")
+			pb := testutil.MakeKubeSpawnerPod(testNS, "alice", "")
 			if tc.placeholder {
-				pb.label(hcv1.ComponentLabel, "user-placeholder")
+				pb.Label(hcv1.ComponentLabel, "user-placeholder")
 			}
 
-			resp := env.h.Handle(context.Background(), makeRequest(t, pb.obj()).by(tc.by).obj())
+			resp := env.h.Handle(context.Background(), makeRequest(t, pb.Obj()).By(tc.by).Obj())
 
 			if resp.Allowed != tc.wantAllowed {
 				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
@@ -538,10 +538,10 @@ func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newWebhookEnv(makeAccount("someone-else", "bob").obj())
+			env := newWebhookEnv(openAccount("someone-else", "bob").Obj())
 			env.h.AutoCreate = tmpl
-			pod := makePod("x").annotation(hcv1.AnnotationUsername, tc.user).obj()
-			req := makeRequest(t, pod).obj()
+			pod := testutil.MakeKubeSpawnerPod(testNS, "x", "").Annotation(hcv1.AnnotationUsername, tc.user).Obj()
+			req := makeRequest(t, pod).Obj()
 
 			resp := env.h.Handle(context.Background(), req)
 
@@ -579,12 +579,12 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 		wantHoldings map[string]holding
 	}{
 		"another user's account has the name": {
-			existing:     makeAccount("wallet-newbie", "mallory").obj(),
+			existing:     openAccount("wallet-newbie", "mallory").Obj(),
 			wantMsg:      `No credit account for user "newbie" — ask your hub admin.`,
 			wantHoldings: map[string]holding{"wallet-newbie": {Balance: 100}},
 		},
 		"a concurrent spawn created it (the cache has not seen it yet)": {
-			existing:    makeAccount("wallet-newbie", "newbie").obj(),
+			existing:    openAccount("wallet-newbie", "newbie").Obj(),
 			wantAllowed: true,
 			wantHoldings: map[string]holding{
 				"wallet-newbie": {Balance: 90, Servers: []entry{reserved("jupyter-newbie", "newbie", "wallet-newbie", 10, 10)}},
@@ -593,12 +593,12 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := newAPI(nil, tc.existing)
-			staleCache := newAPI(nil)
+			api := testutil.NewFakeClient(nil, tc.existing)
+			staleCache := testutil.NewFakeClient(nil)
 			env := newWebhookEnvWith(staleCache, api, api)
 			env.h.AutoCreate = &WalletTemplate{Cap: 50}
 
-			resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).obj())
+			resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "newbie", "").Obj()).Obj())
 
 			if resp.Allowed != tc.wantAllowed {
 				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
@@ -617,10 +617,10 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 // the Reserver reads its account from that cache and gives up on NotFound
 // without a live read, so a new user's first spawn is denied.
 func TestPodAdmitterAutoCreatedWalletNotYetCached(t *testing.T) {
-	api := newAPI(nil)
+	api := testutil.NewFakeClient(nil)
 	// The manager's client: writes reach the API, reads come from a cache
 	// that has not yet seen the wallet this process created.
-	mgrClient := newAPI(&interceptor.Funcs{
+	mgrClient := testutil.NewFakeClient(&interceptor.Funcs{
 		Create: func(ctx context.Context, _ client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			return api.Create(ctx, obj, opts...)
 		},
@@ -631,7 +631,7 @@ func TestPodAdmitterAutoCreatedWalletNotYetCached(t *testing.T) {
 	env := newWebhookEnvWith(mgrClient, mgrClient, api)
 	env.h.AutoCreate = &WalletTemplate{Cap: 50}
 
-	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("newbie").obj()).obj())
+	resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "newbie", "").Obj()).Obj())
 
 	if !resp.Allowed {
 		t.Fatalf("a new user's first spawn was denied: %s", message(resp))
@@ -660,9 +660,9 @@ func TestPodAdmitterShadowMode(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newWebhookEnv(makeAccount("alice", "alice").balance(tc.balance).obj())
+			env := newWebhookEnv(openAccount("alice", "alice").Balance(tc.balance).Obj())
 			env.h.Shadow = true
-			req := makeRequest(t, makePod("alice").obj()).obj()
+			req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj()
 
 			resp := env.h.Handle(context.Background(), req)
 
@@ -684,10 +684,10 @@ func TestPodAdmitterShadowMode(t *testing.T) {
 // its dry run is denied: the dry-run branch calls fail without the
 // shadow check.
 func TestPodAdmitterShadowDryRunMatchesTheRealCreate(t *testing.T) {
-	env := newWebhookEnv(makeAccount("alice", "alice").balance(3).obj())
+	env := newWebhookEnv(openAccount("alice", "alice").Balance(3).Obj())
 	env.h.Shadow = true
 
-	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).dryRun().obj())
+	resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).DryRun().Obj())
 
 	if !resp.Allowed {
 		t.Fatalf("shadow mode denied a dry run: %s", message(resp))
@@ -697,17 +697,17 @@ func TestPodAdmitterShadowDryRunMatchesTheRealCreate(t *testing.T) {
 // The cache says the wallet can pay its part, but it cannot: the pool's
 // share, already written, is given back.
 func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("physics").balance(4).obj(),
-		makeAccount("alice", "alice").balance(3).project("physics").obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("physics").Balance(4).Obj(),
+		openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 	)
-	staleCache := newAPI(nil,
-		makeAccount("physics").balance(4).obj(),
-		makeAccount("alice", "alice").balance(10).project("physics").obj(),
+	staleCache := testutil.NewFakeClient(nil,
+		openAccount("physics").Balance(4).Obj(),
+		openAccount("alice", "alice").Balance(10).Project("physics").Obj(),
 	)
 	env := newWebhookEnvWith(staleCache, api, api)
 
-	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+	resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj())
 
 	if resp.Allowed {
 		t.Fatal("admitted a server the wallet cannot pay its part of")
@@ -739,17 +739,17 @@ func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
 // The denial above quotes the pool's balance as it was between taking and
 // returning its share.
 func TestPodAdmitterPoolShareDenialQuotesTheReturnedBalance(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("physics").balance(4).obj(),
-		makeAccount("alice", "alice").balance(3).project("physics").obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("physics").Balance(4).Obj(),
+		openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 	)
-	staleCache := newAPI(nil,
-		makeAccount("physics").balance(4).obj(),
-		makeAccount("alice", "alice").balance(10).project("physics").obj(),
+	staleCache := testutil.NewFakeClient(nil,
+		openAccount("physics").Balance(4).Obj(),
+		openAccount("alice", "alice").Balance(10).Project("physics").Obj(),
 	)
 	env := newWebhookEnvWith(staleCache, api, api)
 
-	resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+	resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj())
 
 	want := `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 4 and account "alice" has 3.`
 	if got := message(resp); got != want {
@@ -760,9 +760,9 @@ func TestPodAdmitterPoolShareDenialQuotesTheReturnedBalance(t *testing.T) {
 // A reservation that cannot be written in time is an error the hub retries,
 // not a denial.
 func TestPodAdmitterTimesOut(t *testing.T) {
-	api := newAPI(nil, makeAccount("alice", "alice").obj())
+	api := testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj())
 	gate := make(chan struct{})
-	slow := newAPI(&interceptor.Funcs{
+	slow := testutil.NewFakeClient(&interceptor.Funcs{
 		Get: func(ctx context.Context, _ client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			<-gate
 			return api.Get(ctx, key, obj, opts...)
@@ -775,7 +775,7 @@ func TestPodAdmitterTimesOut(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 
-	resp := env.h.Handle(ctx, makeRequest(t, makePod("alice").obj()).obj())
+	resp := env.h.Handle(ctx, makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj())
 	close(gate)
 	waitDrained(t, env.h.Reserver)
 
@@ -795,32 +795,28 @@ func TestPodAdmitterTimesOut(t *testing.T) {
 func TestPodAdmitterPriceErrorsDoNotEchoTheToken(t *testing.T) {
 	cases := map[string]struct {
 		policy *hcv1.BillingPolicy
-		bug    string
 	}{
 		"int() of the token": {
-			policy: makePolicy("bad").valueExpr("int(pod.spec.containers[0].env[0].value)").obj(),
+			policy: storedPolicy("bad").ValueExpr("int(pod.spec.containers[0].env[0].value)").Obj(),
 		},
 		"a bool match on the token": {
-			policy: makePolicy("bad").value(1).matchExpr("pod.spec.containers[0].env[0].value + 1 > 0").obj(),
+			policy: storedPolicy("bad").Value(1).Match("pod.spec.containers[0].env[0].value + 1 > 0").Obj(),
 		},
 		"a map key from the token": {
-			policy: makePolicy("bad").valueExpr("pod.metadata.labels[pod.spec.containers[0].env[0].value] == 'x' ? 1 : 2").obj(),
-			bug:    "billing/messages.go PriceErrorMessage quotes CEL runtime errors verbatim: 'no such key: <token>'",
+			policy: storedPolicy("bad").ValueExpr("pod.metadata.labels[pod.spec.containers[0].env[0].value] == 'x' ? 1 : 2").Obj(),
 		},
 		"a duration from the token": {
-			policy: makePolicy("bad").valueExpr("duration(pod.spec.containers[0].env[0].value).getSeconds()").obj(),
+			policy: storedPolicy("bad").ValueExpr("duration(pod.spec.containers[0].env[0].value).getSeconds()").Obj(),
 		},
 		"a quantity from the token": {
-			policy: makePolicy("bad").valueExpr("quantity(pod.spec.containers[0].env[0].value).asInteger()").obj(),
+			policy: storedPolicy("bad").ValueExpr("quantity(pod.spec.containers[0].env[0].value).asInteger()").Obj(),
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			if tc.bug != "" {
-			}
-			env := newWebhookEnv(makeAccount("alice", "alice").obj(), tc.policy)
+			env := newWebhookEnv(openAccount("alice", "alice").Obj(), tc.policy)
 
-			resp := env.h.Handle(context.Background(), makeRequest(t, makePod("alice").obj()).obj())
+			resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj())
 
 			if resp.Allowed {
 				t.Fatalf("admitted a pod the policy cannot price (%v)", resp.Patches)
@@ -859,11 +855,11 @@ func waitDrained(t *testing.T, r *Reserver) {
 // server's entry (and, seeing a different pod UID, settles that server as
 // gone); a pod whose wallet has no pool keeps a foreign project.
 func TestPodAdmitterOverridesPresetAnnotations(t *testing.T) {
-	env := newWebhookEnv(makeAccount("alice", "alice").obj(), makePolicy("free").value(0).obj())
-	pod := makePod("alice").
-		annotation(hcv1.AnnotationReservation, "someone-elses-reservation").
-		annotation(hcv1.AnnotationProject, "physics").obj()
-	req := makeRequest(t, pod).obj()
+	env := newWebhookEnv(openAccount("alice", "alice").Obj(), storedPolicy("free").Value(0).Obj())
+	pod := testutil.MakeKubeSpawnerPod(testNS, "alice", "").
+		Annotation(hcv1.AnnotationReservation, "someone-elses-reservation").
+		Annotation(hcv1.AnnotationProject, "physics").Obj()
+	req := makeRequest(t, pod).Obj()
 
 	resp := env.h.Handle(context.Background(), req)
 
@@ -883,13 +879,13 @@ func TestPodAdmitterOverridesPresetAnnotations(t *testing.T) {
 
 // A paid admission overwrites every annotation it pins.
 func TestPodAdmitterOverwritesPinnedAnnotations(t *testing.T) {
-	env := newWebhookEnv(makeAccount("alice", "alice").obj())
-	pod := makePod("alice").
-		annotation(hcv1.AnnotationReservation, "forged").
-		annotation(hcv1.AnnotationBillingValue, "0").
-		annotation(hcv1.AnnotationBillingInterval, "8760h").
-		annotation(hcv1.AnnotationPolicy, "free").obj()
-	req := makeRequest(t, pod).obj()
+	env := newWebhookEnv(openAccount("alice", "alice").Obj())
+	pod := testutil.MakeKubeSpawnerPod(testNS, "alice", "").
+		Annotation(hcv1.AnnotationReservation, "forged").
+		Annotation(hcv1.AnnotationBillingValue, "0").
+		Annotation(hcv1.AnnotationBillingInterval, "8760h").
+		Annotation(hcv1.AnnotationPolicy, "free").Obj()
+	req := makeRequest(t, pod).Obj()
 
 	resp := env.h.Handle(context.Background(), req)
 
@@ -914,10 +910,10 @@ func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
 	}}
 
 	t.Run("the cache lags: the live policy prices the pod", func(t *testing.T) {
-		api := newAPI(countLists, makeAccount("alice", "alice").obj(), makePolicy("gpu").value(25).obj())
-		staleCache := newAPI(nil, makeAccount("alice", "alice").obj())
+		api := testutil.NewFakeClient(countLists, openAccount("alice", "alice").Obj(), storedPolicy("gpu").Value(25).Obj())
+		staleCache := testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj())
 		env := newWebhookEnvWith(staleCache, api, api)
-		req := makeRequest(t, makePod("alice").obj()).obj()
+		req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj()
 
 		resp := env.h.Handle(context.Background(), req)
 
@@ -931,17 +927,17 @@ func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
 
 	t.Run("no policies at all: the default price, and one live list per TTL", func(t *testing.T) {
 		liveLists.Store(0)
-		api := newAPI(countLists, makeAccount("alice", "alice").obj())
+		api := testutil.NewFakeClient(countLists, openAccount("alice", "alice").Obj())
 		env := newWebhookEnvWith(api, api, api)
 		spawn := func(server string) string {
-			req := makeRequest(t, makePod("alice").server(server).obj()).obj()
+			req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", server).Obj()).Obj()
 			resp := env.h.Handle(context.Background(), req)
 			if !resp.Allowed {
 				t.Fatalf("denied: %s", message(resp))
 			}
 			return pinned(applyPatch(t, req, resp))[hcv1.AnnotationBillingValue]
 		}
-		lists := func() int32 { return liveLists.Load() } // the cache and the API are one fake here: both count
+		lists := liveLists.Load // the cache and the API are one fake here: both count
 
 		if got := spawn("a"); got != "10" {
 			t.Errorf("pinned price %q, want the default 10", got)

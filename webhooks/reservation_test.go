@@ -12,6 +12,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // The pool step loses its first write to a writer that empties the pool;
@@ -23,9 +24,9 @@ import (
 // its entry recorded ProjectPaid 4 that the pool never paid (13 credits
 // moved for 20 of periods with two members spawning at once).
 func TestReservePoolEmptiedDuringARetryTakesNothingFromIt(t *testing.T) {
-	api := newAPI(nil,
-		makeAccount("pool").balance(4).obj(),
-		makeAccount("alice", "alice").balance(100).project("pool").obj(),
+	api := testutil.NewFakeClient(nil,
+		openAccount("pool").Balance(4).Obj(),
+		openAccount("alice", "alice").Balance(100).Project("pool").Obj(),
 	)
 	r, _ := newReserver(api, func(ctx context.Context, c client.Client, obj client.Object, n int32) error {
 		if obj.GetName() == "pool" && n == 1 {

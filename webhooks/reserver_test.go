@@ -125,7 +125,7 @@ func TestReserverAppliesConcurrentRequestsExactly(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := newAPI(nil, makeAccount("pool", "u").balance(tc.balance).obj())
+			api := testutil.NewFakeClient(nil, openAccount("pool", "u").Balance(tc.balance).Obj())
 			var update func(ctx context.Context, c client.Client, obj client.Object, n int32) error
 			if tc.conflictFirst {
 				update = func(ctx context.Context, c client.Client, obj client.Object, n int32) error {
@@ -222,7 +222,7 @@ func waitQueued(t *testing.T, r *Reserver, key types.NamespacedName, n int) {
 }
 
 func TestReserverWritesABatchOnce(t *testing.T) {
-	api := newAPI(nil, makeAccount("pool", "u").balance(5).obj())
+	api := testutil.NewFakeClient(nil, openAccount("pool", "u").Balance(5).Obj())
 	r, w := newReserver(api, nil)
 	errBoom := errors.New("boom")
 	var fns []func(*hcv1.CreditAccount, time.Time) error
@@ -239,10 +239,10 @@ func TestReserverWritesABatchOnce(t *testing.T) {
 
 	var errs []string
 	for _, res := range got {
-		switch {
-		case res.err == nil:
+		switch res.err {
+		case nil:
 			errs = append(errs, "ok")
-		case res.err == errBoom: //nolint:errorlint // returned as is
+		case errBoom: //nolint:errorlint // errBoom is returned as is: identity, not kind
 			errs = append(errs, "boom")
 		default:
 			var ie *billing.InsufficientError
@@ -279,9 +279,9 @@ func TestReserverWritesABatchOnce(t *testing.T) {
 // ledger line are written too.
 func TestReserverFailedPoolStepLeavesNoEntry(t *testing.T) {
 	env := newWebhookEnv(
-		makeAccount("pool").balance(4).obj(),
-		makeAccount("alice", "alice").project("pool").obj(),
-		makeAccount("bob", "bob").project("pool").obj(),
+		openAccount("pool").Balance(4).Obj(),
+		openAccount("alice", "alice").Project("pool").Obj(),
+		openAccount("bob", "bob").Project("pool").Obj(),
 	)
 	release := holdQueue(env.h.Reserver, poolKey)
 	var wg sync.WaitGroup
@@ -291,7 +291,7 @@ func TestReserverFailedPoolStepLeavesNoEntry(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp := env.h.Handle(context.Background(), makeRequest(t, makePod(user).obj()).uid("req-"+user).obj())
+			resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, user, "").Obj()).UID("req-"+user).Obj())
 			mu.Lock()
 			resps[user] = resp.Allowed
 			mu.Unlock()
@@ -348,7 +348,7 @@ func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := newAPI(nil, makeAccount("pool", "u").obj())
+			api := testutil.NewFakeClient(nil, openAccount("pool", "u").Obj())
 			r, w := newReserver(api, func(ctx context.Context, c client.Client, obj client.Object, n int32) error {
 				if tc.concurrent && n == 1 {
 					other := &hcv1.CreditAccount{}
@@ -409,7 +409,7 @@ func TestReserverAccountGone(t *testing.T) {
 	}{
 		"no such account": {},
 		"deleted between the read and the write": {
-			objs: []client.Object{makeAccount("pool", "u").obj()},
+			objs: []client.Object{openAccount("pool", "u").Obj()},
 			update: func(context.Context, client.Client, client.Object, int32) error {
 				return notFound
 			},
@@ -417,7 +417,7 @@ func TestReserverAccountGone(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, _ := newReserver(newAPI(nil, tc.objs...), tc.update)
+			r, _ := newReserver(testutil.NewFakeClient(nil, tc.objs...), tc.update)
 
 			_, err := r.Do(context.Background(), poolKey, takeOne("alice"))
 
@@ -431,7 +431,7 @@ func TestReserverAccountGone(t *testing.T) {
 // The cache lags behind this replica's own writes; the Reserver starts
 // from the copy it wrote instead of conflicting on the stale one.
 func TestReserverPrefersItsOwnNewerWrite(t *testing.T) {
-	api := newAPI(nil, makeAccount("pool", "u").obj())
+	api := testutil.NewFakeClient(nil, openAccount("pool", "u").Obj())
 	frozen := getAccount(t, api, poolKey)
 	r, w := newReserver(api, nil)
 	stale := interceptor.NewClient(api, interceptor.Funcs{

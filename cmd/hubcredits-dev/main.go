@@ -125,13 +125,15 @@ func supervise(op *exec.Cmd) error {
 	case s := <-sig:
 		_ = op.Process.Signal(s)
 	}
+	// A requested stop: the operator's exit status now says how it took
+	// the signal (or the kill), which is no failure of this command.
 	ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 	defer cancel()
 	select {
-	case <-exited:
+	case <-exited: //nolint:errcheck // the status of a requested stop (above)
 	case <-ctx.Done():
 		_ = op.Process.Kill()
-		<-exited
+		<-exited //nolint:errcheck // the status of a requested stop (above)
 	}
 	return nil
 }

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -36,7 +36,7 @@ type Options struct {
 	// local webhook server (see Env.WebhookHost/Port/CertDir).
 	Webhooks bool
 	// FailurePolicy of the pod webhook ("" keeps the generated Fail).
-	FailurePolicy admissionv1.FailurePolicyType
+	FailurePolicy admissionregistrationv1.FailurePolicyType
 	// ExcludeNamespaces are never sent to the pod webhook (kube-system always).
 	ExcludeNamespaces []string
 }
@@ -143,7 +143,7 @@ func (e *Env) killAPIServer() (string, []string, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return argv[0], argv[1:], nil
+	return argv[0], argv[1:], nil //nolint:nilerr // the failed Stat of /proc/<pid> is the success: the process is gone
 }
 
 // FindProcess returns the pid and command line of a running process named
@@ -249,13 +249,13 @@ func (e *Env) AdminKubeconfig() ([]byte, error) {
 // WebhookConfigs reads the generated webhook configurations and scopes the
 // pod webhook the way the chart does: singleuser pods only, never
 // kube-system or the excluded namespaces.
-func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []string) ([]*admissionv1.MutatingWebhookConfiguration, []*admissionv1.ValidatingWebhookConfiguration, error) {
+func WebhookConfigs(root string, fp admissionregistrationv1.FailurePolicyType, exclude []string) ([]*admissionregistrationv1.MutatingWebhookConfiguration, []*admissionregistrationv1.ValidatingWebhookConfiguration, error) {
 	data, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
 	if err != nil {
 		return nil, nil, err
 	}
-	var muts []*admissionv1.MutatingWebhookConfiguration
-	var vals []*admissionv1.ValidatingWebhookConfiguration
+	var muts []*admissionregistrationv1.MutatingWebhookConfiguration
+	var vals []*admissionregistrationv1.ValidatingWebhookConfiguration
 	for _, doc := range bytes.Split(data, []byte("\n---")) {
 		doc = bytes.TrimSpace(doc)
 		if len(doc) == 0 || bytes.Equal(doc, []byte("---")) {
@@ -267,7 +267,7 @@ func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []str
 		}
 		switch meta.Kind {
 		case "MutatingWebhookConfiguration":
-			m := &admissionv1.MutatingWebhookConfiguration{}
+			m := &admissionregistrationv1.MutatingWebhookConfiguration{}
 			if err := yaml.Unmarshal(doc, m); err != nil {
 				return nil, nil, err
 			}
@@ -280,7 +280,7 @@ func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []str
 			}
 			muts = append(muts, m)
 		case "ValidatingWebhookConfiguration":
-			v := &admissionv1.ValidatingWebhookConfiguration{}
+			v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 			if err := yaml.Unmarshal(doc, v); err != nil {
 				return nil, nil, err
 			}
@@ -300,7 +300,7 @@ func WebhookConfigs(root string, fp admissionv1.FailurePolicyType, exclude []str
 }
 
 // ScopePodWebhook sets the selectors of the pod webhook.
-func ScopePodWebhook(w *admissionv1.MutatingWebhook, exclude []string) {
+func ScopePodWebhook(w *admissionregistrationv1.MutatingWebhook, exclude []string) {
 	w.ObjectSelector, w.NamespaceSelector = podSelectors(exclude)
 }
 

@@ -1,5 +1,3 @@
-// Package testutil holds helpers shared by the unit tests of the
-// controllers and webhooks packages.
 package testutil
 
 import (

@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // variant is one namespace of the admission scenario.
@@ -74,11 +75,11 @@ func (b *bench) admission(ctx context.Context) error {
 		return err
 	}
 	// (c) a policy and a wallet per user.
-	if err := b.c.Create(ctx, policy(nsWebhook, "bench", 1, 10*time.Minute)); err != nil {
+	if err := b.c.Create(ctx, testutil.MakePolicy(nsWebhook, "bench").Value(1).Every(10*time.Minute).Selecting(hcv1.ComponentLabel, hcv1.SingleuserComponent).Obj()); err != nil {
 		return err
 	}
 	if err := b.createAccounts(ctx, nsWebhook, perVariant, func(i int) *hcv1.CreditAccount {
-		return account(nsWebhook, user(i), 100, 100, user(i))
+		return testutil.MakeAccount(nsWebhook, user(i), user(i)).Cap(100).InitialBalance(100).Obj()
 	}); err != nil {
 		return err
 	}

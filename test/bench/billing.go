@@ -18,6 +18,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // server is what the harness knows about one billed server.
@@ -113,11 +114,11 @@ func (b *bench) billing(ctx context.Context) error {
 	if err := b.namespace(ctx, ns); err != nil {
 		return err
 	}
-	if err := b.c.Create(ctx, policy(ns, "bench", 1, c.interval)); err != nil {
+	if err := b.c.Create(ctx, testutil.MakePolicy(ns, "bench").Value(1).Every(c.interval).Selecting(hcv1.ComponentLabel, hcv1.SingleuserComponent).Obj()); err != nil {
 		return err
 	}
 	if err := b.createAccounts(ctx, ns, accounts, func(i int) *hcv1.CreditAccount {
-		return account(ns, user(i), 1000, 1000, user(i))
+		return testutil.MakeAccount(ns, user(i), user(i)).Cap(1000).InitialBalance(1000).Obj()
 	}); err != nil {
 		return err
 	}

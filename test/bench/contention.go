@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // spawnResult counts the outcomes of a burst of spawns.
@@ -100,12 +101,12 @@ func (b *bench) contention(ctx context.Context) error {
 	if err := b.namespace(ctx, nsRace); err != nil {
 		return err
 	}
-	if err := b.c.Create(ctx, policy(nsRace, "bench", price, 10*time.Minute)); err != nil {
+	if err := b.c.Create(ctx, testutil.MakePolicy(nsRace, "bench").Value(price).Every(10*time.Minute).Selecting(hcv1.ComponentLabel, hcv1.SingleuserComponent).Obj()); err != nil {
 		return err
 	}
 	balance := int64(c.raceAffords * price)
 	if err := b.createAccounts(ctx, nsRace, 1, func(int) *hcv1.CreditAccount {
-		return account(nsRace, "alice", balance, balance, "alice")
+		return testutil.MakeAccount(nsRace, "alice", "alice").Cap(balance).InitialBalance(balance).Obj()
 	}); err != nil {
 		return err
 	}
@@ -138,11 +139,11 @@ func (b *bench) contention(ctx context.Context) error {
 	if err := b.namespace(ctx, nsSpread); err != nil {
 		return err
 	}
-	if err := b.c.Create(ctx, policy(nsSpread, "bench", price, 10*time.Minute)); err != nil {
+	if err := b.c.Create(ctx, testutil.MakePolicy(nsSpread, "bench").Value(price).Every(10*time.Minute).Selecting(hcv1.ComponentLabel, hcv1.SingleuserComponent).Obj()); err != nil {
 		return err
 	}
 	if err := b.createAccounts(ctx, nsSpread, c.spread, func(i int) *hcv1.CreditAccount {
-		return account(nsSpread, user(i), price, price, user(i))
+		return testutil.MakeAccount(nsSpread, user(i), user(i)).Cap(price).InitialBalance(price).Obj()
 	}); err != nil {
 		return err
 	}

@@ -12,7 +12,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -99,24 +98,6 @@ func (b *bench) namespace(ctx context.Context, name string) error {
 		return err
 	}
 	return nil
-}
-
-func account(ns, name string, capacity, balance int64, users ...string) *hcv1.CreditAccount {
-	return &hcv1.CreditAccount{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec:       hcv1.CreditAccountSpec{Users: users, Cap: capacity, InitialBalance: ptr.To(balance)},
-	}
-}
-
-func policy(ns, name string, value int64, interval time.Duration) *hcv1.BillingPolicy {
-	return &hcv1.BillingPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: hcv1.BillingPolicySpec{
-			PodSelector:     &metav1.LabelSelector{MatchLabels: map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}},
-			BillingValue:    ptr.To(value),
-			BillingInterval: metav1.Duration{Duration: interval},
-		},
-	}
 }
 
 // parallel runs fn(i) for i in [0, n) on workers goroutines and returns the

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 const nsWriteCost = "bench-writecost"
@@ -118,7 +119,7 @@ func (b *bench) writeCost(ctx context.Context) error {
 // server runs, with the given number of ledger entries.
 func benchAccountWithLedger(name string, ledger int) *hcv1.CreditAccount {
 	now := metav1.Now()
-	a := account(nsWriteCost, name, 1_000_000, 1_000_000, name)
+	a := testutil.MakeAccount(nsWriteCost, name, name).Cap(1_000_000).InitialBalance(1_000_000).Obj()
 	pod := "jupyter-" + name
 	a.Status = hcv1.CreditAccountStatus{OpenedAt: &now, GrantedThrough: &now, Balance: 1_000_000, RunningServers: 1,
 		Servers: []hcv1.ServerCharge{{ID: "0b7e2c1a-5d4f-4e8a-9c3b-2f1d6e7a8b9c", Pod: pod, PodUID: "6a5b4c3d-2e1f-4a9b-8c7d-6e5f4a3b2c1d",

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // denial is the Status message the API server returns to KubeSpawner for
@@ -25,8 +26,8 @@ func denial(msg string) string {
 func TestAdmissionAdmitsAndPinsThePrice(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	makeAccount(ns, "alice", "alice").cap(100).create(t)
-	pod := kubespawnerPod(ns, "alice", "")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).Obj())
+	pod := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	if err := createPod(pod); err != nil {
 		t.Fatalf("KubeSpawner's pod was refused: %v", err)
 	}
@@ -45,11 +46,11 @@ func TestAdmissionAdmitsAndPinsThePrice(t *testing.T) {
 		t.Error("no reservation annotation")
 	}
 	// The first period is paid at admission, before the pod exists.
-	if a := getAccount(t, ns, "alice"); a.Status.Balance != 90 || len(a.Status.Servers) != 1 {
+	if a := testutil.GetAccount(t, k8s, ns, "alice"); a.Status.Balance != 90 || len(a.Status.Servers) != 1 {
 		t.Fatalf("after admission: balance %d with %d servers, want 90 with 1", a.Status.Balance, len(a.Status.Servers))
 	}
 	// The user is told the price while the server starts.
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var evs corev1.EventList
 		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -68,38 +69,38 @@ func TestAdmissionAdmitsAndPinsThePrice(t *testing.T) {
 
 func TestAdmissionDenials(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").cap(100).balance(4).grant(5, 3*time.Minute).create(t)
-	makeAccount(ns, "physics", "alice").cap(100).create(t)
-	makeAccount(ns, "bob", "bob").cap(100).create(t)
-	makeAccount(ns, "carol-a", "carol").create(t)
-	makeAccount(ns, "carol-b", "carol").create(t)
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).InitialBalance(4).Grant(5, 3*time.Minute).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "physics", "alice").Cap(100).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "bob", "bob").Cap(100).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "carol-a", "carol").Obj())
+	createAccount(t, testutil.MakeAccount(ns, "carol-b", "carol").Obj())
 	cases := map[string]struct {
 		pod     *corev1.Pod
 		wantMsg string
 	}{
 		"not enough credits": {
-			pod:     withLabel(kubespawnerPod(ns, "alice", ""), hcv1.LabelAccount, "alice"),
+			pod:     testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj(),
 			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"user not in the named account": {
-			pod:     withLabel(kubespawnerPod(ns, "bob", ""), hcv1.LabelAccount, "physics"),
+			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
 			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
 		},
 		"named account missing": {
-			pod:     withLabel(kubespawnerPod(ns, "bob", ""), hcv1.LabelAccount, "chemistry"),
+			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
 			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
 		},
 		"no account": {
-			pod:     kubespawnerPod(ns, "dave", ""),
+			pod:     testutil.MakeKubeSpawnerPod(ns, "dave", "").Obj(),
 			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
 		},
 		"two candidate accounts": {
-			pod:     kubespawnerPod(ns, "carol", ""),
+			pod:     testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj(),
 			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
 		},
 		"no username annotation": {
 			pod: func() *corev1.Pod {
-				p := kubespawnerPod(ns, "erin", "")
+				p := testutil.MakeKubeSpawnerPod(ns, "erin", "").Obj()
 				delete(p.Annotations, hcv1.AnnotationUsername)
 				return p
 			}(),
@@ -115,20 +116,20 @@ func TestAdmissionDenials(t *testing.T) {
 			if got, want := err.Error(), denial(tc.wantMsg); got != want {
 				t.Fatalf("denial text:\n got: %s\nwant: %s", got, want)
 			}
-			if strings.Contains(err.Error(), plantedToken) {
+			if strings.Contains(err.Error(), testutil.HubToken) {
 				t.Fatal("the denial leaks the Hub token")
 			}
 		})
 	}
 	// Nothing was reserved by any denial.
-	if a := getAccount(t, ns, "alice"); len(a.Status.Servers) != 0 {
+	if a := testutil.GetAccount(t, k8s, ns, "alice"); len(a.Status.Servers) != 0 {
 		t.Fatalf("a denied spawn left %d reservations", len(a.Status.Servers))
 	}
 }
 
 func TestAdmissionNonSingleuserPodsPassUntouched(t *testing.T) {
 	ns := newNamespace(t)
-	p := kubespawnerPod(ns, "nobody", "")
+	p := testutil.MakeKubeSpawnerPod(ns, "nobody", "").Obj()
 	p.Labels["component"] = "user-placeholder"
 	if err := createPod(p); err != nil {
 		t.Fatal(err)
@@ -140,9 +141,9 @@ func TestAdmissionNonSingleuserPodsPassUntouched(t *testing.T) {
 
 func TestAdmissionFreePolicyAdmitsAtZero(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").balance(0).create(t)
-	createPolicy(t, makePolicy(ns, "free", 0, time.Minute))
-	p := kubespawnerPod(ns, "alice", "")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").InitialBalance(0).Obj())
+	createPolicy(t, testutil.MakePolicy(ns, "free").Value(0).Every(time.Minute).Obj())
+	p := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	if err := createPod(p); err != nil {
 		t.Fatalf("a free server was refused at balance 0: %v", err)
 	}
@@ -153,20 +154,20 @@ func TestAdmissionFreePolicyAdmitsAtZero(t *testing.T) {
 
 func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").cap(1000).create(t)
-	createPolicy(t, makePolicy(ns, "default", 10, 10*time.Minute))
-	gpu := makePolicy(ns, "gpu", 0, 5*time.Minute)
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
+	createPolicy(t, testutil.MakePolicy(ns, "default").Value(10).Every(10*time.Minute).Obj())
+	gpu := testutil.MakePolicy(ns, "gpu").Value(0).Every(5 * time.Minute).Obj()
 	gpu.Spec.BillingValue = nil
 	gpu.Spec.Priority = 10
 	gpu.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"hubcredits.io/policy": "gpu"}}
 	gpu.Spec.BillingValueExpression = "25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()"
 	createPolicy(t, gpu)
 	// Two policies with equal priority: the name that sorts first wins.
-	a := makePolicy(ns, "b-tie", 7, time.Minute)
+	a := testutil.MakePolicy(ns, "b-tie").Value(7).Every(time.Minute).Obj()
 	a.Spec.Priority = 5
 	a.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "x"}}
 	createPolicy(t, a)
-	b := makePolicy(ns, "a-tie", 3, time.Minute)
+	b := testutil.MakePolicy(ns, "a-tie").Value(3).Every(time.Minute).Obj()
 	b.Spec.Priority = 5
 	b.Spec.PodSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "x"}}
 	createPolicy(t, b)
@@ -176,9 +177,9 @@ func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
 		wantValue  string
 		wantPolicy string
 	}{
-		"default":        {pod: kubespawnerPod(ns, "alice", "plain"), wantValue: "10", wantPolicy: "default"},
-		"two GPUs":       {pod: withGPUs(withLabel(kubespawnerPod(ns, "alice", "gpu2"), "hubcredits.io/policy", "gpu"), "2"), wantValue: "50", wantPolicy: "gpu"},
-		"tie goes to a-": {pod: withLabel(kubespawnerPod(ns, "alice", "tie"), "tier", "x"), wantValue: "3", wantPolicy: "a-tie"},
+		"default":        {pod: testutil.MakeKubeSpawnerPod(ns, "alice", "plain").Obj(), wantValue: "10", wantPolicy: "default"},
+		"two GPUs":       {pod: testutil.MakeKubeSpawnerPod(ns, "alice", "gpu2").Label("hubcredits.io/policy", "gpu").GPUs("2").Obj(), wantValue: "50", wantPolicy: "gpu"},
+		"tie goes to a-": {pod: testutil.MakeKubeSpawnerPod(ns, "alice", "tie").Label("tier", "x").Obj(), wantValue: "3", wantPolicy: "a-tie"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -194,7 +195,7 @@ func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
 		})
 	}
 	// A GPU pod the expression cannot price (no GPU request) is denied with the reason.
-	err := createPod(withLabel(kubespawnerPod(ns, "alice", "nogpu"), "hubcredits.io/policy", "gpu"))
+	err := createPod(testutil.MakeKubeSpawnerPod(ns, "alice", "nogpu").Label("hubcredits.io/policy", "gpu").Obj())
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`) {
 		t.Fatalf("got %v", err)
 	}
@@ -204,7 +205,7 @@ func TestAdmissionCELPricesGPUsAndPriorityWins(t *testing.T) {
 // a balance that covers 50 admit exactly 50, and the balance ends at 0.
 func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "pool", "u").cap(500).balance(500).create(t)
+	createAccount(t, testutil.MakeAccount(ns, "pool", "u").Cap(500).InitialBalance(500).Obj())
 	const n = 200
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -214,7 +215,7 @@ func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := createPod(kubespawnerPod(ns, "u", fmt.Sprintf("s%d", i)))
+			err := createPod(testutil.MakeKubeSpawnerPod(ns, "u", fmt.Sprintf("s%d", i)).Obj())
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -239,7 +240,7 @@ func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
 	}
 	// Never more reserved than the balance covers; exactly the affordable
 	// number admitted whenever every request was answered in time.
-	a := getAccount(t, ns, "pool")
+	a := testutil.GetAccount(t, k8s, ns, "pool")
 	if a.Status.Balance != 0 || len(a.Status.Servers) != 50 || admitted > 50 {
 		t.Fatalf("balance %d with %d reservations and %d admitted; want 0 with 50, at most 50 admitted", a.Status.Balance, len(a.Status.Servers), admitted)
 	}
@@ -253,18 +254,18 @@ func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
 
 func TestAdmissionDryRunChangesNothing(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").balance(30).create(t)
-	p := kubespawnerPod(ns, "alice", "")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").InitialBalance(30).Obj())
+	p := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	if err := k8s.Create(context.Background(), p, client.DryRunAll); err != nil {
 		t.Fatal(err)
 	}
-	a := getAccount(t, ns, "alice")
+	a := testutil.GetAccount(t, k8s, ns, "alice")
 	if len(a.Status.Servers) != 0 || (a.Status.OpenedAt != nil && a.Status.Balance != 30) {
 		t.Fatalf("dry run changed the account: %+v", a.Status)
 	}
 	// And a dry run that cannot be paid is denied like the real thing.
-	makeAccount(ns, "bob", "bob").balance(3).create(t)
-	err := k8s.Create(context.Background(), kubespawnerPod(ns, "bob", ""), client.DryRunAll)
+	createAccount(t, testutil.MakeAccount(ns, "bob", "bob").InitialBalance(3).Obj())
+	err := k8s.Create(context.Background(), testutil.MakeKubeSpawnerPod(ns, "bob", "").Obj(), client.DryRunAll)
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "Not enough credits") {
 		t.Fatalf("got %v", err)
 	}
@@ -276,17 +277,17 @@ func TestAdmissionDryRunChangesNothing(t *testing.T) {
 func TestReservationWithoutPodIsRefunded(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	makeAccount(ns, "alice", "alice").balance(50).create(t)
-	if err := createPod(kubespawnerPod(ns, "alice", "")); err != nil {
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").InitialBalance(50).Obj())
+	if err := createPod(testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()); err != nil {
 		t.Fatal(err)
 	}
-	err := createPod(kubespawnerPod(ns, "alice", ""))
+	err := createPod(testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj())
 	if !apierrors.IsAlreadyExists(err) {
 		t.Fatalf("got %v, want AlreadyExists", err)
 	}
-	if a := getAccount(t, ns, "alice"); a.Status.Balance != 30 {
+	if a := testutil.GetAccount(t, k8s, ns, "alice"); a.Status.Balance != 30 {
 		t.Fatalf("balance %d after two reservations, want 30", a.Status.Balance)
 	}
-	eventually(t, testOrphanGrace+15*time.Second, balanceIs(t, ns, "alice", 40))
-	consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 40))
+	testutil.Eventually(t, testOrphanGrace+15*time.Second, balanceIs(t, ns, "alice", 40))
+	testutil.Consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 40))
 }

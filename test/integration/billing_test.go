@@ -23,6 +23,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // period is the billing interval of the time-driven tests: short, so a test
@@ -33,7 +34,7 @@ const period = 2 * time.Second
 // current (whole) second, as a kubelet reports it.
 func spawn(t *testing.T, ns, user, server string, label ...string) (*corev1.Pod, time.Time) {
 	t.Helper()
-	p := kubespawnerPod(ns, user, server)
+	p := testutil.MakeKubeSpawnerPod(ns, user, server).Obj()
 	p.Spec.NodeName = "node-1" // bound: deletion is graceful, as on a real node
 	for i := 0; i+1 < len(label); i += 2 {
 		p.Labels[label[i]] = label[i+1]
@@ -90,12 +91,12 @@ func owed(start, end time.Time, value int64) int64 {
 func TestBillingChargesEachBoundaryExactlyOnce(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(1000).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
 	p, start := spawn(t, ns, "alice", "")
 	// Charged at each boundary while it runs: after 3 boundaries, 40.
-	eventually(t, 4*period+5*time.Second, func() error {
-		a := getAccount(t, ns, "alice")
+	testutil.Eventually(t, 4*period+5*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
 		if a.Status.TotalCharged < 40 {
 			return fmt.Errorf("charged %d so far", a.Status.TotalCharged)
 		}
@@ -106,10 +107,10 @@ func TestBillingChargesEachBoundaryExactlyOnce(t *testing.T) {
 	})
 	end := stopPod(t, p, start)
 	want := 1000 - owed(start, end, 10)
-	eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
 	forget(t, p)
-	consistently(t, period+time.Second, balanceIs(t, ns, "alice", want))
-	a := getAccount(t, ns, "alice")
+	testutil.Consistently(t, period+time.Second, balanceIs(t, ns, "alice", want))
+	a := testutil.GetAccount(t, k8s, ns, "alice")
 	if len(a.Status.Servers) != 0 || a.Status.RunningServers != 0 {
 		t.Fatalf("settled server still listed: %+v", a.Status.Servers)
 	}
@@ -123,11 +124,11 @@ func TestBillingExactAcrossRestartsAndTwoManagers(t *testing.T) {
 	ns := newNamespace(t)
 	m1 := startBilling(t, ns, nil)
 	m2 := startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 7, period))
-	makeAccount(ns, "alice", "alice").cap(10000).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(7).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(10000).Obj())
 	p, start := spawn(t, ns, "alice", "")
-	eventually(t, 3*period+5*time.Second, func() error {
-		if c := getAccount(t, ns, "alice").Status.TotalCharged; c < 21 {
+	testutil.Eventually(t, 3*period+5*time.Second, func() error {
+		if c := testutil.GetAccount(t, k8s, ns, "alice").Status.TotalCharged; c < 21 {
 			return fmt.Errorf("charged %d", c)
 		}
 		return nil
@@ -137,8 +138,8 @@ func TestBillingExactAcrossRestartsAndTwoManagers(t *testing.T) {
 	time.Sleep(2*period + 500*time.Millisecond) // boundaries pass with no operator
 	startBilling(t, ns, nil)
 	// Catch-up: every boundary that passed is charged on start.
-	eventually(t, 10*time.Second, func() error {
-		a := getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
 		want := 7 * billing.PeriodsDue(start, time.Now().Add(-time.Second), period, false)
 		if a.Status.TotalCharged < want {
 			return fmt.Errorf("charged %d, want at least %d", a.Status.TotalCharged, want)
@@ -147,9 +148,9 @@ func TestBillingExactAcrossRestartsAndTwoManagers(t *testing.T) {
 	})
 	end := stopPod(t, p, start)
 	want := 10000 - owed(start, end, 7)
-	eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
 	forget(t, p)
-	consistently(t, period, balanceIs(t, ns, "alice", want))
+	testutil.Consistently(t, period, balanceIs(t, ns, "alice", want))
 }
 
 // TestBillingServerEndedWhileOperatorDown: the documented rule in the user's
@@ -157,22 +158,22 @@ func TestBillingExactAcrossRestartsAndTwoManagers(t *testing.T) {
 func TestBillingServerEndedWhileOperatorDown(t *testing.T) {
 	ns := newNamespace(t)
 	m := startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(1000).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
 	p, _ := spawn(t, ns, "alice", "")
-	eventually(t, 10*time.Second, func() error {
-		if len(getAccount(t, ns, "alice").Status.Servers) != 1 || getAccount(t, ns, "alice").Status.Servers[0].StartedAt == nil {
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if len(testutil.GetAccount(t, k8s, ns, "alice").Status.Servers) != 1 || testutil.GetAccount(t, k8s, ns, "alice").Status.Servers[0].StartedAt == nil {
 			return fmt.Errorf("not running yet")
 		}
 		return nil
 	})
 	m.Stop()
-	paid := getAccount(t, ns, "alice").Status.Balance
+	paid := testutil.GetAccount(t, k8s, ns, "alice").Status.Balance
 	time.Sleep(2 * period)
 	forget(t, p)
 	startBilling(t, ns, nil)
-	eventually(t, 10*time.Second, func() error {
-		a := getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
 		if len(a.Status.Servers) != 0 {
 			return fmt.Errorf("not settled yet")
 		}
@@ -186,23 +187,23 @@ func TestBillingServerEndedWhileOperatorDown(t *testing.T) {
 func TestBillingProjectPaysFirst(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "physics").cap(1000).balance(15).create(t)
-	makeAccount(ns, "alice", "alice").cap(1000).balance(100).project("physics").create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "physics").Cap(1000).InitialBalance(15).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).InitialBalance(100).Project("physics").Obj())
 	p, start := spawn(t, ns, "alice", "")
-	if a := getAccount(t, ns, "physics"); a.Status.Balance != 5 {
+	if a := testutil.GetAccount(t, k8s, ns, "physics"); a.Status.Balance != 5 {
 		t.Fatalf("the pool paid %d of the reservation, want 10", 15-a.Status.Balance)
 	}
-	eventually(t, 3*period+5*time.Second, func() error {
-		if b := getAccount(t, ns, "alice").Status.Balance; b > 85 {
+	testutil.Eventually(t, 3*period+5*time.Second, func() error {
+		if b := testutil.GetAccount(t, k8s, ns, "alice").Status.Balance; b > 85 {
 			return fmt.Errorf("wallet balance %d", b)
 		}
 		return nil
 	})
 	end := stopPod(t, p, start)
 	total := owed(start, end, 10)
-	eventually(t, 10*time.Second, func() error {
-		pool, wallet := getAccount(t, ns, "physics"), getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		pool, wallet := testutil.GetAccount(t, k8s, ns, "physics"), testutil.GetAccount(t, k8s, ns, "alice")
 		if pool.Status.Balance != 0 || wallet.Status.Balance != 100-(total-15) {
 			return fmt.Errorf("pool %d wallet %d; want 0 and %d (total %d)", pool.Status.Balance, wallet.Status.Balance, 100-(total-15), total)
 		}
@@ -217,10 +218,10 @@ func TestBillingProjectPaysFirst(t *testing.T) {
 func TestGrantsReachTheCapAndTopUpsApplyOnce(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	makeAccount(ns, "alice", "alice").cap(20).balance(0).grant(5, time.Second).create(t)
-	eventually(t, 15*time.Second, balanceIs(t, ns, "alice", 20))
-	consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 20))
-	a := getAccount(t, ns, "alice")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(20).InitialBalance(0).Grant(5, time.Second).Obj())
+	testutil.Eventually(t, 15*time.Second, balanceIs(t, ns, "alice", 20))
+	testutil.Consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 20))
+	a := testutil.GetAccount(t, k8s, ns, "alice")
 	// No drift: the schedule stays on whole intervals from the creation.
 	if d := a.Status.GrantedThrough.Sub(a.CreationTimestamp.Time); d%time.Second != 0 || d < 4*time.Second {
 		t.Fatalf("grantedThrough %v is off the schedule (creation %v)", a.Status.GrantedThrough, a.CreationTimestamp)
@@ -230,20 +231,20 @@ func TestGrantsReachTheCapAndTopUpsApplyOnce(t *testing.T) {
 	for i, topUps := range [][]hcv1.TopUp{{{ID: "workshop", Amount: 30, Reason: "workshop"}}, nil, {{ID: "workshop", Amount: 30}}} {
 		setTopUps(t, ns, "alice", topUps)
 		if i == 0 {
-			eventually(t, 5*time.Second, balanceIs(t, ns, "alice", 50))
+			testutil.Eventually(t, 5*time.Second, balanceIs(t, ns, "alice", 50))
 		}
 	}
-	consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 50))
+	testutil.Consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 50))
 }
 
 func TestFreeServersAreNeverCharged(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "free", 0, time.Second))
-	makeAccount(ns, "alice", "alice").balance(5).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "free").Value(0).Every(time.Second).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").InitialBalance(5).Obj())
 	p, _ := spawn(t, ns, "alice", "")
-	eventually(t, 5*time.Second, balanceIs(t, ns, "alice", 5))
-	consistently(t, 3*time.Second, balanceIs(t, ns, "alice", 5))
+	testutil.Eventually(t, 5*time.Second, balanceIs(t, ns, "alice", 5))
+	testutil.Consistently(t, 3*time.Second, balanceIs(t, ns, "alice", 5))
 	forget(t, p)
 }
 
@@ -252,19 +253,19 @@ func TestFreeServersAreNeverCharged(t *testing.T) {
 func TestReservationOfPodThatNeverRanIsRefunded(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	makeAccount(ns, "alice", "alice").balance(50).create(t)
-	p := kubespawnerPod(ns, "alice", "")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").InitialBalance(50).Obj())
+	p := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	if err := createPod(p); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() error {
-		if a := getAccount(t, ns, "alice"); len(a.Status.Servers) != 1 || a.Status.Servers[0].PodUID == "" {
+	testutil.Eventually(t, 5*time.Second, func() error {
+		if a := testutil.GetAccount(t, k8s, ns, "alice"); len(a.Status.Servers) != 1 || a.Status.Servers[0].PodUID == "" {
 			return fmt.Errorf("reservation not bound to the pod yet")
 		}
 		return nil
 	})
 	forget(t, p)
-	eventually(t, 10*time.Second, balanceIs(t, ns, "alice", 50))
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", 50))
 }
 
 // fakeHub records the stop calls JupyterHub would receive, and stops the
@@ -306,11 +307,11 @@ func TestUnpaidServerIsStoppedThroughTheHubAPI(t *testing.T) {
 	startBilling(t, ns, func(o *operator.Options) {
 		o.HubURL, o.HubTokenFile = srv.URL+"/hub/api", tokenFile
 	})
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(100).balance(25).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).InitialBalance(25).Obj())
 	p, _ := spawn(t, ns, "alice", "")
 	// 10 reserved, 10 at the first boundary, the second cannot be paid.
-	eventually(t, 3*period+10*time.Second, func() error {
+	testutil.Eventually(t, 3*period+10*time.Second, func() error {
 		calls := hub.Calls()
 		if len(calls) == 0 {
 			return fmt.Errorf("the hub was not asked to stop the server")
@@ -320,8 +321,8 @@ func TestUnpaidServerIsStoppedThroughTheHubAPI(t *testing.T) {
 		}
 		return nil
 	})
-	eventually(t, 10*time.Second, func() error {
-		a := getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
 		if a.Status.Balance != 5 {
 			return fmt.Errorf("balance %d, want 5 (nothing charged for the unpaid period)", a.Status.Balance)
 		}
@@ -333,8 +334,8 @@ func TestUnpaidServerIsStoppedThroughTheHubAPI(t *testing.T) {
 	})
 	wantEvent(t, ns, p.Name, "CreditsExhausted", "Stopped: account alice has 5 credits, the next 2s costs 10.")
 	forget(t, p)
-	eventually(t, 10*time.Second, func() error {
-		if n := len(getAccount(t, ns, "alice").Status.Servers); n != 0 {
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if n := len(testutil.GetAccount(t, k8s, ns, "alice").Status.Servers); n != 0 {
 			return fmt.Errorf("%d servers left", n)
 		}
 		return nil
@@ -344,10 +345,10 @@ func TestUnpaidServerIsStoppedThroughTheHubAPI(t *testing.T) {
 func TestUnpaidServerPodIsDeletedWithoutAHubAPI(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(100).balance(10).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).InitialBalance(10).Obj())
 	p, _ := spawn(t, ns, "alice", "")
-	eventually(t, 2*period+10*time.Second, func() error {
+	testutil.Eventually(t, 2*period+10*time.Second, func() error {
 		got := &corev1.Pod{}
 		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: p.Name}, got); err != nil {
 			return client.IgnoreNotFound(err)
@@ -357,13 +358,13 @@ func TestUnpaidServerPodIsDeletedWithoutAHubAPI(t *testing.T) {
 		}
 		return nil
 	})
-	consistently(t, period, balanceIs(t, ns, "alice", 0))
+	testutil.Consistently(t, period, balanceIs(t, ns, "alice", 0))
 	forget(t, p)
 }
 
 func wantEvent(t *testing.T, ns, object, reason, msg string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var evs corev1.EventList
 		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -385,7 +386,7 @@ func wantEvent(t *testing.T, ns, object, reason, msg string) {
 func setTopUps(t *testing.T, ns, name string, topUps []hcv1.TopUp) {
 	t.Helper()
 	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		a := getAccount(t, ns, name)
+		a := testutil.GetAccount(t, k8s, ns, name)
 		a.Spec.TopUps = topUps
 		return k8s.Update(context.Background(), a)
 	})

@@ -15,6 +15,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // TestPodGuardRefusesBillingEdits edits an admitted pod as another admin
@@ -23,9 +24,9 @@ import (
 // the operator's own identity is exempt.
 func TestPodGuardRefusesBillingEdits(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").cap(100).create(t)
-	makeAccount(ns, "pool", "bob").cap(100).create(t)
-	pod := kubespawnerPod(ns, "alice", "")
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "pool", "bob").Cap(100).Obj())
+	pod := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	if err := createPod(pod); err != nil {
 		t.Fatalf("KubeSpawner's pod was refused: %v", err)
 	}
@@ -72,7 +73,7 @@ func TestPodGuardRefusesBillingEdits(t *testing.T) {
 	if got.Annotations[hcv1.AnnotationAccount] != "alice" || got.Labels[hcv1.ComponentLabel] != hcv1.SingleuserComponent {
 		t.Fatalf("a refused edit changed the pod: account %q component %q", got.Annotations[hcv1.AnnotationAccount], got.Labels[hcv1.ComponentLabel])
 	}
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var evs corev1.EventList
 		if err := k8s.List(ctx, &evs, client.InNamespace(ns)); err != nil {
 			return err

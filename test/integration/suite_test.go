@@ -18,7 +18,6 @@ import (
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -29,10 +28,10 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
-	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/localcp"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 var (
@@ -175,46 +174,9 @@ func startBilling(t *testing.T, ns string, tweak func(*operator.Options)) *billi
 	return b
 }
 
-// eventually polls cond until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = cond(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met after %s: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-// consistently checks that cond holds for the whole duration.
-func consistently(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if err := cond(); err != nil {
-			t.Fatalf("condition broke: %v", err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-func getAccount(t *testing.T, ns, name string) *hcv1.CreditAccount {
-	t.Helper()
-	a := &hcv1.CreditAccount{}
-	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, a); err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
-
 func balanceIs(t *testing.T, ns, name string, want int64) func() error {
 	return func() error {
-		a := getAccount(t, ns, name)
+		a := testutil.GetAccount(t, k8s, ns, name)
 		if a.Status.OpenedAt == nil || a.Status.Balance != want {
 			return fmt.Errorf("account %s: balance %d (opened %v), want %d", name, a.Status.Balance, a.Status.OpenedAt != nil, want)
 		}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // TestInvalidObjectsRefused applies invalid objects as raw JSON (as kubectl
@@ -218,19 +219,19 @@ func manyUsers(n int) string {
 func TestProjectCycleIsAConditionNotACrash(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	makeAccount(ns, "a", "alice").project("b").create(t)
-	makeAccount(ns, "b").project("a").create(t)
-	makeAccount(ns, "c", "carol").project("ghost").create(t)
+	createAccount(t, testutil.MakeAccount(ns, "a", "alice").Project("b").Obj())
+	createAccount(t, testutil.MakeAccount(ns, "b").Project("a").Obj())
+	createAccount(t, testutil.MakeAccount(ns, "c", "carol").Project("ghost").Obj())
 	for name, reason := range map[string]string{"a": hcv1.ReasonProjectChain, "c": hcv1.ReasonProjectNotFound} {
-		eventually(t, 10*time.Second, func() error {
-			c := meta.FindStatusCondition(getAccount(t, ns, name).Status.Conditions, hcv1.ConditionReady)
+		testutil.Eventually(t, 10*time.Second, func() error {
+			c := meta.FindStatusCondition(testutil.GetAccount(t, k8s, ns, name).Status.Conditions, hcv1.ConditionReady)
 			if c == nil || c.Status != metav1.ConditionFalse || c.Reason != reason {
 				return fmt.Errorf("account %s Ready condition %+v, want False/%s", name, c, reason)
 			}
 			return nil
 		})
 	}
-	err := createPod(kubespawnerPod(ns, "carol", ""))
+	err := createPod(testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj())
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Credit account "c" is funded by project "ghost", which does not exist`) {
 		t.Fatalf("got %v", err)
 	}
@@ -241,15 +242,15 @@ func TestProjectCycleIsAConditionNotACrash(t *testing.T) {
 // the cost limit when it runs: the spawn is denied at once, not timed out.
 func TestRunawayExpressionIsStopped(t *testing.T) {
 	ns := newNamespace(t)
-	makeAccount(ns, "alice", "alice").create(t)
-	p := makePolicy(ns, "runaway", 0, time.Minute)
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Obj())
+	p := testutil.MakePolicy(ns, "runaway").Value(0).Every(time.Minute).Obj()
 	p.Spec.BillingValue = nil
 	l := "[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]"
 	p.Spec.BillingValueExpression = l + ".map(a, " + l + ".map(b, " + l + ".map(c, " + l + ".map(d, " + l + ".map(e, a+b+c+d+e))))).size()"
 	createPolicy(t, p)
 	// Our sentence (not the API server's "context deadline exceeded") proves
 	// the cost limit stopped it within the webhook's 2s timeout.
-	err := createPod(kubespawnerPod(ns, "alice", ""))
+	err := createPod(testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj())
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "runaway" failed on it`) {
 		t.Fatalf("got %v", err)
 	}

@@ -23,7 +23,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -33,6 +32,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/localcp"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 var (
@@ -184,16 +184,13 @@ func setup(t *testing.T, ns string, accounts, n int) []*server {
 		t.Fatal(err)
 	}
 	for i := range accounts {
-		a := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("acct-%d", i)},
-			Spec: hcv1.CreditAccountSpec{Users: []string{fmt.Sprintf("user-%d", i)}, Cap: 1_000_000}}
+		a := testutil.MakeAccount(ns, fmt.Sprintf("acct-%d", i), fmt.Sprintf("user-%d", i)).Cap(1_000_000).Obj()
 		if err := k8s.Create(ctx, a); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for v := int64(1); v <= 3; v++ {
-		pol := &hcv1.BillingPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("price-%d", v)},
-			Spec: hcv1.BillingPolicySpec{BillingValue: ptr.To(v * 5), BillingInterval: metav1.Duration{Duration: period},
-				PodSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": fmt.Sprint(v)}}}}
+		pol := testutil.MakePolicy(ns, fmt.Sprintf("price-%d", v)).Value(v*5).Every(period).Selecting("tier", fmt.Sprint(v)).Obj()
 		if err := k8s.Create(ctx, pol); err != nil {
 			t.Fatal(err)
 		}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,7 +32,7 @@ import (
 
 // isolated starts a control plane of its own, so a test can take the
 // webhook down or put two replicas behind it.
-func isolated(t *testing.T, webhooks bool, fp admissionv1.FailurePolicyType) (*localcp.Env, client.Client, string) {
+func isolated(t *testing.T, webhooks bool, fp admissionregistrationv1.FailurePolicyType) (*localcp.Env, client.Client, string) {
 	t.Helper()
 	e, err := localcp.Start(localcp.Options{Webhooks: webhooks, FailurePolicy: fp})
 	if err != nil {
@@ -68,7 +68,7 @@ func userPod(ns, user, server string) *corev1.Pod {
 // webhook answering, a spawn fails at once with the API server's error, and
 // nothing is charged.
 func TestWebhookDownFailClosed(t *testing.T) {
-	_, c, _ := isolated(t, true, admissionv1.Fail)
+	_, c, _ := isolated(t, true, admissionregistrationv1.Fail)
 	ctx := context.Background()
 	must(t, c.Create(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "alice"},
 		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100}}))
@@ -86,7 +86,7 @@ func TestWebhookDownFailClosed(t *testing.T) {
 // TestWebhookDownFailOpen: with failurePolicy Ignore the pod is admitted
 // without a reservation; the controller adopts it and still bills it.
 func TestWebhookDownFailOpen(t *testing.T) {
-	_, c, kc := isolated(t, true, admissionv1.Ignore)
+	_, c, kc := isolated(t, true, admissionregistrationv1.Ignore)
 	ctx := context.Background()
 	must(t, c.Create(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "alice"},
 		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100}}))
