@@ -232,3 +232,8 @@ func skipBug(t *testing.T, msg string) {
 		t.Skip("BUG: " + msg)
 	}
 }
+
+func (b *accountBuilder) withRetired(ids ...string) *accountBuilder {
+	b.a.Status.RetiredTopUps = ids
+	return b
+}
