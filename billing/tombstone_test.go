@@ -186,4 +186,3 @@ func TestTombstoneOf(t *testing.T) {
 		t.Errorf("tombstone (-want +got):\n%s", d)
 	}
 }
-
