@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
@@ -224,4 +226,74 @@ func ledgerKinds(a *hcv1.CreditAccount) []hcv1.LedgerEntryKind {
 		out = append(out, l.Kind)
 	}
 	return out
+}
+
+// claimed gives the account the operator's finalizer.
+func (b *accountBuilder) claimed() *accountBuilder {
+	b.a.Finalizers = append(b.a.Finalizers, hcv1.FinalizerLedger)
+	return b
+}
+
+// deleting marks the account deleted at t0 (held by its finalizer).
+func (b *accountBuilder) deleting() *accountBuilder {
+	b.a.DeletionTimestamp = mt(0)
+	return b
+}
+
+func (b *accountBuilder) annotate(k, v string) *accountBuilder {
+	if b.a.Annotations == nil {
+		b.a.Annotations = map[string]string{}
+	}
+	b.a.Annotations[k] = v
+	return b
+}
+
+func (b *accountBuilder) uid(u types.UID) *accountBuilder { b.a.UID = u; return b }
+
+// unopened makes the account look as the admin created it: no status.
+func (b *accountBuilder) unopened() *accountBuilder {
+	b.a.Status = hcv1.CreditAccountStatus{}
+	return b
+}
+
+func (b *accountBuilder) topUp(id string, amount int64) *accountBuilder {
+	b.a.Spec.TopUps = append(b.a.Spec.TopUps, hcv1.TopUp{ID: id, Amount: amount})
+	return b
+}
+
+func (b *accountBuilder) applied(ids ...string) *accountBuilder {
+	b.a.Status.AppliedTopUps = ids
+	return b
+}
+
+func (b *accountBuilder) retired(ids ...string) *accountBuilder {
+	b.a.Status.RetiredTopUps = ids
+	return b
+}
+
+// makeTombstone is the tombstone a deleted account (uid) left.
+func makeTombstone(account string, uid types.UID, balance int64, topUps ...string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: TombstoneName(account), UID: "cm-" + uid,
+			Labels:      map[string]string{hcv1.LabelTombstone: account},
+			Annotations: map[string]string{hcv1.AnnotationTombstoneAccount: account}},
+		Data: map[string]string{"uid": string(uid), "balance": fmt.Sprint(balance), "topUps": strings.Join(topUps, "\n")},
+	}
+}
+
+// eventList drains the recorder: every Event in full, in order.
+func (e *controllerEnv) eventList() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.rec.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func reconcileKey(name string) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: testNS, Name: name}}
 }
