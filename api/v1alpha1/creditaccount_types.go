@@ -338,7 +338,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:printcolumn:name="Low",type=string,JSONPath=`.status.conditions[?(@.type=="Low")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.project) || self.spec.project != self.metadata.name",message="spec.project must name another account, not this one"
-// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, !has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)).size() : 0) <= 512",message="this change would remove too many applied top-ups from spec.topUps: an account remembers at most 512 removed top-up ids (so that none is ever applied twice); keep old entries in spec.topUps instead of removing them"
+// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, !has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)).size() : 0) <= 512",message="this change would remove too many applied top-ups from spec.topUps: an account remembers at most 512 removed top-up ids (so that none is ever applied twice); keep old entries in spec.topUps instead of removing them",fieldPath=".spec.topUps"
 type CreditAccount struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -142,6 +142,7 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 		return nil
 	})
 	wantEventReason(t, ns, "alice", controllers.EventDeletionHeld)
+	t.Log(kubectl(t, ns, "", "get", "ca", "alice", "-o", `jsonpath={.status.conditions[?(@.type=="DeletionHeld")].message}`))
 	// Still billed while held.
 	charged := getAccount(t, ns, "alice").Status.TotalCharged
 	eventually(t, 2*period+5*time.Second, func() error {
@@ -161,6 +162,7 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 	if cm.Data["balance"] != fmt.Sprint(want) || cm.Data["topUps"] != "welcome" || cm.Labels[hcv1.LabelTombstone] != "alice" {
 		t.Fatalf("tombstone %v %v, want balance %d and the top-up welcome", cm.Labels, cm.Data, want)
 	}
+	t.Log(kubectl(t, ns, "", "get", "cm", "-l", hcv1.LabelTombstone+"=alice", "-o", "jsonpath={.items[0].data}"))
 
 	// The admin applies the same manifest again.
 	kubectl(t, ns, accountManifest(ns), "apply", "-f", "-")
@@ -391,6 +393,7 @@ func TestRemovedTopUpsAreRetiredAndBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "at most 512 removed top-up ids") {
 		t.Fatalf("an edit retiring 767 top-ups: %v, want it refused", err)
 	}
+	t.Logf("refused: %v", err)
 	consistently(t, time.Second, applied(767, 256, 511))
 }
 
