@@ -190,7 +190,7 @@ func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billi
 	now := r.Clock.Now()
 	l.reopen(now)
 	opts := r.Options
-	opts.Seen = r.seen.observe(wallet, now)
+	opts.Seen = r.seen.observe(wallet, now, r.Options.OrphanGrace)
 	res := billing.Settle(wallet, l.pools, func(e hcv1.ServerCharge) billing.PodObservation {
 		return billing.ObserveEntry(l.pods[e.ID], e)
 	}, l.adopt, now, opts)

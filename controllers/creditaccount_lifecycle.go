@@ -40,6 +40,9 @@ const (
 	EventDeletionForced  = "DeletionForced"
 	EventAccountReopened = "AccountReopened"
 	EventTombstone       = "TombstoneWritten"
+	// EventGraceFromFirstSight: a reservation appeared older than the
+	// orphan grace; its grace runs from when the operator saw it.
+	EventGraceFromFirstSight = "ReservationClockLags"
 )
 
 // Keys of a tombstone ConfigMap's data.
@@ -215,6 +218,12 @@ func (r *CreditAccountReconciler) actOnLife(ctx context.Context, out *outcome) {
 	if out.held != "" {
 		metrics.IntegrityDecisions.WithLabelValues(metrics.DeletionHeld).Inc()
 		r.Recorder.Event(a, corev1.EventTypeWarning, EventDeletionHeld, out.held)
+	}
+	for _, e := range r.seen.takeLagging(client.ObjectKeyFromObject(a)) {
+		metrics.IntegrityDecisions.WithLabelValues(metrics.GraceFromFirstSight).Inc()
+		r.Recorder.Event(a, corev1.EventTypeWarning, EventGraceFromFirstSight, fmt.Sprintf(
+			"The reservation for %s appeared %s after the time it carries (reservedAt %s): the clock of the webhook replica that wrote it may lag. Its pod gets the whole grace from now.",
+			e.Pod, r.Clock.Now().Sub(e.ReservedAt.Time).Round(time.Second), e.ReservedAt.UTC().Format(time.RFC3339)))
 	}
 	if !out.release || out.forcedRunning == 0 {
 		return

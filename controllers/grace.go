@@ -28,11 +28,17 @@ type accountSightings struct {
 	// first is when each awaiting reservation was first seen (zero: it was
 	// there at the first sight of the account).
 	first map[string]time.Time
+	// lagging are the reservations that appeared older than the grace, not
+	// reported yet.
+	lagging map[string]hcv1.ServerCharge
 }
 
 // observe records the account's reservations that await their pod, and
-// forgets the others; it returns the account's clock for billing.
-func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time) *accountSightings {
+// forgets the others; it returns the account's clock for billing. A
+// reservation that appeared already older than the grace (its writer's
+// clock lags: without this clock it would be refunded at once) is kept for
+// takeLagging.
+func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time, grace time.Duration) *accountSightings {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.accounts == nil {
@@ -41,7 +47,7 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time) *accoun
 	key := types.NamespacedName{Namespace: a.Namespace, Name: a.Name}
 	sight, known := s.accounts[key]
 	if !known {
-		sight = &accountSightings{first: map[string]time.Time{}}
+		sight = &accountSightings{first: map[string]time.Time{}, lagging: map[string]hcv1.ServerCharge{}}
 		s.accounts[key] = sight
 	}
 	awaiting := make(map[string]bool, len(sight.first))
@@ -55,6 +61,9 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time) *accoun
 			var t time.Time
 			if known {
 				t = now
+				if !now.Before(e.ReservedAt.Add(grace)) {
+					sight.lagging[e.ID] = *e
+				}
 			}
 			sight.first[e.ID] = t
 		}
@@ -62,9 +71,27 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time) *accoun
 	for id := range sight.first {
 		if !awaiting[id] {
 			delete(sight.first, id)
+			delete(sight.lagging, id)
 		}
 	}
 	return sight
+}
+
+// takeLagging returns the account's lagging reservations not reported yet,
+// and forgets them.
+func (s *reservationsSeen) takeLagging(key types.NamespacedName) []hcv1.ServerCharge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sight := s.accounts[key]
+	if sight == nil || len(sight.lagging) == 0 {
+		return nil
+	}
+	out := make([]hcv1.ServerCharge, 0, len(sight.lagging))
+	for id, e := range sight.lagging {
+		out = append(out, e)
+		delete(sight.lagging, id)
+	}
+	return out
 }
 
 // forget drops a deleted account.

@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/hubcredits/hubcredits/internal/metrics"
 	hctestutil "github.com/hubcredits/hubcredits/internal/testutil"
 )
 
@@ -23,19 +24,27 @@ func TestOrphanGraceRunsOnTheControllersClock(t *testing.T) {
 		// reconciles; wantKept whether the reservation is kept after each.
 		checks   []time.Duration
 		wantKept []bool
+		// wantReasons are the Events, in order; wantFlagged the count of
+		// GraceFromFirstSight decisions.
+		wantReasons []string
+		wantFlagged float64
 	}{
 		"it appears while the controller watches: a full grace from then": {
-			watched:  true,
-			checks:   []time.Duration{0, 29 * time.Second, 30 * time.Second},
-			wantKept: []bool{true, true, false},
+			watched:     true,
+			checks:      []time.Duration{0, 29 * time.Second, 30 * time.Second},
+			wantKept:    []bool{true, true, false},
+			wantReasons: []string{EventGraceFromFirstSight, "ReservationRefunded"},
+			wantFlagged: 1,
 		},
 		"it was there when the controller first looked: reservedAt is all it knows": {
-			checks:   []time.Duration{0},
-			wantKept: []bool{false},
+			checks:      []time.Duration{0},
+			wantKept:    []bool{false},
+			wantReasons: []string{"ReservationRefunded"},
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
+			flaggedBefore := decisions(metrics.GraceFromFirstSight)
 			appear := 10 * time.Minute
 			api := newAPI(nil, makeAccount("alice", "alice").balance(100).obj())
 			env := newControllerEnv(api, at(appear-time.Minute))
@@ -65,6 +74,12 @@ func TestOrphanGraceRunsOnTheControllersClock(t *testing.T) {
 
 			if d := hctestutil.Diff(tc.wantKept, kept); d != "" {
 				t.Errorf("reservation kept after each reconcile (-want +got):\n%s", d)
+			}
+			if d := hctestutil.Diff(tc.wantReasons, reasons(env.eventList())); d != "" {
+				t.Errorf("events (-want +got):\n%s", d)
+			}
+			if n := decisions(metrics.GraceFromFirstSight) - flaggedBefore; n != tc.wantFlagged {
+				t.Errorf("%v GraceFromFirstSight decisions, want %v", n, tc.wantFlagged)
 			}
 			if !kept[len(kept)-1] {
 				if b := getAccount(t, api, "alice").Status.Balance; b != 100 {

@@ -28,6 +28,10 @@ const (
 	// StopEscalated: the Hub API answered a stop as done, the server kept
 	// running, and its pod was deleted instead.
 	StopEscalated = "StopEscalated"
+	// GraceFromFirstSight: a reservation appeared already older than the
+	// orphan grace (its writer's clock lags); its grace runs from when the
+	// operator saw it, instead of refunding it at once.
+	GraceFromFirstSight = "GraceFromFirstSight"
 )
 
 // IntegrityDecisions counts integrity decisions by kind; each one also

@@ -352,6 +352,7 @@ func TestReservationOfALaggingReplicaWaitsTheWholeGrace(t *testing.T) {
 	if waited := time.Since(written); waited < testOrphanGrace {
 		t.Errorf("refunded %v after it appeared, before the grace (%v)", waited, testOrphanGrace)
 	}
+	wantEventReason(t, ns, "alice", controllers.EventGraceFromFirstSight)
 }
 
 // TestRemovedTopUpsAreRetiredAndBounded: an admin replaces the top-ups of
