@@ -32,7 +32,7 @@ func InitialBalance(spec *hcv1.CreditAccountSpec) int64 {
 func Refresh(a *hcv1.CreditAccount, now time.Time) bool {
 	opened := open(a, now)
 	granted := applyGrants(a, now)
-	toppedUp := applyTopUps(a, now) > 0
+	toppedUp := applyTopUps(a, now)
 	return opened || granted || toppedUp
 }
 
@@ -50,7 +50,7 @@ func RefreshForAdmission(a *hcv1.CreditAccount, now time.Time) bool {
 		return Refresh(a, now)
 	}
 	opened := open(a, now)
-	toppedUp := applyTopUps(a, now) > 0
+	toppedUp := applyTopUps(a, now)
 	return opened || toppedUp
 }
 
@@ -73,17 +73,22 @@ func open(a *hcv1.CreditAccount, now time.Time) bool {
 	if a.Status.OpenedAt != nil {
 		return false
 	}
+	openWith(a, now, InitialBalance(&a.Spec), "ledger opened")
+	return true
+}
+
+// openWith opens the ledger with balance.
+func openWith(a *hcv1.CreditAccount, now time.Time, balance int64, msg string) {
 	t := metav1.NewTime(now)
 	a.Status.OpenedAt = &t
-	a.Status.Balance = InitialBalance(&a.Spec)
+	a.Status.Balance = balance
 	// The grant schedule is anchored at the account's creation.
 	anchor := a.CreationTimestamp
 	if anchor.IsZero() || anchor.After(now) {
 		anchor = t
 	}
 	a.Status.GrantedThrough = &anchor
-	appendLedger(a, now, hcv1.LedgerOpened, a.Status.Balance, "", "ledger opened")
-	return true
+	appendLedger(a, now, hcv1.LedgerOpened, a.Status.Balance, "", msg)
 }
 
 // applyGrants adds amount for every whole grant interval that passed since
@@ -138,23 +143,73 @@ func NextGrant(a *hcv1.CreditAccount, now time.Time) (at time.Time, amount int64
 	return at, amount, true
 }
 
-func applyTopUps(a *hcv1.CreditAccount, now time.Time) int64 {
-	var total int64
+// applyTopUps applies the top-ups of spec.topUps not applied yet, and
+// keeps the record of applied ids bounded (retireTopUps). It reports a
+// change.
+func applyTopUps(a *hcv1.CreditAccount, now time.Time) bool {
+	changed := retireTopUps(a)
 	for _, t := range a.Spec.TopUps {
 		if slices.Contains(a.Status.AppliedTopUps, t.ID) {
+			continue
+		}
+		changed = true
+		if i, retired := slices.BinarySearch(a.Status.RetiredTopUps, t.ID); retired {
+			// Removed and added again: applied once already, never again.
+			a.Status.RetiredTopUps = slices.Delete(a.Status.RetiredTopUps, i, i+1)
+			a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
 			continue
 		}
 		a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
 		a.Status.Balance = addSat(a.Status.Balance, t.Amount)
 		a.Status.TotalToppedUp = addSat(a.Status.TotalToppedUp, t.Amount)
-		total = addSat(total, t.Amount)
 		msg := "top-up " + t.ID
 		if t.Reason != "" {
 			msg += ": " + t.Reason
 		}
 		appendLedger(a, now, hcv1.LedgerTopUp, t.Amount, t.ID, msg)
 	}
-	return total
+	return changed
+}
+
+// retireTopUps moves the applied ids that spec.topUps no longer lists to
+// status.retiredTopUps (sorted), so status.appliedTopUps stays as long as
+// spec.topUps (at most 256) and the ids that can never be applied again
+// are kept compactly, bounded by the CRD (hcv1.MaxRetiredTopUps retired by
+// spec changes). Nothing is ever forgotten: forgetting an id would apply
+// it again when re-added. It reports a change.
+func retireTopUps(a *hcv1.CreditAccount) bool {
+	if len(a.Status.AppliedTopUps) == 0 {
+		return false
+	}
+	inSpec := make(map[string]bool, len(a.Spec.TopUps))
+	for _, t := range a.Spec.TopUps {
+		inSpec[t.ID] = true
+	}
+	kept := a.Status.AppliedTopUps[:0:0]
+	for _, id := range a.Status.AppliedTopUps {
+		if inSpec[id] {
+			kept = append(kept, id)
+			continue
+		}
+		if i, found := slices.BinarySearch(a.Status.RetiredTopUps, id); !found {
+			a.Status.RetiredTopUps = slices.Insert(a.Status.RetiredTopUps, i, id)
+		}
+	}
+	if len(kept) == len(a.Status.AppliedTopUps) {
+		return false
+	}
+	if len(kept) == 0 {
+		kept = nil
+	}
+	a.Status.AppliedTopUps = kept
+	return true
+}
+
+// TopUpApplied reports whether the account has applied the top-up id (it
+// is listed in spec.topUps or was removed from it).
+func TopUpApplied(a *hcv1.CreditAccount, id string) bool {
+	_, retired := slices.BinarySearch(a.Status.RetiredTopUps, id)
+	return retired || slices.Contains(a.Status.AppliedTopUps, id)
 }
 
 func appendLedger(a *hcv1.CreditAccount, now time.Time, kind hcv1.LedgerEntryKind, amount int64, subject, msg string) {

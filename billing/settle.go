@@ -43,6 +43,28 @@ type Options struct {
 	// LowPeriods: the Low condition turns true when the balance covers fewer
 	// than this many further periods of the running servers.
 	LowPeriods int64
+	// Seen, when set, tells when the caller first saw a reservation. The
+	// orphan grace then runs from the later of that and reservedAt, which a
+	// webhook replica wrote with its own clock: a replica whose clock lags
+	// cannot make a reservation look older than it is.
+	Seen ReservationClock
+}
+
+// ReservationClock tells when the caller first saw reservation id, on its
+// own clock (zero when it does not know).
+type ReservationClock interface {
+	FirstSeen(id string) time.Time
+}
+
+// graceStart is when the orphan grace of entry begins.
+func (o Options) graceStart(entry *hcv1.ServerCharge) time.Time {
+	start := entry.ReservedAt.Time
+	if o.Seen != nil {
+		if seen := o.Seen.FirstSeen(entry.ID); seen.After(start) {
+			start = seen
+		}
+	}
+	return start
 }
 
 // DefaultOptions are the operator's defaults.
@@ -389,8 +411,11 @@ func (s *serverSettlement) dropEnded() {
 // awaitingPod reports a reservation whose pod may still be on its way (or
 // not in the cache yet), and asks to look again when its grace ends.
 func (s *serverSettlement) awaitingPod() bool {
-	graceEnd := s.entry.ReservedAt.Add(s.opts.OrphanGrace)
-	if s.pod.Exists || s.entry.PodUID != "" || !s.now.Before(graceEnd) {
+	if s.pod.Exists || s.entry.PodUID != "" {
+		return false
+	}
+	graceEnd := s.opts.graceStart(s.entry).Add(s.opts.OrphanGrace)
+	if !s.now.Before(graceEnd) {
 		return false
 	}
 	s.res.requeueAt(s.now, graceEnd)
@@ -685,7 +710,7 @@ func SettleOrphans(p *hcv1.CreditAccount, walletHas func(wallet, id string) bool
 		if e.Wallet == p.Name || walletHas(e.Wallet, e.ID) {
 			continue
 		}
-		if wait := e.ReservedAt.Add(o.OrphanGrace).Sub(now); wait > 0 {
+		if wait := o.graceStart(&e).Add(o.OrphanGrace).Sub(now); wait > 0 {
 			if next == 0 || wait < next {
 				next = wait
 			}

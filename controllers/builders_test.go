@@ -2,14 +2,18 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
@@ -115,4 +119,31 @@ func ledgerKinds(a *hcv1.CreditAccount) []hcv1.LedgerEntryKind {
 		out = append(out, l.Kind)
 	}
 	return out
+}
+
+// makeTombstone is the tombstone a deleted account (uid) left.
+func makeTombstone(account string, uid types.UID, balance int64, topUps ...string) *corev1.ConfigMap {
+	return &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: TombstoneName(account), UID: "cm-" + uid,
+			Labels:      map[string]string{hcv1.LabelTombstone: account},
+			Annotations: map[string]string{hcv1.AnnotationTombstoneAccount: account}},
+		Data: map[string]string{"uid": string(uid), "balance": fmt.Sprint(balance), "topUps": strings.Join(topUps, "\n")},
+	}
+}
+
+// eventList drains the recorder: every Event in full, in order.
+func (e *controllerEnv) eventList() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.rec.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func reconcileKey(name string) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Namespace: testNS, Name: name}}
 }

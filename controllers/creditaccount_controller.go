@@ -7,6 +7,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -21,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -47,6 +49,9 @@ type CreditAccountReconciler struct {
 	Clock     clock.Clock
 	Recorder  record.EventRecorder
 	Options   billing.Options
+	// Tombstones reads tombstones live (the API reader: the cache holds no
+	// ConfigMaps); nil reads them through Client.
+	Tombstones client.Reader
 	// Hub stops servers through the Hub API; nil deletes the pod instead.
 	Hub ServerStopper
 	// Shadow counts without ever stopping a server.
@@ -54,6 +59,13 @@ type CreditAccountReconciler struct {
 	// Policies and Defaults price pods the webhook never saw.
 	Policies *billing.PolicyCache
 	Defaults billing.Defaults
+	// Stops carries out stops outside the reconcile workers (set up by
+	// SetupWithManager; nil stops inline).
+	Stops      *Stopper
+	inlineOnce sync.Once
+	// seen is when this controller first saw each reservation whose pod it
+	// has not seen (the orphan grace runs on its own clock).
+	seen reservationsSeen
 }
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
@@ -79,6 +91,7 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 	}
 	if apierrors.IsNotFound(err) {
+		r.seen.forget(req.NamespacedName)
 		return ctrl.Result{}, nil
 	}
 	if err != nil {
@@ -88,6 +101,12 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		billingLag.Observe(lag.Seconds())
 	}
 	r.act(ctx, out)
+	r.actOnLife(ctx, out)
+	if out.release {
+		if err := r.release(ctx, out.account, out.forcedRunning > 0); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	return ctrl.Result{RequeueAfter: out.result.RequeueAfter}, nil
 }
 
@@ -95,6 +114,7 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 type outcome struct {
 	account *hcv1.CreditAccount
 	result  billing.Result
+	life
 }
 
 // ledgers is what one settle reads and changes: the account, the project
@@ -109,6 +129,7 @@ type ledgers struct {
 	// entry id).
 	pods  map[string]*corev1.Pod
 	adopt []billing.Unreserved
+	life
 }
 
 // settle is one attempt: load the ledgers (live after a conflict), compute
@@ -122,7 +143,10 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 	if err := r.commit(ctx, l); err != nil {
 		return nil, err
 	}
-	return &outcome{account: l.wallet, result: res}, nil
+	if err := r.claim(ctx, l); err != nil {
+		return nil, err
+	}
+	return &outcome{account: l.wallet, result: res, life: l.life}, nil
 }
 
 // load reads the account, its pools and its pods, and finds the pods to
@@ -138,6 +162,9 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	}
 	l := &ledgers{wallet: wallet, walletBefore: wallet.Status.DeepCopy()}
 	var err error
+	if l.tombstone, l.tombstoneObj, err = r.loadTombstone(ctx, wallet); err != nil {
+		return nil, err
+	}
 	if l.pools, l.poolsBefore, err = r.projects(ctx, reader, wallet); err != nil {
 		return nil, err
 	}
@@ -155,22 +182,27 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	return l, nil
 }
 
-// compute settles the ledgers in memory: the pure billing core, then the
-// pool's orphaned shares and the Ready condition.
+// compute settles the ledgers in memory: a tombstone taken over, the pure
+// billing core, then the pool's orphaned shares, the Ready condition and
+// the decision about an account being deleted.
 func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billing.Result {
 	wallet := l.wallet
 	now := r.Clock.Now()
+	l.reopen(now)
+	opts := r.Options
+	opts.Seen = r.seen.observe(wallet, now, r.Options.OrphanGrace)
 	res := billing.Settle(wallet, l.pools, func(e hcv1.ServerCharge) billing.PodObservation {
 		return billing.ObserveEntry(l.pods[e.ID], e)
-	}, l.adopt, now, r.Options)
+	}, l.adopt, now, opts)
 	// Whether anything changed is answered by commit (statusChanged).
 	_, wait := billing.SettleOrphans(wallet, func(owner, id string) bool {
 		return r.walletHas(ctx, wallet.Namespace, owner, id)
-	}, now, r.Options)
+	}, now, opts)
 	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
 		res.RequeueAfter = wait
 	}
 	billing.SetReady(wallet, l.pools[wallet.Spec.Project], now)
+	l.release = l.deletion(now)
 	wallet.Status.ObservedGeneration = wallet.Generation
 	return res
 }
@@ -407,10 +439,10 @@ func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 	}
 }
 
-// stop stops a server through the Hub API, and deletes its pod when there
-// is no Hub API or it failed.
+// stop stops a server: it tells the user and counts the stop here, and
+// leaves the Hub API call (or the pod's deletion) to the stopper, which
+// runs outside the reconcile workers.
 func (r *CreditAccountReconciler) stop(ctx context.Context, a *hcv1.CreditAccount, s billing.Stop) {
-	logger := log.FromContext(ctx)
 	pod := podRef(a.Namespace, s.Server.Pod, s.Server.PodUID)
 	if !s.Repeat {
 		reason := "credits"
@@ -424,24 +456,24 @@ func (r *CreditAccountReconciler) stop(ctx context.Context, a *hcv1.CreditAccoun
 		r.Recorder.Event(a, corev1.EventTypeWarning, billing.EventServerStopped, s.Server.Pod+": "+s.Message)
 	}
 	if r.Shadow {
-		logger.Info("Shadow mode: would stop server", "pod", klog.KObj(pod), "user", s.Server.User)
+		log.FromContext(ctx).Info("Shadow mode: would stop server", "pod", klog.KObj(pod), "user", s.Server.User)
 		return
 	}
-	if r.Hub != nil {
-		err := r.Hub.StopServer(ctx, s.Server.User, s.Server.ServerName)
-		if err == nil {
-			logger.Info("Stopped server through the Hub API", "pod", klog.KObj(pod), "user", s.Server.User)
-			return
+	r.stopper().Request(ctx, stopRequest{
+		account: client.ObjectKeyFromObject(a), user: s.Server.User, server: s.Server.ServerName,
+		pod: s.Server.Pod, podUID: s.Server.PodUID,
+	})
+}
+
+// stopper is Stops, or (in tests that build the reconciler by hand) one
+// that stops inline.
+func (r *CreditAccountReconciler) stopper() *Stopper {
+	r.inlineOnce.Do(func() {
+		if r.Stops == nil {
+			r.Stops = &Stopper{Client: r.Client, Hub: r.Hub, Recorder: r.Recorder, Clock: r.Clock}
 		}
-		logger.Error(err, "Stopping through the Hub API failed; deleting the pod", "pod", klog.KObj(pod))
-	}
-	uid := s.Server.PodUID
-	err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &uid})
-	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
-		logger.Error(err, "Deleting the pod of an unpaid server failed", "pod", klog.KObj(pod))
-		return
-	}
-	logger.Info("Deleted the pod of an unpaid server", "pod", klog.KObj(pod), "user", s.Server.User)
+	})
+	return r.Stops
 }
 
 func podRef(ns, name string, uid types.UID) *corev1.Pod {
@@ -456,6 +488,15 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 	if err := registerAccountCollector(&AccountCollector{Reader: mgr.GetCache(), Elected: mgr.Elected()}); err != nil {
 		return err
 	}
+	if r.Tombstones == nil {
+		r.Tombstones = mgr.GetAPIReader()
+	}
+	if r.Stops == nil {
+		r.Stops = NewStopper(&Stopper{Client: r.Client, Hub: r.Hub, Recorder: r.Recorder, Clock: r.Clock})
+		if err := mgr.Add(r.Stops); err != nil {
+			return err
+		}
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// The account's own charges (status writes) need no second look: its
 		// work is driven by spec changes, its pods, and RequeueAfter. A
@@ -464,7 +505,7 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 		For(&hcv1.CreditAccount{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				o, n := e.ObjectOld.(*hcv1.CreditAccount), e.ObjectNew.(*hcv1.CreditAccount)
-				return o.Generation != n.Generation || !sameServers(o, n)
+				return o.Generation != n.Generation || !sameServers(o, n) || lifeChanged(o, n)
 			},
 		})).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToAccounts)).
@@ -476,6 +517,14 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(workers, 1), UsePriorityQueue: ptr.To(false)}).
 		Named("creditaccount").
 		Complete(r)
+}
+
+// lifeChanged reports a change that decides the account's life: its
+// deletion, its finalizer, the force annotation.
+func lifeChanged(o, n *hcv1.CreditAccount) bool {
+	return o.DeletionTimestamp.IsZero() != n.DeletionTimestamp.IsZero() ||
+		controllerutil.ContainsFinalizer(o, hcv1.FinalizerLedger) != controllerutil.ContainsFinalizer(n, hcv1.FinalizerLedger) ||
+		o.Annotations[hcv1.AnnotationForceDelete] != n.Annotations[hcv1.AnnotationForceDelete]
 }
 
 // sameServers reports whether two versions of an account hold the same

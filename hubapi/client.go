@@ -30,7 +30,10 @@ var ErrNotRunning = errors.New("the hub reports no such running server")
 
 // StopServer asks the Hub to stop a user's server ("" is the default
 // server). The Hub removes the proxy route, stops the spawner (which deletes
-// the pod) and forgets the server's token.
+// the pod) and forgets the server's token. A nil error (200, 202 or 204)
+// means the Hub accepted the stop, not that the pod is gone: the caller
+// checks, and deletes the pod itself after a few such answers
+// (controllers.Stopper).
 func (c *Client) StopServer(ctx context.Context, user, server string) error {
 	token, err := os.ReadFile(c.TokenFile)
 	if err != nil {

@@ -23,6 +23,11 @@ const (
 	// is not recorded here: the user reads the denial, and the webhook counts
 	// it (hubcredits_admission_decisions_total).
 	ConditionExhausted = "Exhausted"
+	// ConditionDeletionHeld is true while the account is being deleted but
+	// servers it funds still run: the operator keeps its ledger (and its
+	// finalizer) until they end, or until an admin sets the annotation
+	// hubcredits.io/force-delete: "true".
+	ConditionDeletionHeld = "DeletionHeld"
 )
 
 // Condition reasons of a CreditAccount.
@@ -34,7 +39,16 @@ const (
 	ReasonBalanceSufficient = "BalanceSufficient"
 	ReasonServerStopped     = "ServerStopped"
 	ReasonCreditsAvailable  = "CreditsAvailable"
+	ReasonServersRunning    = "ServersRunning"
 )
+
+// MaxRetiredTopUps bounds the ids of applied top-ups that were removed from
+// spec.topUps and are remembered so that re-adding one never applies it
+// again (status.retiredTopUps). A change of spec.topUps that would retire
+// more is refused; the status list holds up to MaxRetiredTopUps plus the
+// 256 of spec.topUps (the ids a re-created account takes over from its
+// tombstone).
+const MaxRetiredTopUps = 512
 
 // Grant replenishes an account on a fixed schedule.
 type Grant struct {
@@ -243,10 +257,29 @@ type CreditAccountStatus struct {
 	// +optional
 	GrantedThrough *metav1.Time `json:"grantedThrough,omitempty"`
 
-	// appliedTopUps are the ids of the top-ups already applied.
+	// appliedTopUps are the ids of the applied top-ups that spec.topUps
+	// still lists (and, until the next write, those just removed from it).
 	// +optional
 	// +listType=set
+	// +kubebuilder:validation:MaxItems=768
+	// +kubebuilder:validation:items:MaxLength=63
 	AppliedTopUps []string `json:"appliedTopUps,omitempty"`
+
+	// retiredTopUps are the ids of applied top-ups since removed from
+	// spec.topUps, sorted: re-adding one never applies it again. At most 512
+	// are retired by spec changes (more is refused); a re-created account
+	// may take over up to 768 from its tombstone.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=768
+	// +kubebuilder:validation:items:MaxLength=63
+	RetiredTopUps []string `json:"retiredTopUps,omitempty"`
+
+	// reopenedFrom is the UID of the deleted account whose tombstone this
+	// account took its balance and applied top-ups from, once it did.
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	ReopenedFrom string `json:"reopenedFrom,omitempty"`
 
 	// servers are the user servers billed to (or co-funded by) this account.
 	// +optional
@@ -283,7 +316,7 @@ type CreditAccountStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions: Ready, Low, Exhausted.
+	// conditions: Ready, Low, Exhausted, DeletionHeld.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -305,6 +338,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:printcolumn:name="Low",type=string,JSONPath=`.status.conditions[?(@.type=="Low")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.project) || self.spec.project != self.metadata.name",message="spec.project must name another account, not this one"
+// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, !has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)).size() : 0) <= 512",message="this change would remove too many applied top-ups from spec.topUps: an account remembers at most 512 removed top-up ids (so that none is ever applied twice); keep old entries in spec.topUps instead of removing them",fieldPath=".spec.topUps"
 type CreditAccount struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

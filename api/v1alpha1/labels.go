@@ -28,3 +28,23 @@ const (
 	ComponentLabel      = "component"
 	SingleuserComponent = "singleuser-server"
 )
+
+// What the operator keeps on CreditAccounts, and what an admin sets on them.
+const (
+	// FinalizerLedger is on every CreditAccount the operator keeps: an
+	// account is removed only once no server it funds runs any more (or an
+	// admin forces it), and its balance and applied top-ups are written to
+	// a tombstone first.
+	FinalizerLedger = "hubcredits.io/ledger"
+	// AnnotationForceDelete set to "true" on an account being deleted
+	// releases it although servers it funds still run: its own servers are
+	// stopped, and a pool's share of its wallets' servers is from then on
+	// paid by the wallets.
+	AnnotationForceDelete = "hubcredits.io/force-delete"
+	// LabelTombstone marks the ConfigMap that holds a deleted account's
+	// balance and applied top-up ids; its value is the account's name (or a
+	// hash of it, when longer than a label value may be).
+	LabelTombstone = "hubcredits.io/tombstone"
+	// AnnotationTombstoneAccount names the account a tombstone is of.
+	AnnotationTombstoneAccount = "hubcredits.io/tombstone-of"
+)

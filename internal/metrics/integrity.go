@@ -14,6 +14,26 @@ const (
 	UpdateRefused = "UpdateRefused"
 )
 
+// Integrity decisions about accounts and stops (the account controller).
+const (
+	// DeletionHeld: an account being deleted is kept because servers it
+	// funds still run.
+	DeletionHeld = "DeletionHeld"
+	// DeletionForced: an account was released with servers still running
+	// (hubcredits.io/force-delete); its own servers are stopped.
+	DeletionForced = "DeletionForced"
+	// AccountReopened: a re-created account took over its predecessor's
+	// tombstone (balance and applied top-ups).
+	AccountReopened = "AccountReopened"
+	// StopEscalated: the Hub API answered a stop as done, the server kept
+	// running, and its pod was deleted instead.
+	StopEscalated = "StopEscalated"
+	// GraceFromFirstSight: a reservation appeared already older than the
+	// orphan grace (its writer's clock lags); its grace runs from when the
+	// operator saw it, instead of refunding it at once.
+	GraceFromFirstSight = "GraceFromFirstSight"
+)
+
 // IntegrityDecisions counts integrity decisions by kind; each one also
 // leaves an Event on the object it concerns.
 var IntegrityDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{

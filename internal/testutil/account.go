@@ -4,6 +4,7 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
@@ -92,5 +93,42 @@ func (w *AccountWrapper) Servers(s ...hcv1.ServerCharge) *AccountWrapper {
 // Condition appends a condition (no transition time) to status.conditions.
 func (w *AccountWrapper) Condition(typ string, status metav1.ConditionStatus, reason string) *AccountWrapper {
 	w.a.Status.Conditions = append(w.a.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: reason})
+	return w
+}
+
+// Finalizers appends finalizers (e.g. hcv1.FinalizerLedger: the operator
+// has claimed the account).
+func (w *AccountWrapper) Finalizers(f ...string) *AccountWrapper {
+	w.a.Finalizers = append(w.a.Finalizers, f...)
+	return w
+}
+
+// Deleting marks the account deleted at T0+d (held by its finalizers).
+func (w *AccountWrapper) Deleting(d time.Duration) *AccountWrapper {
+	w.a.DeletionTimestamp = MetaAt(d)
+	return w
+}
+
+// Annotation sets an annotation.
+func (w *AccountWrapper) Annotation(k, v string) *AccountWrapper {
+	if w.a.Annotations == nil {
+		w.a.Annotations = map[string]string{}
+	}
+	w.a.Annotations[k] = v
+	return w
+}
+
+// UID sets the account's UID.
+func (w *AccountWrapper) UID(u types.UID) *AccountWrapper { w.a.UID = u; return w }
+
+// Unopened drops the status: the account as the admin created it.
+func (w *AccountWrapper) Unopened() *AccountWrapper {
+	w.a.Status = hcv1.CreditAccountStatus{}
+	return w
+}
+
+// Retired sets status.retiredTopUps.
+func (w *AccountWrapper) Retired(ids ...string) *AccountWrapper {
+	w.a.Status.RetiredTopUps = ids
 	return w
 }

@@ -1,0 +1,98 @@
+package billing
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// Tombstone is what a deleted account leaves for an account created again
+// under its name: the balance it ended with and every top-up id it applied.
+// Without it a re-created account would open with spec.initialBalance and
+// apply every top-up in its spec again.
+type Tombstone struct {
+	// UID is the deleted account's UID.
+	UID types.UID
+	// Balance is the deleted account's balance when it was released.
+	Balance int64
+	// TopUps are the ids of every top-up it applied, sorted.
+	TopUps []string
+}
+
+// TombstoneOf is the tombstone a deleted account leaves.
+func TombstoneOf(a *hcv1.CreditAccount) Tombstone {
+	ids := append(slices.Clone(a.Status.AppliedTopUps), a.Status.RetiredTopUps...)
+	slices.Sort(ids)
+	return Tombstone{UID: a.UID, Balance: a.Status.Balance, TopUps: slices.Compact(ids)}
+}
+
+// Reopen carries a tombstone over to an account created again under the
+// deleted one's name. An account not opened yet opens with the tombstone's
+// balance. One already opened (the webhook opens an account on its first
+// spawn, possibly before the operator has read the tombstone) is corrected:
+// its opening balance is replaced by the tombstone's, and the top-ups it
+// applied that the deleted account had applied are taken back. Either way
+// the tombstone's ids are recorded as applied, so none is applied again,
+// and status.reopenedFrom records the tombstone, so it is taken over once.
+// The ledger keeps its identity: opening + granted + toppedUp − charged +
+// refunded = balance, the opening being the tombstone's balance. It reports
+// a change.
+func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
+	if a.Status.ReopenedFrom != "" || t.UID == "" || t.UID == a.UID {
+		return false
+	}
+	inSpec := map[string]bool{}
+	for _, top := range a.Spec.TopUps {
+		inSpec[top.ID] = true
+	}
+	var reapplied int64
+	var ids []string
+	for _, id := range t.TopUps {
+		if TopUpApplied(a, id) {
+			reapplied = addSat(reapplied, appliedAmount(a, id))
+			ids = append(ids, id)
+			continue
+		}
+		if inSpec[id] {
+			a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, id)
+		} else if i, found := slices.BinarySearch(a.Status.RetiredTopUps, id); !found {
+			a.Status.RetiredTopUps = slices.Insert(a.Status.RetiredTopUps, i, id)
+		}
+	}
+	a.Status.ReopenedFrom = string(t.UID)
+	if a.Status.OpenedAt == nil {
+		openWith(a, now, t.Balance, fmt.Sprintf("ledger reopened with the balance of the deleted account %s", a.Name))
+		return true
+	}
+	st := &a.Status
+	opening := st.Balance - st.TotalGranted - st.TotalToppedUp + st.TotalCharged - st.TotalRefunded
+	delta := t.Balance - opening - reapplied
+	st.Balance += delta
+	st.TotalToppedUp -= min(reapplied, st.TotalToppedUp)
+	msg := fmt.Sprintf("reopened with the balance of the deleted account %s (%d instead of %d)", a.Name, t.Balance, opening)
+	if len(ids) > 0 {
+		msg += fmt.Sprintf("; top-ups it had applied taken back: %v", ids)
+	}
+	appendLedger(a, now, hcv1.LedgerOpened, delta, "", msg)
+	return true
+}
+
+// appliedAmount is what the applied top-up id added: its amount in spec,
+// else the ledger's record of it (0 when neither has it).
+func appliedAmount(a *hcv1.CreditAccount, id string) int64 {
+	for _, t := range a.Spec.TopUps {
+		if t.ID == id {
+			return t.Amount
+		}
+	}
+	for _, l := range a.Status.Ledger {
+		if l.Kind == hcv1.LedgerTopUp && l.Subject == id {
+			return l.Amount
+		}
+	}
+	return 0
+}

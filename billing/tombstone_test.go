@@ -1,0 +1,188 @@
+package billing
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+// topUpView is the part of an account's status that records top-ups.
+type topUpView struct {
+	Balance       int64
+	Applied       []string
+	Retired       []string
+	TotalToppedUp int64
+	Ledger        []string
+}
+
+func topUpViewOf(a *hcv1.CreditAccount) topUpView {
+	return topUpView{Balance: a.Status.Balance, Applied: a.Status.AppliedTopUps, Retired: a.Status.RetiredTopUps,
+		TotalToppedUp: a.Status.TotalToppedUp, Ledger: ledgerKinds(a)}
+}
+
+func TestRefreshBoundsAppliedTopUps(t *testing.T) {
+	cases := map[string]struct {
+		account     *hcv1.CreditAccount
+		wantChanged bool
+		want        topUpView
+	}{
+		"an id removed from spec is retired, not forgotten": {
+			account:     openAccount("alice").Balance(10).TopUp("b", 5).Applied("a", "b").Obj(),
+			wantChanged: true,
+			want:        topUpView{Balance: 10, Applied: []string{"b"}, Retired: []string{"a"}},
+		},
+		"a retired id added again is not applied again": {
+			account:     openAccount("alice").Balance(10).TopUp("a", 30).Retired("a").Obj(),
+			wantChanged: true,
+			want:        topUpView{Balance: 10, Applied: []string{"a"}},
+		},
+		"retired ids stay sorted": {
+			account:     openAccount("alice").Balance(10).Applied("m", "c", "x").Retired("b", "d").Obj(),
+			wantChanged: true,
+			want:        topUpView{Balance: 10, Retired: []string{"b", "c", "d", "m", "x"}},
+		},
+		"a new id next to retired ones is applied once": {
+			account:     openAccount("alice").Balance(10).TopUp("new", 7).Retired("old").Obj(),
+			wantChanged: true,
+			want:        topUpView{Balance: 17, Applied: []string{"new"}, Retired: []string{"old"}, TotalToppedUp: 7, Ledger: []string{"TopUp +7"}},
+		},
+		"nothing removed: nothing changes": {
+			account: openAccount("alice").Balance(10).TopUp("a", 5).Applied("a").Retired("z").Obj(),
+			want:    topUpView{Balance: 10, Applied: []string{"a"}, Retired: []string{"z"}},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.account.DeepCopy()
+			if changed := Refresh(a, at(time.Minute)); changed != tc.wantChanged {
+				t.Errorf("Refresh changed = %v, want %v", changed, tc.wantChanged)
+			}
+			if d := cmp.Diff(tc.want, topUpViewOf(a), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("top-ups (-want +got):\n%s", d)
+			}
+			if err := conserved(tc.account, a); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestAppliedTopUpsStayBounded churns 10,000 top-ups through a spec that
+// holds at most 3 at a time, removing and re-adding old ones: each id is
+// applied exactly once, and appliedTopUps never holds more than the spec.
+func TestAppliedTopUpsStayBounded(t *testing.T) {
+	a := openAccount("alice").Balance(0).Obj()
+	applied := map[string]int{}
+	for i := range 10000 {
+		id := fmt.Sprintf("t%d", i%400) // ids come back: removed, then added again
+		a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: id, Amount: 1})
+		if len(a.Spec.TopUps) > 3 {
+			a.Spec.TopUps = a.Spec.TopUps[1:]
+		}
+		before := a.Status.TotalToppedUp
+		Refresh(a, at(time.Duration(i)*time.Second))
+		if a.Status.TotalToppedUp > before {
+			applied[id]++
+		}
+		if n := len(a.Status.AppliedTopUps); n > len(a.Spec.TopUps) {
+			t.Fatalf("step %d: %d applied ids for %d top-ups in spec", i, n, len(a.Spec.TopUps))
+		}
+	}
+	for id, n := range applied {
+		if n != 1 {
+			t.Errorf("top-up %s applied %d times", id, n)
+		}
+	}
+	if len(applied) != 400 || a.Status.Balance != 400 || len(a.Status.RetiredTopUps)+len(a.Status.AppliedTopUps) != 400 {
+		t.Errorf("%d ids applied, balance %d, %d retired + %d applied; want 400 each", len(applied), a.Status.Balance,
+			len(a.Status.RetiredTopUps), len(a.Status.AppliedTopUps))
+	}
+}
+
+func TestReopen(t *testing.T) {
+	tomb := Tombstone{UID: "old-uid", Balance: 35, TopUps: []string{"gone", "welcome"}}
+	cases := map[string]struct {
+		account     *hcv1.CreditAccount
+		tomb        Tombstone
+		wantChanged bool
+		want        topUpView
+		// wantOpening is the opening balance the ledger's identity uses.
+		wantOpening int64
+	}{
+		"not opened yet: opens with the tombstone's balance; its top-ups are not applied again": {
+			account:     openAccount("alice").TopUp("welcome", 50).TopUp("new", 5).Unopened().Obj(),
+			tomb:        tomb,
+			wantChanged: true,
+			want: topUpView{Balance: 40, Applied: []string{"welcome", "new"}, Retired: []string{"gone"},
+				TotalToppedUp: 5, Ledger: []string{"Opened +35", "TopUp +5"}},
+			wantOpening: 35,
+		},
+		"opened by a spawn first: the opening and the re-applied top-up are taken back": {
+			// Opened with 100 + top-up 50, then 10 reserved: 140.
+			account: func() *hcv1.CreditAccount {
+				a := openAccount("alice").TopUp("welcome", 50).Balance(140).Applied("welcome").Obj()
+				a.Status.TotalToppedUp, a.Status.TotalCharged = 50, 10
+				return a
+			}(),
+			tomb:        tomb,
+			wantChanged: true,
+			// 35 − 10 charged since.
+			want:        topUpView{Balance: 25, Applied: []string{"welcome"}, Retired: []string{"gone"}, Ledger: []string{"Opened -115"}},
+			wantOpening: 35,
+		},
+		"taken over once": {
+			account: func() *hcv1.CreditAccount {
+				a := openAccount("alice").Balance(35).Applied("welcome").TopUp("welcome", 50).Obj()
+				a.Status.ReopenedFrom = "old-uid"
+				return a
+			}(),
+			tomb:        tomb,
+			want:        topUpView{Balance: 35, Applied: []string{"welcome"}},
+			wantOpening: 35,
+		},
+		"its own tombstone is not taken over": {
+			account: func() *hcv1.CreditAccount {
+				a := openAccount("alice").Balance(60).Obj()
+				a.UID = "old-uid"
+				return a
+			}(),
+			tomb:        tomb,
+			want:        topUpView{Balance: 60},
+			wantOpening: 60,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.account.DeepCopy()
+			changed := Reopen(a, tc.tomb, at(time.Minute))
+			Refresh(a, at(time.Minute))
+			if changed != tc.wantChanged {
+				t.Errorf("Reopen changed = %v, want %v", changed, tc.wantChanged)
+			}
+			if d := cmp.Diff(tc.want, topUpViewOf(a), cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("reopened account (-want +got):\n%s", d)
+			}
+			st := a.Status
+			if got := st.Balance - st.TotalGranted - st.TotalToppedUp + st.TotalCharged - st.TotalRefunded; got != tc.wantOpening {
+				t.Errorf("the ledger's opening balance is %d, want %d", got, tc.wantOpening)
+			}
+			if Reopen(a, tc.tomb, at(2*time.Minute)) {
+				t.Errorf("a second Reopen changed the account")
+			}
+		})
+	}
+}
+
+func TestTombstoneOf(t *testing.T) {
+	a := openAccount("alice").Balance(42).Applied("b", "a").Retired("a", "c").Obj()
+	a.UID = "u1"
+	want := Tombstone{UID: "u1", Balance: 42, TopUps: []string{"a", "b", "c"}}
+	if d := cmp.Diff(want, TombstoneOf(a)); d != "" {
+		t.Errorf("tombstone (-want +got):\n%s", d)
+	}
+}
