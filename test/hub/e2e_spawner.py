@@ -88,11 +88,19 @@ def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
     )
 
 
+class _Reflector:
+    """KubeSpawner's pod reflector, as far as the glue reads it: ``pods["ns/name"]``."""
+
+    def __init__(self):
+        self.pods = {}
+
+
 class PodSpawner(Spawner):
     """Creates a KubeSpawner-shaped pod and waits for it like KubeSpawner."""
 
     _start_future = None
     _last_event = None
+    pod_reflector = _Reflector()
 
     @property
     def namespace(self):
@@ -130,7 +138,7 @@ class PodSpawner(Spawner):
             await asyncio.sleep(1)
             pod = await self.asynchronize(self._read_pod)
             if pod and pod.status and pod.status.phase == "Running" and pod.status.pod_ip:
-                return (pod.status.pod_ip, 8888)
+                return (pod.status.pod_ip, self.port or 8888)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # Mirrors KubeSpawner._make_create_pod_request (2.0.1 l.2319-2357).
@@ -138,10 +146,16 @@ class PodSpawner(Spawner):
             self.log.info(
                 f"Attempting to create pod {pod.metadata.name}, with timeout {request_timeout}"
             )
-            await gen.with_timeout(
+            created = await gen.with_timeout(
                 timedelta(seconds=request_timeout),
                 self.asynchronize(core_api().create_namespaced_pod, self.namespace, pod),
             )
+            # KubeSpawner's reflector would see the admitted pod (with the webhook's
+            # annotations) a moment later; here the create's answer stands in for it.
+            self.pod_reflector.pods[f"{self.namespace}/{self.pod_name}"] = {
+                "metadata": {"name": created.metadata.name,
+                             "annotations": dict(created.metadata.annotations or {})}
+            }
             return True
         except gen.TimeoutError:
             return False
@@ -231,6 +245,7 @@ class PodSpawner(Spawner):
         return None if pod is not None else 0
 
     async def stop(self, now=False):
+        self.pod_reflector.pods.pop(f"{self.namespace}/{self.pod_name}", None)
         try:
             await self.asynchronize(
                 core_api().delete_namespaced_pod,

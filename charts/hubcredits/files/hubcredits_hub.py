@@ -53,6 +53,7 @@ import asyncio
 import base64
 import collections
 import datetime
+import html
 import http.client
 import inspect
 import json
@@ -1136,6 +1137,10 @@ class CreditsView:
         self.cache = cache
         self._failures = 0
 
+    def __deepcopy__(self, memo):
+        # traitlets deep-copies config values; this one holds the live cache
+        return self
+
     def for_user(self, user, admin=False):
         name = getattr(user, "name", None) or ""
         try:
@@ -1269,6 +1274,85 @@ def install_pages(c, namespace=None, start=True):
 
 
 # --------------------------------------------------------------------------------------
+# Prices of the profile list: a dry-run create of the pod each option would make
+
+#: Seconds a profile's price stays cached, per user, server and profile.
+PROFILE_PRICE_TTL = 60.0
+#: Seconds one dry run may take (the webhook itself answers within 2 s).
+PROFILE_PRICE_TIMEOUT = 5.0
+
+_profile_prices = {}
+_logged_once = set()
+
+
+def _log_once(key, message, *args):
+    if key not in _logged_once:
+        _logged_once.add(key)
+        log.warning(message, *args)
+
+
+def _scratch_spawner(spawner, profile):
+    """A throwaway spawner of the same class with ``profile`` selected, never started."""
+    scratch = type(spawner)(
+        user=spawner.user, hub=spawner.hub, config=spawner.config,
+        name=getattr(spawner, "name", ""), orm_spawner=None,
+    )
+    scratch.user_options = {"profile": profile.get("slug")}
+    return scratch
+
+
+async def profile_price(spawner, profile, now=None):
+    """What the option ``profile`` would cost ``spawner``'s user, from the real admission.
+
+    KubeSpawner builds the pod the option would make (a scratch spawner with the
+    profile's overrides: labels, resources, node selectors...), and the API server
+    runs it through the admission webhooks as a dry run: ``pods.hubcredits.io`` prices
+    it without reserving and pins the price in the answer's annotations, or denies it
+    with its sentence when the user cannot afford it. Returns ``{"text", "affordable",
+    "value", "interval"}`` or None (price unknown: one log line per profile).
+    Cached for :data:`PROFILE_PRICE_TTL` seconds per user, server and profile.
+    """
+    now = time.monotonic() if now is None else now
+    key = (spawner.user.name, getattr(spawner, "name", ""), profile.get("slug"))
+    cached = _profile_prices.get(key)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    result = None
+    try:
+        scratch = _scratch_spawner(spawner, profile)
+        await scratch.load_user_options()
+        pod = await scratch.get_pod_manifest()
+        created = scratch.api.create_namespaced_pod(
+            scratch.namespace, pod, dry_run="All", _request_timeout=PROFILE_PRICE_TIMEOUT
+        )
+        if inspect.isawaitable(created):
+            created = await asyncio.wait_for(created, PROFILE_PRICE_TIMEOUT)
+        annotations, _ = _pod_meta(created)
+        value = annotations.get(ANNOTATION_VALUE)
+        interval = parse_go_duration(annotations.get(ANNOTATION_INTERVAL))
+        if value is not None and interval is not None:
+            value = int(value)
+            result = {"text": price_text(value, interval), "affordable": True,
+                      "value": value, "interval": interval}
+        else:
+            _log_once(("price", key[2]), "hubcredits: profile %s is not priced by %s",
+                      key[2], WEBHOOK_NAME)
+    except Exception as e:
+        sentence = denial_sentence(e)
+        if sentence is not None:
+            result = {"text": sentence, "affordable": False, "value": None, "interval": None}
+        else:  # never the pod or the exception's body: they may hold a token
+            status = getattr(e, "status", None)
+            _log_once(("price", key[2]), "hubcredits: no price for profile %s: %s%s",
+                      key[2], type(e).__name__, f" {status}" if status else "")
+    _profile_prices[key] = (now + PROFILE_PRICE_TTL, result)
+    if len(_profile_prices) > 10000:
+        for stale in [k for k, v in _profile_prices.items() if v[0] <= now]:
+            _profile_prices.pop(stale, None)
+    return result
+
+
+# --------------------------------------------------------------------------------------
 # The spawner mixin
 
 
@@ -1373,6 +1457,51 @@ class CreditsSpawnerMixin:
             return None
         name, namespace = getattr(self, "pod_name", None), getattr(self, "namespace", None)
         return pods.get(f"{namespace}/{name}") or pods.get(name)
+
+    # -- prices on the profile list ---------------------------------------------------
+
+    async def get_options_form(self):
+        """The spawner's options form; with a KubeSpawner ``profile_list``, each option
+        shows its price, or that the user cannot afford it (see :func:`profile_price`)."""
+        form = await super().get_options_form()
+        try:
+            return await self._hubcredits_priced_form(form)
+        except Exception as e:  # the form without prices, never an error page
+            _log_once("options-form", "hubcredits: no prices on the profile list: %s: %s",
+                      type(e).__name__, e)
+            return form
+
+    async def _hubcredits_priced_form(self, form):
+        render = getattr(self, "_render_options_form", None)
+        profiles = getattr(self, "profile_list", None)
+        if not form or not profiles or render is None:
+            return form
+        if callable(profiles):
+            profiles = profiles(self)
+            if inspect.isawaitable(profiles):
+                profiles = await profiles
+        if isinstance(profiles, dict):  # KubeSpawner 7 also takes {key: profile}
+            profiles = self._sorted_dict_values(profiles)
+        profiles = self._get_initialized_profile_list(profiles)
+        prices = await asyncio.gather(
+            *(profile_price(self, profile) for profile in profiles), return_exceptions=True
+        )
+        priced = []
+        for profile, price in zip(profiles, prices):
+            profile = dict(profile)
+            if isinstance(price, dict):
+                note = html.escape(price["text"])
+                if not price["affordable"]:
+                    profile["display_name"] = (
+                        f"{profile.get('display_name', '')} (not enough credits)"
+                    )
+                description = profile.get("description") or ""
+                profile["description"] = (
+                    f'{description} <span class="hubcredits-price" data-affordable='
+                    f'"{str(price["affordable"]).lower()}">{note}</span>'
+                ).strip()
+            priced.append(profile)
+        return render(priced)
 
     def _hubcredits_reserved_event(self):
         for event in getattr(self, "events", None) or ():
