@@ -16,7 +16,8 @@ Environment:
   the test knows the exact answer to each attempt;
 - ``E2E_MISSING_NAMESPACE``: users whose name starts with ``missing-ns`` get their pod
   in this namespace, which does not exist (a 404 that is not a denial);
-- ``E2E_EXTRA_LABELS``: a JSON object of extra pod labels.
+- ``E2E_EXTRA_LABELS``: a JSON object of extra pod labels; ``E2E_USER_LABELS``: a JSON
+  object of such objects by username (what a profile's ``extra_labels`` would add).
 """
 
 import asyncio
@@ -51,6 +52,7 @@ def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
     """
     name = f"jupyter-{username}"
     extra_labels = json.loads(os.environ.get("E2E_EXTRA_LABELS") or "{}")
+    extra_labels.update(json.loads(os.environ.get("E2E_USER_LABELS") or "{}").get(username, {}))
     return client.V1Pod(
         api_version="v1",
         kind="Pod",

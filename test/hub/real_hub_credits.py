@@ -244,7 +244,7 @@ def notebook_server():
 
 
 class CreditsHub:
-    def __init__(self, workdir, name, namespace, kubeconfig, port, profiles):
+    def __init__(self, workdir, name, namespace, kubeconfig, port, profiles, user_labels=None):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir)
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -252,6 +252,7 @@ class CreditsHub:
         self.log_path = os.path.join(self.dir, "hub.log")
         self.proxy_pid = os.path.join(self.dir, "proxy.pid")
         self.profiles = profiles
+        self.user_labels = user_labels or {}
         self.env = dict(
             os.environ,
             KUBECONFIG=kubeconfig,
@@ -273,8 +274,9 @@ c.KubeSpawner.image = "quay.io/jupyterhub/k8s-singleuser-sample:4.0.0"
 c.KubeSpawner.port = {self.port}
 c.KubeSpawner.profile_list = {self.profiles!r}
 """
-        else:
+        else:  # the labels the profiles would add, by user
             spawner = f"c.Spawner.port = {self.port}\n"
+            self.env["E2E_USER_LABELS"] = json.dumps(self.user_labels)
         return f"""\
 c = get_config()  # noqa
 c.JupyterHub.bind_url = {self.url!r}
@@ -492,7 +494,11 @@ def run(checks):
         kubeconfig = cluster.service_account_kubeconfig(
             os.path.join(workdir, "hub-sa.kubeconfig"), p + "hub", with_role=True)
         ks = SPAWNER.startswith("kubespawner")
-        with CreditsHub(workdir, "hub", namespace, kubeconfig, port, profiles(p)) as hub:
+        price = {"hubcredits.io/e2e-price": p + "fast"}
+        user_labels = {p + "alice": price, p + "dave": price,
+                       p + "erin": {"hubcredits.io/e2e-price": p + "slow"}}
+        with CreditsHub(workdir, "hub", namespace, kubeconfig, port, profiles(p),
+                        user_labels) as hub:
             alice, dave, erin, carol = (p + u for u in ("alice", "dave", "erin", "carol"))
             alice_token = hub.user_token(alice)
             session = hub.login(alice)
@@ -531,27 +537,28 @@ def run(checks):
             observed(f"progress ({took:.2f} s)", messages)
             checks.check(f"{m}: spawn ready in under 2 s", bool(events) and events[-1].get(
                 "ready") is True and took < 2.0, f"{took:.2f}s {messages}")
-            price = (f"This server costs 10 credits / {'3 s' if ks else '10 min'}, paid from "
+            price = ("This server costs 10 credits / 3 s, paid from "
                      f"project {p}team, then account {alice}.")
             checks.check(f"{m}: price is the first or second progress line",
                          price in messages[:2], f"{messages} lacks {price!r}")
 
             ok, seen = matches_api(hub, session, cluster, ["alice", "team"])
             checks.check(f"{m}: home page balances = API server's after the spawn", ok, str(seen))
-            if ks:
-                charged = cluster.account("team")["status"].get("totalCharged", 0)
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and cluster.account(
-                        "team")["status"].get("totalCharged", 0) <= charged:
-                    time.sleep(0.3)
-                ok, seen = matches_api(hub, session, cluster, ["alice", "team"])
-                checks.check(f"{m}: home page balances = API server's after a charge", ok,
-                             str(seen))
+            charged = cluster.account("team")["status"].get("totalCharged", 0)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and cluster.account(
+                    "team")["status"].get("totalCharged", 0) <= charged:
+                time.sleep(0.3)
+            checks.check(f"{m}: the operator charged a period", cluster.account(
+                "team")["status"].get("totalCharged", 0) > charged, "no charge in 20 s")
+            ok, seen = matches_api(hub, session, cluster, ["alice", "team"])
+            checks.check(f"{m}: home page balances = API server's after a charge", ok,
+                         str(seen))
             status, page = hub.page(session, "/hub/home")
             text = visible_text(page)
             observed("home page, running", text[:600])
             checks.check(f"{m}: home page shows the running server's price",
-                         ("10 credits / 3 s" if ks else "10 credits / 10 min") in text, text[:600])
+                         "10 credits / 3 s" in text, text[:600])
             if shots:
                 screenshot(hub, session, "/hub/home", os.path.join(shots, "home.png"))
 
@@ -597,25 +604,24 @@ def run(checks):
             checks.check(f"{m}: erin's server stopped", hub.stop(erin, cluster), "pod left")
 
             # an operator stop: dave's 15 credits pay one period of 10, not the next
-            if ks:
-                dave_session = hub.login(dave)
-                dave_token = hub.user_token(dave)
-                hub.start(dave, "fast")
-                hub.progress(dave, dave_token)
-                deadline, text = time.monotonic() + 30, ""
-                while time.monotonic() < deadline:
-                    text = visible_text(hub.page(dave_session, "/hub/home")[1])
-                    if "Your server was stopped" in text:
-                        break
-                    time.sleep(0.5)
-                observed("dave's home page", text[:500])
-                want = re.compile(r"Your server was stopped at \d\d:\d\d UTC: account "
-                                  + re.escape(dave) + r" has 5 credits, the next 3s costs 10\.")
-                checks.check(f"{m}: after an operator stop the home page says why",
-                             want.search(text) is not None, text[:600])
-                if shots:
-                    screenshot(hub, dave_session, "/hub/home", os.path.join(shots, "stopped.png"))
-                hub.stop(dave, cluster)
+            dave_session = hub.login(dave)
+            dave_token = hub.user_token(dave)
+            hub.start(dave, "fast")
+            hub.progress(dave, dave_token)
+            deadline, text = time.monotonic() + 30, ""
+            while time.monotonic() < deadline:
+                text = visible_text(hub.page(dave_session, "/hub/home")[1])
+                if "Your server was stopped" in text:
+                    break
+                time.sleep(0.5)
+            observed("dave's home page", text[:500])
+            want = re.compile(r"Your server was stopped at \d\d:\d\d UTC: account "
+                              + re.escape(dave) + r" has 5 credits, the next 3s costs 10\.")
+            checks.check(f"{m}: after an operator stop the home page says why",
+                         want.search(text) is not None, text[:600])
+            if shots:
+                screenshot(hub, dave_session, "/hub/home", os.path.join(shots, "stopped.png"))
+            hub.stop(dave, cluster)
 
             # a denial, as a browser sees it
             if shots:

@@ -881,8 +881,12 @@ def _clock(epoch):
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%H:%M UTC")
 
 
-def account_view(account, user, now, admin=False):
-    """One account as the page and the REST API show it (plain JSON types)."""
+def account_view(account, user, now, admin=False, pool=None):
+    """One account as the page and the REST API show it (plain JSON types).
+
+    ``pool``: the project pool that pays first for this wallet's servers, if known;
+    how long the balance lasts then counts the pool's credits too.
+    """
     mine = [s for s in account.servers if s.user == user or admin]
     running = [s for s in account.servers if s.running]
     rate = account.burn_rate()
@@ -934,7 +938,8 @@ def account_view(account, user, now, admin=False):
             ),
         }
     if rate > grant_rate:
-        view["lasts_seconds"] = int(account.balance / (rate - grant_rate))
+        funds = account.balance + (max(pool.balance, 0) if pool is not None else 0)
+        view["lasts_seconds"] = int(max(funds, 0) / (rate - grant_rate))
     # what the page prints
     view["cost_text"] = (
         " + ".join(price_text(s.value, s.interval) for s in running) if running else ""
@@ -989,7 +994,8 @@ def user_credits(cache, user, now=None, pods=(), started_since=None, admin=False
     pools = {a.project for a in accounts if a.project}
     views = []
     for account in accounts:
-        view = account_view(account, user, now, admin=admin)
+        pool = cache.get(account.project) if account.project else None
+        view = account_view(account, user, now, admin=admin, pool=pool)
         if account.name in pools or (len(account.users) > 1 and not account.project):
             view["kind"] = "project"
         views.append(view)
@@ -1490,16 +1496,17 @@ class CreditsSpawnerMixin:
         for profile, price in zip(profiles, prices):
             profile = dict(profile)
             if isinstance(price, dict):
-                note = html.escape(price["text"])
-                if not price["affordable"]:
+                affordable = price["affordable"]
+                if not affordable:
                     profile["display_name"] = (
                         f"{profile.get('display_name', '')} (not enough credits)"
                     )
-                description = profile.get("description") or ""
+                css = "text-muted" if affordable else "text-danger"
                 profile["description"] = (
-                    f'{description} <span class="hubcredits-price" data-affordable='
-                    f'"{str(price["affordable"]).lower()}">{note}</span>'
-                ).strip()
+                    f'{profile.get("description") or ""}<br><span class="hubcredits-price '
+                    f'{css}" data-affordable="{str(affordable).lower()}">'
+                    f'{html.escape(price["text"])}</span>'
+                )
             priced.append(profile)
         return render(priced)
 
