@@ -244,7 +244,8 @@ def notebook_server():
 
 
 class CreditsHub:
-    def __init__(self, workdir, name, namespace, kubeconfig, port, profiles, user_labels=None):
+    def __init__(self, workdir, name, namespace, kubeconfig, port, profiles, user_labels=None,
+                 glue=True):
         self.dir = os.path.join(workdir, name)
         os.makedirs(self.dir)
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -253,6 +254,7 @@ class CreditsHub:
         self.proxy_pid = os.path.join(self.dir, "proxy.pid")
         self.profiles = profiles
         self.user_labels = user_labels or {}
+        self.glue = glue
         self.env = dict(
             os.environ,
             KUBECONFIG=kubeconfig,
@@ -299,8 +301,8 @@ c.JupyterHub.services = [{{"name": "e2e", "api_token": {self.token!r}}}]
 c.JupyterHub.load_roles = [
     {{"name": "e2e", "scopes": ["admin:users", "admin:servers", "tokens"], "services": ["e2e"]}}
 ]
-{spawner}import hubcredits_hub
-hubcredits_hub.install(c)
+{spawner}{"import hubcredits_hub" if self.glue else ""}
+{"hubcredits_hub.install(c)" if self.glue else ""}
 """
 
     def __enter__(self):

@@ -143,6 +143,14 @@ class UserCreditsTest(unittest.TestCase):
         self.assertEqual(got["low"], [])
         json.dumps(got)  # the REST body is this, as JSON
 
+    def test_wallet_lasts_with_its_pool(self):
+        cache = cache_of(make_account("alice", ["alice"], balance=100, project="team",
+                                      servers=[server("alice")]),
+                         make_account("team", [], balance=200))
+        [alice, team] = hh.user_credits(cache, "alice", now=NOW)["accounts"]
+        self.assertEqual(alice["lasts_seconds"], 18000)  # (100 + 200) / (10 / 600 s)
+        self.assertIsNone(team["lasts_seconds"])  # no server of the pool's own runs
+
     def test_user_in_two_pools_and_a_wallet(self):
         cache = cache_of(
             make_account("alice", ["alice"], project="physics"),
@@ -427,6 +435,102 @@ class PinnedPriceTest(unittest.TestCase):
         got = asyncio.run(go())
         self.assertEqual(got, ["This server costs 10 credits / 10 min, paid from account alice.",
                                "Still waiting"])
+
+
+class DeniedError(Exception):
+    """A kubernetes_asyncio ApiException, by shape."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.body = json.dumps({"kind": "Status", "message": message}).encode()
+
+
+class PricedSpawner:
+    """What profile pricing touches of a KubeSpawner (7.x)."""
+
+    creates = []
+    outcomes = {}
+
+    def __init__(self, user=None, hub=None, config=None, name="", orm_spawner=None):
+        self.user, self.hub, self.config, self.name = user, hub, config, name
+        self.namespace = "ns"
+        self.log = logging.getLogger("test.priced")
+        self.user_options = {}
+        self.api = self
+
+    async def load_user_options(self):
+        self.profile = self.user_options["profile"]
+
+    async def get_pod_manifest(self):
+        return {"metadata": {"labels": {"price": self.profile}},
+                "spec": {"env": [{"name": "JUPYTERHUB_API_TOKEN", "value": "s3cret-t0ken"}]}}
+
+    async def create_namespaced_pod(self, namespace, pod, dry_run=None, _request_timeout=None):
+        PricedSpawner.creates.append((self.profile, dry_run))
+        outcome = self.outcomes[self.profile]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return {"metadata": {"annotations": outcome}}
+
+    profile_list = [{"slug": "small", "display_name": "Small", "description": "1 CPU"},
+                    {"slug": "huge", "display_name": "Huge"},
+                    {"slug": "broken", "display_name": "Broken"}]
+
+    async def get_options_form(self):
+        return "form"
+
+    def _sorted_dict_values(self, value):
+        return list(value.values())
+
+    def _get_initialized_profile_list(self, profiles):
+        return profiles
+
+    def _render_options_form(self, profiles):
+        return profiles
+
+
+class ProfilePriceTest(unittest.TestCase):
+    def setUp(self):
+        hh._profile_prices.clear()
+        hh._logged_once.clear()
+        PricedSpawner.creates = []
+        denied = 'admission webhook "pods.hubcredits.io" denied the request: Not enough ' \
+            "credits to start this server: it costs 5000 credits every 10m, and account " \
+            '"alice" has 500.'
+        PricedSpawner.outcomes = {
+            "small": {"hubcredits.io/billing-value": "10", "hubcredits.io/billing-interval":
+                      "10m0s", "hubcredits.io/account": "alice"},
+            "huge": DeniedError(403, denied),
+            "broken": DeniedError(500, 'failed calling webhook: CEL error; env s3cret-t0ken'),
+        }
+
+    def form(self):
+        class User:
+            name = "alice"
+
+        spawner = hh.credits_spawner_class(PricedSpawner)(user=User())
+        return asyncio.run(spawner.get_options_form())
+
+    def test_prices_denial_and_unknown(self):
+        with self.assertLogs("JupyterHub", "WARNING") as logs:
+            small, huge, broken = self.form()
+        self.assertIn('1 CPU<br><span class="hubcredits-price text-muted" '
+                      'data-affordable="true">10 credits / 10 min</span>', small["description"])
+        self.assertEqual(huge["display_name"], "Huge (not enough credits)")
+        self.assertIn("it costs 5000 credits every 10m, and account &quot;alice&quot; has 500.",
+                      huge["description"])
+        self.assertEqual(broken, PricedSpawner.profile_list[2])
+        self.assertEqual(logs.output, ["WARNING:JupyterHub:hubcredits: no price for profile "
+                                       "broken: DeniedError 500"])
+        self.assertEqual(sorted(PricedSpawner.creates),
+                         [("broken", "All"), ("huge", "All"), ("small", "All")])
+
+    def test_cached_per_user_and_option(self):
+        with self.assertLogs("JupyterHub", "WARNING"):
+            self.form()
+        self.form()  # no second log line either
+        self.assertEqual(len(PricedSpawner.creates), 3)
 
 
 def jupyterhub_templates():
