@@ -19,7 +19,7 @@ import concurrent.futures
 import gc
 import json
 import os
-import statistics
+import re
 import sys
 import time
 import tracemalloc
@@ -76,30 +76,53 @@ def rss_kib(pid):
     return 0
 
 
-def measure(hub, user, requests_per_page):
-    session = hub.login(user)
-    times = {}
-    for path in PAGES:
-        for _ in range(50):
-            session.get(hub.url + path, timeout=30)
-        samples = []
-        for _ in range(requests_per_page):
-            t0 = time.perf_counter()
-            r = session.get(hub.url + path, timeout=30)
-            samples.append((time.perf_counter() - t0) * 1000)
-            if r.status_code != 200:
-                raise SystemExit(f"{path}: {r.status_code}")
-        samples.sort()
-        times[path] = {
-            "p50_ms": round(statistics.median(samples), 2),
-            "p99_ms": round(samples[int(len(samples) * 0.99) - 1], 2),
-            "box": 'id="hubcredits"' in r.text,
-        }
-    return times
+def measure(hubs, user, requests_per_page):
+    """Interleaved requests to both hubs (so both see the same machine), timed by the
+    client and by the hub itself (its request log line: ``200 GET /hub/home (...) 9.27ms``)."""
+    sessions = {name: hub.login(user) for name, hub in hubs.items()}
+    client = {name: {path: [] for path in PAGES} for name in hubs}
+    boxes = {}
+    for i in range(50 + requests_per_page):
+        order = list(hubs) if i % 2 else list(reversed(hubs))
+        for path in PAGES:
+            for name in order:
+                t0 = time.perf_counter()
+                r = sessions[name].get(hubs[name].url + path, timeout=30)
+                took = (time.perf_counter() - t0) * 1000
+                if r.status_code != 200:
+                    raise SystemExit(f"{name} {path}: {r.status_code}")
+                if i >= 50:
+                    client[name][path].append(took)
+                boxes[(name, path)] = 'id="hubcredits"' in r.text
+    results = {}
+    for name, hub in hubs.items():
+        log = hub.log()
+        results[name] = {}
+        for path in PAGES:
+            served = [float(ms) for ms in re.findall(
+                r"200 GET " + re.escape(path) + r" \(" + re.escape(user) + r"@[^)]*\) ([\d.]+)ms",
+                log)][-requests_per_page:]
+            results[name][path] = {
+                "server_p50_ms": percentile(served, 50),
+                "server_p99_ms": percentile(served, 99),
+                "client_p50_ms": percentile(client[name][path], 50),
+                "client_p99_ms": percentile(client[name][path], 99),
+                "samples": len(served),
+                "box": boxes[(name, path)],
+            }
+    return results
+
+
+def percentile(samples, p):
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 2)
 
 
 def cache_memory(cluster):
     """Bytes a cache filled from the namespace's list holds (tracemalloc and deep size)."""
+    sys.path.insert(0, rhc.FILES)
     import hubcredits_hub as hh
 
     client = hh.KubeClient.from_kubeconfig(os.environ["KUBECONFIG"])
@@ -122,8 +145,52 @@ def cache_memory(cluster):
     traced = sum(s.size_diff for s in after.compare_to(before, "filename"))
     tracemalloc.stop()
     raw = len(json.dumps(items))
-    return {"accounts": len(cache), "tracemalloc_bytes": traced,
-            "deep_size_bytes": cache.memory_bytes(), "list_json_bytes": raw}
+    cache.state = "synced"
+    return cache, {"accounts": len(cache), "tracemalloc_bytes": traced,
+                   "deep_size_bytes": cache.memory_bytes(), "list_json_bytes": raw}
+
+
+def render_bench(cache, user, renders):
+    """What the glue adds to rendering a page, in process: JupyterHub's home.html and
+    token.html rendered by JupyterHub's loader set-up without and with the glue's
+    templates and the filled cache, interleaved, ``renders`` times each."""
+    import hubcredits_hub as hh
+    from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
+    from jupyterhub.app import JupyterHub
+
+    import test_credits_pages as tcp
+
+    base = JupyterHub()._template_paths_default()[0]
+    ours = hh._template_dir()
+
+    def env(paths):
+        loader = ChoiceLoader([PrefixLoader({"templates": FileSystemLoader([base])}, "/"),
+                               FileSystemLoader(paths)])
+        return Environment(loader=loader, autoescape=True)
+
+    envs = {"stock": env([base]), "glue": env([ours, base])}
+    ns = dict(base_url="/hub/", prefix="/", user=tcp.User(user), login_url="/hub/login",
+              logout_url="/hub/logout", static_url=lambda *a, **k: "/static", version_hash="",
+              services=[], parsed_scopes={}, expanded_scopes=set(), xsrf="x", xsrf_token="x",
+              default_server=None, named_server_limit_per_user=0, spawner_options_form="",
+              url="/hub/spawn", allow_named_servers=False, named_servers=[], api_tokens=[],
+              oauth_clients=[], token_expires_in_options=[], token_expires_in_max_seconds=0,
+              show_spawn_button=True, announcement=None, no_spawner_check=True,
+              for_user=None, hubcredits=hh.CreditsView(cache))
+    out = {}
+    for page in ("home.html", "token.html"):
+        templates = {name: e.get_template(page) for name, e in envs.items()}
+        samples = {name: [] for name in envs}
+        for i in range(200 + renders):
+            for name in (("stock", "glue") if i % 2 else ("glue", "stock")):
+                t0 = time.perf_counter()
+                html = templates[name].render(**ns)
+                if i >= 200:
+                    samples[name].append((time.perf_counter() - t0) * 1000)
+        out[page] = {name: {"p50_ms": percentile(v, 50), "p99_ms": percentile(v, 99)}
+                     for name, v in samples.items()}
+        out[page]["box"] = 'id="hubcredits"' in html
+    return out
 
 
 def main():
@@ -150,31 +217,36 @@ def main():
     kubeconfig = cluster.service_account_kubeconfig(
         os.path.join(workdir, "hub.kubeconfig"), "bench-hub", with_role=True)
     os.environ["HUBCREDITS_NAMESPACE"] = namespace
-    results = {}
-    for glue in (False, True):
-        name = "glue" if glue else "stock"
-        hub = rhc.CreditsHub(workdir, name, namespace, kubeconfig, 8888, [], glue=glue)
-        with hub:
-            if glue:  # wait for the cache to hold the namespace
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline and "hubcredits: watching" not in hub.log():
-                    time.sleep(0.5)
-                lines = [x for x in hub.log().splitlines() if "hubcredits: watching" in x]
-                print("    " + lines[-1].split("] ", 1)[-1])
-            gc_rss = rss_kib(hub.proc.pid)
-            results[name] = {"pages": measure(hub, user, n), "rss_kib": gc_rss}
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
-    memory = cache_memory(cluster)
+    stock = rhc.CreditsHub(workdir, "stock", namespace, kubeconfig, 8888, [], glue=False)
+    glue = rhc.CreditsHub(workdir, "glue", namespace, kubeconfig, 8888, [], glue=True)
+    with stock, glue:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "hubcredits: watching" not in glue.log():
+            time.sleep(0.5)
+        lines = [x for x in glue.log().splitlines() if "hubcredits: watching" in x]
+        print("    " + lines[-1].split("] ", 1)[-1], flush=True)
+        rss = {"stock": rss_kib(stock.proc.pid), "glue": rss_kib(glue.proc.pid)}
+        pages = measure({"stock": stock, "glue": glue}, user, n)
+        rss_after = {"stock": rss_kib(stock.proc.pid), "glue": rss_kib(glue.proc.pid)}
+    print(json.dumps({"pages": pages, "rss_kib_synced": rss, "rss_kib_after": rss_after},
+                     indent=1), flush=True)
+    cache, memory = cache_memory(cluster)
     print(f"cache: {json.dumps(memory)}", flush=True)
+    renders = render_bench(cache, user, int(os.environ.get("BENCH_RENDERS", "5000")))
+    print(f"renders: {json.dumps(renders)}", flush=True)
     ok = True
-    for path in PAGES:
-        stock, glue = results["stock"]["pages"][path], results["glue"]["pages"][path]
-        delta = glue["p99_ms"] - stock["p99_ms"]
-        print(f"{path}: p99 {stock['p99_ms']} ms without the glue, {glue['p99_ms']} ms with it "
-              f"(+{delta:.2f} ms; credits box shown: {glue['box']})")
+    for page, r in renders.items():
+        delta = r["glue"]["p99_ms"] - r["stock"]["p99_ms"]
+        print(f"render {page}: p99 {r['stock']['p99_ms']} ms without the glue, "
+              f"{r['glue']['p99_ms']} ms with it ({delta:+.2f} ms; p50 {r['stock']['p50_ms']} / "
+              f"{r['glue']['p50_ms']} ms; credits box: {r['box']})")
         ok = ok and delta <= limit
-    print(f"hub RSS: {results['stock']['rss_kib'] / 1024:.1f} MiB without the glue, "
-          f"{results['glue']['rss_kib'] / 1024:.1f} MiB with it and {count} accounts cached")
+    for path in PAGES:
+        a, b = pages["stock"][path], pages["glue"][path]
+        print(f"GET {path} (hub log): p50 {a['server_p50_ms']} / {b['server_p50_ms']} ms, "
+              f"p99 {a['server_p99_ms']} / {b['server_p99_ms']} ms without / with the glue")
+    print(f"hub RSS after the requests: {rss_after['stock'] / 1024:.1f} MiB without the glue, "
+          f"{rss_after['glue'] / 1024:.1f} MiB with it and {count} accounts cached")
     if os.environ.get("BENCH_CLEANUP"):
         cluster.custom.delete_collection_namespaced_custom_object(
             rhc.GROUP, rhc.VERSION, namespace, "creditaccounts")

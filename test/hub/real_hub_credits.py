@@ -603,6 +603,8 @@ def run(checks):
             observed("erin's home page", text[:500])
             checks.check(f"{m}: Low warning on the home page",
                          f"Credits are running low: account {erin} has 15" in text, text[:600])
+            if shots:
+                screenshot(hub, erin_session, "/hub/home", os.path.join(shots, "low.png"))
             checks.check(f"{m}: erin's server stopped", hub.stop(erin, cluster), "pod left")
 
             # an operator stop: dave's 15 credits pay one period of 10, not the next

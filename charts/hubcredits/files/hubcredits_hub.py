@@ -16,9 +16,18 @@ the denial counts towards ``consecutive_failure_limit``. With it:
   are re-raised untouched;
 - a logging filter keeps API tokens (``JUPYTERHUB_API_TOKEN``, ``JPY_API_TOKEN``)
   and, for a credits denial, the pod manifest out of the hub log;
-- the first message of the spawn progress stream is the price, taken from the
-  ``CreditsReserved`` event the operator writes on the admitted pod, e.g.
-  ``This server costs 10 credits every 10m, paid from account alice (86 left).``
+- the first message of the spawn progress stream is the price, read from the
+  annotations the webhook pinned on the pod as soon as it exists, e.g. ``This server
+  costs 10 credits / 10 min, paid from account alice.`` (else the ``CreditsReserved``
+  event's message);
+- the hub's home and spawn pages show the user's accounts (balance, cap, next grant,
+  what the running servers cost, how long that lasts), every page says why a server
+  was stopped for credits and warns when credits run low, from a background cache of
+  CreditAccounts (one list + watch, :class:`CreditAccountCache`; needs the chart's
+  ``hubReadAccess`` Role), rendered through JupyterHub's templates (``TEMPLATES``);
+- each ``profile_list`` option shows its price, from a dry-run create of the pod it
+  would make (:func:`profile_price`); an option the user cannot afford says so;
+- ``GET /hub/api/credits[/<user>]`` returns the same as JSON (``read:users`` scope).
 
 Use it from ``jupyterhub_config.py`` (or Z2JH ``hub.extraConfig``)::
 
@@ -670,9 +679,10 @@ class CreditAccountCache:
     # -- writing (the cache thread, or tests) ----------------------------------------
 
     def replace_all(self, objects, resource_version=""):
+        """Replace the whole cache with ``objects`` (CreditAccounts, or :class:`Account`)."""
         accounts = {}
         for obj in objects:
-            account = Account(obj)
+            account = obj if isinstance(obj, Account) else Account(obj)
             if account.name:
                 accounts[account.name] = account
         by_user = {}
@@ -770,17 +780,21 @@ class CreditAccountCache:
         return f"/apis/{CA_GROUP_VERSION}/namespaces/{self.namespace}/{CA_PLURAL}"
 
     def _list(self, client):
-        items, cont = [], None
+        # Page by page into Accounts: the raw objects (managedFields, ledgers) of one
+        # page at a time are alive, never the whole namespace's.
+        accounts, cont = [], None
         while True:
             query = {"limit": self._page_size}
             if cont:
                 query["continue"] = cont
             page = client.call("GET", self._path(), query, timeout=30)
-            items.extend(page.get("items") or ())
-            cont = (page.get("metadata") or {}).get("continue")
+            accounts.extend(Account(obj) for obj in page.get("items") or ())
+            meta = page.get("metadata") or {}
+            cont = meta.get("continue")
+            page = None
             if not cont:
                 break
-        self.replace_all(items, (page.get("metadata") or {}).get("resourceVersion", ""))
+        self.replace_all(accounts, meta.get("resourceVersion", ""))
         self.synced_at = time.time()
 
     def _watch(self, client):
@@ -1095,7 +1109,7 @@ TEMPLATES = {
 {%- if hubcredits is defined and user %}
 {%- set hc = hubcredits.for_user(for_user if (for_user is defined and for_user) else user) %}
 {%- if hc.available and hc.accounts %}
-<div class="container hubcredits" id="hubcredits">
+<div class="container hubcredits mt-3" id="hubcredits" style="margin-top: 1rem">
   <div class="row justify-content-center"><div class="col-md-10">
   <h2 class="h5">Credits</h2>
   <table class="table table-sm hubcredits-accounts">
