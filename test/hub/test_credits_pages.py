@@ -256,7 +256,7 @@ class CacheEventsTest(unittest.TestCase):
 class FakeAPIServer:
     """kube-apiserver's list and watch of CreditAccounts, enough for the cache."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.items = []
         self.rv = 10
         self.forbidden = False
@@ -302,7 +302,8 @@ class FakeAPIServer:
                     self.wfile.write(json.dumps(event).encode() + b"\n")
                     self.wfile.flush()
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -371,6 +372,28 @@ class CacheThreadTest(unittest.TestCase):
         self.assertNotIn("t0ken", logs.output[0])
         self.api.forbidden = False  # the Role was added: it recovers by itself
         self.assertTrue(eventually(lambda: cache.available))
+
+    def test_api_server_restart_shows_what_is_known(self):
+        self.api.items = [make_account("alice", ["alice"], balance=7)]
+        cache = self.start()
+        self.assertTrue(eventually(lambda: cache.available))
+        port = self.api.server.server_address[1]
+        with self.assertLogs("JupyterHub", "INFO") as logs:
+            self.api.close()
+            self.assertTrue(eventually(lambda: cache.state == "unavailable"))
+            got = hh.user_credits(cache, "alice")
+            self.assertTrue(got["available"])  # last known, marked with its age
+            self.assertEqual(got["accounts"][0]["balance"], 7)
+            self.assertIn("the hub cannot reach the cluster", got["as_of_text"])
+            cache.last_ok -= cache.stale_grace  # too old: shown no more
+            self.assertFalse(hh.user_credits(cache, "alice")["available"])
+            self.api = FakeAPIServer(port)
+            self.addCleanup(self.api.close)
+            self.api.items = [make_account("alice", ["alice"], balance=6)]
+            self.assertTrue(eventually(lambda: cache.state == "synced"))
+        self.assertEqual(cache.get("alice").balance, 6)
+        self.assertEqual(len([x for x in logs.output if "no credits shown" in x]), 1)
+        self.assertEqual(len([x for x in logs.output if "watching" in x]), 1)
 
     def test_api_server_down(self):
         client = hh.KubeClient("http://127.0.0.1:9", None, namespace="ns")

@@ -631,12 +631,14 @@ class CreditAccountCache:
     Page renders and API calls read it and never wait for the API server. ``state``
     is ``"starting"`` until the first list, ``"synced"`` while the watch runs, and
     ``"unavailable"`` when the API server cannot be reached or refuses (the Role is
-    missing); in that case the last known accounts are kept but not shown, and one log
-    line says why (one more when it recovers).
+    missing); one log line says why (one more when it recovers). While the API server
+    is merely unreachable (a restart), what is known keeps being shown, marked with its
+    age, for up to ``stale_grace`` seconds after the last word from it; a refusal
+    (401/403/404) hides it at once.
     """
 
     def __init__(self, namespace=None, client_factory=KubeClient.from_environment,
-                 page_size=500, watch_timeout=240, max_backoff=30.0):
+                 page_size=500, watch_timeout=240, max_backoff=30.0, stale_grace=300.0):
         self.namespace = namespace
         self._client_factory = client_factory
         self._page_size = page_size
@@ -649,6 +651,9 @@ class CreditAccountCache:
         self.reason = ""
         self.resource_version = ""
         self.synced_at = None
+        self.last_ok = None  # time.time() of the last answer from the API server
+        self.stale_grace = stale_grace
+        self._stale_ok = False
         self._thread = None
         self._stop = threading.Event()
         self._lock = threading.Lock()  # writers only; readers use immutable values
@@ -657,7 +662,19 @@ class CreditAccountCache:
 
     @property
     def available(self):
-        return self.state == "synced"
+        if self.state == "synced":
+            return True
+        return (
+            self.state == "unavailable"
+            and self._stale_ok
+            and self.last_ok is not None
+            and time.time() - self.last_ok < self.stale_grace
+        )
+
+    @property
+    def stale_since(self):
+        """When the shown data was last confirmed, if it is not live; else None."""
+        return None if self.state == "synced" else self.last_ok
 
     def get(self, name):
         return self._accounts.get(name)
@@ -761,8 +778,10 @@ class CreditAccountCache:
                 while not self._stop.is_set() and self._watch(client):
                     pass
             except KubeError as e:
+                self._stale_ok = e.status not in (401, 403, 404)
                 self._set_state("unavailable", self._explain(e))
             except Exception as e:  # never let the thread die
+                self._stale_ok = False
                 self._set_state("unavailable", f"{type(e).__name__}: {e}")
                 client = None
             self._stop.wait(backoff)
@@ -795,7 +814,7 @@ class CreditAccountCache:
             if not cont:
                 break
         self.replace_all(accounts, meta.get("resourceVersion", ""))
-        self.synced_at = time.time()
+        self.synced_at = self.last_ok = time.time()
 
     def _watch(self, client):
         """Follow one watch; True to watch again from where it ended, False to relist."""
@@ -812,10 +831,13 @@ class CreditAccountCache:
                 if response.status == 410:
                     return False
                 raise KubeError(response.status, f"watch: HTTP {response.status}")
+            self.last_ok = time.time()
+            self._set_state("synced")
             while not self._stop.is_set():
                 line = response.readline()
                 if not line:
                     return True
+                self.last_ok = time.time()
                 try:
                     event = json.loads(line)
                 except ValueError:
@@ -1003,7 +1025,8 @@ def user_credits(cache, user, now=None, pods=(), started_since=None, admin=False
     """Everything shown to ``user`` (a name): JSON-ready; ``available`` False = show nothing."""
     now = time.time() if now is None else now
     if cache is None or not cache.available:
-        return {"user": user, "available": False, "accounts": [], "stop": None, "low": []}
+        return {"user": user, "available": False, "as_of": None, "as_of_text": "",
+                "accounts": [], "stop": None, "low": []}
     accounts = cache.accounts_for(user)
     pools = {a.project for a in accounts if a.project}
     views = []
@@ -1018,9 +1041,12 @@ def user_credits(cache, user, now=None, pods=(), started_since=None, admin=False
         for v in views
         if v["low"] and v["running_servers"] > 0
     ]
+    stale = getattr(cache, "stale_since", None)
     return {
         "user": user,
         "available": True,
+        "as_of": _iso(stale) if stale else None,
+        "as_of_text": f"as of {_clock(stale)}, the hub cannot reach the cluster" if stale else "",
         "accounts": views,
         "stop": _stop_notice(accounts, user, set(pods), started_since),
         "low": low,
@@ -1111,7 +1137,8 @@ TEMPLATES = {
 {%- if hc.available and hc.accounts %}
 <div class="container hubcredits mt-3" id="hubcredits" style="margin-top: 1rem">
   <div class="row justify-content-center"><div class="col-md-10">
-  <h2 class="h5">Credits</h2>
+  <h2 class="h5">Credits{% if hc.as_of_text %}
+    <small class="text-muted hubcredits-stale">({{ hc.as_of_text }})</small>{% endif %}</h2>
   <table class="table table-sm hubcredits-accounts">
     <thead>
       <tr><th>Account</th><th>Balance</th><th>Next grant</th><th>Running servers</th>
@@ -1170,7 +1197,8 @@ class CreditsView:
             if self._failures == 0:
                 log.warning("hubcredits: credits not shown: %s: %s", type(e).__name__, e)
             self._failures += 1
-            return {"user": name, "available": False, "accounts": [], "stop": None, "low": []}
+            return {"user": name, "available": False, "as_of": None, "as_of_text": "",
+                    "accounts": [], "stop": None, "low": []}
 
     @staticmethod
     def _user_state(user):
