@@ -11,6 +11,7 @@ import logging
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 import unittest
@@ -582,8 +583,9 @@ class PagesTest(unittest.TestCase):
     def setUp(self):
         from jinja2 import ChoiceLoader, Environment, FileSystemLoader, PrefixLoader
 
-        self.tmp = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"hubcredits-tpl-{os.getpid()}")
-        os.environ["HUBCREDITS_TEMPLATE_DIR"] = self.tmp
+        tmp = tempfile.TemporaryDirectory(prefix="hubcredits-tpl-")
+        self.addCleanup(tmp.cleanup)
+        os.environ["HUBCREDITS_TEMPLATE_DIR"] = tmp.name
         self.addCleanup(os.environ.pop, "HUBCREDITS_TEMPLATE_DIR")
         base = jupyterhub_templates()
         ours = hh._template_dir()
