@@ -16,7 +16,8 @@ Environment:
   the test knows the exact answer to each attempt;
 - ``E2E_MISSING_NAMESPACE``: users whose name starts with ``missing-ns`` get their pod
   in this namespace, which does not exist (a 404 that is not a denial);
-- ``E2E_EXTRA_LABELS``: a JSON object of extra pod labels.
+- ``E2E_EXTRA_LABELS``: a JSON object of extra pod labels; ``E2E_USER_LABELS``: a JSON
+  object of such objects by username (what a profile's ``extra_labels`` would add).
 """
 
 import asyncio
@@ -51,6 +52,7 @@ def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
     """
     name = f"jupyter-{username}"
     extra_labels = json.loads(os.environ.get("E2E_EXTRA_LABELS") or "{}")
+    extra_labels.update(json.loads(os.environ.get("E2E_USER_LABELS") or "{}").get(username, {}))
     return client.V1Pod(
         api_version="v1",
         kind="Pod",
@@ -88,11 +90,19 @@ def pod_manifest(username, env, namespace, cmd=("jupyterhub-singleuser",)):
     )
 
 
+class _Reflector:
+    """KubeSpawner's pod reflector, as far as the glue reads it: ``pods["ns/name"]``."""
+
+    def __init__(self):
+        self.pods = {}
+
+
 class PodSpawner(Spawner):
     """Creates a KubeSpawner-shaped pod and waits for it like KubeSpawner."""
 
     _start_future = None
     _last_event = None
+    pod_reflector = _Reflector()
 
     @property
     def namespace(self):
@@ -130,7 +140,7 @@ class PodSpawner(Spawner):
             await asyncio.sleep(1)
             pod = await self.asynchronize(self._read_pod)
             if pod and pod.status and pod.status.phase == "Running" and pod.status.pod_ip:
-                return (pod.status.pod_ip, 8888)
+                return (pod.status.pod_ip, self.port or 8888)
 
     async def _make_create_pod_request(self, pod, request_timeout):
         # Mirrors KubeSpawner._make_create_pod_request (2.0.1 l.2319-2357).
@@ -138,10 +148,16 @@ class PodSpawner(Spawner):
             self.log.info(
                 f"Attempting to create pod {pod.metadata.name}, with timeout {request_timeout}"
             )
-            await gen.with_timeout(
+            created = await gen.with_timeout(
                 timedelta(seconds=request_timeout),
                 self.asynchronize(core_api().create_namespaced_pod, self.namespace, pod),
             )
+            # KubeSpawner's reflector would see the admitted pod (with the webhook's
+            # annotations) a moment later; here the create's answer stands in for it.
+            self.pod_reflector.pods[f"{self.namespace}/{self.pod_name}"] = {
+                "metadata": {"name": created.metadata.name,
+                             "annotations": dict(created.metadata.annotations or {})}
+            }
             return True
         except gen.TimeoutError:
             return False
@@ -231,6 +247,7 @@ class PodSpawner(Spawner):
         return None if pod is not None else 0
 
     async def stop(self, now=False):
+        self.pod_reflector.pods.pop(f"{self.namespace}/{self.pod_name}", None)
         try:
             await self.asynchronize(
                 core_api().delete_namespaced_pod,
