@@ -17,9 +17,7 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
-	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -250,36 +248,19 @@ func run(ctx context.Context, f *flags) error {
 	return mgr.Start(ctx)
 }
 
-// rotateCerts sets up in-process certificate rotation (as Gatekeeper and
-// Kueue do): a self-signed CA and serving certificate in a Secret, the CA
-// injected into the webhook configurations. It returns a channel closed
-// once the serving certificate is on disk, or nil without rotation.
+// rotateCerts sets up the in-process certificate rotation
+// (operator.AddCertRotation). It returns a channel closed once the serving
+// certificate is on disk, or nil without rotation.
 func rotateCerts(mgr ctrl.Manager, f *flags) (<-chan struct{}, error) {
 	if !f.certRotation {
 		return nil, nil
 	}
-	if f.podNamespace == "" {
-		return nil, errors.New("--cert-rotation needs --operator-namespace (or POD_NAMESPACE)")
-	}
-	if f.webhookCertDir == "" {
-		return nil, errors.New("--cert-rotation needs --webhook-cert-dir (where the Secret is mounted)")
-	}
-	ready := make(chan struct{})
-	svc := f.webhookService + "." + f.podNamespace + ".svc"
-	err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:      types.NamespacedName{Namespace: f.podNamespace, Name: f.webhookSecret},
+	return operator.AddCertRotation(mgr, operator.CertRotation{
+		Namespace:      f.podNamespace,
+		SecretName:     f.webhookSecret,
+		ServiceName:    f.webhookService,
+		MutatingName:   f.mutatingWebhook,
+		ValidatingName: f.validatingWebhook,
 		CertDir:        f.webhookCertDir,
-		CAName:         "hubcredits-ca",
-		CAOrganization: "hubcredits",
-		DNSName:        svc,
-		ExtraDNSNames:  []string{svc + ".cluster.local", f.webhookService + "." + f.podNamespace},
-		IsReady:        ready,
-		Webhooks: []rotator.WebhookInfo{
-			{Name: f.mutatingWebhook, Type: rotator.Mutating},
-			{Name: f.validatingWebhook, Type: rotator.Validating},
-		},
-		// Every replica serves the webhook, so every replica needs the files.
-		RequireLeaderElection: false,
 	})
-	return ready, err
 }

@@ -29,8 +29,8 @@ type BillingPolicyReconciler struct {
 
 var _ reconcile.Reconciler = (*BillingPolicyReconciler)(nil)
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies/status,verbs=get;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=billingpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=billingpolicies/status,verbs=get;update
 
 // Reconcile sets the policy's conditions.
 func (r *BillingPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

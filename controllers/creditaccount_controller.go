@@ -58,10 +58,10 @@ type CreditAccountReconciler struct {
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",namespace=system,resources=events,verbs=create;patch
 
 // Reconcile settles the account's servers and requeues at the next boundary.
 func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

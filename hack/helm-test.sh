@@ -143,8 +143,9 @@ reject "template refuses hubNamespace kube-system" "kube-system" \
   "$HELM" template $release $chart --set hubNamespace=kube-system
 
 # --- consistency with the generated manifests and main.go -------------------------
-check "RBAC: default rules equal config/rbac/role.yaml, no wildcard" \
-  "$cc" rbac "$tmp/default.yaml" config/rbac/role.yaml
+check "RBAC: default rules equal config/rbac/role.yaml (release names), no wildcard" \
+  "$cc" rbac "$tmp/default.yaml" config/rbac/role.yaml \
+  -names hubcredits-mutating=$release-jhub-mutating,hubcredits-validating=$release-jhub-validating,hubcredits-webhook-cert=$release-webhook-cert
 check "RBAC: all-on (certManager) rules within config/rbac/role.yaml, no wildcard" \
   "$cc" rbac "$tmp/all-on.yaml" config/rbac/role.yaml -subset
 check "webhooks: default render matches config/webhook/manifests.yaml and is scoped" \
