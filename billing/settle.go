@@ -65,6 +65,9 @@ type Note struct {
 	Warning bool
 	Reason  string
 	Message string
+	// Orphaned marks the return of a reservation whose pod never appeared
+	// (a later admission step refused it, or the review was forged).
+	Orphaned bool
 }
 
 // Event reasons.
@@ -344,7 +347,7 @@ func settleServer(a, p *hcv1.CreditAccount, e *hcv1.ServerCharge, obs PodObserva
 			refunded += Release(p, e.ID, now, why)
 		}
 		// Release removed e from a.Status.Servers in place; re-add nothing.
-		res.Notes = append(res.Notes, Note{Reason: EventRefunded,
+		res.Notes = append(res.Notes, Note{Reason: EventRefunded, Orphaned: e.PodUID == "",
 			Message: fmt.Sprintf("Returned %d credits reserved for %s, which never started.", refunded, e.Pod)})
 		return false, true
 	}

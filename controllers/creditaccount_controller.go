@@ -374,6 +374,9 @@ func ObservePod(p *corev1.Pod) billing.PodObservation {
 func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 	a := out.account
 	for _, n := range out.result.Notes {
+		if n.Orphaned {
+			reservationsOrphaned.Inc()
+		}
 		typ := corev1.EventTypeNormal
 		if n.Warning {
 			typ = corev1.EventTypeWarning

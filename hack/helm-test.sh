@@ -167,11 +167,19 @@ contains "defaults: billing, hub API, creators and leader election flags" "$tmp/
   '"--allowed-creators=system:serviceaccount:jhub:hub"' '"--hub-api-url=http://hub:8081/hub/api"' \
   '"--hub-api-token-file=/etc/hubcredits/hub-api/token"' 'key: "hub.services.hubcredits.apiToken"' \
   'hub.jupyter.org/network-access-hub: "true"'
+contains "NetworkPolicy on by default: the webhook port not from the hub namespace's pods" "$tmp/default.yaml" \
+  "kind: NetworkPolicy" "operator: NotIn" '- "jhub"' "cidr: 0.0.0.0/0" "cidr: ::/0"
+contains "NetworkPolicy: webhookFrom replaces the fallback" "$tmp/all-on.yaml" \
+  "cidr: 172.16.0.0/28" "k8s-app: konnectivity-agent"
+lacks "NetworkPolicy: webhookFrom replaces the fallback (no open ipBlock)" "$tmp/all-on.yaml" "cidr: 0.0.0.0/0" "cidr: ::/0"
+check "NetworkPolicy: podCIDRs are excepted from the fallback" sh -c \
+  "'$HELM' template $release $chart -n jhub --set 'networkPolicy.podCIDRs={10.4.0.0/14,fd00:10::/56}' --show-only templates/controller/netpol.yaml | tr -d ' ' | tr '\\n' ' ' | grep -q 'cidr:0.0.0.0/0except:-10.4.0.0/14 -ipBlock:cidr:::/0except:-fd00:10::/56'"
 contains "certManager: Issuer, Certificate and CA injection annotations" "$tmp/all-on.yaml" \
   "kind: Issuer" "kind: Certificate" "cert-manager.io/inject-ca-from: hubcredits-system/hubcredits-all-on-webhook"
 lacks "certManager: no in-process rotation" "$tmp/all-on.yaml" "- --cert-rotation" "kind: Secret"
 contains "all-on: wallet template, monitoring, NetworkPolicy, hub read access, glue" "$tmp/all-on.yaml" \
-  '"--auto-create-wallets=true"' '"--wallet-cap=200"' '"--wallet-initial-balance=50"' \
+  '"--webhook-client-ca=/etc/hubcredits/webhook-client-ca/ca.crt"' "name: apiserver-webhook-client-ca" \
+  '"--auto-create-per-minute=10"' '"--auto-create-wallets=true"' '"--wallet-cap=200"' '"--wallet-initial-balance=50"' \
   '"--wallet-grant-amount=10"' '"--wallet-grant-interval=10m"' '"--shadow=true"' \
   "kind: ServiceMonitor" "alert: HubcreditsWebhookErrors" "alert: HubcreditsBillingLag" \
   "alert: HubcreditsAccountsExhausted" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \

@@ -56,6 +56,8 @@ type PodAdmitter struct {
 	Defaults billing.Defaults
 	// AutoCreate, when set, creates a wallet for a user who has none.
 	AutoCreate *WalletTemplate
+	// NewWallets bounds the wallets AutoCreate makes (nil: unbounded).
+	NewWallets *WalletGuard
 	// Creators, when not empty, are the only users (e.g. the hub's service
 	// account) allowed to create billed pods.
 	Creators []string
@@ -317,6 +319,9 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun 
 	}
 	if dryRun {
 		return a, nil
+	}
+	if err := h.NewWallets.allow(ctx, user); err != nil {
+		return nil, err
 	}
 	err := h.Reserver.Client.Create(ctx, a)
 	if apierrors.IsAlreadyExists(err) {

@@ -5,6 +5,8 @@ package operator
 import (
 	"context"
 	"crypto/tls"
+	"net/http"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -31,12 +33,16 @@ type Options struct {
 	Defaults           billing.Defaults
 	Billing            billing.Options
 	AutoCreate         *webhooks.WalletTemplate
-	Creators           []string
-	Shadow             bool
-	HubURL             string
-	HubTokenFile       string
-	Workers            int
-	Clock              clock.Clock
+	// AutoCreatePerMinute bounds the wallets AutoCreate makes per minute
+	// and replica (0: no limit). With a Hub API, a wallet is also created
+	// only for a user the hub knows.
+	AutoCreatePerMinute int
+	Creators            []string
+	Shadow              bool
+	HubURL              string
+	HubTokenFile        string
+	Workers             int
+	Clock               clock.Clock
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -189,10 +195,24 @@ func setupWebhooks(mgr manager.Manager, o Options, policies *billing.PolicyCache
 		Policies:   policies,
 		Defaults:   o.Defaults,
 		AutoCreate: o.AutoCreate,
+		NewWallets: newWalletGuard(o),
 		Creators:   o.Creators,
 		Shadow:     o.Shadow,
 	})
 	return nil
+}
+
+// newWalletGuard bounds automatic wallet creation: by the hub's users
+// when a Hub API is configured, and by a rate.
+func newWalletGuard(o Options) *webhooks.WalletGuard {
+	if o.AutoCreate == nil {
+		return nil
+	}
+	g := &webhooks.WalletGuard{PerMinute: o.AutoCreatePerMinute}
+	if o.HubURL != "" && o.HubTokenFile != "" {
+		g.Users = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile, HTTP: &http.Client{Timeout: time.Second}}
+	}
+	return g
 }
 
 func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
