@@ -23,6 +23,9 @@ type CertRotation struct {
 	ValidatingName string
 	// CertDir is where the Secret is mounted (the webhook server's CertDir).
 	CertDir string
+	// ControllerName names the rotation's controller ("" is
+	// cert-controller's default); unique per process.
+	ControllerName string
 }
 
 // AddCertRotation sets up in-process certificate rotation (as Gatekeeper
@@ -68,6 +71,7 @@ func AddCertRotation(mgr manager.Manager, c CertRotation) (<-chan struct{}, erro
 		},
 		// Every replica serves the webhook, so every replica needs the files.
 		RequireLeaderElection: false,
+		ControllerName:        c.ControllerName,
 	})
 	return ready, err
 }

@@ -87,7 +87,11 @@ func operatorMust(hub, operatorNS string) []access {
 // makes.
 func operatorMustNot(hub, operatorNS, other string) []access {
 	var m []access
-	for _, ns := range []string{hub, operatorNS} {
+	nss := []string{hub}
+	if operatorNS != hub {
+		nss = append(nss, operatorNS)
+	}
+	for _, ns := range nss {
 		m = append(m, each(ns, "", "secrets", "", "hub", "get", "update", "patch", "delete")...)
 		m = append(m, each(ns, "", "secrets", "", "", "list", "watch", "create")...)
 	}

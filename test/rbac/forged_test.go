@@ -160,7 +160,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 	startOperator(t, tokenConfig(t, serviceAccount{hub, "hubcredits"}), hub, operator.CertRotation{
 		Namespace: hub, SecretName: "hubcredits-webhook-cert", ServiceName: "hubcredits-webhook",
 		MutatingName: "hubcredits-jhub-mutating", ValidatingName: "hubcredits-jhub-validating",
-		CertDir: t.TempDir(),
+		CertDir: t.TempDir(), ControllerName: "cert-rotator-forged",
 	}, operator.Options{
 		Namespace:           hub,
 		Defaults:            billing.Defaults{Value: 10, Interval: time.Minute},

@@ -19,6 +19,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
@@ -68,6 +69,8 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 		LeaderElectionNamespace: hub,
 		// The next test's operator takes over at once.
 		LeaderElectionReleaseOnCancel: true,
+		// Each test runs its own operator in this process.
+		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
 			TLSOpts: operator.WebhookTLS(false),
@@ -117,7 +120,7 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	startOperator(t, cfg, hub, operator.CertRotation{
 		Namespace: hub, SecretName: "hubcredits-webhook-cert", ServiceName: "hubcredits-webhook",
 		MutatingName: "hubcredits-jhub-mutating", ValidatingName: "hubcredits-jhub-validating",
-		CertDir: t.TempDir(),
+		CertDir: t.TempDir(), ControllerName: "cert-rotator-story",
 	}, operator.Options{
 		Namespace:  hub,
 		Defaults:   billing.Defaults{Value: 10, Interval: period},
