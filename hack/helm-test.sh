@@ -173,7 +173,7 @@ contains "NetworkPolicy: webhookFrom replaces the fallback" "$tmp/all-on.yaml" \
   "cidr: 172.16.0.0/28" "k8s-app: konnectivity-agent"
 lacks "NetworkPolicy: webhookFrom replaces the fallback (no open ipBlock)" "$tmp/all-on.yaml" "cidr: 0.0.0.0/0" "cidr: ::/0"
 check "NetworkPolicy: podCIDRs are excepted from the fallback" sh -c \
-  "'$HELM' template $release $chart -n jhub --set 'networkPolicy.podCIDRs={10.4.0.0/14,fd00:10::/56}' --show-only templates/controller/netpol.yaml | tr -d ' ' | tr '\\n' ' ' | grep -q 'cidr:0.0.0.0/0except:-10.4.0.0/14 -ipBlock:cidr:::/0except:-fd00:10::/56'"
+  "'$HELM' template $release $chart -n jhub --set 'networkPolicy.podCIDRs={10.4.0.0/14,fd00:10::/56}' --show-only templates/controller/netpol.yaml | tr -d ' \\n' | grep -q 'cidr:0.0.0.0/0except:-10.4.0.0/14-ipBlock:cidr:::/0except:-fd00:10::/56'"
 contains "certManager: Issuer, Certificate and CA injection annotations" "$tmp/all-on.yaml" \
   "kind: Issuer" "kind: Certificate" "cert-manager.io/inject-ca-from: hubcredits-system/hubcredits-all-on-webhook"
 lacks "certManager: no in-process rotation" "$tmp/all-on.yaml" "- --cert-rotation" "kind: Secret"
