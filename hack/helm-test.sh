@@ -182,7 +182,8 @@ contains "all-on: wallet template, monitoring, NetworkPolicy, hub read access, g
   '"--auto-create-per-minute=10"' '"--auto-create-wallets=true"' '"--wallet-cap=200"' '"--wallet-initial-balance=50"' \
   '"--wallet-grant-amount=10"' '"--wallet-grant-interval=10m"' '"--shadow=true"' \
   "kind: ServiceMonitor" "alert: HubcreditsWebhookErrors" "alert: HubcreditsBillingLag" \
-  "alert: HubcreditsAccountsExhausted" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
+  "alert: HubcreditsAccountsExhausted" "alert: HubcreditsOrphanedReservations" \
+  "alert: HubcreditsUnauthenticatedWebhookCalls" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
   "hubcredits_hub.py: |-"
 lacks "hub API off: no token mount; one replica: no PDB" "$tmp/variant.yaml" \
   "--hub-api-url" "hub-api-token" "kind: PodDisruptionBudget"
