@@ -201,6 +201,8 @@ else
     "$cc" webhooks "$tmp/kustomize.yaml" config/webhook/manifests.yaml -hub jhub -operator jhub
   check "kustomize: every flag exists in main.go" "$cc" flags "$tmp/kustomize.yaml" main.go
   check "kustomize: hardened Deployment" "$cc" hardening "$tmp/kustomize.yaml"
+  contains "kustomize: NetworkPolicy, the webhook port not from the hub namespace's pods" "$tmp/kustomize.yaml" \
+    "kind: NetworkPolicy" "operator: NotIn" "- jhub" "cidr: 0.0.0.0/0"
 fi
 
 # --- the real API server -----------------------------------------------------------
