@@ -146,20 +146,20 @@ var rbacKinds = []string{"ServiceAccount", "Role", "RoleBinding", "ClusterRole",
 // TestChartRBACDefault: the recommended install, the operator in the hub's
 // namespace with in-process certificate rotation.
 func TestChartRBACDefault(t *testing.T) {
-	const hub = "jhub"
+	hub := newNamespace(t, "jhub")
 	objs := render(t, hub)
 	apply(t, objs, rbacKinds...)
 	ensureNamespace(t, "other")
 	sa := serviceAccount{hub, "hubcredits"}
 	must := operatorMust(hub, hub)
 	must = append(must, each(hub, "", "secrets", "", "hubcredits-webhook-cert", "get", "list", "watch", "update")...)
-	must = append(must, each("", adm, "mutatingwebhookconfigurations", "", "hubcredits-jhub-mutating", "get", "list", "watch", "update")...)
-	must = append(must, each("", adm, "validatingwebhookconfigurations", "", "hubcredits-jhub-validating", "get", "list", "watch", "update")...)
+	must = append(must, each("", adm, "mutatingwebhookconfigurations", "", "hubcredits-"+hub+"-mutating", "get", "list", "watch", "update")...)
+	must = append(must, each("", adm, "validatingwebhookconfigurations", "", "hubcredits-"+hub+"-validating", "get", "list", "watch", "update")...)
 	mustNot := operatorMustNot(hub, hub, "other")
 	mustNot = append(mustNot,
 		// Each configuration by its own kind only.
-		access{verb: "update", group: adm, resource: "mutatingwebhookconfigurations", name: "hubcredits-jhub-validating"},
-		access{verb: "update", group: adm, resource: "validatingwebhookconfigurations", name: "hubcredits-jhub-mutating"},
+		access{verb: "update", group: adm, resource: "mutatingwebhookconfigurations", name: "hubcredits-" + hub + "-validating"},
+		access{verb: "update", group: adm, resource: "validatingwebhookconfigurations", name: "hubcredits-" + hub + "-mutating"},
 		access{ns: hub, verb: "delete", resource: "secrets", name: "hubcredits-webhook-cert"},
 		access{ns: "other", verb: "get", resource: "secrets", name: "hubcredits-webhook-cert"},
 	)
@@ -172,8 +172,8 @@ func TestChartRBACDefault(t *testing.T) {
 // the operator in its own namespace billing jhub, certificates from
 // cert-manager (no rotation rules at all), the hub's read-only Role.
 func TestChartRBACAllOn(t *testing.T) {
-	const hub, opNS = "jhub", "hubcredits-system"
-	objs := render(t, opNS, "-f", filepath.Join(root, "charts", "hubcredits", "ci", "all-on-values.yaml"))
+	hub, opNS := newNamespace(t, "jhub"), newNamespace(t, "hubcredits-system")
+	objs := render(t, opNS, "-f", filepath.Join(root, "charts", "hubcredits", "ci", "all-on-values.yaml"), "--set", "hubNamespace="+hub)
 	apply(t, objs, rbacKinds...)
 	ensureNamespace(t, "other")
 	sa := serviceAccount{opNS, "hubcredits-sa"}
@@ -181,8 +181,8 @@ func TestChartRBACAllOn(t *testing.T) {
 	mustNot = append(mustNot,
 		// cert-manager fills the Secret; the operator only mounts it.
 		access{ns: opNS, verb: "get", resource: "secrets", name: "hubcredits-all-on-webhook-cert"},
-		access{verb: "update", group: adm, resource: "mutatingwebhookconfigurations", name: "hubcredits-all-on-hubcredits-system-mutating"},
-		access{verb: "update", group: adm, resource: "validatingwebhookconfigurations", name: "hubcredits-all-on-hubcredits-system-validating"},
+		access{verb: "update", group: adm, resource: "mutatingwebhookconfigurations", name: "hubcredits-all-on-" + opNS + "-mutating"},
+		access{verb: "update", group: adm, resource: "validatingwebhookconfigurations", name: "hubcredits-all-on-" + opNS + "-validating"},
 		// Its own namespace is not a hub namespace.
 		access{ns: opNS, verb: "list", resource: "pods"},
 		access{ns: opNS, verb: "update", group: hc, resource: "creditaccounts", sub: "status"},

@@ -129,7 +129,7 @@ func counter(t *testing.T, name string, want map[string]string) float64 {
 // not know; creates at most wallets.autoCreatePerMinute wallets a minute;
 // and shows in hubcredits_reservations_orphaned_total.
 func TestForgedReviewsAreBounded(t *testing.T) {
-	const hub = "jhub"
+	hub := newNamespace(t, "jhub")
 	const grace = 3 * time.Second
 	ctx := context.Background()
 	objs := render(t, hub)
@@ -155,12 +155,12 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 	if err := k8s.Create(ctx, frank); err != nil {
 		t.Fatal(err)
 	}
-	ensureMutatingConfigs(t, objs)
+	ensureMutatingConfigs(t, objs, hub)
 
 	startOperator(t, tokenConfig(t, serviceAccount{hub, "hubcredits"}), hub, operator.CertRotation{
 		Namespace: hub, SecretName: "hubcredits-webhook-cert", ServiceName: "hubcredits-webhook",
-		MutatingName: "hubcredits-jhub-mutating", ValidatingName: "hubcredits-jhub-validating",
-		CertDir: t.TempDir(), ControllerName: "cert-rotator-forged",
+		MutatingName: "hubcredits-" + hub + "-mutating", ValidatingName: "hubcredits-" + hub + "-validating",
+		CertDir: t.TempDir(), ControllerName: "cert-rotator-" + hub,
 	}, operator.Options{
 		Namespace:           hub,
 		Defaults:            billing.Defaults{Value: 10, Interval: time.Minute},

@@ -103,12 +103,12 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 // default chart's RBAC: a missing permission shows as a step of the story
 // that never happens.
 func TestOperatorUnderItsOwnToken(t *testing.T) {
-	const hub = "jhub"
+	hub := newNamespace(t, "jhub")
 	ctx := context.Background()
 	objs := render(t, hub)
 	apply(t, objs, rbacKinds...)
 	apply(t, objs, "Secret") // the empty certificate Secret
-	ensureMutatingConfigs(t, objs)
+	ensureMutatingConfigs(t, objs, hub)
 	// Z2JH's Secret "hub": the operator must never need it.
 	hubSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: hub, Name: "hub"},
 		StringData: map[string]string{"hub.services.hubcredits.apiToken": "secret-hub-token"}}
@@ -119,8 +119,8 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	cfg := tokenConfig(t, serviceAccount{hub, "hubcredits"})
 	startOperator(t, cfg, hub, operator.CertRotation{
 		Namespace: hub, SecretName: "hubcredits-webhook-cert", ServiceName: "hubcredits-webhook",
-		MutatingName: "hubcredits-jhub-mutating", ValidatingName: "hubcredits-jhub-validating",
-		CertDir: t.TempDir(), ControllerName: "cert-rotator-story",
+		MutatingName: "hubcredits-" + hub + "-mutating", ValidatingName: "hubcredits-" + hub + "-validating",
+		CertDir: t.TempDir(), ControllerName: "cert-rotator-" + hub,
 	}, operator.Options{
 		Namespace:  hub,
 		Defaults:   billing.Defaults{Value: 10, Interval: period},
@@ -152,10 +152,10 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		}
 		m := &admissionv1.MutatingWebhookConfiguration{}
 		v := &admissionv1.ValidatingWebhookConfiguration{}
-		if err := k8s.Get(ctx, types.NamespacedName{Name: "hubcredits-jhub-mutating"}, m); err != nil {
+		if err := k8s.Get(ctx, types.NamespacedName{Name: "hubcredits-" + hub + "-mutating"}, m); err != nil {
 			return err
 		}
-		if err := k8s.Get(ctx, types.NamespacedName{Name: "hubcredits-jhub-validating"}, v); err != nil {
+		if err := k8s.Get(ctx, types.NamespacedName{Name: "hubcredits-" + hub + "-validating"}, v); err != nil {
 			return err
 		}
 		if string(m.Webhooks[0].ClientConfig.CABundle) != string(s.Data["ca.crt"]) ||
@@ -264,11 +264,11 @@ func wantEvent(t *testing.T, ns string, objects ...string) {
 // ensureMutatingConfigs installs the release's webhook configurations as
 // rendered, but selecting no object (the Service they name does not run
 // here): the certificate rotation injects its CA into them.
-func ensureMutatingConfigs(t *testing.T, objs []*unstructured.Unstructured) {
+func ensureMutatingConfigs(t *testing.T, objs []*unstructured.Unstructured, hub string) {
 	t.Helper()
 	ctx := context.Background()
-	mwc := find(t, objs, "MutatingWebhookConfiguration", "hubcredits-jhub-mutating")
-	vwc := find(t, objs, "ValidatingWebhookConfiguration", "hubcredits-jhub-validating")
+	mwc := find(t, objs, "MutatingWebhookConfiguration", "hubcredits-"+hub+"-mutating")
+	vwc := find(t, objs, "ValidatingWebhookConfiguration", "hubcredits-"+hub+"-validating")
 	for _, o := range []*unstructured.Unstructured{mwc, vwc} {
 		hooks, _, _ := unstructured.NestedSlice(o.Object, "webhooks")
 		for _, h := range hooks {

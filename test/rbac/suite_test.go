@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -37,9 +38,10 @@ import (
 )
 
 var (
-	env  *localcp.Env
-	k8s  client.Client
-	root string
+	env       *localcp.Env
+	k8s       client.Client
+	root      string
+	nsCounter atomic.Int64
 )
 
 func TestMain(m *testing.M) {
@@ -135,6 +137,15 @@ func apply(t *testing.T, objs []*unstructured.Unstructured, kinds ...string) {
 			t.Fatalf("creating %s %s/%s: %v", o.GetKind(), o.GetNamespace(), o.GetName(), err)
 		}
 	}
+}
+
+// newNamespace creates a namespace of its own for one test (prefix-N), so
+// that the tests' cluster-scoped objects never meet either.
+func newNamespace(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d", prefix, nsCounter.Add(1))
+	ensureNamespace(t, name)
+	return name
 }
 
 func ensureNamespace(t *testing.T, name string) {
