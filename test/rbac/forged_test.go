@@ -55,6 +55,36 @@ func newForger(t *testing.T) *forger {
 // was allowed, and the denial's reason text.
 func (f *forger) review(ns, user string) (bool, string) {
 	f.t.Helper()
+	resp, err := f.http.Post(f.url, "application/json", bytes.NewReader(f.body(ns, user)))
+	if err != nil {
+		f.t.Fatalf("calling the webhook port: %v", err)
+	}
+	defer resp.Body.Close()
+	out := &admissionv1.AdmissionReview{}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil || out.Response == nil {
+		f.t.Fatalf("webhook answer (%s): %v", resp.Status, err)
+	}
+	msg := ""
+	if out.Response.Result != nil {
+		msg = out.Response.Result.Message
+	}
+	return out.Response.Allowed, msg
+}
+
+// status sends a forged review and returns the HTTP status only.
+func (f *forger) status(ns, user string) int {
+	f.t.Helper()
+	resp, err := f.http.Post(f.url, "application/json", bytes.NewReader(f.body(ns, user)))
+	if err != nil {
+		f.t.Fatalf("calling the webhook port: %v", err)
+	}
+	defer resp.Body.Close()
+	return resp.StatusCode
+}
+
+// body is a forged AdmissionReview for the creation of user's server.
+func (f *forger) body(ns, user string) []byte {
+	f.t.Helper()
 	f.n++
 	pod := kubespawner.Pod(ns, user, "", "forged")
 	raw, err := json.Marshal(pod)
@@ -75,20 +105,7 @@ func (f *forger) review(ns, user string) (bool, string) {
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	resp, err := f.http.Post(f.url, "application/json", bytes.NewReader(body))
-	if err != nil {
-		f.t.Fatalf("calling the webhook port: %v", err)
-	}
-	defer resp.Body.Close()
-	out := &admissionv1.AdmissionReview{}
-	if err := json.NewDecoder(resp.Body).Decode(out); err != nil || out.Response == nil {
-		f.t.Fatalf("webhook answer (%s): %v", resp.Status, err)
-	}
-	msg := ""
-	if out.Response.Result != nil {
-		msg = out.Response.Result.Message
-	}
-	return out.Response.Allowed, msg
+	return body
 }
 
 // counter reads a counter of the operator's metrics registry (the operator
@@ -172,7 +189,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 		HubTokenFile:        tokenFile,
 		AutoCreate:          &webhooks.WalletTemplate{Cap: 20},
 		AutoCreatePerMinute: 2,
-	})
+	}, "") // no --webhook-client-ca: the port is reachable (no NetworkPolicy here)
 	eventually(t, 30*time.Second, func() error { return balance(ctx, hub, "frank", 30) })
 	orphanedBefore := counter(t, "hubcredits_reservations_orphaned_total", nil)
 	f := newForger(t)

@@ -3,6 +3,7 @@ package rbac
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -56,9 +57,16 @@ func tokenConfig(t *testing.T, sa serviceAccount) *rest.Config {
 // startOperator runs the whole operator as main.go wires it (leader
 // election, certificate rotation, controllers, webhooks) with cfg, until
 // the test ends.
-func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.CertRotation, o operator.Options) {
+func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.CertRotation, o operator.Options, clientCA string) {
 	t.Helper()
 	w := env.WebhookInstallOptions
+	webhookServer, err := operator.NewWebhookServer(webhook.Options{
+		Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
+		TLSOpts: operator.WebhookTLS(false),
+	}, clientCA)
+	if err != nil {
+		t.Fatal(err)
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  operator.Scheme(),
 		Cache:                   operator.CacheOptions(o),
@@ -70,11 +78,8 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 		// The next test's operator takes over at once.
 		LeaderElectionReleaseOnCancel: true,
 		// Each test runs its own operator in this process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		WebhookServer: webhook.NewServer(webhook.Options{
-			Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
-			TLSOpts: operator.WebhookTLS(false),
-		}),
+		Controller:    config.Controller{SkipNameValidation: ptr.To(true)},
+		WebhookServer: webhookServer,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -100,8 +105,8 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 }
 
 // TestOperatorUnderItsOwnToken runs the operator with nothing but the
-// default chart's RBAC: a missing permission shows as a step of the story
-// that never happens.
+// default chart's RBAC (and --webhook-client-ca): a missing permission
+// shows as a step of the story that never happens.
 func TestOperatorUnderItsOwnToken(t *testing.T) {
 	hub := newNamespace(t, "jhub")
 	ctx := context.Background()
@@ -128,7 +133,7 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		Workers:    2,
 		Webhooks:   true,
 		AutoCreate: &webhooks.WalletTemplate{Cap: 20},
-	})
+	}, clientCAFile)
 
 	// Leader election: the lease is held.
 	eventually(t, 30*time.Second, func() error {
@@ -221,6 +226,18 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		t.Fatalf("bob's spawn: %v", err)
 	}
 	eventually(t, 20*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
+
+	// The webhook verifies its caller (--webhook-client-ca): every spawn
+	// above came through the API server's client certificate; a review sent
+	// to the port without it is refused before it is read, and counted.
+	refusedBefore := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil)
+	if code := newForger(t).status(hub, "bob"); code != http.StatusForbidden {
+		t.Errorf("a review without the API server's client certificate: HTTP %d, want 403", code)
+	}
+	if got := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
+		t.Errorf("hubcredits_webhook_unauthenticated_requests_total grew by %v, want 1", got)
+	}
+	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
 }
 
 func balance(ctx context.Context, ns, name string, want int64) error {

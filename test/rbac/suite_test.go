@@ -13,6 +13,7 @@ package rbac
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"go.uber.org/zap/zapcore"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -42,6 +44,9 @@ var (
 	k8s       client.Client
 	root      string
 	nsCounter atomic.Int64
+	// clientCAFile is the CA of the API server's webhook client
+	// certificate (for --webhook-client-ca).
+	clientCAFile string
 )
 
 func TestMain(m *testing.M) {
@@ -64,9 +69,24 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	// The API server presents a client certificate to every webhook (its
+	// admission configuration's kubeConfigFile), as clusters that verify
+	// their webhook callers configure it (--webhook-client-ca).
+	dir, err := os.MkdirTemp("", "hubcredits-rbac-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	admissionConfig, err := webhookClientCredentials(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
 	// The webhook configurations installed here point at the operator the
 	// story runs in-process (envtest's serving certificate for 127.0.0.1).
-	env, err = localcp.Start(localcp.Options{Root: root, Webhooks: true})
+	env, err = localcp.Start(localcp.Options{Root: root, Webhooks: true,
+		APIServerArgs: map[string]string{"admission-control-config-file": admissionConfig}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -191,4 +211,58 @@ var errNotYet = errors.New("not yet")
 
 func notYet(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errNotYet, strings.TrimSpace(fmt.Sprintf(format, a...)))
+}
+
+// webhookClientCredentials writes a CA, a client certificate it signs, the
+// kubeconfig that gives it to the API server for every webhook ("*"), and
+// the admission configuration that names that kubeconfig; it sets
+// clientCAFile and returns the admission configuration's path.
+func webhookClientCredentials(dir string) (string, error) {
+	cr := &rotator.CertRotator{CAName: "kube-apiserver-webhook-client-ca", CAOrganization: "test",
+		DNSName: "kube-apiserver", ExtKeyUsages: &[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	now := time.Now()
+	ca, err := cr.CreateCACert(now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		return "", err
+	}
+	certPEM, keyPEM, err := cr.CreateCertPEM(ca, now.Add(-time.Hour), now.Add(24*time.Hour))
+	if err != nil {
+		return "", err
+	}
+	clientCAFile = filepath.Join(dir, "webhook-client-ca.crt")
+	kubeconfig := filepath.Join(dir, "webhook-client.kubeconfig")
+	config := filepath.Join(dir, "admission.yaml")
+	files := map[string]string{
+		clientCAFile:                             string(ca.CertPEM),
+		filepath.Join(dir, "webhook-client.crt"): string(certPEM),
+		filepath.Join(dir, "webhook-client.key"): string(keyPEM),
+		kubeconfig: fmt.Sprintf(`apiVersion: v1
+kind: Config
+users:
+  - name: "*"
+    user:
+      client-certificate: %s
+      client-key: %s
+`, filepath.Join(dir, "webhook-client.crt"), filepath.Join(dir, "webhook-client.key")),
+		config: fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+  - name: MutatingAdmissionWebhook
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: WebhookAdmissionConfiguration
+      kubeConfigFile: %[1]s
+  - name: ValidatingAdmissionWebhook
+    configuration:
+      apiVersion: apiserver.config.k8s.io/v1
+      kind: WebhookAdmissionConfiguration
+      kubeConfigFile: %[1]s
+`, kubeconfig),
+	}
+	for path, content := range files {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			return "", err
+		}
+	}
+	return config, nil
 }
