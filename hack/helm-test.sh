@@ -117,7 +117,8 @@ contains "NOTES: the Z2JH values to add" "$tmp/notes.txt" \
   "consecutiveFailureLimit: 0" "profileList:" "kubespawner_override:" "extra_labels:" \
   "hubcredits.io/policy: gpu" "hubcredits.io/account: physics" \
   "mountPath: /usr/local/etc/jupyterhub/hubcredits_hub.py" "hubcredits_hub.install(c)" \
-  "files/hubcredits_hub.py" "kubectl delete mutatingwebhookconfiguration hubcredits-jhub-mutating"
+  "files/hubcredits_hub.py" "kubectl delete mutatingwebhookconfiguration hubcredits-jhub-mutating" \
+  "--as=system:serviceaccount:jhub:hubcredits" "networkPolicy.webhookFrom is unset"
 
 # --- schema -------------------------------------------------------------------
 reject "schema rejects a misspelt top-level key (replica)" "additional properties 'replica' not allowed" \
