@@ -55,9 +55,11 @@ func TestNameScopedLists(t *testing.T) {
 			if want == "" {
 				want = req.URL.RawQuery
 			}
-			if _, err := rt.RoundTrip(req); err != nil {
+			resp, err := rt.RoundTrip(req)
+			if err != nil {
 				t.Fatal(err)
 			}
+			_ = resp.Body.Close()
 			if got != want {
 				t.Errorf("query %q, want %q", got, want)
 			}

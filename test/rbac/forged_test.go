@@ -194,16 +194,17 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 	orphanedBefore := counter(t, "hubcredits_reservations_orphaned_total", nil)
 	f := newForger(t)
 	eventually(t, 30*time.Second, func() error { // the webhook server is up
-		if _, err := f.http.Get(f.url); err != nil {
+		resp, err := f.http.Get(f.url)
+		if err != nil {
 			return err
 		}
-		return nil
+		return resp.Body.Close()
 	})
 
 	// frank (30 credits, 10 a period): three forged reviews reserve all of
 	// it, the next ones are denied like a real spawn would be.
 	var allowed int
-	for i := 0; i < 5; i++ {
+	for range 5 {
 		if ok, _ := f.review(hub, "frank"); ok {
 			allowed++
 		}
@@ -212,7 +213,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 		t.Errorf("forged reviews against frank's 30 credits: %d reserved, want 3", allowed)
 	}
 	// Unknown users: no account, whatever the review claims.
-	for i := 0; i < 3; i++ {
+	for i := range 3 {
 		if ok, msg := f.review(hub, fmt.Sprintf("mallory-%d", i)); ok || !strings.Contains(msg, "does not know") {
 			t.Errorf("forged review for an unknown user: allowed=%v %q", ok, msg)
 		}

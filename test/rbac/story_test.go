@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	admissionv1 "k8s.io/api/admissionregistration/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -155,8 +155,8 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		if len(s.Data["ca.crt"]) == 0 {
 			return notYet("certificate Secret not filled")
 		}
-		m := &admissionv1.MutatingWebhookConfiguration{}
-		v := &admissionv1.ValidatingWebhookConfiguration{}
+		m := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		v := &admissionregistrationv1.ValidatingWebhookConfiguration{}
 		if err := k8s.Get(ctx, types.NamespacedName{Name: "hubcredits-" + hub + "-mutating"}, m); err != nil {
 			return err
 		}
