@@ -214,6 +214,7 @@ func run(ctx context.Context, f *flags) error {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  operator.Scheme(),
 		Cache:                   operator.CacheOptions(o),
+		Client:                  operator.ClientOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,

@@ -82,6 +82,14 @@ func CacheOptions(o Options) cache.Options {
 	return co
 }
 
+// ClientOptions keeps Secrets out of the manager's cache: a read of one
+// through the manager's client (none today) is a single GET, which RBAC
+// refuses for every Secret but the certificate's, instead of an informer
+// that would list and watch them all in the hub's namespace.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
+}
+
 // TrimPod keeps the parts of a pod that billing reads: identity, the
 // labels and annotations hubcredits uses, deletion, and the containers' run
 // times. (About 23 KiB of heap per server before, mostly labels and

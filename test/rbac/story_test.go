@@ -57,7 +57,7 @@ func tokenConfig(t *testing.T, sa serviceAccount) *rest.Config {
 // startOperator runs the whole operator as main.go wires it (leader
 // election, certificate rotation, controllers, webhooks) with cfg, until
 // the test ends.
-func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.CertRotation, o operator.Options, clientCA string) {
+func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.CertRotation, o operator.Options, clientCA string) ctrl.Manager {
 	t.Helper()
 	w := env.WebhookInstallOptions
 	webhookServer, err := operator.NewWebhookServer(webhook.Options{
@@ -70,6 +70,7 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  operator.Scheme(),
 		Cache:                   operator.CacheOptions(o),
+		Client:                  operator.ClientOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress:  "0",
 		LeaderElection:          true,
@@ -102,6 +103,7 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 		}
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	return mgr
 }
 
 // TestOperatorUnderItsOwnToken runs the operator with nothing but the
@@ -122,7 +124,7 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	}
 
 	cfg := tokenConfig(t, serviceAccount{hub, "hubcredits"})
-	startOperator(t, cfg, hub, operator.CertRotation{
+	mgr := startOperator(t, cfg, hub, operator.CertRotation{
 		Namespace: hub, SecretName: "hubcredits-webhook-cert", ServiceName: "hubcredits-webhook",
 		MutatingName: "hubcredits-" + hub + "-mutating", ValidatingName: "hubcredits-" + hub + "-validating",
 		CertDir: t.TempDir(), ControllerName: "cert-rotator-" + hub,
@@ -135,6 +137,15 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		AutoCreate: &webhooks.WalletTemplate{Cap: 20},
 	}, clientCAFile)
 
+	// The operator's own client cannot read Z2JH's Secret "hub" (a direct
+	// GET, refused; a cached read would wait for an informer that can
+	// never list).
+	getCtx, cancelGet := context.WithTimeout(ctx, 10*time.Second)
+	err := mgr.GetClient().Get(getCtx, client.ObjectKeyFromObject(hubSecret), &corev1.Secret{})
+	cancelGet()
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("the operator reading Secret hub: %v, want Forbidden", err)
+	}
 	// Leader election: the lease is held.
 	eventually(t, 30*time.Second, func() error {
 		l := &coordinationv1.Lease{}
