@@ -94,7 +94,7 @@ vet:
 ##@ Test
 
 .PHONY: test
-test: k8s-tools verify vet lint build ## Every test: unit + integration on a real kube-apiserver and etcd, the hub glue on a real JupyterHub.
+test: k8s-tools $(HELM) verify vet lint build ## Every test: unit + integration on a real kube-apiserver and etcd (the chart's RBAC among them: test/rbac renders it with bin/helm), the hub glue on a real JupyterHub.
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 ./...
 	HELM_TEST_DEV=1 hack/helm-test.sh
 	test/hub/run-unit.sh

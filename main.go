@@ -17,9 +17,7 @@ import (
 
 	"github.com/KimMachineGun/automemlimit/memlimit"
 	"github.com/go-logr/logr"
-	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -44,6 +42,7 @@ type flags struct {
 	webhookHost            string
 	webhookPort            int
 	webhookCertDir         string
+	webhookClientCA        string
 	enableHTTP2            bool
 	enableWebhooks         bool
 
@@ -55,6 +54,7 @@ type flags struct {
 	stopRetry        time.Duration
 	lowPeriods       int64
 	autoCreate       bool
+	autoCreateRate   int
 	walletCap        int64
 	walletInitial    int64
 	walletGrant      int64
@@ -95,6 +95,7 @@ Flags:
 	fs.StringVar(&f.webhookHost, "webhook-host", "", "Address the webhook server listens on ('' listens on every address).")
 	fs.IntVar(&f.webhookPort, "webhook-port", 9443, "Port of the webhook server.")
 	fs.StringVar(&f.webhookCertDir, "webhook-cert-dir", "", "Directory with the webhook's tls.crt and tls.key.")
+	fs.StringVar(&f.webhookClientCA, "webhook-client-ca", "", "PEM file of the CA that signs the API server's webhook client certificate; when set, webhook requests without such a certificate are refused (needs webhook client credentials in the API server's admission configuration).")
 	fs.BoolVar(&f.enableHTTP2, "enable-http2", false, "Serve webhooks over HTTP/2 (off: Rapid Reset, CVE-2023-44487).")
 	fs.BoolVar(&f.enableWebhooks, "enable-webhooks", true, "Serve the admission webhooks.")
 	fs.StringVar(&f.namespace, "namespace", "", "The hub's namespace to watch ('' watches all namespaces).")
@@ -105,6 +106,7 @@ Flags:
 	fs.DurationVar(&f.stopRetry, "stop-retry", billing.DefaultOptions.StopRetry, "How often a stop that did not take effect is repeated.")
 	fs.Int64Var(&f.lowPeriods, "low-balance-periods", billing.DefaultOptions.LowPeriods, "Low condition when the balance covers fewer than this many periods of the running servers.")
 	fs.BoolVar(&f.autoCreate, "auto-create-wallets", false, "Create a wallet for a user without one (else their spawn is denied).")
+	fs.IntVar(&f.autoCreateRate, "auto-create-per-minute", 10, "At most this many wallets created per minute and replica (0: no limit); with a Hub API, only for users the hub knows.")
 	fs.Int64Var(&f.walletCap, "wallet-cap", 100, "Cap of a created wallet.")
 	fs.Int64Var(&f.walletInitial, "wallet-initial-balance", -1, "Initial balance of a created wallet (-1: the cap).")
 	fs.Int64Var(&f.walletGrant, "wallet-grant-amount", 5, "Grant of a created wallet (0: none).")
@@ -166,6 +168,7 @@ func (f *flags) options() (operator.Options, error) {
 			t.Grant.Interval.Duration = f.walletGrantEvery
 		}
 		o.AutoCreate = t
+		o.AutoCreatePerMinute = f.autoCreateRate
 	}
 	return o, nil
 }
@@ -204,9 +207,14 @@ func run(ctx context.Context, f *flags) error {
 		return err
 	}
 	webhookOpts := webhook.Options{Host: f.webhookHost, Port: f.webhookPort, CertDir: f.webhookCertDir, TLSOpts: operator.WebhookTLS(f.enableHTTP2)}
+	webhookServer, err := operator.NewWebhookServer(webhookOpts, f.webhookClientCA)
+	if err != nil {
+		return err
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                  operator.Scheme(),
 		Cache:                   operator.CacheOptions(o),
+		Client:                  operator.ClientOptions(),
 		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
 		HealthProbeBindAddress:  f.probeAddr,
 		LeaderElection:          f.leaderElect,
@@ -215,7 +223,7 @@ func run(ctx context.Context, f *flags) error {
 		LeaseDuration:           &f.leaseDuration,
 		RenewDeadline:           &f.renewDeadline,
 		RetryPeriod:             &f.retryPeriod,
-		WebhookServer:           webhook.NewServer(webhookOpts),
+		WebhookServer:           webhookServer,
 	})
 	if err != nil {
 		return err
@@ -250,36 +258,19 @@ func run(ctx context.Context, f *flags) error {
 	return mgr.Start(ctx)
 }
 
-// rotateCerts sets up in-process certificate rotation (as Gatekeeper and
-// Kueue do): a self-signed CA and serving certificate in a Secret, the CA
-// injected into the webhook configurations. It returns a channel closed
-// once the serving certificate is on disk, or nil without rotation.
+// rotateCerts sets up the in-process certificate rotation
+// (operator.AddCertRotation). It returns a channel closed once the serving
+// certificate is on disk, or nil without rotation.
 func rotateCerts(mgr ctrl.Manager, f *flags) (<-chan struct{}, error) {
 	if !f.certRotation {
 		return nil, nil
 	}
-	if f.podNamespace == "" {
-		return nil, errors.New("--cert-rotation needs --operator-namespace (or POD_NAMESPACE)")
-	}
-	if f.webhookCertDir == "" {
-		return nil, errors.New("--cert-rotation needs --webhook-cert-dir (where the Secret is mounted)")
-	}
-	ready := make(chan struct{})
-	svc := f.webhookService + "." + f.podNamespace + ".svc"
-	err := rotator.AddRotator(mgr, &rotator.CertRotator{
-		SecretKey:      types.NamespacedName{Namespace: f.podNamespace, Name: f.webhookSecret},
+	return operator.AddCertRotation(mgr, operator.CertRotation{
+		Namespace:      f.podNamespace,
+		SecretName:     f.webhookSecret,
+		ServiceName:    f.webhookService,
+		MutatingName:   f.mutatingWebhook,
+		ValidatingName: f.validatingWebhook,
 		CertDir:        f.webhookCertDir,
-		CAName:         "hubcredits-ca",
-		CAOrganization: "hubcredits",
-		DNSName:        svc,
-		ExtraDNSNames:  []string{svc + ".cluster.local", f.webhookService + "." + f.podNamespace},
-		IsReady:        ready,
-		Webhooks: []rotator.WebhookInfo{
-			{Name: f.mutatingWebhook, Type: rotator.Mutating},
-			{Name: f.validatingWebhook, Type: rotator.Validating},
-		},
-		// Every replica serves the webhook, so every replica needs the files.
-		RequireLeaderElection: false,
 	})
-	return ready, err
 }

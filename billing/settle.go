@@ -86,6 +86,9 @@ type Note struct {
 	Warning bool
 	Reason  string
 	Message string
+	// Orphaned marks the return of a reservation whose pod never appeared
+	// (a later admission step refused it, or the review was forged).
+	Orphaned bool
 }
 
 // Event reasons.
@@ -460,7 +463,7 @@ func (s *serverSettlement) refundNeverStarted() {
 	if s.pool != nil {
 		refunded += Release(s.pool, s.entry.ID, s.now, why)
 	}
-	s.res.Notes = append(s.res.Notes, Note{Reason: EventRefunded,
+	s.res.Notes = append(s.res.Notes, Note{Reason: EventRefunded, Orphaned: s.entry.PodUID == "",
 		Message: fmt.Sprintf("Returned %d credits reserved for %s, which never started.", refunded, s.entry.Pod)})
 }
 

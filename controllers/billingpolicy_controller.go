@@ -30,8 +30,8 @@ type BillingPolicyReconciler struct {
 
 var _ reconcile.Reconciler = (*BillingPolicyReconciler)(nil)
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies/status,verbs=get;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=billingpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=billingpolicies/status,verbs=get;update
 
 // policyConflictRequeue is when a policy whose status write lost a conflict
 // is looked at again (its change wakes it sooner).

@@ -70,10 +70,10 @@ type CreditAccountReconciler struct {
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;delete
-// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups="",namespace=system,resources=events,verbs=create;patch
 
 // maxConflictRetries bounds the settles of one Reconcile that lose a
 // conflict (another writer, e.g. the webhook reserving, wrote first); each
@@ -423,6 +423,9 @@ func (r *CreditAccountReconciler) walletHas(ctx context.Context, ns, wallet, id 
 func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 	a := out.account
 	for _, n := range out.result.Notes {
+		if n.Orphaned {
+			reservationsOrphaned.Inc()
+		}
 		typ := corev1.EventTypeNormal
 		if n.Warning {
 			typ = corev1.EventTypeWarning

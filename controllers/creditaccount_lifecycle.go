@@ -31,8 +31,8 @@ import (
 // account that still funds servers, and writes a tombstone when it lets
 // one go.
 
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=patch
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;create;update;delete
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=patch
+// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;create;update;delete
 
 // Events about an account's life.
 const (

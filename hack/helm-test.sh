@@ -117,7 +117,8 @@ contains "NOTES: the Z2JH values to add" "$tmp/notes.txt" \
   "consecutiveFailureLimit: 0" "profileList:" "kubespawner_override:" "extra_labels:" \
   "hubcredits.io/policy: gpu" "hubcredits.io/account: physics" \
   "mountPath: /usr/local/etc/jupyterhub/hubcredits_hub.py" "hubcredits_hub.install(c)" \
-  "files/hubcredits_hub.py" "kubectl delete mutatingwebhookconfiguration hubcredits-jhub-mutating"
+  "files/hubcredits_hub.py" "kubectl delete mutatingwebhookconfiguration hubcredits-jhub-mutating" \
+  "--as=system:serviceaccount:jhub:hubcredits" "networkPolicy.webhookFrom is unset"
 
 # --- schema -------------------------------------------------------------------
 reject "schema rejects a misspelt top-level key (replica)" "additional properties 'replica' not allowed" \
@@ -143,8 +144,9 @@ reject "template refuses hubNamespace kube-system" "kube-system" \
   "$HELM" template $release $chart --set hubNamespace=kube-system
 
 # --- consistency with the generated manifests and main.go -------------------------
-check "RBAC: default rules equal config/rbac/role.yaml, no wildcard" \
-  "$cc" rbac "$tmp/default.yaml" config/rbac/role.yaml
+check "RBAC: default rules equal config/rbac/role.yaml (release names), no wildcard" \
+  "$cc" rbac "$tmp/default.yaml" config/rbac/role.yaml \
+  -names hubcredits-mutating=$release-jhub-mutating,hubcredits-validating=$release-jhub-validating,hubcredits-webhook-cert=$release-webhook-cert
 check "RBAC: all-on (certManager) rules within config/rbac/role.yaml, no wildcard" \
   "$cc" rbac "$tmp/all-on.yaml" config/rbac/role.yaml -subset
 check "webhooks: default render matches config/webhook/manifests.yaml and is scoped" \
@@ -166,14 +168,23 @@ contains "defaults: billing, hub API, creators and leader election flags" "$tmp/
   '"--allowed-creators=system:serviceaccount:jhub:hub"' '"--hub-api-url=http://hub:8081/hub/api"' \
   '"--hub-api-token-file=/etc/hubcredits/hub-api/token"' 'key: "hub.services.hubcredits.apiToken"' \
   'hub.jupyter.org/network-access-hub: "true"'
+contains "NetworkPolicy on by default: the webhook port not from the hub namespace's pods" "$tmp/default.yaml" \
+  "kind: NetworkPolicy" "operator: NotIn" '- "jhub"' "cidr: 0.0.0.0/0" "cidr: ::/0"
+contains "NetworkPolicy: webhookFrom replaces the fallback" "$tmp/all-on.yaml" \
+  "cidr: 172.16.0.0/28" "k8s-app: konnectivity-agent"
+lacks "NetworkPolicy: webhookFrom replaces the fallback (no open ipBlock)" "$tmp/all-on.yaml" "cidr: 0.0.0.0/0" "cidr: ::/0"
+check "NetworkPolicy: podCIDRs are excepted from the fallback" sh -c \
+  "'$HELM' template $release $chart -n jhub --set 'networkPolicy.podCIDRs={10.4.0.0/14,fd00:10::/56}' --show-only templates/controller/netpol.yaml | tr -d ' \\n' | grep -q 'cidr:0.0.0.0/0except:-10.4.0.0/14-ipBlock:cidr:::/0except:-fd00:10::/56'"
 contains "certManager: Issuer, Certificate and CA injection annotations" "$tmp/all-on.yaml" \
   "kind: Issuer" "kind: Certificate" "cert-manager.io/inject-ca-from: hubcredits-system/hubcredits-all-on-webhook"
 lacks "certManager: no in-process rotation" "$tmp/all-on.yaml" "- --cert-rotation" "kind: Secret"
 contains "all-on: wallet template, monitoring, NetworkPolicy, hub read access, glue" "$tmp/all-on.yaml" \
-  '"--auto-create-wallets=true"' '"--wallet-cap=200"' '"--wallet-initial-balance=50"' \
+  '"--webhook-client-ca=/etc/hubcredits/webhook-client-ca/ca.crt"' "name: apiserver-webhook-client-ca" \
+  '"--auto-create-per-minute=10"' '"--auto-create-wallets=true"' '"--wallet-cap=200"' '"--wallet-initial-balance=50"' \
   '"--wallet-grant-amount=10"' '"--wallet-grant-interval=10m"' '"--shadow=true"' \
   "kind: ServiceMonitor" "alert: HubcreditsWebhookErrors" "alert: HubcreditsBillingLag" \
-  "alert: HubcreditsAccountsExhausted" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
+  "alert: HubcreditsAccountsExhausted" "alert: HubcreditsOrphanedReservations" \
+  "alert: HubcreditsUnauthenticatedWebhookCalls" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
   "hubcredits_hub.py: |-"
 lacks "hub API off: no token mount; one replica: no PDB" "$tmp/variant.yaml" \
   "--hub-api-url" "hub-api-token" "kind: PodDisruptionBudget"
@@ -191,6 +202,8 @@ else
     "$cc" webhooks "$tmp/kustomize.yaml" config/webhook/manifests.yaml -hub jhub -operator jhub
   check "kustomize: every flag exists in main.go" "$cc" flags "$tmp/kustomize.yaml" main.go
   check "kustomize: hardened Deployment" "$cc" hardening "$tmp/kustomize.yaml"
+  contains "kustomize: NetworkPolicy, the webhook port not from the hub namespace's pods" "$tmp/kustomize.yaml" \
+    "kind: NetworkPolicy" "operator: NotIn" "- jhub" "cidr: 0.0.0.0/0"
 fi
 
 # --- the real API server -----------------------------------------------------------

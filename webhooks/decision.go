@@ -15,7 +15,7 @@ import (
 )
 
 // The webhook prices pods from the BillingPolicies in the informer cache.
-// +kubebuilder:rbac:groups=hubcredits.io,resources=billingpolicies,verbs=get;list;watch
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=billingpolicies,verbs=get;list;watch
 
 const (
 	// livePolicyTTL is how long a live list that found no policies in a

@@ -19,7 +19,7 @@ import (
 
 // The webhook finds the payer in the cache (live when the cache shows none)
 // and creates a wallet for a user who has none, when configured to.
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch;create
 
 // wallet finds (or creates) the account that pays for the user's server.
 func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun bool) (*hcv1.CreditAccount, error) {
@@ -111,6 +111,9 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun 
 	}
 	if dryRun {
 		return wallet, nil
+	}
+	if err := h.NewWallets.allow(ctx, user); err != nil {
+		return nil, err
 	}
 	err := h.Reserver.Client.Create(ctx, wallet)
 	if apierrors.IsAlreadyExists(err) {

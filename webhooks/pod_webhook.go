@@ -56,6 +56,8 @@ type PodAdmitter struct {
 	Defaults billing.Defaults
 	// AutoCreate, when set, creates a wallet for a user who has none.
 	AutoCreate *WalletTemplate
+	// NewWallets bounds the wallets AutoCreate makes (nil: unbounded).
+	NewWallets *WalletGuard
 	// Creators, when not empty, are the only users (e.g. the hub's service
 	// account) allowed to create billed pods.
 	Creators []string

@@ -20,8 +20,8 @@ import (
 
 // The Reserver writes reservations to account status, reading an account
 // live after a conflict.
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts,verbs=get
-// +kubebuilder:rbac:groups=hubcredits.io,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts/status,verbs=get;update
 
 const (
 	// defaultConflictBudget is how long a batch keeps retrying conflicts

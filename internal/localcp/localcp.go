@@ -39,6 +39,9 @@ type Options struct {
 	FailurePolicy admissionregistrationv1.FailurePolicyType
 	// ExcludeNamespaces are never sent to the pod webhook (kube-system always).
 	ExcludeNamespaces []string
+	// APIServerArgs are extra kube-apiserver flags (e.g. an
+	// admission-control-config-file giving webhooks client credentials).
+	APIServerArgs map[string]string
 }
 
 // Env is a running local control plane.
@@ -229,6 +232,9 @@ func Start(o Options) (*Env, error) {
 			ValidatingWebhooks: val,
 			LocalServingHost:   "127.0.0.1",
 		}
+	}
+	for k, v := range o.APIServerArgs {
+		env.ControlPlane.GetAPIServer().Configure().Set(k, v)
 	}
 	cfg, err := env.Start()
 	if err != nil {

@@ -5,6 +5,8 @@ package operator
 import (
 	"context"
 	"crypto/tls"
+	"net/http"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -35,12 +37,16 @@ type Options struct {
 	Defaults           billing.Defaults
 	Billing            billing.Options
 	AutoCreate         *webhooks.WalletTemplate
-	Creators           []string
-	Shadow             bool
-	HubURL             string
-	HubTokenFile       string
-	Workers            int
-	Clock              clock.Clock
+	// AutoCreatePerMinute bounds the wallets AutoCreate makes per minute
+	// and replica (0: no limit). With a Hub API, a wallet is also created
+	// only for a user the hub knows.
+	AutoCreatePerMinute int
+	Creators            []string
+	Shadow              bool
+	HubURL              string
+	HubTokenFile        string
+	Workers             int
+	Clock               clock.Clock
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -78,6 +84,14 @@ func CacheOptions(o Options) cache.Options {
 		co.DefaultNamespaces = map[string]cache.Config{o.Namespace: {}}
 	}
 	return co
+}
+
+// ClientOptions keeps Secrets out of the manager's cache: a read of one
+// through the manager's client (none today) is a single GET, which RBAC
+// refuses for every Secret but the certificate's, instead of an informer
+// that would list and watch them all in the hub's namespace.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
 }
 
 // TrimPod keeps the parts of a pod that billing reads: identity, the
@@ -187,10 +201,24 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Policies:   policies,
 		Defaults:   o.Defaults,
 		AutoCreate: o.AutoCreate,
+		NewWallets: newWalletGuard(o),
 		Creators:   o.Creators,
 		Shadow:     o.Shadow,
 	})
 	return nil
+}
+
+// newWalletGuard bounds automatic wallet creation: by the hub's users
+// when a Hub API is configured, and by a rate.
+func newWalletGuard(o Options) *webhooks.WalletGuard {
+	if o.AutoCreate == nil {
+		return nil
+	}
+	g := &webhooks.WalletGuard{PerMinute: o.AutoCreatePerMinute}
+	if o.HubURL != "" && o.HubTokenFile != "" {
+		g.Users = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile, HTTP: &http.Client{Timeout: time.Second}}
+	}
+	return g
 }
 
 func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCache) error {
