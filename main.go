@@ -22,7 +22,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -211,20 +210,12 @@ func run(ctx context.Context, f *flags) error {
 	if err != nil {
 		return err
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  operator.Scheme(),
-		Cache:                   operator.CacheOptions(o),
-		Client:                  operator.ClientOptions(),
-		Metrics:                 metricsserver.Options{BindAddress: f.metricsAddr},
-		HealthProbeBindAddress:  f.probeAddr,
-		LeaderElection:          f.leaderElect,
-		LeaderElectionID:        "hubcredits.hubcredits.io",
-		LeaderElectionNamespace: f.leaderElectionNS,
-		LeaseDuration:           &f.leaseDuration,
-		RenewDeadline:           &f.renewDeadline,
-		RetryPeriod:             &f.retryPeriod,
-		WebhookServer:           webhookServer,
-	})
+	mgr, err := ctrl.NewManager(cfg, operator.ManagerOptions(o, operator.Process{
+		MetricsAddr: f.metricsAddr, ProbeAddr: f.probeAddr,
+		LeaderElection: f.leaderElect, LeaderElectionNamespace: f.leaderElectionNS,
+		LeaseDuration: &f.leaseDuration, RenewDeadline: &f.renewDeadline, RetryPeriod: &f.retryPeriod,
+		WebhookServer: webhookServer,
+	}))
 	if err != nil {
 		return err
 	}

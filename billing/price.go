@@ -38,6 +38,15 @@ type Defaults struct {
 // in jupyterhub-credit-service.
 var DefaultPrice = Defaults{Value: hcv1.DefaultBillingValue, Interval: hcv1.DefaultBillingInterval}
 
+// OrDefault is d, or DefaultPrice when d was never set (no interval): the
+// one place an unset default price is defaulted.
+func (d Defaults) OrDefault() Defaults {
+	if d.Interval <= 0 {
+		return DefaultPrice
+	}
+	return d
+}
+
 // celCostLimit bounds the work one expression may do on one pod, so an
 // expression that could run away is stopped instead of stalling admission.
 const celCostLimit = 1_000_000

@@ -70,6 +70,17 @@ func (o Options) graceStart(entry *hcv1.ServerCharge) time.Time {
 // DefaultOptions are the operator's defaults.
 var DefaultOptions = Options{OrphanGrace: 30 * time.Second, StopRetry: 30 * time.Second, LowPeriods: 2}
 
+// OrDefault is o, or DefaultOptions when o was never set: the one place
+// unset settling options are defaulted.
+func (o Options) OrDefault() Options {
+	if o.OrphanGrace == 0 && o.StopRetry == 0 && o.LowPeriods == 0 {
+		d := DefaultOptions
+		d.Seen = o.Seen
+		return d
+	}
+	return o
+}
+
 // Stop asks for a server to be stopped.
 type Stop struct {
 	Server  hcv1.ServerCharge

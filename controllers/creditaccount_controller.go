@@ -381,10 +381,7 @@ func (pp *podPricer) price(ctx context.Context, p *corev1.Pod) (price billing.Pr
 		}
 		pp.policies = policies
 	}
-	defaults := pp.r.Defaults
-	if defaults.Interval <= 0 {
-		defaults = billing.DefaultPrice
-	}
+	defaults := pp.r.Defaults.OrDefault()
 	// The cache keeps a trimmed pod (no spec, few labels): price the pod as
 	// the API server has it, as the webhook would have.
 	full := &corev1.Pod{}

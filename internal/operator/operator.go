@@ -150,12 +150,8 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	if o.Clock == nil {
 		o.Clock = clock.RealClock{}
 	}
-	if o.Defaults.Interval <= 0 {
-		o.Defaults = billing.DefaultPrice
-	}
-	if o.Billing == (billing.Options{}) {
-		o.Billing = billing.DefaultOptions
-	}
+	o.Defaults = o.Defaults.OrDefault()
+	o.Billing = o.Billing.OrDefault()
 	if err := indexer.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return err
 	}

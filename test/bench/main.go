@@ -39,7 +39,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/hubcredits/hubcredits/billing"
@@ -348,16 +347,12 @@ func (b *bench) startControlPlane(ctx context.Context) error {
 	}
 
 	w := env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(b.rest, ctrl.Options{
-		Scheme:                 operator.Scheme(),
-		Cache:                  operator.CacheOptions(operator.Options{}),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
+	mgr, err := ctrl.NewManager(b.rest, operator.ManagerOptions(operator.Options{}, operator.Process{
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
 			TLSOpts: operator.WebhookTLS(false),
 		}),
-	})
+	}))
 	if err != nil {
 		return err
 	}

@@ -15,7 +15,6 @@ import (
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/operator"
@@ -158,12 +157,7 @@ func runOperator(args []string) error {
 		Billing:            billing.DefaultOptions,
 		Workers:            *workers,
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 operator.Scheme(),
-		Cache:                  operator.CacheOptions(o),
-		Metrics:                metricsserver.Options{BindAddress: *metricsAddr},
-		HealthProbeBindAddress: "0",
-	})
+	mgr, err := ctrl.NewManager(cfg, operator.ManagerOptions(o, operator.Process{MetricsAddr: *metricsAddr}))
 	if err != nil {
 		return err
 	}

@@ -20,12 +20,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/hubcredits/hubcredits/billing"
@@ -79,15 +76,12 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:  operator.Scheme(),
-		Cache:   operator.CacheOptions(operator.Options{}),
-		Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(env.Config, operator.ManagerOptions(operator.Options{}, operator.Process{
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
 			TLSOpts: operator.WebhookTLS(false),
 		}),
-	})
+	}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -148,13 +142,7 @@ func startBilling(t *testing.T, ns string, tweak func(*operator.Options)) *billi
 	if tweak != nil {
 		tweak(&o)
 	}
-	mgr, err := ctrl.NewManager(rest.CopyConfig(env.Config), ctrl.Options{
-		Scheme:                 operator.Scheme(),
-		Cache:                  operator.CacheOptions(o),
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Controller:             config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+	mgr, err := ctrl.NewManager(rest.CopyConfig(env.Config), operator.ManagerOptions(o, operator.Process{SeveralManagers: true}))
 	if err != nil {
 		t.Fatal(err)
 	}

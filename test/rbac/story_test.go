@@ -20,8 +20,6 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -67,21 +65,14 @@ func startOperator(t *testing.T, cfg *rest.Config, hub string, rot operator.Cert
 	if err != nil {
 		t.Fatal(err)
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  operator.Scheme(),
-		Cache:                   operator.CacheOptions(o),
-		Client:                  operator.ClientOptions(),
-		Metrics:                 metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress:  "0",
-		LeaderElection:          true,
-		LeaderElectionID:        "hubcredits.hubcredits.io",
-		LeaderElectionNamespace: hub,
+	mgr, err := ctrl.NewManager(cfg, operator.ManagerOptions(o, operator.Process{
+		LeaderElection: true, LeaderElectionNamespace: hub,
 		// The next test's operator takes over at once.
-		LeaderElectionReleaseOnCancel: true,
+		ReleaseOnCancel: true,
 		// Each test runs its own operator in this process.
-		Controller:    config.Controller{SkipNameValidation: ptr.To(true)},
-		WebhookServer: webhookServer,
-	})
+		SeveralManagers: true,
+		WebhookServer:   webhookServer,
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

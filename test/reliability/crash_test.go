@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -100,12 +99,10 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	w := env.WebhookInstallOptions
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme: operator.Scheme(), Cache: operator.CacheOptions(operator.Options{}),
-		Metrics: metricsserver.Options{BindAddress: "0"},
+	mgr, err := ctrl.NewManager(env.Config, operator.ManagerOptions(operator.Options{}, operator.Process{
 		WebhookServer: webhook.NewServer(webhook.Options{Host: w.LocalServingHost, Port: w.LocalServingPort,
 			CertDir: w.LocalServingCertDir, TLSOpts: operator.WebhookTLS(false)}),
-	})
+	}))
 	if err == nil {
 		err = operator.Setup(ctx, mgr, operator.Options{Webhooks: true, DisableControllers: true})
 	}

@@ -21,8 +21,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -133,13 +131,11 @@ func TestTwoWebhookReplicasRace(t *testing.T) {
 		_ = l.Close()
 	}
 	for i, port := range ports {
-		mgr, err := ctrl.NewManager(e.Config, ctrl.Options{
-			Scheme: operator.Scheme(), Cache: operator.CacheOptions(operator.Options{}),
-			Metrics:    metricsserver.Options{BindAddress: "0"},
-			Controller: config.Controller{SkipNameValidation: ptrTrue()},
+		mgr, err := ctrl.NewManager(e.Config, operator.ManagerOptions(operator.Options{}, operator.Process{
+			SeveralManagers: true,
 			WebhookServer: webhook.NewServer(webhook.Options{Host: "127.0.0.1", Port: port,
 				CertDir: w.LocalServingCertDir, TLSOpts: operator.WebhookTLS(false)}),
-		})
+		}))
 		must(t, err)
 		must(t, operator.Setup(ctx, mgr, operator.Options{Webhooks: true, DisableControllers: true}))
 		go func() { _ = mgr.Start(ctx) }()
@@ -259,5 +255,4 @@ func must(t *testing.T, err error) {
 	}
 }
 
-func ptrTrue() *bool        { b := true; return &b }
 func ptrInt(v int64) *int64 { return &v }
