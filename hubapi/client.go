@@ -35,42 +35,58 @@ var ErrNotRunning = errors.New("the hub reports no such running server")
 // checks, and deletes the pod itself after a few such answers
 // (controllers.Stopper).
 func (c *Client) StopServer(ctx context.Context, user, server string) error {
-	token, err := os.ReadFile(c.TokenFile)
-	if err != nil {
-		return fmt.Errorf("reading the Hub API token: %w", err)
-	}
-	u := strings.TrimRight(c.URL, "/") + "/users/" + url.PathEscape(user)
+	path := "/users/" + url.PathEscape(user)
 	if server == "" {
-		u += "/server"
+		path += "/server"
 	} else {
-		u += "/servers/" + url.PathEscape(server)
+		path += "/servers/" + url.PathEscape(server)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	status, err := c.call(ctx, http.MethodDelete, path)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "token "+strings.TrimSpace(string(token)))
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 10 * time.Second}
-	}
-	// Never follow a redirect: it would turn the DELETE into a GET of a
-	// login page (a 200 that stops nothing) and send the token elsewhere.
-	noRedirect := *hc
-	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	hc = &noRedirect
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("calling the Hub API: %w", err)
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusNoContent, http.StatusAccepted, http.StatusOK:
 		return nil
 	case http.StatusNotFound, http.StatusBadRequest:
 		return ErrNotRunning
 	default:
-		return fmt.Errorf("the Hub API answered %s", resp.Status)
+		return fmt.Errorf("the Hub API answered %d %s", status, http.StatusText(status))
 	}
+}
+
+// maxBody bounds what is read (and discarded) of an answer's body.
+const maxBody = 64 << 10
+
+// defaultTimeout bounds a call when no HTTP client is configured.
+const defaultTimeout = 10 * time.Second
+
+// call sends one request to the Hub API with the service token and returns
+// the answer's status. The body is read and discarded (nothing in it is
+// needed, and it may be large). A redirect is never followed: it would
+// turn a DELETE into a GET of a login page (a 200 that stops nothing, or
+// says yes for anyone) and send the token elsewhere.
+func (c *Client) call(ctx context.Context, method, path string) (int, error) {
+	token, err := os.ReadFile(c.TokenFile)
+	if err != nil {
+		return 0, fmt.Errorf("reading the Hub API token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.URL, "/")+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "token "+strings.TrimSpace(string(token)))
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: defaultTimeout}
+	}
+	noRedirect := *hc
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("calling the Hub API: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBody))
+	return resp.StatusCode, nil
 }
