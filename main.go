@@ -62,6 +62,7 @@ type flags struct {
 	hubTokenFile     string
 	creators         string
 	shadow           bool
+	freeNeedsAccount bool
 	workers          int
 
 	certRotation      bool
@@ -113,6 +114,7 @@ Flags:
 	fs.StringVar(&f.hubURL, "hub-api-url", "", "JupyterHub API URL used to stop servers (e.g. http://hub:8081/hub/api); '' deletes pods instead.")
 	fs.StringVar(&f.hubTokenFile, "hub-api-token-file", "", "File holding the Hub API token (mounted from a Secret; never pass the token itself).")
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
+	fs.BoolVar(&f.freeNeedsAccount, "free-servers-need-account", false, "Deny a free server (price 0) whose user has no CreditAccount, like a priced one (default: admit it without a payer; there is nothing to bill).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
@@ -144,6 +146,7 @@ func (f *flags) options() (operator.Options, error) {
 		Defaults:           billing.Defaults{Value: f.defaultValue, Interval: f.defaultInterval},
 		Billing:            billing.Options{OrphanGrace: f.orphanGrace, StopRetry: f.stopRetry, LowPeriods: f.lowPeriods},
 		Shadow:             f.shadow,
+		FreeNeedsAccount:   f.freeNeedsAccount,
 		HubURL:             f.hubURL,
 		HubTokenFile:       f.hubTokenFile,
 		Workers:            f.workers,

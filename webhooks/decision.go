@@ -44,6 +44,11 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 		return nil, err
 	}
 	wallet, err := h.wallet(ctx, ns, user, pod.Labels[hcv1.LabelAccount], dryRun)
+	var denial *billing.Denial
+	if price.Value == 0 && !h.FreeNeedsAccount && errors.As(err, &denial) {
+		// Nothing to bill: a free server needs no payer.
+		return &decision{price: price}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

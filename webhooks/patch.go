@@ -17,7 +17,9 @@ import (
 // the patch is small and the pod is not re-encoded.
 func patch(pod *corev1.Pod, d *decision, reservation string) admission.Response {
 	add := billing.PinPrice(d.price)
-	add[hcv1.AnnotationAccount] = d.wallet.Name
+	if d.wallet != nil {
+		add[hcv1.AnnotationAccount] = d.wallet.Name
+	}
 	if d.project != nil {
 		add[hcv1.AnnotationProject] = d.project.Name
 	}

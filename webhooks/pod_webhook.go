@@ -64,6 +64,10 @@ type PodAdmitter struct {
 	// Shadow counts without ever denying: a spawn the accounts cannot pay is
 	// admitted unreserved.
 	Shadow bool
+	// FreeNeedsAccount denies a free server (price 0) whose user has no
+	// account, like any other; by default it is admitted without a payer
+	// (there is nothing to bill).
+	FreeNeedsAccount bool
 
 	// noPolicies remembers when a live list found no policies in a namespace.
 	mu         sync.Mutex
@@ -123,6 +127,9 @@ func (h *PodAdmitter) admit(ctx context.Context, req admission.Request, pod *cor
 	}
 	id := string(req.UID)
 	if d.price.Value == 0 {
+		if d.wallet == nil {
+			return admitted(patch(pod, d, ""), reasonFreeNoAccount)
+		}
 		return admitted(patch(pod, d, ""), reasonFree)
 	}
 	if dryRun {

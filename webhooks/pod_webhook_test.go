@@ -957,3 +957,50 @@ func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
 		}
 	})
 }
+
+// TestPodAdmitterFreeServerWithoutAccount: a free server needs no payer
+// (issue 13), so it is admitted without one unless the admin requires an
+// account (--free-servers-need-account); a priced server still needs one.
+func TestPodAdmitterFreeServerWithoutAccount(t *testing.T) {
+	cases := map[string]struct {
+		policy      *hcv1.BillingPolicy
+		needAccount bool
+		wantAllowed bool
+		wantPinned  map[string]string
+	}{
+		"free, no account": {policy: storedPolicy("free").Value(0).Obj(), wantAllowed: true,
+			wantPinned: map[string]string{hcv1.AnnotationBillingValue: "0", hcv1.AnnotationBillingInterval: "10m0s", hcv1.AnnotationPolicy: "free"}},
+		"free, an account required": {policy: storedPolicy("free").Value(0).Obj(), needAccount: true},
+		"priced, no account":        {policy: storedPolicy("paid").Value(10).Obj()},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := newWebhookEnv(openAccount("alice", "alice").Obj(), tc.policy)
+			env.h.FreeNeedsAccount = tc.needAccount
+			resp := env.h.Handle(context.Background(), makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj()).Obj())
+			if resp.Allowed != tc.wantAllowed {
+				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+			if !tc.wantAllowed {
+				if got, want := message(resp), `No credit account for user "dave" — ask your hub admin.`; got != want {
+					t.Errorf("denial %q, want %q", got, want)
+				}
+				return
+			}
+			got := map[string]string{}
+			for _, op := range resp.Patches {
+				if v, ok := op.Value.(string); ok {
+					got[unescapePointer(strings.TrimPrefix(op.Path, "/metadata/annotations/"))] = v
+				}
+			}
+			if d := testutil.Diff(tc.wantPinned, got); d != "" {
+				t.Errorf("pinned annotations (-want +got):\n%s", d)
+			}
+			if a := testutil.GetAccount(t, env.api, testNS, "alice"); a.Status.Balance != 100 || len(a.Status.Servers) != 0 {
+				t.Errorf("another account moved: balance %d, %d servers", a.Status.Balance, len(a.Status.Servers))
+			}
+		})
+	}
+}
+
+func unescapePointer(s string) string { return strings.NewReplacer("~1", "/", "~0", "~").Replace(s) }

@@ -24,6 +24,7 @@ const (
 	reasonNotPodCreate  = "NotPodCreate"
 	reasonNotSingleuser = "NotSingleuser"
 	reasonFree          = "Free"
+	reasonFreeNoAccount = "FreeNoAccount"
 	reasonDryRun        = "DryRun"
 	reasonReserved      = "Reserved"
 	reasonShadow        = "Shadow"

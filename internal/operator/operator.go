@@ -43,10 +43,12 @@ type Options struct {
 	AutoCreatePerMinute int
 	Creators            []string
 	Shadow              bool
-	HubURL              string
-	HubTokenFile        string
-	Workers             int
-	Clock               clock.Clock
+	// FreeNeedsAccount: see webhooks.PodAdmitter.
+	FreeNeedsAccount bool
+	HubURL           string
+	HubTokenFile     string
+	Workers          int
+	Clock            clock.Clock
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -191,15 +193,16 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // core/v1 Events, as the controllers write
 	})
 	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
-		Reader:     mgr.GetClient(),
-		Reserver:   &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
-		Clock:      o.Clock,
-		Policies:   policies,
-		Defaults:   o.Defaults,
-		AutoCreate: o.AutoCreate,
-		NewWallets: newWalletGuard(o),
-		Creators:   o.Creators,
-		Shadow:     o.Shadow,
+		Reader:           mgr.GetClient(),
+		Reserver:         &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
+		Clock:            o.Clock,
+		Policies:         policies,
+		Defaults:         o.Defaults,
+		AutoCreate:       o.AutoCreate,
+		NewWallets:       newWalletGuard(o),
+		Creators:         o.Creators,
+		Shadow:           o.Shadow,
+		FreeNeedsAccount: o.FreeNeedsAccount,
 	})
 	return nil
 }
