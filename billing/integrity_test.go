@@ -30,12 +30,18 @@ func makeServerPod(name string, uid types.UID) *serverPodBuilder {
 	return b
 }
 
-func (b *serverPodBuilder) user(u string) *serverPodBuilder { b.p.Annotations[hcv1.AnnotationUsername] = u; return b }
+func (b *serverPodBuilder) user(u string) *serverPodBuilder {
+	b.p.Annotations[hcv1.AnnotationUsername] = u
+	return b
+}
 func (b *serverPodBuilder) account(a string) *serverPodBuilder {
 	b.p.Annotations[hcv1.AnnotationAccount] = a
 	return b
 }
-func (b *serverPodBuilder) label(a string) *serverPodBuilder { b.p.Labels[hcv1.LabelAccount] = a; return b }
+func (b *serverPodBuilder) label(a string) *serverPodBuilder {
+	b.p.Labels[hcv1.LabelAccount] = a
+	return b
+}
 func (b *serverPodBuilder) reservation(r string) *serverPodBuilder {
 	b.p.Annotations[hcv1.AnnotationReservation] = r
 	return b
@@ -51,7 +57,10 @@ func (b *serverPodBuilder) running(d time.Duration) *serverPodBuilder {
 
 // failedByPodGC marks the pod Failed and leaves its container statuses as
 // the lost node last reported them, as PodGC does.
-func (b *serverPodBuilder) failedByPodGC() *serverPodBuilder { b.p.Status.Phase = corev1.PodFailed; return b }
+func (b *serverPodBuilder) failedByPodGC() *serverPodBuilder {
+	b.p.Status.Phase = corev1.PodFailed
+	return b
+}
 
 func (b *serverPodBuilder) deleted(d time.Duration) *serverPodBuilder {
 	b.p.DeletionTimestamp = mt(d)
@@ -316,7 +325,7 @@ func TestAdoption(t *testing.T) {
 // A re-adopted server is billed from when it is seen again, once.
 func TestSettleReadoption(t *testing.T) {
 	readopt := Unreserved{Pod: "jupyter-alice", UID: "u1", User: "alice", Price: Price{Value: 10, Interval: tenMin}, Reservation: "r1"}
-	readopted := makeServer("pod-u1").uid("u1").reservedAt(20 * time.Minute).paid(0, 0)
+	readopted := makeServer("pod-u1").uid("u1").reservedAt(20*time.Minute).paid(0, 0)
 	cases := map[string]struct {
 		wallet     *hcv1.CreditAccount
 		want       accountView
@@ -326,7 +335,7 @@ func TestSettleReadoption(t *testing.T) {
 		"no ledger holds its reservation: adopted again, billed from now": {
 			wallet: wallet(50).obj(),
 			want: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{readopted.started(20 * time.Minute).paid(1, 10).paidThrough(30 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{readopted.started(20*time.Minute).paid(1, 10).paidThrough(30 * time.Minute).obj()}},
 			wantNotes: []noteView{{Reason: EventReadopted, Pod: "jupyter-alice", Warning: true}, {Reason: EventServerStarted, Pod: "jupyter-alice"}},
 		},
 		"the wallet still holds it under its reservation: not adopted twice": {
