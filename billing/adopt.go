@@ -16,8 +16,8 @@ import (
 // a running server off the ledger that admitted it, and never gives it a
 // second one.
 
-// uidKey is the key a ledger holds a bound pod by.
-func uidKey(uid types.UID) string { return "uid:" + string(uid) }
+// PodUIDKey is the key a ledger holds a bound pod by.
+func PodUIDKey(uid types.UID) string { return "uid:" + string(uid) }
 
 // LedgerKeys are the keys under which account a holds servers: every
 // entry's id (a reservation id or an adopted id) and, once bound, its pod's
@@ -27,7 +27,7 @@ func LedgerKeys(a *hcv1.CreditAccount) []string {
 	for _, e := range a.Status.Servers {
 		keys = append(keys, e.ID)
 		if e.PodUID != "" {
-			keys = append(keys, uidKey(e.PodUID))
+			keys = append(keys, PodUIDKey(e.PodUID))
 		}
 	}
 	return keys
@@ -36,7 +36,7 @@ func LedgerKeys(a *hcv1.CreditAccount) []string {
 // PodKeys are the keys under which a ledger would hold the pod with uid and
 // reservation ("" for none).
 func PodKeys(uid types.UID, reservation string) []string {
-	keys := []string{AdoptedID(uid), uidKey(uid)}
+	keys := []string{AdoptedID(uid), PodUIDKey(uid)}
 	if reservation != "" {
 		keys = append(keys, reservation)
 	}
@@ -47,7 +47,7 @@ func PodKeys(uid types.UID, reservation string) []string {
 func Holds(a *hcv1.CreditAccount, keys []string) bool {
 	for _, e := range a.Status.Servers {
 		for _, k := range keys {
-			if e.ID == k || (e.PodUID != "" && uidKey(e.PodUID) == k) {
+			if e.ID == k || (e.PodUID != "" && PodUIDKey(e.PodUID) == k) {
 				return true
 			}
 		}

@@ -81,6 +81,8 @@ const (
 	// EventReadopted: a running pod whose reservation no ledger held any
 	// more (it was returned while the pod was out of sight) is billed again.
 	EventReadopted = "ServerReadopted"
+	// EventUnbillable: a pod no account may pay for (Adoption's denial).
+	EventUnbillable = "ServerUnbillable"
 )
 
 // Result is the outcome of Settle.
@@ -96,6 +98,9 @@ type Result struct {
 	RequeueAfter time.Duration
 	// Lags are, for each boundary charged, how late the charge is.
 	Lags []time.Duration
+	// Unbillable are the pods offered for adoption that no account may pay
+	// for (their Denial set); the caller reports or stops them.
+	Unbillable []Unreserved
 }
 
 func (r *Result) requeueAt(now, t time.Time) {
@@ -122,6 +127,10 @@ type Unreserved struct {
 	// it any more (it was returned while the pod was out of sight): the pod
 	// is adopted again.
 	Reservation string
+	// Denial, when set, is admission's answer for this pod (Adoption): no
+	// account may pay for it. Settle does not adopt it; it returns it in
+	// Result.Unbillable.
+	Denial *Denial
 }
 
 // AdoptedID is the entry id of an adopted pod.
@@ -189,6 +198,10 @@ func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Ti
 		id := AdoptedID(u.UID)
 		if Holds(wallet, PodKeys(u.UID, u.Reservation)) {
 			continue // never billed twice: the ledger holds it already
+		}
+		if u.Denial != nil {
+			res.Unbillable = append(res.Unbillable, u)
+			continue
 		}
 		wallet.Status.Servers = append(wallet.Status.Servers, hcv1.ServerCharge{
 			ID: id, Pod: u.Pod, PodUID: u.UID, User: u.User, ServerName: u.ServerName, Wallet: wallet.Name,

@@ -12,6 +12,14 @@ import (
 const (
 	// UpdateRefused: an edit of a billed pod's bound keys was refused.
 	UpdateRefused = "UpdateRefused"
+	// Readopted: a running pod whose reservation no ledger held any more
+	// (returned while the pod was out of sight) is billed again.
+	Readopted = "Readopted"
+	// Unbillable: a pod no account may pay for (its user is not a member of
+	// the account it names, or it names no user) is left unbilled.
+	Unbillable = "Unbillable"
+	// UnbillableStopped: such a pod is deleted (--unbillable-pods=stop).
+	UnbillableStopped = "UnbillableStopped"
 )
 
 // IntegrityDecisions counts integrity decisions by kind; each one also
