@@ -80,17 +80,17 @@ func Adoptable(pod *corev1.Pod, held func(keys []string) bool) bool {
 // Admission also checks who created the pod (--allowed-creators); adoption
 // cannot: the API server does not record the authenticated creator on the
 // pod (managedFields name a client-chosen field manager, not an identity).
+//
+// The pod is returned either way (with the denial, for the caller to report).
 func Adoption(pod *corev1.Pod, wallet *hcv1.CreditAccount, price Price) (Unreserved, error) {
-	user := pod.Annotations[hcv1.AnnotationUsername]
-	if user == "" {
-		return Unreserved{}, &Denial{Reason: DenyMissingUser, Message: MissingUserMessage()}
-	}
-	if _, err := ResolveWallet(user, wallet.Name, []*hcv1.CreditAccount{wallet}); err != nil {
-		return Unreserved{}, err
-	}
-	return Unreserved{Pod: pod.Name, UID: pod.UID, User: user,
+	u := Unreserved{Pod: pod.Name, UID: pod.UID, User: pod.Annotations[hcv1.AnnotationUsername],
 		ServerName: pod.Annotations[hcv1.AnnotationServerName], Price: price,
-		Reservation: pod.Annotations[hcv1.AnnotationReservation]}, nil
+		Reservation: pod.Annotations[hcv1.AnnotationReservation]}
+	if u.User == "" {
+		return u, &Denial{Reason: DenyMissingUser, Message: MissingUserMessage()}
+	}
+	_, err := ResolveWallet(u.User, wallet.Name, []*hcv1.CreditAccount{wallet})
+	return u, err
 }
 
 // EntryPods finds, among pods, the pod of each of wallet's own server
