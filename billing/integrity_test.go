@@ -122,6 +122,20 @@ func TestSettleLostPod(t *testing.T) {
 			wantNext: accountView{Balance: 40, TotalCharged: 20, Conditions: healthy},
 		},
 	}
+	// Seen lost in the second it started (or with the node's clock ahead):
+	// it ran, so the reservation stays paid, in every run alike.
+	cases["seen lost in the second it started: it ran, its reservation stays paid"] = struct {
+		wallet   *hcv1.CreditAccount
+		now      time.Time
+		want     accountView
+		wantNext accountView
+	}{
+		wallet: wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+		now:    at(0),
+		want: accountView{Balance: 90, Conditions: healthy,
+			Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").started(0).paidThrough(tenMin).endedAt(0).obj()}},
+		wantNext: accountView{Balance: 90, Conditions: healthy},
+	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			w := tc.wallet.DeepCopy()

@@ -179,12 +179,20 @@ func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, po
 
 // endLostAt gives a lost pod (Lost: failed while its containers still said
 // running) the end now, the time its failure is seen: the periods it used
-// stay paid, and nothing is charged after the run that marks its end.
+// stay paid, and nothing is charged after the run that marks its end. It
+// ran, so its end is never before its start plus a second (seen in the
+// second it started, or with the node's clock ahead): every run, whenever
+// it happens, then agrees that it started (a run whose wallet write is lost
+// must not have returned its reservation as "never started" while the
+// next one bills it).
 func endLostAt(pods func(hcv1.ServerCharge) PodObservation, now time.Time) func(hcv1.ServerCharge) PodObservation {
 	return func(e hcv1.ServerCharge) PodObservation {
 		o := pods(e)
 		if o.Lost && o.EndedAt == nil {
 			end := now
+			if o.StartedAt != nil && !end.After(*o.StartedAt) {
+				end = o.StartedAt.Add(time.Second)
+			}
 			o.EndedAt = &end
 		}
 		return o

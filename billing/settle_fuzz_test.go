@@ -381,7 +381,7 @@ func (s *sim) quiesce() {
 			continue
 		}
 		switch {
-		case !x.hasPod || x.vanish:
+		case !x.hasPod || x.vanish || x.hidden:
 			// Unless the wallet never saw the pod and still gives it time
 			// to appear.
 			if e.PodUID != "" || s.now.Sub(e.ReservedAt.Time) >= testOptions.OrphanGrace {
@@ -580,7 +580,7 @@ func (s *sim) check(res Result, refundedBefore, poolRefundedBefore int64) {
 			if e.PeriodsPaid > due {
 				t.Fatalf("%s: %d periods paid, only %d due", e.ID, e.PeriodsPaid, due)
 			}
-			running := x.hasPod && !x.vanish && x.ended == nil
+			running := x.hasPod && !x.vanish && !x.hidden && x.ended == nil
 			if running && e.StopRequestedAt == nil && e.PeriodsPaid != due {
 				t.Fatalf("%s: running and not stopped, but %d of %d periods paid", e.ID, e.PeriodsPaid, due)
 			}
