@@ -220,6 +220,8 @@ func (s *sim) admit(arg int) {
 		}
 		return // denied
 	}
+	// Who paid period 0 is known from admission on.
+	srv.tracked, srv.lastPP, srv.lastProject, srv.poolShares = true, 1, fromPool, []int64{fromPool}
 	s.servers = append(s.servers, srv)
 }
 
@@ -440,11 +442,10 @@ func (s *sim) checkRefundPayers() {
 	for _, x := range s.servers {
 		i := FindServer(s.wallet, x.id)
 		if i < 0 {
-			x.tracked = false
 			continue
 		}
 		e := s.wallet.Status.Servers[i]
-		if !x.tracked {
+		if !x.tracked { // an adopted server, seen with at most its first period paid
 			x.tracked, x.lastPP, x.lastProject = true, e.PeriodsPaid, e.ProjectPaid
 			x.poolShares = nil
 			for k := int64(0); k < e.PeriodsPaid; k++ {
