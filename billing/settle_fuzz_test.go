@@ -599,7 +599,7 @@ func (s *sim) check(res Result, refundedBefore, poolRefundedBefore int64) {
 			if e.PeriodsPaid < x.ppSeen && !x.wasStale {
 				t.Fatalf("%s: %d periods paid, fewer than the %d a committed run showed, yet its end was never seen late", e.ID, e.PeriodsPaid, x.ppSeen)
 			}
-			if e.EndedAt != nil && x.ended != nil && x.started != nil && !x.vanish {
+			if e.EndedAt != nil && x.ended != nil && x.started != nil && !x.vanish && !x.hidden {
 				// Once the end is marked, nothing charged after it remains.
 				if limit := PeriodsDue(*x.started, *x.ended, s.interval, false); e.PeriodsPaid > limit {
 					t.Fatalf("%s: marked ended with %d periods paid, but only %d began before it ended at %s", e.ID, e.PeriodsPaid, limit, x.ended)
