@@ -299,8 +299,12 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 	var adopt []billing.Unreserved
 	offered := map[string]*corev1.Pod{}
 	var readErr error
+	own := map[string]bool{}
+	for _, k := range billing.LedgerKeys(a) {
+		own[k] = true
+	}
 	held := func(keys []string) bool {
-		if billing.Holds(a, keys) {
+		if slices.ContainsFunc(keys, func(k string) bool { return own[k] }) {
 			return true
 		}
 		elsewhere, err := r.heldElsewhere(ctx, a.Namespace, keys)
