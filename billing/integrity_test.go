@@ -372,3 +372,72 @@ func TestSettleReadoption(t *testing.T) {
 		})
 	}
 }
+
+// Who paid which period: recorded only once the pool's share rises, merged,
+// bounded, and read back newest first with pool first before the runs.
+func TestShares(t *testing.T) {
+	type charge struct{ periods, pool int64 }
+	cases := map[string]struct {
+		period0Pool int64 // what the pool paid of the reserved period 0
+		charges     []charge
+		want        []hcv1.PeriodShare
+		lastN       int64
+		wantLast    int64 // the pool's share of the last lastN periods
+	}{
+		"pool first throughout: nothing recorded": {
+			period0Pool: 10, charges: []charge{{3, 25}},
+			lastN: 2, wantLast: 15,
+		},
+		"the pool ran dry, then paid again: recorded from then on": {
+			period0Pool: 0, charges: []charge{{2, 10}},
+			want:  []hcv1.PeriodShare{{Periods: 1, Pool: 10}, {Periods: 1, Pool: 0}},
+			lastN: 2, wantLast: 10,
+		},
+		"equal runs merge": {
+			period0Pool: 0, charges: []charge{{1, 10}, {2, 20}},
+			want:  []hcv1.PeriodShare{{Periods: 3, Pool: 10}},
+			lastN: 4, wantLast: 30,
+		},
+		"beyond the runs, pool first": {
+			period0Pool: 4, charges: []charge{{1, 0}, {1, 10}},
+			want:  []hcv1.PeriodShare{{Periods: 1, Pool: 10}},
+			lastN: 3, wantLast: 14,
+		},
+		"at most 16 runs, the oldest dropped": {
+			period0Pool: 0,
+			charges: func() []charge {
+				var c []charge
+				for i := 0; i < 20; i++ {
+					c = append(c, charge{1, 10}, charge{1, 0})
+				}
+				return c
+			}(),
+			want: func() []hcv1.PeriodShare {
+				var w []hcv1.PeriodShare
+				for i := 0; i < 8; i++ {
+					w = append(w, hcv1.PeriodShare{Periods: 1, Pool: 10}, hcv1.PeriodShare{Periods: 1, Pool: 0})
+				}
+				return w
+			}(),
+			lastN: 4, wantLast: 20,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			e := makeServer("r1").project("lab").paid(1, 10-tc.period0Pool).projectPaid(tc.period0Pool).obj()
+			for _, c := range tc.charges {
+				from := e.PeriodsPaid
+				e.PeriodsPaid += c.periods
+				e.ProjectPaid += c.pool
+				e.Paid += c.periods*e.BillingValue - c.pool
+				recordShares(&e, from, c.periods, c.pool)
+			}
+			if d := cmp.Diff(tc.want, e.Shares, cmpopts.EquateEmpty()); d != "" {
+				t.Errorf("shares (-want +got):\n%s", d)
+			}
+			if got := poolShareOfLast(&e, tc.lastN); got != tc.wantLast {
+				t.Errorf("the pool's share of the last %d periods: %d, want %d", tc.lastN, got, tc.wantLast)
+			}
+		})
+	}
+}
