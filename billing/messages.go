@@ -158,3 +158,9 @@ func UnbillableMessage(denial string, stopped bool) string {
 	}
 	return "Nobody may pay for this server; it runs unbilled: " + denial
 }
+
+// AccountEditIgnoredMessage is the Event of a billed pod whose account
+// annotation was edited after admission: the edit moves nothing.
+func AccountEditIgnoredMessage(named, account string) string {
+	return fmt.Sprintf("This server now names account %s, but account %s admitted it and keeps billing it; to move a server, stop it and start it again.", named, account)
+}

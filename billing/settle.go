@@ -83,6 +83,9 @@ const (
 	EventReadopted = "ServerReadopted"
 	// EventUnbillable: a pod no account may pay for (Adoption's denial).
 	EventUnbillable = "ServerUnbillable"
+	// EventAccountEditIgnored: a billed pod names another account than the
+	// one that admitted it (its annotation was edited); that one bills on.
+	EventAccountEditIgnored = "AccountEditIgnored"
 )
 
 // Result is the outcome of Settle.

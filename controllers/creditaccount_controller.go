@@ -62,9 +62,22 @@ type CreditAccountReconciler struct {
 	// UnbillableReport (default) or UnbillableStop.
 	UnbillablePods string
 
-	// reported remembers the unbillable pods already reported (by UID).
+	// reported remembers the pods already reported (by reason and UID).
 	reported      sync.Map
 	reportedCount atomic.Int64
+}
+
+// report reports whether a decision about a pod is new (so its Event and
+// metric are recorded once per pod and process, not on every reconcile).
+func (r *CreditAccountReconciler) report(reason string, uid types.UID) bool {
+	if _, done := r.reported.LoadOrStore(reason+"/"+string(uid), true); done {
+		return false
+	}
+	if r.reportedCount.Add(1) > maxReported {
+		r.reported.Clear()
+		r.reportedCount.Store(0)
+	}
+	return true
 }
 
 // What --unbillable-pods does with a pod no account may pay for (its user
@@ -115,6 +128,8 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 type outcome struct {
 	account *hcv1.CreditAccount
 	result  billing.Result
+	// moved are the pods this ledger bills that name another account now.
+	moved []*corev1.Pod
 }
 
 // ledgers is what one settle reads and changes: the account, the project
@@ -129,6 +144,7 @@ type ledgers struct {
 	// pods offered for adoption by their adopted id).
 	pods  map[string]*corev1.Pod
 	adopt []billing.Unreserved
+	moved []*corev1.Pod
 }
 
 // settle is one attempt: load the ledgers (live after a conflict), compute
@@ -142,7 +158,7 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 	if err := r.commit(ctx, l); err != nil {
 		return nil, err
 	}
-	return &outcome{account: l.wallet, result: res}, nil
+	return &outcome{account: l.wallet, result: res, moved: l.moved}, nil
 }
 
 // load reads the account, its pools and its pods, and finds the pods to
@@ -166,6 +182,11 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 		return nil, err
 	}
 	l.pods = billing.EntryPods(wallet, slices.Collect(maps.Values(candidates)))
+	for _, pod := range l.pods {
+		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
+			l.moved = append(l.moved, pod)
+		}
+	}
 	adopt, offered, err := r.unreserved(ctx, wallet, candidates)
 	if err != nil {
 		return nil, err
@@ -472,9 +493,16 @@ func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 	for _, u := range out.result.Unbillable {
 		r.unbillable(ctx, a, u)
 	}
+	for _, pod := range out.moved {
+		if r.report(billing.EventAccountEditIgnored, pod.UID) {
+			metrics.IntegrityDecisions.WithLabelValues(metrics.AccountEditIgnored).Inc()
+			r.Recorder.Event(podRef(a.Namespace, pod.Name, pod.UID), corev1.EventTypeWarning, billing.EventAccountEditIgnored,
+				billing.AccountEditIgnoredMessage(indexer.PodAccounts(pod)[0], a.Name))
+		}
+	}
 }
 
-// maxReported bounds the memory of reported unbillable pods.
+// maxReported bounds the memory of reported pods.
 const maxReported = 10000
 
 // unbillable reports a pod no account may pay for, once per pod (an Event
@@ -484,11 +512,7 @@ const maxReported = 10000
 func (r *CreditAccountReconciler) unbillable(ctx context.Context, a *hcv1.CreditAccount, u billing.Unreserved) {
 	stop := r.UnbillablePods == UnbillableStop && !r.Shadow
 	pod := podRef(a.Namespace, u.Pod, u.UID)
-	if _, done := r.reported.LoadOrStore(u.UID, true); !done {
-		if n := r.reportedCount.Add(1); n > maxReported {
-			r.reported.Clear()
-			r.reportedCount.Store(0)
-		}
+	if r.report(billing.EventUnbillable, u.UID) {
 		decision := metrics.Unbillable
 		if stop {
 			decision = metrics.UnbillableStopped

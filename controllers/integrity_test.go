@@ -48,6 +48,7 @@ func TestReconcileIntegrity(t *testing.T) {
 				pinned(makePod("jupyter-alice", "u1", "lab", "r1").running(0).obj())},
 			reconcile: "alice", now: 25 * time.Minute,
 			wantPeriods: map[string]map[string]int64{"alice": {"r1": 3}, "lab": {}},
+			wantEvents:  []string{"Warning AccountEditIgnored"}, // once, not on every run
 		},
 		"the account it names now never adopts it": {
 			objs: []client.Object{makeAccount("alice", "alice").servers(running).obj(), makeAccount("lab", "alice").obj(),

@@ -20,6 +20,10 @@ const (
 	Unbillable = "Unbillable"
 	// UnbillableStopped: such a pod is deleted (--unbillable-pods=stop).
 	UnbillableStopped = "UnbillableStopped"
+	// AccountEditIgnored: a running billed pod names another account than
+	// the one that admitted it (its annotation was edited); the admitting
+	// account bills on.
+	AccountEditIgnored = "AccountEditIgnored"
 )
 
 // IntegrityDecisions counts integrity decisions by kind; each one also

@@ -111,7 +111,12 @@ func TestIntegrityAccountEditKeepsBillingTheAdmittingAccount(t *testing.T) {
 		}
 		return nil
 	})
+	edits := decisions(metrics.AccountEditIgnored)
 	patchPod(t, p, `{"metadata":{"annotations":{"hubcredits.io/account":"lab"}}}`)
+	wantEventContaining(t, ns, p.Name, billing.EventAccountEditIgnored, "account alice admitted it and keeps billing it")
+	if got := decisions(metrics.AccountEditIgnored); got < edits+1 {
+		t.Errorf("hubcredits_integrity_decisions_total{decision=%q} went from %v to %v", metrics.AccountEditIgnored, edits, got)
+	}
 	// Billed on through two more boundaries, by alice.
 	charged := getAccount(t, ns, "alice").Status.TotalCharged
 	eventually(t, 3*period+10*time.Second, func() error {
