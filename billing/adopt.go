@@ -74,14 +74,13 @@ func Adoptable(pod *corev1.Pod, held func(keys []string) bool) bool {
 // wallet, as the account the pod names, lists that user (ResolveWallet).
 // The account a pod names (its hubcredits.io/account annotation or label)
 // can be set by anyone who may label pods, so it is a request, never a
-// proof of membership. It returns the pod to adopt at price, or the
-// *Denial admission would have given.
+// proof of membership. It returns the pod to adopt at price, and the
+// *Denial admission would have given when wallet may not pay (the pod is
+// returned then too, for the caller to report).
 //
 // Admission also checks who created the pod (--allowed-creators); adoption
 // cannot: the API server does not record the authenticated creator on the
 // pod (managedFields name a client-chosen field manager, not an identity).
-//
-// The pod is returned either way (with the denial, for the caller to report).
 func Adoption(pod *corev1.Pod, wallet *hcv1.CreditAccount, price Price) (Unreserved, error) {
 	u := Unreserved{Pod: pod.Name, UID: pod.UID, User: pod.Annotations[hcv1.AnnotationUsername],
 		ServerName: pod.Annotations[hcv1.AnnotationServerName], Price: price,
