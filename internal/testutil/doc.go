@@ -72,7 +72,7 @@
 //	  t0, at(d), mt(d), tp(d)                    T0, At(d), MetaAt(d), TimeAt(d)  (billing, controllers, webhooks keep t0/at/mt/tp as aliases)
 //	  tenMin (billing)                           interval                  = Interval
 //	  plantedToken                               HubToken                  (webhooks keeps plantedToken as an alias)
-//	  newAPI(funcs, objs...)                     NewFakeClient(funcs, objs...)
+//	  newAPI(funcs, objs...)                     fakeclient.New(funcs, objs...) (internal/testutil/fakeclient)
 //	  eventually(t, timeout, f)                  Eventually(t, timeout, f)
 //	  consistently(t, d, f)                      Consistently(t, d, f)
 //	  getAccount(t, r, n) (controllers)          GetAccount(t, r, testNS, n)
