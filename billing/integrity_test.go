@@ -8,66 +8,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // Issue 13, "Ledger integrity under everyday faults and misuse": one table
 // per fault, each written to fail before its fix.
-
-// serverPodBuilder builds a singleuser pod as the controller's cache holds it.
-type serverPodBuilder struct{ p corev1.Pod }
-
-func makeServerPod(name string, uid types.UID) *serverPodBuilder {
-	b := &serverPodBuilder{}
-	b.p.Namespace, b.p.Name, b.p.UID = "hub", name, uid
-	b.p.CreationTimestamp = metav1.NewTime(t0)
-	b.p.Labels = map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent}
-	b.p.Annotations = map[string]string{hcv1.AnnotationUsername: "alice"}
-	b.p.Status.Phase = corev1.PodPending
-	return b
-}
-
-func (b *serverPodBuilder) user(u string) *serverPodBuilder {
-	b.p.Annotations[hcv1.AnnotationUsername] = u
-	return b
-}
-func (b *serverPodBuilder) account(a string) *serverPodBuilder {
-	b.p.Annotations[hcv1.AnnotationAccount] = a
-	return b
-}
-func (b *serverPodBuilder) label(a string) *serverPodBuilder {
-	b.p.Labels[hcv1.LabelAccount] = a
-	return b
-}
-func (b *serverPodBuilder) reservation(r string) *serverPodBuilder {
-	b.p.Annotations[hcv1.AnnotationReservation] = r
-	return b
-}
-
-// running sets the phase Running with the container started at t0+d.
-func (b *serverPodBuilder) running(d time.Duration) *serverPodBuilder {
-	b.p.Status.Phase = corev1.PodRunning
-	b.p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "notebook",
-		State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: *mt(d)}}}}
-	return b
-}
-
-// failedByPodGC marks the pod Failed and leaves its container statuses as
-// the lost node last reported them, as PodGC does.
-func (b *serverPodBuilder) failedByPodGC() *serverPodBuilder {
-	b.p.Status.Phase = corev1.PodFailed
-	return b
-}
-
-func (b *serverPodBuilder) deleted(d time.Duration) *serverPodBuilder {
-	b.p.DeletionTimestamp = mt(d)
-	return b
-}
-
-func (b *serverPodBuilder) obj() *corev1.Pod { return b.p.DeepCopy() }
 
 // Row: the pod was marked Failed while its container statuses still said
 // running (PodGC on a lost node). Used periods stay paid: the end is when
@@ -78,15 +26,15 @@ func TestObservePodFailedWhileRunning(t *testing.T) {
 		want PodObservation
 	}{
 		"failed by PodGC while its container still ran: lost, its end not recorded": {
-			pod:  makeServerPod("jupyter-alice", "u1").running(time.Minute).failedByPodGC().obj(),
+			pod:  seenPod("jupyter-alice", "u1").Running(time.Minute).FailedByPodGC().Obj(),
 			want: PodObservation{Exists: true, UID: "u1", StartedAt: tp(time.Minute), Lost: true},
 		},
 		"lost, then deleted: the deletion is the end": {
-			pod:  makeServerPod("jupyter-alice", "u1").running(time.Minute).failedByPodGC().deleted(time.Hour).obj(),
+			pod:  seenPod("jupyter-alice", "u1").Running(time.Minute).FailedByPodGC().Deleting(time.Hour, 0).Obj(),
 			want: PodObservation{Exists: true, UID: "u1", StartedAt: tp(time.Minute), EndedAt: tp(time.Hour)},
 		},
 		"failed before it ran: ends at creation, as before": {
-			pod:  makeServerPod("jupyter-alice", "u1").failedByPodGC().obj(),
+			pod:  seenPod("jupyter-alice", "u1").FailedByPodGC().Obj(),
 			want: PodObservation{Exists: true, UID: "u1", EndedAt: tp(0)},
 		},
 	}
@@ -100,7 +48,7 @@ func TestObservePodFailedWhileRunning(t *testing.T) {
 }
 
 func TestSettleLostPod(t *testing.T) {
-	lost := makeServerPod("jupyter-alice", "u1").running(0).failedByPodGC().obj()
+	lost := seenPod("jupyter-alice", "u1").Running(0).FailedByPodGC().Obj()
 	cases := map[string]struct {
 		wallet   *hcv1.CreditAccount
 		now      time.Time
@@ -108,17 +56,17 @@ func TestSettleLostPod(t *testing.T) {
 		wantNext accountView
 	}{
 		"the periods it ran stay paid; it ends when the failure is seen": {
-			wallet: wallet(60).withServers(runningServer().paid(4, 40).paidThrough(40 * time.Minute).obj()).obj(),
+			wallet: wallet(60).Servers(runningServer().Paid(4, 40).PaidThrough(40 * time.Minute).Obj()).Obj(),
 			now:    at(35 * time.Minute),
 			want: accountView{Balance: 60, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(4, 40).paidThrough(40 * time.Minute).endedAt(35 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(4, 40).PaidThrough(40 * time.Minute).Ended(35 * time.Minute).Obj()}},
 			wantNext: accountView{Balance: 60, Conditions: healthy},
 		},
 		"seen late: the boundaries it was not charged for while unseen are charged up to the sighting": {
-			wallet: wallet(60).withServers(runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()).obj(),
+			wallet: wallet(60).Servers(runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()).Obj(),
 			now:    at(35 * time.Minute),
 			want: accountView{Balance: 40, TotalCharged: 20, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(4, 40).paidThrough(40 * time.Minute).endedAt(35 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(4, 40).PaidThrough(40 * time.Minute).Ended(35 * time.Minute).Obj()}},
 			wantNext: accountView{Balance: 40, TotalCharged: 20, Conditions: healthy},
 		},
 	}
@@ -130,10 +78,10 @@ func TestSettleLostPod(t *testing.T) {
 		want     accountView
 		wantNext accountView
 	}{
-		wallet: wallet(90).withServers(makeServer("r1").uid("u1").obj()).obj(),
+		wallet: wallet(90).Servers(testutil.MakeServerCharge("r1").UID("u1").Obj()).Obj(),
 		now:    at(0),
 		want: accountView{Balance: 90, Conditions: healthy,
-			Servers: []hcv1.ServerCharge{makeServer("r1").uid("u1").started(0).paidThrough(tenMin).endedAt(0).obj()}},
+			Servers: []hcv1.ServerCharge{testutil.MakeServerCharge("r1").UID("u1").Started(0).PaidThrough(interval).Ended(0).Obj()}},
 		wantNext: accountView{Balance: 90, Conditions: healthy},
 	}
 	for name, tc := range cases {
@@ -160,7 +108,7 @@ func TestSettleLostPod(t *testing.T) {
 // period goes back to whoever paid it.
 func TestSettleRefundGoesToWhoPaid(t *testing.T) {
 	// r1: the pool was empty at admission, so the wallet paid period 0.
-	reserved := runningServer().project("lab").obj()
+	reserved := runningServer().Project("lab").Obj()
 	cases := map[string]struct {
 		poolTopUp  int64
 		walletBal  int64
@@ -186,8 +134,8 @@ func TestSettleRefundGoesToWhoPaid(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			w := pooledWallet(tc.walletBal).withServers(reserved).obj()
-			p := pool(0).withTopUp("t1", tc.poolTopUp).obj()
+			w := pooledWallet(tc.walletBal).Servers(reserved).Obj()
+			p := pool(0).TopUp("t1", tc.poolTopUp).Obj()
 			w0, p0 := w.DeepCopy(), p.DeepCopy()
 			pools := map[string]*hcv1.CreditAccount{"lab": p}
 			// Seen running through three boundaries (the end not seen yet).
@@ -216,26 +164,26 @@ func TestSettleRefundGoesToWhoPaid(t *testing.T) {
 // reservation was returned while it was out of sight. Entries are bound to
 // their pod, not to what its annotations say now.
 func TestEntryPods(t *testing.T) {
-	bound := wallet(50).withServers(runningServer().obj(), makeServer("r2").pod("jupyter-alice-2").obj(),
-		adoptedServer(0).uid("u9").obj()).obj()
+	bound := wallet(50).Servers(runningServer().Obj(), testutil.MakeServerCharge("r2").Pod("jupyter-alice-2").Obj(),
+		adoptedServer(0).UID("u9").Obj()).Obj()
 	cases := map[string]struct {
 		pods []*corev1.Pod
 		want map[string]types.UID
 	}{
 		"each entry's pod by its uid, reservation or adopted id": {
 			pods: []*corev1.Pod{
-				makeServerPod("jupyter-alice", "u1").account("alice").reservation("r1").obj(),
-				makeServerPod("jupyter-alice-2", "u2").account("alice").reservation("r2").obj(),
-				makeServerPod("jupyter-bob", "u9").user("bob").label("alice").obj(),
+				seenPod("jupyter-alice", "u1").Account("alice").Reservation("r1").Obj(),
+				seenPod("jupyter-alice-2", "u2").Account("alice").Reservation("r2").Obj(),
+				seenPod("jupyter-bob", "u9").User("bob").Label(hcv1.LabelAccount, "alice").Obj(),
 			},
 			want: map[string]types.UID{"r1": "u1", "r2": "u2", "pod-u9": "u9"},
 		},
 		"the account annotation now names another account: still the entry's pod": {
-			pods: []*corev1.Pod{makeServerPod("jupyter-alice", "u1").account("lab").reservation("r1").obj()},
+			pods: []*corev1.Pod{seenPod("jupyter-alice", "u1").Account("lab").Reservation("r1").Obj()},
 			want: map[string]types.UID{"r1": "u1"},
 		},
 		"the reservation annotation moved to another pod: not the bound entry's pod": {
-			pods: []*corev1.Pod{makeServerPod("jupyter-alice", "u5").account("alice").reservation("r1").obj()},
+			pods: []*corev1.Pod{seenPod("jupyter-alice", "u5").Account("alice").Reservation("r1").Obj()},
 			want: map[string]types.UID{},
 		},
 	}
@@ -257,35 +205,35 @@ func TestEntryPods(t *testing.T) {
 func TestAdoptable(t *testing.T) {
 	// What the ledgers hold: r1 bound to u1 (on any account), and bob's
 	// adopted u9.
-	ledger := wallet(50).withServers(runningServer().obj(), adoptedServer(0).obj()).obj()
+	ledger := wallet(50).Servers(runningServer().Obj(), adoptedServer(0).Obj()).Obj()
 	held := func(keys []string) bool { return Holds(ledger, keys) }
 	cases := map[string]struct {
 		pod  *corev1.Pod
 		want bool
 	}{
 		"a pod the webhook never saw, no ledger holds it": {
-			pod: makeServerPod("jupyter-carol", "u3").user("carol").running(0).obj(), want: true,
+			pod: seenPod("jupyter-carol", "u3").User("carol").Running(0).Obj(), want: true,
 		},
 		"a reserved pod whose ledger holds it": {
-			pod: makeServerPod("jupyter-alice", "u1").reservation("r1").running(0).obj(), want: false,
+			pod: seenPod("jupyter-alice", "u1").Reservation("r1").Running(0).Obj(), want: false,
 		},
 		"a reserved pod whose reservation no ledger holds (returned while it was out of sight)": {
-			pod: makeServerPod("jupyter-alice-2", "u2").reservation("r7").running(0).obj(), want: true,
+			pod: seenPod("jupyter-alice-2", "u2").Reservation("r7").Running(0).Obj(), want: true,
 		},
 		"a pending pod whose reservation no ledger holds": {
-			pod: makeServerPod("jupyter-alice-2", "u2").reservation("r7").obj(), want: true,
+			pod: seenPod("jupyter-alice-2", "u2").Reservation("r7").Obj(), want: true,
 		},
 		"a pod a ledger holds by its uid, whatever reservation it carries now": {
-			pod: makeServerPod("jupyter-alice", "u1").reservation("r-other").running(0).obj(), want: false,
+			pod: seenPod("jupyter-alice", "u1").Reservation("r-other").Running(0).Obj(), want: false,
 		},
 		"an adopted pod": {
-			pod: makeServerPod("jupyter-bob", "u9").user("bob").running(0).obj(), want: false,
+			pod: seenPod("jupyter-bob", "u9").User("bob").Running(0).Obj(), want: false,
 		},
 		"an ended pod": {
-			pod: makeServerPod("jupyter-alice-2", "u2").reservation("r7").running(0).deleted(time.Hour).obj(), want: false,
+			pod: seenPod("jupyter-alice-2", "u2").Reservation("r7").Running(0).Deleting(time.Hour, 0).Obj(), want: false,
 		},
 		"a lost pod (failed while running)": {
-			pod: makeServerPod("jupyter-alice-2", "u2").reservation("r7").running(0).failedByPodGC().obj(), want: false,
+			pod: seenPod("jupyter-alice-2", "u2").Reservation("r7").Running(0).FailedByPodGC().Obj(), want: false,
 		},
 	}
 	for name, tc := range cases {
@@ -300,20 +248,20 @@ func TestAdoptable(t *testing.T) {
 // Row: a pod the webhook never saw was labelled singleuser and for a pool
 // its user is not in. Adoption obeys admission's membership rule.
 func TestAdoption(t *testing.T) {
-	lab := pool(50).obj() // lists alice and bob
-	price := Price{Value: 10, Interval: tenMin}
+	lab := pool(50).Obj() // lists alice and bob
+	price := Price{Value: 10, Interval: interval}
 	cases := map[string]struct {
 		pod        *corev1.Pod
 		wantReason string // the Denial's reason; "" when adopted
 		wantMsg    string
 	}{
-		"a member's pod": {pod: makeServerPod("jupyter-bob", "u9").user("bob").label("lab").obj()},
+		"a member's pod": {pod: seenPod("jupyter-bob", "u9").User("bob").Label(hcv1.LabelAccount, "lab").Obj()},
 		"a pod of a user the pool does not list": {
-			pod: makeServerPod("jupyter-mallory", "u6").user("mallory").label("lab").obj(), wantReason: DenyNotMember,
+			pod: seenPod("jupyter-mallory", "u6").User("mallory").Label(hcv1.LabelAccount, "lab").Obj(), wantReason: DenyNotMember,
 			wantMsg: NotMemberMessage("mallory", "lab"),
 		},
 		"a pod that names no user": {
-			pod: makeServerPod("jupyter-x", "u7").user("").label("lab").obj(), wantReason: DenyMissingUser, wantMsg: MissingUserMessage(),
+			pod: seenPod("jupyter-x", "u7").User("").Label(hcv1.LabelAccount, "lab").Obj(), wantReason: DenyMissingUser, wantMsg: MissingUserMessage(),
 		},
 	}
 	for name, tc := range cases {
@@ -338,8 +286,8 @@ func TestAdoption(t *testing.T) {
 
 // A re-adopted server is billed from when it is seen again, once.
 func TestSettleReadoption(t *testing.T) {
-	readopt := Unreserved{Pod: "jupyter-alice", UID: "u1", User: "alice", Price: Price{Value: 10, Interval: tenMin}, Reservation: "r1"}
-	readopted := makeServer("pod-u1").uid("u1").reservedAt(20*time.Minute).paid(0, 0)
+	readopt := Unreserved{Pod: "jupyter-alice", UID: "u1", User: "alice", Price: Price{Value: 10, Interval: interval}, Reservation: "r1"}
+	readopted := testutil.MakeServerCharge("pod-u1").UID("u1").ReservedAt(20*time.Minute).Paid(0, 0)
 	cases := map[string]struct {
 		wallet     *hcv1.CreditAccount
 		want       accountView
@@ -347,15 +295,15 @@ func TestSettleReadoption(t *testing.T) {
 		wantCharge int64
 	}{
 		"no ledger holds its reservation: adopted again, billed from now": {
-			wallet: wallet(50).obj(),
+			wallet: wallet(50).Obj(),
 			want: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{readopted.started(20*time.Minute).paid(1, 10).paidThrough(30 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{readopted.Started(20*time.Minute).Paid(1, 10).PaidThrough(30 * time.Minute).Obj()}},
 			wantNotes: []noteView{{Reason: EventReadopted, Pod: "jupyter-alice", Warning: true}, {Reason: EventServerStarted, Pod: "jupyter-alice"}},
 		},
 		"the wallet still holds it under its reservation: not adopted twice": {
-			wallet: wallet(50).withServers(runningServer().paid(2, 20).paidThrough(20 * time.Minute).obj()).obj(),
+			wallet: wallet(50).Servers(runningServer().Paid(2, 20).PaidThrough(20 * time.Minute).Obj()).Obj(),
 			want: accountView{Balance: 40, TotalCharged: 10, Running: 1, Conditions: healthy,
-				Servers: []hcv1.ServerCharge{runningServer().paid(3, 30).paidThrough(30 * time.Minute).obj()}},
+				Servers: []hcv1.ServerCharge{runningServer().Paid(3, 30).PaidThrough(30 * time.Minute).Obj()}},
 		},
 	}
 	for name, tc := range cases {
@@ -424,7 +372,7 @@ func TestShares(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			e := makeServer("r1").project("lab").paid(1, 10-tc.period0Pool).projectPaid(tc.period0Pool).obj()
+			e := testutil.MakeServerCharge("r1").Project("lab").Paid(1, 10-tc.period0Pool).ProjectPaid(tc.period0Pool).Obj()
 			for _, c := range tc.charges {
 				from := e.PeriodsPaid
 				e.PeriodsPaid += c.periods

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -243,9 +241,7 @@ func (s *sim) unreserved() []Unreserved {
 		}
 	}
 	for _, uid := range s.aliens {
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "jupyter-" + string(uid), UID: uid,
-			Labels:      map[string]string{hcv1.LabelAccount: s.wallet.Name},
-			Annotations: map[string]string{hcv1.AnnotationUsername: "mallory"}}}
+		pod := seenPod("jupyter-"+string(uid), uid).User("mallory").Label(hcv1.LabelAccount, s.wallet.Name).Obj()
 		u, err := Adoption(pod, s.wallet, Price{Value: 10, Interval: s.interval})
 		if !errors.As(err, &u.Denial) {
 			s.t.Fatalf("Adoption of mallory's pod by %s: %v, want a denial", s.wallet.Name, err)
