@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -18,6 +18,7 @@ import (
 	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/internal/metrics"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // Issue 13, "Ledger integrity under everyday faults and misuse": each test
@@ -74,14 +75,14 @@ func entryOf(a *hcv1.CreditAccount, uid types.UID) *hcv1.ServerCharge {
 }
 
 func decisions(decision string) float64 {
-	return testutil.ToFloat64(metrics.IntegrityDecisions.WithLabelValues(decision))
+	return promtestutil.ToFloat64(metrics.IntegrityDecisions.WithLabelValues(decision))
 }
 
 // wantEventContaining waits for an Event with reason on object whose
 // message contains part.
 func wantEventContaining(t *testing.T, ns, object, reason, part string) {
 	t.Helper()
-	eventually(t, 10*time.Second, func() error {
+	testutil.Eventually(t, 10*time.Second, func() error {
 		var evs corev1.EventList
 		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
 			return err
@@ -101,12 +102,12 @@ func wantEventContaining(t *testing.T, ns, object, reason, part string) {
 func TestIntegrityAccountEditKeepsBillingTheAdmittingAccount(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(1000).create(t)
-	makeAccount(ns, "lab", "bob").cap(1000).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "lab", "bob").Cap(1000).Obj())
 	p, start := spawn(t, ns, "alice", "")
-	eventually(t, 10*time.Second, func() error {
-		if e := entryOf(getAccount(t, ns, "alice"), p.UID); e == nil || e.StartedAt == nil {
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if e := entryOf(testutil.GetAccount(t, k8s, ns, "alice"), p.UID); e == nil || e.StartedAt == nil {
 			return fmt.Errorf("not running on alice's ledger yet")
 		}
 		return nil
@@ -118,22 +119,22 @@ func TestIntegrityAccountEditKeepsBillingTheAdmittingAccount(t *testing.T) {
 		t.Errorf("hubcredits_integrity_decisions_total{decision=%q} went from %v to %v", metrics.AccountEditIgnored, edits, got)
 	}
 	// Billed on through two more boundaries, by alice.
-	charged := getAccount(t, ns, "alice").Status.TotalCharged
-	eventually(t, 3*period+10*time.Second, func() error {
-		if c := getAccount(t, ns, "alice").Status.TotalCharged; c < charged+20 {
+	charged := testutil.GetAccount(t, k8s, ns, "alice").Status.TotalCharged
+	testutil.Eventually(t, 3*period+10*time.Second, func() error {
+		if c := testutil.GetAccount(t, k8s, ns, "alice").Status.TotalCharged; c < charged+20 {
 			return fmt.Errorf("alice charged %d since the edit, want 20", c-charged)
 		}
 		return nil
 	})
 	end := stopPod(t, p, start)
 	want := 1000 - owed(start, end, 10)
-	eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
 	forget(t, p)
-	consistently(t, period, func() error {
+	testutil.Consistently(t, period, func() error {
 		if err := balanceIs(t, ns, "alice", want)(); err != nil {
 			return err
 		}
-		if lab := getAccount(t, ns, "lab"); lab.Status.Balance != 1000 || len(lab.Status.Servers) != 0 || lab.Status.TotalCharged != 0 {
+		if lab := testutil.GetAccount(t, k8s, ns, "lab"); lab.Status.Balance != 1000 || len(lab.Status.Servers) != 0 || lab.Status.TotalCharged != 0 {
 			return fmt.Errorf("lab paid: balance %d, charged %d, %d servers", lab.Status.Balance, lab.Status.TotalCharged, len(lab.Status.Servers))
 		}
 		return nil
@@ -148,10 +149,10 @@ func TestIntegrityUnbillablePodIsReportedOrStopped(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ns := newNamespace(t)
 			startBilling(t, ns, func(o *operator.Options) { o.UnbillablePods = mode })
-			createPolicy(t, makePolicy(ns, "fast", 10, period))
-			makeAccount(ns, "lab", "bob").cap(1000).create(t)
-			makeAccount(ns, "alice", "alice").cap(1000).create(t)
-			p := kubespawnerPod(ns, "alice", "")
+			createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+			createAccount(t, testutil.MakeAccount(ns, "lab", "bob").Cap(1000).Obj())
+			createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
+			p := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 			delete(p.Labels, hcv1.ComponentLabel)
 			if err := createPod(p); err != nil {
 				t.Fatal(err)
@@ -171,7 +172,7 @@ func TestIntegrityUnbillablePodIsReportedOrStopped(t *testing.T) {
 				t.Errorf("hubcredits_integrity_decisions_total{decision=%q} went from %v to %v", decision, before, got)
 			}
 			if mode == controllers.UnbillableStop {
-				eventually(t, 10*time.Second, func() error {
+				testutil.Eventually(t, 10*time.Second, func() error {
 					got := &corev1.Pod{}
 					err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), got)
 					if err == nil && got.DeletionTimestamp == nil {
@@ -180,9 +181,9 @@ func TestIntegrityUnbillablePodIsReportedOrStopped(t *testing.T) {
 					return client.IgnoreNotFound(err)
 				})
 			}
-			consistently(t, 2*period, func() error {
+			testutil.Consistently(t, 2*period, func() error {
 				for _, name := range []string{"lab", "alice"} {
-					if a := getAccount(t, ns, name); a.Status.Balance != 1000 || len(a.Status.Servers) != 0 {
+					if a := testutil.GetAccount(t, k8s, ns, name); a.Status.Balance != 1000 || len(a.Status.Servers) != 0 {
 						return fmt.Errorf("%s paid for it: balance %d, %d servers", name, a.Status.Balance, len(a.Status.Servers))
 					}
 				}
@@ -199,11 +200,11 @@ func TestIntegrityUnbillablePodIsReportedOrStopped(t *testing.T) {
 func TestIntegrityFailedWhileRunningKeepsUsedPeriods(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(1000).create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).Obj())
 	p, start := spawn(t, ns, "alice", "")
-	eventually(t, 3*period+10*time.Second, func() error {
-		if c := getAccount(t, ns, "alice").Status.TotalCharged; c < 20 {
+	testutil.Eventually(t, 3*period+10*time.Second, func() error {
+		if c := testutil.GetAccount(t, k8s, ns, "alice").Status.TotalCharged; c < 20 {
 			return fmt.Errorf("charged %d", c)
 		}
 		return nil
@@ -213,8 +214,8 @@ func TestIntegrityFailedWhileRunningKeepsUsedPeriods(t *testing.T) {
 		`"reason":"DeletionByPodGC","message":"PodGC: node node-1 no longer exists","lastTransitionTime":%q}]}}`,
 		failed.UTC().Format(time.RFC3339)))
 	want := 1000 - owed(start, failed, 10)
-	eventually(t, 10*time.Second, func() error {
-		a := getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
 		if len(a.Status.Servers) != 0 {
 			return fmt.Errorf("not settled yet")
 		}
@@ -224,7 +225,7 @@ func TestIntegrityFailedWhileRunningKeepsUsedPeriods(t *testing.T) {
 		return nil
 	})
 	forget(t, p)
-	consistently(t, period, balanceIs(t, ns, "alice", want))
+	testutil.Consistently(t, period, balanceIs(t, ns, "alice", want))
 }
 
 // Row: a project pool paid later periods (it was empty at admission and
@@ -234,16 +235,16 @@ func TestIntegrityFailedWhileRunningKeepsUsedPeriods(t *testing.T) {
 func TestIntegrityLateEndRefundsEachPayer(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "lab").cap(1000).balance(0).create(t)
-	makeAccount(ns, "alice", "alice").cap(1000).balance(100).project("lab").create(t)
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "lab").Cap(1000).InitialBalance(0).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).InitialBalance(100).Project("lab").Obj())
 	p, start := spawn(t, ns, "alice", "")
-	if a := getAccount(t, ns, "alice"); a.Status.Balance != 90 {
+	if a := testutil.GetAccount(t, k8s, ns, "alice"); a.Status.Balance != 90 {
 		t.Fatalf("the wallet paid %d of the reservation, want all 10 (the pool is empty)", 100-a.Status.Balance)
 	}
 	setTopUps(t, ns, "lab", []hcv1.TopUp{{ID: "grant", Amount: 100}})
-	eventually(t, 4*period+10*time.Second, func() error {
-		if lab := getAccount(t, ns, "lab"); lab.Status.TotalToppedUp != 100 || lab.Status.Balance > 80 {
+	testutil.Eventually(t, 4*period+10*time.Second, func() error {
+		if lab := testutil.GetAccount(t, k8s, ns, "lab"); lab.Status.TotalToppedUp != 100 || lab.Status.Balance > 80 {
 			return fmt.Errorf("the pool paid %d so far (topped up %d)", lab.Status.TotalToppedUp-lab.Status.Balance, lab.Status.TotalToppedUp)
 		}
 		return nil
@@ -255,8 +256,8 @@ func TestIntegrityLateEndRefundsEachPayer(t *testing.T) {
 		p.Spec.Containers[0].Image, start.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339)))
 	// Period 0 (the wallet's reservation) was used; every later period goes
 	// back to whoever paid it: the pool gets its whole top-up back.
-	eventually(t, 10*time.Second, func() error {
-		lab, wallet := getAccount(t, ns, "lab"), getAccount(t, ns, "alice")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		lab, wallet := testutil.GetAccount(t, k8s, ns, "lab"), testutil.GetAccount(t, k8s, ns, "alice")
 		if lab.Status.Balance != 100 || wallet.Status.Balance != 90 {
 			return fmt.Errorf("pool %d, wallet %d; want 100 and 90", lab.Status.Balance, wallet.Status.Balance)
 		}
@@ -266,7 +267,7 @@ func TestIntegrityLateEndRefundsEachPayer(t *testing.T) {
 		return nil
 	})
 	forget(t, p)
-	consistently(t, period, balanceIs(t, ns, "lab", 100))
+	testutil.Consistently(t, period, balanceIs(t, ns, "lab", 100))
 }
 
 // Row: a pod's reservation was returned while the pod was out of the
@@ -275,9 +276,9 @@ func TestIntegrityLateEndRefundsEachPayer(t *testing.T) {
 func TestIntegrityLostReservationIsReadopted(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
-	createPolicy(t, makePolicy(ns, "fast", 10, period))
-	makeAccount(ns, "alice", "alice").cap(1000).balance(100).create(t)
-	p := kubespawnerPod(ns, "alice", "")
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).InitialBalance(100).Obj())
+	p := testutil.MakeKubeSpawnerPod(ns, "alice", "").Obj()
 	p.Spec.NodeName = "node-1"
 	if err := createPod(p); err != nil {
 		t.Fatal(err)
@@ -285,8 +286,8 @@ func TestIntegrityLostReservationIsReadopted(t *testing.T) {
 	before := decisions(metrics.Readopted)
 	patchPod(t, p, `{"metadata":{"labels":{"component":null}}}`)
 	// Out of sight past the grace: the reservation comes back.
-	eventually(t, testOrphanGrace+10*time.Second, func() error {
-		if a := getAccount(t, ns, "alice"); a.Status.Balance != 100 || len(a.Status.Servers) != 0 {
+	testutil.Eventually(t, testOrphanGrace+10*time.Second, func() error {
+		if a := testutil.GetAccount(t, k8s, ns, "alice"); a.Status.Balance != 100 || len(a.Status.Servers) != 0 {
 			return fmt.Errorf("balance %d with %d servers: the reservation is not returned yet", a.Status.Balance, len(a.Status.Servers))
 		}
 		return nil
@@ -297,8 +298,8 @@ func TestIntegrityLostReservationIsReadopted(t *testing.T) {
 	setRunning(t, p, time.Now().Truncate(time.Second))
 	patchPod(t, p, `{"metadata":{"labels":{"component":"singleuser-server"}}}`)
 	var start time.Time
-	eventually(t, 10*time.Second, func() error {
-		e := entryOf(getAccount(t, ns, "alice"), p.UID)
+	testutil.Eventually(t, 10*time.Second, func() error {
+		e := entryOf(testutil.GetAccount(t, k8s, ns, "alice"), p.UID)
 		if e == nil || e.StartedAt == nil || e.ID != billing.AdoptedID(p.UID) {
 			return fmt.Errorf("not adopted again yet: %+v", e)
 		}
@@ -309,15 +310,15 @@ func TestIntegrityLostReservationIsReadopted(t *testing.T) {
 	if got := decisions(metrics.Readopted); got < before+1 {
 		t.Errorf("hubcredits_integrity_decisions_total{decision=%q} went from %v to %v", metrics.Readopted, before, got)
 	}
-	eventually(t, 3*period+10*time.Second, func() error {
-		if c := getAccount(t, ns, "alice").Status.TotalCharged; c < 30 {
+	testutil.Eventually(t, 3*period+10*time.Second, func() error {
+		if c := testutil.GetAccount(t, k8s, ns, "alice").Status.TotalCharged; c < 30 {
 			return fmt.Errorf("charged %d since it came back", c-10)
 		}
 		return nil
 	})
 	end := stopPod(t, p, start)
 	want := 100 - owed(start, end, 10)
-	eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", want))
 	forget(t, p)
-	consistently(t, period, balanceIs(t, ns, "alice", want))
+	testutil.Consistently(t, period, balanceIs(t, ns, "alice", want))
 }
