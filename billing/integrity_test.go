@@ -355,14 +355,14 @@ func TestShares(t *testing.T) {
 			period0Pool: 0,
 			charges: func() []charge {
 				var c []charge
-				for i := 0; i < 20; i++ {
+				for range 20 {
 					c = append(c, charge{1, 10}, charge{1, 0})
 				}
 				return c
 			}(),
 			want: func() []hcv1.PeriodShare {
 				var w []hcv1.PeriodShare
-				for i := 0; i < 8; i++ {
+				for range 8 {
 					w = append(w, hcv1.PeriodShare{Periods: 1, Pool: 10}, hcv1.PeriodShare{Periods: 1, Pool: 0})
 				}
 				return w

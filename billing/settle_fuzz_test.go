@@ -437,7 +437,7 @@ func (s *sim) checkRefundPayers() {
 		if !x.tracked { // an adopted server, seen with at most its first period paid
 			x.tracked, x.lastPP, x.lastProject = true, e.PeriodsPaid, e.ProjectPaid
 			x.poolShares = nil
-			for k := int64(0); k < e.PeriodsPaid; k++ {
+			for k := range e.PeriodsPaid {
 				x.poolShares = append(x.poolShares, poolFirst(e.ProjectPaid, k, 1, e.BillingValue))
 			}
 			continue
@@ -445,7 +445,7 @@ func (s *sim) checkRefundPayers() {
 		dPeriods, dPool := e.PeriodsPaid-x.lastPP, e.ProjectPaid-x.lastProject
 		switch {
 		case dPeriods > 0:
-			for k := int64(0); k < dPeriods; k++ {
+			for k := range dPeriods {
 				x.poolShares = append(x.poolShares, poolFirst(dPool, k, 1, e.BillingValue))
 			}
 		case dPeriods < 0:

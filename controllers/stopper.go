@@ -118,7 +118,7 @@ func (s *Stopper) Start(ctx context.Context) error {
 	return nil
 }
 
-// NeedLeaderElection: only the leader stops servers.
+// NeedLeaderElection is true: only the leader stops servers.
 func (s *Stopper) NeedLeaderElection() bool { return true }
 
 func (s *Stopper) next(ctx context.Context) bool {

@@ -36,29 +36,22 @@ import (
 
 var (
 	kubeconfigOnce sync.Once
-	kubeconfigPath string
+	kubeconfig     []byte
 	kubeconfigErr  error
 )
 
-// kubectl runs bin/k8s/kubectl as a cluster admin in namespace ns.
+// kubectl runs bin/k8s/kubectl as a cluster admin in namespace ns. The
+// admin's kubeconfig is made once and written into each test's own
+// temporary directory.
 func kubectl(t *testing.T, ns string, stdin string, args ...string) string {
 	t.Helper()
-	kubeconfigOnce.Do(func() {
-		kc, err := env.AdminKubeconfig()
-		if err != nil {
-			kubeconfigErr = err
-			return
-		}
-		dir, err := os.MkdirTemp("", "hubcredits-kubeconfig-")
-		if err != nil {
-			kubeconfigErr = err
-			return
-		}
-		kubeconfigPath = filepath.Join(dir, "admin.kubeconfig")
-		kubeconfigErr = os.WriteFile(kubeconfigPath, kc, 0o600)
-	})
+	kubeconfigOnce.Do(func() { kubeconfig, kubeconfigErr = env.AdminKubeconfig() })
 	if kubeconfigErr != nil {
 		t.Fatal(kubeconfigErr)
+	}
+	kubeconfigPath := filepath.Join(t.TempDir(), "admin.kubeconfig")
+	if err := os.WriteFile(kubeconfigPath, kubeconfig, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join("..", "..", "bin", "k8s", "kubectl"), append([]string{"--kubeconfig", kubeconfigPath, "-n", ns}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
@@ -93,7 +86,7 @@ func tombstone(t *testing.T, ns, account string) (*corev1.ConfigMap, error) {
 	return cm, err
 }
 
-func accountGone(t *testing.T, ns, name string) func() error {
+func accountGone(ns, name string) func() error {
 	return func() error {
 		err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &hcv1.CreditAccount{})
 		if apierrors.IsNotFound(err) {
@@ -154,7 +147,7 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 	})
 	end := stopPod(t, p, start)
 	forget(t, p)
-	testutil.Eventually(t, 15*time.Second, accountGone(t, ns, "alice"))
+	testutil.Eventually(t, 15*time.Second, accountGone(ns, "alice"))
 	want := 150 - owed(start, end, 10)
 	cm, err := tombstone(t, ns, "alice")
 	if err != nil {
@@ -175,8 +168,11 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 	}
 	wantEventReason(t, ns, "alice", controllers.EventAccountReopened)
 	testutil.Eventually(t, 10*time.Second, func() error {
-		if _, err := tombstone(t, ns, "alice"); !apierrors.IsNotFound(err) {
-			return fmt.Errorf("tombstone still there (%v) once taken over", err)
+		switch _, err := tombstone(t, ns, "alice"); {
+		case err == nil:
+			return fmt.Errorf("tombstone still there once taken over")
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading the tombstone: %w", err)
 		}
 		return nil
 	})
@@ -257,7 +253,7 @@ func TestForceDeletedAccountStopsItsServers(t *testing.T) {
 		return nil
 	})
 	kubectl(t, ns, "", "annotate", "ca", "alice", hcv1.AnnotationForceDelete+"=true")
-	testutil.Eventually(t, 10*time.Second, accountGone(t, ns, "alice"))
+	testutil.Eventually(t, 10*time.Second, accountGone(ns, "alice"))
 	testutil.Eventually(t, 10*time.Second, func() error {
 		got := &corev1.Pod{}
 		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), got); err != nil {
