@@ -26,6 +26,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/internal/operator"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
@@ -64,6 +65,7 @@ type flags struct {
 	shadow           bool
 	freeNeedsAccount bool
 	workers          int
+	unbillablePods   string
 
 	certRotation      bool
 	podNamespace      string
@@ -116,6 +118,7 @@ Flags:
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
 	fs.BoolVar(&f.freeNeedsAccount, "free-servers-need-account", false, "Deny a free server (price 0) whose user has no CreditAccount, like a priced one (default: admit it without a payer; there is nothing to bill).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
+	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
@@ -137,6 +140,9 @@ func (f *flags) options() (operator.Options, error) {
 	if err != nil {
 		return operator.Options{}, fmt.Errorf("--singleuser-selector: %w", err)
 	}
+	if f.unbillablePods != controllers.UnbillableReport && f.unbillablePods != controllers.UnbillableStop {
+		return operator.Options{}, fmt.Errorf("--unbillable-pods must be %q or %q", controllers.UnbillableReport, controllers.UnbillableStop)
+	}
 	if f.defaultValue < 0 || f.defaultInterval < time.Second {
 		return operator.Options{}, fmt.Errorf("--default-billing-value must be >= 0 and --default-billing-interval >= 1s")
 	}
@@ -151,6 +157,7 @@ func (f *flags) options() (operator.Options, error) {
 		HubTokenFile:       f.hubTokenFile,
 		Workers:            f.workers,
 		Webhooks:           f.enableWebhooks,
+		UnbillablePods:     f.unbillablePods,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

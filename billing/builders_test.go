@@ -43,6 +43,12 @@ func alicePod(name string) *testutil.PodWrapper {
 	return testutil.MakePod(testNS, name).User("alice").Container("notebook", "jupyter/base-notebook")
 }
 
+// seenPod is alice's pending singleuser pod name (uid), created at t0, as
+// the controller's cache holds it.
+func seenPod(name string, uid types.UID) *testutil.PodWrapper {
+	return alicePod(name).UID(uid).CreatedAt(0).Pending()
+}
+
 // Pod observations.
 
 func pending(uid types.UID) PodObservation { return PodObservation{Exists: true, UID: uid} }

@@ -142,3 +142,25 @@ func StopMessage(p Price, wallet, project *hcv1.CreditAccount) string {
 func ProjectChainMessage(wallet, project string) string {
 	return fmt.Sprintf("Credit account %q is funded by %q, which is not a project pool (it names a project itself) — ask your hub admin.", wallet, project)
 }
+
+// ReadoptedMessage is the Event of a pod billed again after its reservation
+// was returned while the pod was out of sight.
+func ReadoptedMessage(reservation string, price Price, account string) string {
+	return fmt.Sprintf("No account held this server's reservation %s any more (it was returned while the pod was out of sight); it costs %s again, billed to account %s from now.",
+		reservation, PriceText(price), account)
+}
+
+// UnbillableMessage is the Event of a pod that no account may pay for:
+// what admission would have said, and what the operator does about it.
+func UnbillableMessage(denial string, stopped bool) string {
+	if stopped {
+		return "Nobody may pay for this server, so it is stopped: " + denial
+	}
+	return "Nobody may pay for this server; it runs unbilled: " + denial
+}
+
+// AccountEditIgnoredMessage is the Event of a billed pod whose account
+// annotation was edited after admission: the edit moves nothing.
+func AccountEditIgnoredMessage(named, account string) string {
+	return fmt.Sprintf("This server now names account %s, but account %s admitted it and keeps billing it; to move a server, stop it and start it again.", named, account)
+}

@@ -25,11 +25,13 @@ func ObserveEntry(pod *corev1.Pod, e hcv1.ServerCharge) PodObservation {
 func ObservePod(p *corev1.Pod) PodObservation {
 	o := PodObservation{Exists: true, UID: p.UID}
 	var started, finished *time.Time
+	stillRunning := false
 	for _, cs := range p.Status.ContainerStatuses {
 		var t *metav1.Time
 		switch {
 		case cs.State.Running != nil:
 			t = &cs.State.Running.StartedAt
+			stillRunning = true
 		case cs.State.Terminated != nil:
 			t = &cs.State.Terminated.StartedAt
 			if f := cs.State.Terminated.FinishedAt.Time; !f.IsZero() && (finished == nil || f.After(*finished)) {
@@ -57,6 +59,13 @@ func ObservePod(p *corev1.Pod) PodObservation {
 			t = t.Add(-time.Duration(*g) * time.Second)
 		}
 		o.EndedAt = &t
+	case (p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed) && finished == nil && stillRunning && started != nil:
+		// Failed while its containers still say running: PodGC does this to
+		// the pods of a lost node, and nothing records when they stopped.
+		// They ran at least until the node was lost; the start is never the
+		// end (that would give back periods that were used). Settle ends
+		// the server when it first sees this.
+		o.Lost = true
 	case p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed:
 		if finished == nil {
 			t := p.CreationTimestamp.Time
@@ -69,3 +78,6 @@ func ObservePod(p *corev1.Pod) PodObservation {
 	}
 	return o
 }
+
+// Ended reports whether the pod has ended (its end may be unrecorded: Lost).
+func (o PodObservation) Ended() bool { return o.EndedAt != nil || o.Lost }

@@ -30,6 +30,10 @@ type PodObservation struct {
 	// EndedAt is when the server stopped: its deletion was requested or its
 	// containers terminated. nil while it runs.
 	EndedAt *time.Time
+	// Lost is true for a pod that was failed while its containers still
+	// said running (PodGC after its node was lost): it has ended, but when
+	// is not recorded. Settle ends it when it first sees this.
+	Lost bool
 }
 
 // Options tune settling.
@@ -110,6 +114,14 @@ const (
 	EventRefunded        = "ReservationRefunded"
 	EventLow             = "CreditsLow"
 	EventAdopted         = "ServerAdopted"
+	// EventReadopted: a running pod whose reservation no ledger held any
+	// more (it was returned while the pod was out of sight) is billed again.
+	EventReadopted = "ServerReadopted"
+	// EventUnbillable: a pod no account may pay for (Adoption's denial).
+	EventUnbillable = "ServerUnbillable"
+	// EventAccountEditIgnored: a billed pod names another account than the
+	// one that admitted it (its annotation was edited); that one bills on.
+	EventAccountEditIgnored = "AccountEditIgnored"
 )
 
 // Result is the outcome of Settle.
@@ -125,6 +137,9 @@ type Result struct {
 	RequeueAfter time.Duration
 	// Lags are, for each boundary charged, how late the charge is.
 	Lags []time.Duration
+	// Unbillable are the pods offered for adoption that no account may pay
+	// for (their Denial set); the caller reports or stops them.
+	Unbillable []Unreserved
 }
 
 func (r *Result) requeueAt(now, t time.Time) {
@@ -147,6 +162,14 @@ type Unreserved struct {
 	User       string
 	ServerName string
 	Price      Price
+	// Reservation is the reservation id the pod carries when no ledger holds
+	// it any more (it was returned while the pod was out of sight): the pod
+	// is adopted again.
+	Reservation string
+	// Denial, when set, is admission's answer for this pod (Adoption): no
+	// account may pay for it. Settle does not adopt it; it returns it in
+	// Result.Unbillable.
+	Denial *Denial
 }
 
 // AdoptedID is the entry id of an adopted pod.
@@ -159,6 +182,7 @@ func AdoptedID(uid types.UID) string { return "pod-" + string(uid) }
 func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
+	pods = endLostAt(pods, now)
 	addedBefore := wallet.Status.TotalGranted + wallet.Status.TotalToppedUp
 	completeRefunds(wallet, pools, now, &res)
 	catchUp(wallet, pools, pods, now, &res)
@@ -192,12 +216,38 @@ func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, po
 	return res
 }
 
+// endLostAt gives a lost pod (Lost: failed while its containers still said
+// running) the end now, the time its failure is seen: the periods it used
+// stay paid, and nothing is charged after the run that marks its end. It
+// ran, so its end is never before its start plus a second (seen in the
+// second it started, or with the node's clock ahead): every run, whenever
+// it happens, then agrees that it started (a run whose wallet write is lost
+// must not have returned its reservation as "never started" while the
+// next one bills it).
+func endLostAt(pods func(hcv1.ServerCharge) PodObservation, now time.Time) func(hcv1.ServerCharge) PodObservation {
+	return func(e hcv1.ServerCharge) PodObservation {
+		o := pods(e)
+		if o.Lost && o.EndedAt == nil {
+			end := now
+			if o.StartedAt != nil && !end.After(*o.StartedAt) {
+				end = o.StartedAt.Add(time.Second)
+			}
+			o.EndedAt = &end
+		}
+		return o
+	}
+}
+
 // adoptUnreserved adds an entry for each unreserved pod the wallet does not
 // hold yet; it is billed from when it starts.
 func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Time, res *Result) {
 	for _, u := range adopt {
 		id := AdoptedID(u.UID)
-		if FindServer(wallet, id) >= 0 {
+		if Holds(wallet, PodKeys(u.UID, u.Reservation)) {
+			continue // never billed twice: the ledger holds it already
+		}
+		if u.Denial != nil {
+			res.Unbillable = append(res.Unbillable, u)
 			continue
 		}
 		wallet.Status.Servers = append(wallet.Status.Servers, hcv1.ServerCharge{
@@ -207,6 +257,11 @@ func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Ti
 			Project: wallet.Spec.Project,
 		})
 		res.WalletChanged = true
+		if u.Reservation != "" {
+			res.Notes = append(res.Notes, Note{Pod: u.Pod, PodUID: u.UID, Warning: true, Reason: EventReadopted,
+				Message: ReadoptedMessage(u.Reservation, u.Price, wallet.Name)})
+			continue
+		}
 		res.Notes = append(res.Notes, Note{Pod: u.Pod, PodUID: u.UID, Reason: EventAdopted,
 			Message: fmt.Sprintf("This server had no reservation; it costs %s, billed to account %s from when it starts.", PriceText(u.Price), wallet.Name)})
 	}
@@ -268,6 +323,7 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 		at     time.Time
 		id     string
 		period int64 // the period that begins at 'at'
+		ended  bool  // the server's end is known
 	}
 	var due []boundary
 	for _, entry := range wallet.Status.Servers {
@@ -284,7 +340,7 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 		}
 		n := PeriodsDue(entry.StartedAt.Time, end, entry.BillingInterval.Duration, ended)
 		for k := entry.PeriodsPaid; k < n && len(due) < maxCatchUpBoundaries; k++ {
-			due = append(due, boundary{at: Boundary(entry.StartedAt.Time, k, entry.BillingInterval.Duration), id: entry.ID, period: k})
+			due = append(due, boundary{at: Boundary(entry.StartedAt.Time, k, entry.BillingInterval.Duration), id: entry.ID, period: k, ended: pod.EndedAt != nil})
 		}
 	}
 	if len(due) < 2 {
@@ -311,7 +367,7 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 			}
 		}
 		paidBefore := entry.PeriodsPaid
-		if charge(wallet, pool, entry, poolEntry, b.period+1, b.at) {
+		if charge(wallet, pool, entry, poolEntry, b.period+1, b.at, b.ended) {
 			res.WalletChanged = true
 			if pool != nil {
 				res.ChangedProjects[pool.Name] = true
@@ -517,7 +573,7 @@ func (s *serverSettlement) periodsDue() int64 {
 // records how late the last one was charged.
 func (s *serverSettlement) chargeDue(due int64) {
 	paidBefore := s.entry.PeriodsPaid
-	if !charge(s.wallet, s.pool, s.entry, s.poolEntry, due, s.now) {
+	if !charge(s.wallet, s.pool, s.entry, s.poolEntry, due, s.now, s.pod.EndedAt != nil) {
 		return
 	}
 	s.changed = true
@@ -582,8 +638,10 @@ func (s *serverSettlement) repeatStop(justStopped bool) {
 // charge pays periods entry.PeriodsPaid .. due-1 of a server, the project
 // pool first, as many as the accounts can afford. It also completes or
 // undoes a pool payment left in flight by an interrupted run. It reports a
-// change.
-func charge(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharge, due int64, now time.Time) bool {
+// change. final says the server's end is known: nothing charged now is
+// ever refunded (its end is marked in this run), so who paid is not
+// recorded.
+func charge(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharge, due int64, now time.Time, final bool) bool {
 	_, flight := inFlight(entry, poolEntry)
 	n := max(0, due-entry.PeriodsPaid)
 	if n == 0 && flight == 0 && (poolEntry == nil || poolEntry.PeriodsPaid == entry.PeriodsPaid) {
@@ -624,9 +682,13 @@ func charge(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharg
 			return fmt.Sprintf("%d period(s) of %s", n, entry.Pod)
 		})
 	}
+	from := entry.PeriodsPaid
 	entry.PeriodsPaid += periods
 	entry.Paid = addSat(entry.Paid, walletShare)
 	entry.ProjectPaid = addSat(entry.ProjectPaid, poolShare)
+	if !final || len(entry.Shares) > 0 { // recorded runs stay the latest periods
+		recordShares(entry, from, periods, poolShare)
+	}
 	if pool != nil {
 		if poolEntry == nil && entry.ProjectPaid > 0 {
 			pool.Status.Servers = append(pool.Status.Servers, newPoolEntry(entry))
@@ -666,14 +728,16 @@ func completeRefunds(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAc
 }
 
 // refundAfterEnd returns the periods from owed on, which were charged after
-// the server had ended. The last periods are given back first, so the
-// wallet's share goes back before the pool's (the pool pays first). The
-// pool's entry is written first; if the wallet's write is lost, the next
-// run finds the pool's entry already at its target and moves nothing twice.
+// the server had ended, each to whoever paid it (poolShareOfLast: the
+// recorded runs, else pool first, so the wallet's share of the last periods
+// goes back before the pool's). The pool's entry is written first; if the
+// wallet's write is lost, the next run finds the pool's entry already at its
+// target and moves nothing twice.
 func refundAfterEnd(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.ServerCharge, owed int64, now time.Time) {
-	amount := mulSat(entry.PeriodsPaid-owed, entry.BillingValue)
-	walletBack := min(amount, entry.Paid)
-	poolBack := min(amount-walletBack, entry.ProjectPaid)
+	refunded := entry.PeriodsPaid - owed
+	amount := mulSat(refunded, entry.BillingValue)
+	poolBack := min(poolShareOfLast(entry, refunded), amount)
+	walletBack := min(amount-poolBack, entry.Paid)
 	poolTarget := entry.ProjectPaid - poolBack
 	why := fmt.Sprintf("%d period(s) of %s charged after it ended", entry.PeriodsPaid-owed, entry.Pod)
 	if pool != nil && poolEntry != nil {
@@ -691,6 +755,7 @@ func refundAfterEnd(wallet, pool *hcv1.CreditAccount, entry, poolEntry *hcv1.Ser
 		wallet.Status.TotalRefunded = addSat(wallet.Status.TotalRefunded, walletBack)
 		appendLedger(wallet, now, hcv1.LedgerRefund, walletBack, entry.Pod, why)
 	}
+	dropLastShares(entry, refunded)
 	entry.PeriodsPaid = owed
 	entry.Paid -= walletBack
 	entry.ProjectPaid = poolTarget
@@ -701,6 +766,7 @@ func newPoolEntry(entry *hcv1.ServerCharge) hcv1.ServerCharge {
 	poolEntry := *entry
 	poolEntry.Project, poolEntry.ProjectPaid = "", 0
 	poolEntry.Paid = 0
+	poolEntry.Shares = nil
 	poolEntry.PaidThrough = nil
 	poolEntry.StopRequestedAt = nil
 	return poolEntry

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -35,6 +36,48 @@ const (
 
 func op(code, arg int) byte { return byte(arg<<3 | code) }
 
+// Faults of issue 13 ("ledger integrity under everyday faults and misuse").
+// They are opSettle with an argument of 16 or more (a settle's argument had
+// no meaning): fault = arg-16, and the next byte is the fault's argument.
+const (
+	// faultRelabel: a pod's account annotation is edited while its ledger
+	// holds it; the controller (its index lagging) offers it for adoption in
+	// every later run while the wallet holds it. It must never be billed
+	// twice.
+	faultRelabel = iota
+	// faultAlien: a pod of a user the wallet does not list is labelled for
+	// it (the webhook never saw it); it is offered with admission's verdict
+	// (Adoption) and must never be paid for.
+	faultAlien
+	// faultLost: a running pod is marked Failed while its container still
+	// says running (PodGC on a lost node): no recorded end.
+	faultLost
+	// faultHide: a reserved pod leaves the controller's sight (its
+	// singleuser label removed), or comes back; if its reservation was
+	// returned meanwhile, it is offered again with it (re-adoption).
+	faultHide
+	// faultPoolTopUp: the pool is topped up by arg+1 (the payer of later
+	// periods changes).
+	faultPoolTopUp
+)
+
+// fault encodes a fault as the two bytes the simulation reads.
+func fault(f, arg int) []byte { return []byte{op(opSettle, 16+f), byte(arg)} }
+
+// ops joins op bytes and faults.
+func ops(parts ...any) []byte {
+	var out []byte
+	for _, p := range parts {
+		switch v := p.(type) {
+		case byte:
+			out = append(out, v)
+		case []byte:
+			out = append(out, v...)
+		}
+	}
+	return out
+}
+
 type simServer struct {
 	id      string
 	uid     types.UID
@@ -57,11 +100,30 @@ type simServer struct {
 	// (the controller's cache lags); wasStale says it ever did.
 	staleRuns int
 	wasStale  bool
+	// offered: its account annotation was edited; offered for adoption
+	// while the wallet holds it (faultRelabel).
+	offered bool
+	// lost: failed while its container still said running (faultLost);
+	// ended is set to the time of the first committed run that saw it.
+	lost bool
+	// hidden: out of the controller's sight (faultHide).
+	hidden bool
+	// reservation is the returned reservation a re-adopted pod carries.
+	reservation string
+	// poolShares are the pool's shares of each period paid, as the
+	// committed wallet's entry showed them change (pool first within a
+	// run); lastPP and lastProject are that entry's counts then.
+	poolShares          []int64
+	lastPP, lastProject int64
+	tracked             bool
 }
 
 func (s *simServer) obs() PodObservation {
-	if !s.hasPod || s.vanish {
+	if !s.hasPod || s.vanish || s.hidden {
 		return PodObservation{}
+	}
+	if s.lost && s.ended == nil {
+		return PodObservation{Exists: true, UID: s.uid, StartedAt: s.started, Lost: true}
 	}
 	if s.staleRuns > 0 {
 		return PodObservation{Exists: true, UID: s.uid, StartedAt: s.started}
@@ -79,6 +141,8 @@ type sim struct {
 	servers  []*simServer
 	crashed  bool // a pool write is ahead of the wallet
 	topUps   int
+	// aliens are pods of a user the wallet does not list, labelled for it.
+	aliens []types.UID
 }
 
 var simPrices = []int64{0, 1, 3, 10, 25, 7, 10, 10}
@@ -147,6 +211,8 @@ func (s *sim) admit(arg int) {
 		}
 		return // denied
 	}
+	// Who paid period 0 is known from admission on.
+	srv.tracked, srv.lastPP, srv.lastProject, srv.poolShares = true, 1, fromPool, []int64{fromPool}
 	s.servers = append(s.servers, srv)
 }
 
@@ -164,12 +230,63 @@ func (s *sim) unreserved() []Unreserved {
 	for _, x := range s.servers {
 		// The controller offers a pod for adoption until its entry exists;
 		// the simulation never offers it again after that.
-		if x.adopted && !x.adoptedOnce && x.hasPod && !x.vanish {
+		if x.adopted && !x.adoptedOnce && x.hasPod && !x.vanish && !x.hidden {
 			out = append(out, Unreserved{Pod: "jupyter-" + x.id, UID: x.uid, User: "alice",
-				Price: Price{Value: x.value, Interval: s.interval}})
+				Price: Price{Value: x.value, Interval: s.interval}, Reservation: x.reservation})
+		}
+		// An edited pod its wallet holds, offered by a lagging index.
+		if x.offered && x.hasPod && !x.vanish && !x.hidden && x.ended == nil && FindServer(s.wallet, x.id) >= 0 {
+			out = append(out, Unreserved{Pod: "jupyter-" + x.id, UID: x.uid, User: "alice",
+				Price: Price{Value: x.value, Interval: s.interval}, Reservation: x.id})
 		}
 	}
+	for _, uid := range s.aliens {
+		pod := seenPod("jupyter-"+string(uid), uid).User("mallory").Label(hcv1.LabelAccount, s.wallet.Name).Obj()
+		u, err := Adoption(pod, s.wallet, Price{Value: 10, Interval: s.interval})
+		if !errors.As(err, &u.Denial) {
+			s.t.Fatalf("Adoption of mallory's pod by %s: %v, want a denial", s.wallet.Name, err)
+		}
+		out = append(out, u)
+	}
 	return out
+}
+
+// fault applies a fault of issue 13.
+func (s *sim) fault(f, arg int) {
+	switch f {
+	case faultRelabel:
+		if x := s.pick(arg); x != nil {
+			x.offered = true
+		}
+	case faultAlien:
+		if len(s.aliens) < 2 {
+			s.aliens = append(s.aliens, types.UID(fmt.Sprintf("m%d", len(s.aliens)+1)))
+		}
+	case faultLost:
+		if x := s.pick(arg); x != nil && x.hasPod && !x.vanish && !x.hidden && x.started != nil && x.ended == nil {
+			x.lost = true
+		}
+	case faultHide:
+		x := s.pick(arg)
+		switch {
+		case x == nil || x.adopted || !x.hasPod || x.vanish:
+		case !x.hidden:
+			x.hidden = true
+		case FindServer(s.wallet, x.id) >= 0 || x.ended != nil || x.lost:
+			x.hidden = false // back before its ledger let it go (or over)
+		case len(s.live()) < 5:
+			// Its reservation was returned while it was out of sight: the
+			// pod comes back, holding a reservation no ledger holds.
+			x.hidden, x.vanish = false, true
+			s.servers = append(s.servers, &simServer{id: AdoptedID(x.uid), uid: x.uid, value: x.value, adopted: true,
+				hasPod: true, started: x.started, reservation: x.id})
+		}
+	case faultPoolTopUp:
+		if s.pool != nil {
+			s.topUps++
+			s.pool.Spec.TopUps = append(s.pool.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("p%d", s.topUps), Amount: int64(arg + 1)})
+		}
+	}
 }
 
 // settle runs Settle on the stored accounts and writes the pool, then,
@@ -206,6 +323,14 @@ func (s *sim) settle(crash bool) Result {
 		return res
 	}
 	s.wallet = w
+	for _, x := range s.servers {
+		if x.lost && x.ended == nil && x.hasPod && !x.vanish && !x.hidden {
+			now := s.now // the end is when the failure was first seen
+			x.ended = &now
+		}
+	}
+	s.checkAliens(res, adopt)
+	s.checkRefundPayers()
 	for _, u := range adopt {
 		// Settle adopted it (and may already have settled it, if it ended).
 		for _, x := range s.servers {
@@ -247,7 +372,7 @@ func (s *sim) quiesce() {
 			continue
 		}
 		switch {
-		case !x.hasPod || x.vanish:
+		case !x.hasPod || x.vanish || x.hidden:
 			// Unless the wallet never saw the pod and still gives it time
 			// to appear.
 			if e.PodUID != "" || s.now.Sub(e.ReservedAt.Time) >= testOptions.OrphanGrace {
@@ -267,8 +392,76 @@ func (s *sim) quiesce() {
 			if FindServer(s.wallet, pe.ID) < 0 && s.now.Sub(pe.ReservedAt.Time) < testOptions.OrphanGrace {
 				continue
 			}
+			// Likewise a share whose end was marked by a run that lost its
+			// wallet write, while the wallet (which never saw the pod) still
+			// gives the pod time to appear: once the grace has passed, the
+			// wallet returns the reservation and the pool's share with it.
+			if i := FindServer(s.wallet, pe.ID); i >= 0 && s.wallet.Status.Servers[i].PodUID == "" &&
+				s.now.Sub(pe.ReservedAt.Time) < testOptions.OrphanGrace {
+				continue
+			}
 			s.t.Fatalf("%s: still marked ended in the pool after the runs settled down", pe.ID)
 		}
+	}
+}
+
+// checkAliens: a pod nobody may bill is never adopted, and is returned as
+// unbillable each time it is offered.
+func (s *sim) checkAliens(res Result, offered []Unreserved) {
+	unbillable := map[types.UID]bool{}
+	for _, u := range res.Unbillable {
+		unbillable[u.UID] = true
+	}
+	for _, uid := range s.aliens {
+		if Holds(s.wallet, PodKeys(uid, "")) || (s.pool != nil && Holds(s.pool, PodKeys(uid, ""))) {
+			s.t.Fatalf("mallory's pod %s, whose user no account lists, is on a ledger", uid)
+		}
+		for _, u := range offered {
+			if u.UID == uid && !unbillable[uid] {
+				s.t.Fatalf("mallory's pod %s was offered but not reported unbillable", uid)
+			}
+		}
+	}
+}
+
+// checkRefundPayers follows each wallet entry's periods and who paid them
+// (pool first within a run), and checks that every refund gives each period
+// back to whoever paid it.
+func (s *sim) checkRefundPayers() {
+	for _, x := range s.servers {
+		i := FindServer(s.wallet, x.id)
+		if i < 0 {
+			continue
+		}
+		e := s.wallet.Status.Servers[i]
+		if !x.tracked { // an adopted server, seen with at most its first period paid
+			x.tracked, x.lastPP, x.lastProject = true, e.PeriodsPaid, e.ProjectPaid
+			x.poolShares = nil
+			for k := range e.PeriodsPaid {
+				x.poolShares = append(x.poolShares, poolFirst(e.ProjectPaid, k, 1, e.BillingValue))
+			}
+			continue
+		}
+		dPeriods, dPool := e.PeriodsPaid-x.lastPP, e.ProjectPaid-x.lastProject
+		switch {
+		case dPeriods > 0:
+			for k := range dPeriods {
+				x.poolShares = append(x.poolShares, poolFirst(dPool, k, 1, e.BillingValue))
+			}
+		case dPeriods < 0:
+			var want int64
+			for _, share := range x.poolShares[int64(len(x.poolShares))+dPeriods:] {
+				want += share
+			}
+			if -dPool != want {
+				s.t.Fatalf("%s: %d periods refunded, the pool got %d back, but it paid %d of them (shares %v)",
+					x.id, -dPeriods, -dPool, want, x.poolShares)
+			}
+			x.poolShares = x.poolShares[:int64(len(x.poolShares))+dPeriods]
+		case dPool != 0:
+			s.t.Fatalf("%s: the pool's part moved by %d with no period paid or refunded", x.id, dPool)
+		}
+		x.lastPP, x.lastProject = e.PeriodsPaid, e.ProjectPaid
 	}
 }
 
@@ -385,7 +578,7 @@ func (s *sim) check(res Result, refundedBefore, poolRefundedBefore int64) {
 			if e.PeriodsPaid > due {
 				t.Fatalf("%s: %d periods paid, only %d due", e.ID, e.PeriodsPaid, due)
 			}
-			running := x.hasPod && !x.vanish && x.ended == nil
+			running := x.hasPod && !x.vanish && !x.hidden && x.ended == nil
 			if running && e.StopRequestedAt == nil && e.PeriodsPaid != due {
 				t.Fatalf("%s: running and not stopped, but %d of %d periods paid", e.ID, e.PeriodsPaid, due)
 			}
@@ -395,7 +588,7 @@ func (s *sim) check(res Result, refundedBefore, poolRefundedBefore int64) {
 			if e.PeriodsPaid < x.ppSeen && !x.wasStale {
 				t.Fatalf("%s: %d periods paid, fewer than the %d a committed run showed, yet its end was never seen late", e.ID, e.PeriodsPaid, x.ppSeen)
 			}
-			if e.EndedAt != nil && x.ended != nil && x.started != nil && !x.vanish {
+			if e.EndedAt != nil && x.ended != nil && x.started != nil && !x.vanish && !x.hidden {
 				// Once the end is marked, nothing charged after it remains.
 				if limit := PeriodsDue(*x.started, *x.ended, s.interval, false); e.PeriodsPaid > limit {
 					t.Fatalf("%s: marked ended with %d periods paid, but only %d began before it ended at %s", e.ID, e.PeriodsPaid, limit, x.ended)
@@ -463,8 +656,18 @@ func runSim(t *testing.T, wd simWorld, ops []byte) {
 		s.pool = openAccount("lab").Users("alice").Cap(1000).Balance(wd.poolBal).Obj()
 	}
 	s.start = map[string]*hcv1.CreditAccount{"alice": s.wallet.DeepCopy(), "lab": s.pool.DeepCopy()}
-	for _, b := range ops {
+	for i := 0; i < len(ops); i++ {
+		b := ops[i]
 		code, arg := int(b&7), int(b>>3)
+		if code == opSettle && arg >= 16 {
+			faultArg := 0
+			if i+1 < len(ops) {
+				i++
+				faultArg = int(ops[i])
+			}
+			s.fault(arg-16, faultArg)
+			continue
+		}
 		switch code {
 		case opTick:
 			s.now = s.now.Add(time.Duration(arg+1) * s.interval / 4)
@@ -584,6 +787,59 @@ var simScenarios = map[string]struct {
 	},
 }
 
+// Issue 13's faults.
+var integrityScenarios = map[string]struct {
+	world simWorld
+	ops   []byte
+}{
+	"an account annotation edited while the server runs: billed once, by its ledger": {
+		world: simWorld{walletBal: 100, poolBal: 20, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opSettle, 0), op(opStart, 0), fault(faultRelabel, 0), op(opSettle, 0), op(opTick, 5),
+			op(opSettle, 0), op(opCrash, 0), op(opTick, 4), op(opSettle, 0), op(opEnd, 0), op(opSettle, 0)),
+	},
+	"a pod of a user the wallet does not list, labelled for it: never paid": {
+		world: simWorld{walletBal: 100, poolBal: 50, intervalSec: 60, usePool: true},
+		ops:   ops(fault(faultAlien, 0), op(opSettle, 0), op(opTick, 7), op(opSettle, 0), op(opAdmit, 3), op(opStart, 0), op(opSettle, 0)),
+	},
+	"failed while its container still ran (PodGC): the periods it used stay paid": {
+		world: simWorld{walletBal: 100, intervalSec: 60},
+		ops: ops(op(opAdmit, 3), op(opSettle, 0), op(opStart, 0), op(opSettle, 0), op(opTick, 9), op(opSettle, 0),
+			fault(faultLost, 0), op(opTick, 2), op(opSettle, 0), op(opTick, 6), op(opSettle, 0)),
+	},
+	"failed while running, the run that sees it loses its wallet write": {
+		world: simWorld{walletBal: 60, poolBal: 15, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), op(opTick, 5), fault(faultLost, 0), op(opTick, 3),
+			op(opCrash, 0), op(opTick, 4), op(opSettle, 0), op(opSettle, 0)),
+	},
+	"the pool paid the later periods, the end seen late: each period back to its payer": {
+		world: simWorld{walletBal: 100, poolBal: 0, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opSettle, 0), op(opStart, 0), op(opSettle, 0), fault(faultPoolTopUp, 24),
+			op(opTick, 3), op(opEnd, 16), op(opTick, 7), op(opSettle, 0), op(opTick, 3), op(opSettle, 0), op(opSettle, 0)),
+	},
+	"the pool ran dry and was topped up twice, the end seen late, a refund write lost": {
+		world: simWorld{walletBal: 200, poolBal: 15, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), op(opTick, 7), op(opSettle, 0), fault(faultPoolTopUp, 14),
+			op(opTick, 3), op(opSettle, 0), op(opEnd, 16), op(opTick, 7), op(opSettle, 0), fault(faultPoolTopUp, 4),
+			op(opTick, 3), op(opSettle, 0), op(opCrash, 0), op(opSettle, 0)),
+	},
+	"a reservation returned while its pod was out of sight, then the pod runs: billed again from then": {
+		world: simWorld{walletBal: 100, poolBal: 10, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opSettle, 0), fault(faultHide, 0), op(opTick, 3), op(opSettle, 0), op(opStart, 0),
+			fault(faultHide, 0), op(opSettle, 0), op(opTick, 5), op(opSettle, 0), op(opTick, 5), op(opEnd, 1), op(opSettle, 0)),
+	},
+	"a running server out of sight and back before its ledger let it go": {
+		world: simWorld{walletBal: 100, intervalSec: 60},
+		ops: ops(op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), fault(faultHide, 0), fault(faultHide, 0), op(opTick, 5),
+			op(opSettle, 0), fault(faultRelabel, 0), op(opTick, 5), op(opSettle, 0)),
+	},
+}
+
+func TestSettleIntegritySimulation(t *testing.T) {
+	for name, tc := range integrityScenarios {
+		t.Run(name, func(t *testing.T) { runSim(t, tc.world, tc.ops) })
+	}
+}
+
 func TestSettleSimulation(t *testing.T) {
 	for name, tc := range simScenarios {
 		t.Run(name, func(t *testing.T) {
@@ -605,6 +861,10 @@ func FuzzSettle(f *testing.F) {
 			w := tc.world
 			f.Add(w.walletBal, w.poolBal, w.grant, w.intervalSec, w.usePool, tc.ops)
 		}
+	}
+	for _, tc := range integrityScenarios {
+		w := tc.world
+		f.Add(w.walletBal, w.poolBal, w.grant, w.intervalSec, w.usePool, tc.ops)
 	}
 	f.Fuzz(func(t *testing.T, walletBal, poolBal int64, grant uint8, intervalSec uint16, usePool bool, ops []byte) {
 		if walletBal < 0 || walletBal > 1000 || poolBal < 0 || poolBal > 1000 || intervalSec == 0 || len(ops) > 200 {

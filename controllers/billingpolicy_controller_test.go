@@ -15,6 +15,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // condition is a Condition without its transition time (stamped from the
@@ -152,7 +153,7 @@ func TestPolicyStatusTieIgnoresPoliciesThatDoNotCompile(t *testing.T) {
 }
 
 func TestBillingPolicyReconcile(t *testing.T) {
-	api := testutil.NewFakeClient(nil, pricedPolicy("a-large", 5).Obj(), pricedPolicy("b-large", 5).Obj(), pricedPolicy("typo", 0).Match("gpus").Obj())
+	api := fakeclient.New(nil, pricedPolicy("a-large", 5).Obj(), pricedPolicy("b-large", 5).Obj(), pricedPolicy("typo", 0).Match("gpus").Obj())
 	var writes atomic.Int32
 	c := countWrites(api, &writes, nil)
 	r := &BillingPolicyReconciler{Client: c, Policies: &billing.PolicyCache{}}

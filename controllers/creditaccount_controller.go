@@ -5,9 +5,11 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -32,6 +34,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/indexer"
+	"github.com/hubcredits/hubcredits/internal/metrics"
 )
 
 // ServerStopper stops a user's server through JupyterHub.
@@ -66,7 +69,36 @@ type CreditAccountReconciler struct {
 	// seen is when this controller first saw each reservation whose pod it
 	// has not seen (the orphan grace runs on its own clock).
 	seen reservationsSeen
+	// UnbillablePods says what happens to a pod no account may pay for:
+	// UnbillableReport (default) or UnbillableStop.
+	UnbillablePods string
+
+	// reported remembers the pods already reported (by reason and UID).
+	reported      sync.Map
+	reportedCount atomic.Int64
 }
+
+// report reports whether a decision about a pod is new (so its Event and
+// metric are recorded once per pod and process, not on every reconcile).
+func (r *CreditAccountReconciler) report(reason string, uid types.UID) bool {
+	if _, done := r.reported.LoadOrStore(reason+"/"+string(uid), true); done {
+		return false
+	}
+	if r.reportedCount.Add(1) > maxReported {
+		r.reported.Clear()
+		r.reportedCount.Store(0)
+	}
+	return true
+}
+
+// What --unbillable-pods does with a pod no account may pay for (its user
+// is not in the account it names, or it names no user): report it (an
+// Event and hubcredits_integrity_decisions_total, the pod runs unbilled),
+// or also stop it by deleting the pod.
+const (
+	UnbillableReport = "report"
+	UnbillableStop   = "stop"
+)
 
 var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 
@@ -115,6 +147,8 @@ type outcome struct {
 	account *hcv1.CreditAccount
 	result  billing.Result
 	life
+	// moved are the pods this ledger bills that name another account now.
+	moved []*corev1.Pod
 }
 
 // ledgers is what one settle reads and changes: the account, the project
@@ -125,11 +159,12 @@ type ledgers struct {
 	walletBefore *hcv1.CreditAccountStatus
 	pools        map[string]*hcv1.CreditAccount
 	poolsBefore  map[string]*hcv1.CreditAccountStatus
-	// pods are the account's pods by entry id (reservation id, and adopted
-	// entry id).
+	// pods are the account's pods by entry id (billing.EntryPods, and the
+	// pods offered for adoption by their adopted id).
 	pods  map[string]*corev1.Pod
 	adopt []billing.Unreserved
 	life
+	moved []*corev1.Pod
 }
 
 // settle is one attempt: load the ledgers (live after a conflict), compute
@@ -146,7 +181,7 @@ func (r *CreditAccountReconciler) settle(ctx context.Context, key types.Namespac
 	if err := r.claim(ctx, l); err != nil {
 		return nil, err
 	}
-	return &outcome{account: l.wallet, result: res, life: l.life}, nil
+	return &outcome{account: l.wallet, result: res, life: l.life, moved: l.moved}, nil
 }
 
 // load reads the account, its pools and its pods, and finds the pods to
@@ -168,15 +203,22 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if l.pools, l.poolsBefore, err = r.projects(ctx, reader, wallet); err != nil {
 		return nil, err
 	}
-	if l.pods, err = r.pods(ctx, wallet); err != nil {
+	candidates, err := r.pods(ctx, wallet)
+	if err != nil {
 		return nil, err
 	}
-	adopt, unbilled, err := r.unreserved(ctx, wallet, l.pods)
+	l.pods = billing.EntryPods(wallet, slices.Collect(maps.Values(candidates)))
+	for _, pod := range l.pods {
+		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
+			l.moved = append(l.moved, pod)
+		}
+	}
+	adopt, offered, err := r.unreserved(ctx, wallet, candidates)
 	if err != nil {
 		return nil, err
 	}
 	l.adopt = adopt
-	for id, pod := range unbilled {
+	for id, pod := range offered {
 		l.pods[id] = pod
 	}
 	return l, nil
@@ -259,59 +301,96 @@ func (r *CreditAccountReconciler) projects(ctx context.Context, reader client.Re
 	return projects, before, nil
 }
 
-// pods returns the account's singleuser pods by reservation id (and by
-// adopted entry id).
+// pods returns the singleuser pods billed to the account, and the pods
+// named like its own entries whatever account they name now (an edit of a
+// running pod's account annotation must not take it off this ledger;
+// billing.EntryPods binds each entry to its pod).
 func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount) (map[string]*corev1.Pod, error) {
 	var list corev1.PodList
 	if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace),
 		client.MatchingFields{indexer.PodAccountKey: a.Name}); err != nil {
 		return nil, err
 	}
-	byID := make(map[string]*corev1.Pod, len(list.Items))
+	pods := make(map[string]*corev1.Pod, len(list.Items))
+	listed := make(map[string]bool, len(list.Items))
 	for i := range list.Items {
-		p := &list.Items[i]
-		if id := p.Annotations[hcv1.AnnotationReservation]; id != "" {
-			byID[id] = p
-		}
-		byID[billing.AdoptedID(p.UID)] = p
+		pods[list.Items[i].Name] = &list.Items[i]
+		listed[list.Items[i].Name] = true
 	}
-	return byID, nil
+	for _, e := range a.Status.Servers {
+		if e.Wallet != a.Name || listed[e.Pod] {
+			continue
+		}
+		listed[e.Pod] = true
+		p := &corev1.Pod{}
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: e.Pod}, p)
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		pods[p.Name] = p
+	}
+	return pods, nil
 }
 
-// unreserved finds the running pods billed to the account that have no
-// reservation: admitted in shadow mode (price pinned, nothing reserved), or
-// never seen by the webhook (failurePolicy Ignore while it was down). The
-// account adopts them; their first period is charged when they run. It
-// also returns, by adopted entry id, the pods that name no account but
-// belong to this wallet (pods does not hold them). A pod that cannot be
-// priced is skipped (a policy that fails on it); a failed read is an error.
+// unreserved finds the pods billed to the account that no ledger holds
+// (billing.Adoptable): admitted in shadow mode (price pinned, nothing
+// reserved), never seen by the webhook (failurePolicy Ignore while it was
+// down, or labelled singleuser after its creation), or whose reservation
+// was returned while the pod was out of sight. They are offered for
+// adoption with admission's verdict on who may pay (billing.Adoption):
+// Settle adopts those the account may pay for, their first period charged
+// when they run, and returns the others as unbillable. It also returns the
+// offered pods by adopted entry id (pods that name no account but belong
+// to this wallet among them). A pod that cannot be priced is skipped (a
+// policy that fails on it); a failed read is an error.
 func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pods map[string]*corev1.Pod) ([]billing.Unreserved, map[string]*corev1.Pod, error) {
 	pricer := &podPricer{r: r, namespace: a.Namespace}
 	var adopt []billing.Unreserved
-	seen := map[types.UID]bool{}
-	consider := func(p *corev1.Pod, price billing.Price) {
-		if seen[p.UID] || price.Value <= 0 || billing.ObservePod(p).EndedAt != nil ||
-			p.Annotations[hcv1.AnnotationReservation] != "" || billing.FindServer(a, billing.AdoptedID(p.UID)) >= 0 {
-			return
-		}
-		seen[p.UID] = true
-		adopt = append(adopt, billing.Unreserved{Pod: p.Name, UID: p.UID, User: p.Annotations[hcv1.AnnotationUsername],
-			ServerName: p.Annotations[hcv1.AnnotationServerName], Price: price})
+	offered := map[string]*corev1.Pod{}
+	var readErr error
+	own := map[string]bool{}
+	for _, k := range billing.LedgerKeys(a) {
+		own[k] = true
 	}
-	for _, p := range pods {
-		if indexer.PodAccounts(p)[0] != a.Name || p.Annotations[hcv1.AnnotationReservation] != "" {
-			continue
+	held := func(keys []string) bool {
+		if slices.ContainsFunc(keys, func(k string) bool { return own[k] }) {
+			return true
+		}
+		elsewhere, err := r.heldElsewhere(ctx, a.Namespace, keys)
+		if err != nil {
+			readErr = err
+			return true // unsure: never bill twice
+		}
+		return elsewhere
+	}
+	consider := func(p *corev1.Pod) error {
+		if offered[billing.AdoptedID(p.UID)] != nil || !billing.Adoptable(p, held) {
+			return readErr
 		}
 		price, ok, err := pricer.price(ctx, p)
-		if err != nil {
-			return nil, nil, err
+		if err != nil || !ok || price.Value <= 0 {
+			return err
 		}
-		if ok {
-			consider(p, price)
+		u, err := billing.Adoption(p, a, price)
+		if !errors.As(err, &u.Denial) && err != nil {
+			return err
+		}
+		adopt = append(adopt, u)
+		offered[billing.AdoptedID(p.UID)] = p
+		return nil
+	}
+	for _, p := range pods {
+		if names := indexer.PodAccounts(p); len(names) == 0 || names[0] != a.Name {
+			continue
+		}
+		if err := consider(p); err != nil {
+			return nil, nil, err
 		}
 	}
 	// Pods that name no account: billed to the user's wallet.
-	unbilled := map[string]*corev1.Pod{}
 	for _, user := range a.Spec.Users {
 		var list corev1.PodList
 		if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace), client.MatchingFields{indexer.UnbilledPodUserKey: user}); err != nil {
@@ -328,19 +407,28 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 			continue
 		}
 		for i := range list.Items {
-			p := &list.Items[i]
-			price, ok, err := pricer.price(ctx, p)
-			if err != nil {
+			if err := consider(&list.Items[i]); err != nil {
 				return nil, nil, err
 			}
-			if !ok {
-				continue
-			}
-			unbilled[billing.AdoptedID(p.UID)] = p
-			consider(p, price)
 		}
 	}
-	return adopt, unbilled, nil
+	return adopt, offered, nil
+}
+
+// heldElsewhere reports whether any account's ledger holds a server under
+// one of keys (from the cache).
+func (r *CreditAccountReconciler) heldElsewhere(ctx context.Context, ns string, keys []string) (bool, error) {
+	for _, k := range keys {
+		var accts hcv1.CreditAccountList
+		if err := r.Client.List(ctx, &accts, client.InNamespace(ns), client.MatchingFields{indexer.AccountServerKey: k},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return true, err
+		}
+		if len(accts.Items) > 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // isWalletOf reports whether a is the wallet that pays for user's servers
@@ -433,10 +521,55 @@ func (r *CreditAccountReconciler) act(ctx context.Context, out *outcome) {
 		if n.Reason != billing.EventCreditsReserved {
 			r.Recorder.Event(a, typ, n.Reason, n.Message)
 		}
+		if n.Reason == billing.EventReadopted {
+			metrics.IntegrityDecisions.WithLabelValues(metrics.Readopted).Inc()
+		}
 	}
 	for _, s := range out.result.Stops {
 		r.stop(ctx, a, s)
 	}
+	for _, u := range out.result.Unbillable {
+		r.unbillable(ctx, a, u)
+	}
+	for _, pod := range out.moved {
+		if r.report(billing.EventAccountEditIgnored, pod.UID) {
+			metrics.IntegrityDecisions.WithLabelValues(metrics.AccountEditIgnored).Inc()
+			r.Recorder.Event(podRef(a.Namespace, pod.Name, pod.UID), corev1.EventTypeWarning, billing.EventAccountEditIgnored,
+				billing.AccountEditIgnoredMessage(indexer.PodAccounts(pod)[0], a.Name))
+		}
+	}
+}
+
+// maxReported bounds the memory of reported pods.
+const maxReported = 10000
+
+// unbillable reports a pod no account may pay for, once per pod (an Event
+// on the pod and the account, and the Unbillable decision), and with
+// --unbillable-pods=stop deletes it. The pod is deleted rather than stopped
+// through the Hub: the user it names may not be the one who runs it.
+func (r *CreditAccountReconciler) unbillable(ctx context.Context, a *hcv1.CreditAccount, u billing.Unreserved) {
+	stop := r.UnbillablePods == UnbillableStop && !r.Shadow
+	pod := podRef(a.Namespace, u.Pod, u.UID)
+	if r.report(billing.EventUnbillable, u.UID) {
+		decision := metrics.Unbillable
+		if stop {
+			decision = metrics.UnbillableStopped
+		}
+		metrics.IntegrityDecisions.WithLabelValues(decision).Inc()
+		msg := billing.UnbillableMessage(u.Denial.Message, stop)
+		r.Recorder.Event(pod, corev1.EventTypeWarning, billing.EventUnbillable, msg)
+		r.Recorder.Event(a, corev1.EventTypeWarning, billing.EventUnbillable, u.Pod+": "+msg)
+	}
+	if !stop {
+		return
+	}
+	uid := u.UID
+	err := r.Client.Delete(ctx, pod, client.Preconditions{UID: &uid})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		log.FromContext(ctx).Error(err, "Deleting an unbillable pod failed", "pod", klog.KObj(pod))
+		return
+	}
+	log.FromContext(ctx).Info("Deleted a pod no account may pay for", "pod", klog.KObj(pod), "reason", u.Denial.Reason)
 }
 
 // stop stops a server: it tells the user and counts the stop here, and
@@ -508,7 +641,7 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 				return o.Generation != n.Generation || !sameServers(o, n) || lifeChanged(o, n)
 			},
 		})).
-		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(podToAccounts)).
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToLedgers)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.unbilledPodToWallets)).
 		Watches(&hcv1.CreditAccount{}, handler.EnqueueRequestsFromMapFunc(r.accountToRelated)).
 		// No low priority for the initial list: after an outage, catching up
@@ -546,6 +679,32 @@ func podToAccounts(_ context.Context, o client.Object) []reconcile.Request {
 	var out []reconcile.Request
 	for _, name := range indexer.PodAccounts(o) {
 		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+	}
+	return out
+}
+
+// podToLedgers maps a pod to the accounts it is billed to (podToAccounts)
+// and to those whose ledger holds it: they differ once its account
+// annotation was edited, and the ledger that admitted it keeps billing it.
+func (r *CreditAccountReconciler) podToLedgers(ctx context.Context, o client.Object) []reconcile.Request {
+	out := podToAccounts(ctx, o)
+	seen := map[string]bool{}
+	for _, req := range out {
+		seen[req.Name] = true
+	}
+	add := func(name string) {
+		if !seen[name] {
+			seen[name] = true
+			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: o.GetNamespace(), Name: name}})
+		}
+	}
+	var accts hcv1.CreditAccountList
+	key := billing.PodUIDKey(o.GetUID())
+	if err := r.Client.List(ctx, &accts, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexer.AccountServerKey: key},
+		client.UnsafeDisableDeepCopy); err == nil {
+		for i := range accts.Items {
+			add(accts.Items[i].Name)
+		}
 	}
 	return out
 }

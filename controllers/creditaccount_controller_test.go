@@ -21,6 +21,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 var aliceKey = reconcile.Request{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "alice"}}
@@ -123,7 +124,7 @@ func TestCreditAccountReconcileCharges(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newControllerEnv(testutil.NewFakeClient(nil, append(tc.pods, tc.account)...), at(tc.now))
+			env := newControllerEnv(fakeclient.New(nil, append(tc.pods, tc.account)...), at(tc.now))
 
 			res, err := env.r.Reconcile(context.Background(), aliceKey)
 
@@ -168,7 +169,7 @@ func countWrites(api client.WithWatch, n *atomic.Int32, update func(ctx context.
 }
 
 func TestCreditAccountReconcileWritesOnlyChanges(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("alice", "alice").Balance(90).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 	)
@@ -251,7 +252,7 @@ func TestCreditAccountReconcileRetriesConflicts(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := testutil.NewFakeClient(nil,
+			api := fakeclient.New(nil,
 				openAccount("alice", "alice").Balance(90).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
 				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 			)
@@ -340,7 +341,7 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			e := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").ServerName(tc.serverName).Running(0).Obj()
-			api := testutil.NewFakeClient(nil,
+			api := fakeclient.New(nil,
 				openAccount("alice", "alice").Balance(5).Servers(e).Obj(),
 				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 			)
@@ -384,7 +385,7 @@ func TestCreditAccountReconcileStopsUnpaidServers(t *testing.T) {
 }
 
 func TestCreditAccountReconcileRepeatsAStopThatDidNotTakeEffect(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("alice", "alice").Balance(5).Servers(testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 	)
@@ -446,7 +447,7 @@ func TestCreditAccountReconcileReady(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			env := newControllerEnv(testutil.NewFakeClient(nil, tc.objs...), at(time.Minute))
+			env := newControllerEnv(fakeclient.New(nil, tc.objs...), at(time.Minute))
 
 			if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
 				t.Fatal(err)
@@ -465,7 +466,7 @@ func TestCreditAccountReconcileReady(t *testing.T) {
 }
 
 func TestCreditAccountReconcileGoneAccount(t *testing.T) {
-	env := newControllerEnv(testutil.NewFakeClient(nil), at(0))
+	env := newControllerEnv(fakeclient.New(nil), at(0))
 	res, err := env.r.Reconcile(context.Background(), aliceKey)
 	if err != nil || res != (ctrl.Result{}) {
 		t.Fatalf("got %+v, %v; want nothing to do", res, err)
@@ -477,7 +478,7 @@ func TestCreditAccountReconcileGoneAccount(t *testing.T) {
 // from its start (billing.Unreserved, billing.AdoptedID); Reconcile passes
 // no pods to adopt, so it runs free.
 func TestCreditAccountReconcileAdoptsUnreservedPods(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("alice", "alice").Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "").Running(0).Obj(),
 	)
@@ -548,7 +549,7 @@ func TestAccountToRelated(t *testing.T) {
 	}
 	pool := openAccount("physics").Servers(share("alice"), share("bob"), share("alice"), share("physics")).Obj()
 	// carol's wallet names the pool: its Ready condition depends on the pool.
-	api := testutil.NewFakeClient(nil, pool, openAccount("carol", "carol").Project("physics").Obj())
+	api := fakeclient.New(nil, pool, openAccount("carol", "carol").Project("physics").Obj())
 	want := []reconcile.Request{aliceKey, {NamespacedName: types.NamespacedName{Namespace: testNS, Name: "bob"}},
 		{NamespacedName: types.NamespacedName{Namespace: testNS, Name: "carol"}}}
 	if d := testutil.Diff(want, (&CreditAccountReconciler{Client: api}).accountToRelated(context.Background(), pool)); d != "" {
@@ -564,7 +565,7 @@ func TestCreditAccountReconcilePoolShareSurvivesAWalletConflict(t *testing.T) {
 	walletEntry.Project, walletEntry.Paid, walletEntry.ProjectPaid = "physics", 6, 4
 	poolEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 	poolEntry.Paid, poolEntry.PaidThrough = 4, nil
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("physics").Balance(3).Servers(poolEntry).Obj(),
 		openAccount("alice", "alice").Balance(94).Project("physics").Servers(walletEntry).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
@@ -625,7 +626,7 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 			walletEntry.Project, walletEntry.Paid, walletEntry.ProjectPaid = "physics", 6, 4
 			poolEntry := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
 			poolEntry.Paid, poolEntry.PaidThrough = 4, nil
-			api := testutil.NewFakeClient(nil,
+			api := fakeclient.New(nil,
 				openAccount("physics").Balance(3).Servers(poolEntry).Obj(),
 				openAccount("alice", "alice").Balance(94).Project("physics").Servers(walletEntry).Obj(),
 				billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Deleting(15*time.Minute, 30).Obj(),
@@ -692,7 +693,7 @@ func TestCreditAccountReconcileEndedServerWithAPool(t *testing.T) {
 func TestUnreserved(t *testing.T) {
 	unbilled := billedPod("jupyter-alice", "u9", "", "").Running(0).Obj()
 	delete(unbilled.Annotations, hcv1.AnnotationAccount)
-	env := newControllerEnv(testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj(), unbilled), at(time.Minute))
+	env := newControllerEnv(fakeclient.New(nil, openAccount("alice", "alice").Obj(), unbilled), at(time.Minute))
 	env.r.Defaults = billing.DefaultPrice
 	pods := map[string]*corev1.Pod{}
 
@@ -707,7 +708,7 @@ func TestUnreserved(t *testing.T) {
 		t.Errorf("adopt %v, adopted %v: want the unbilled pod", adopt, adopted)
 	}
 
-	failing := testutil.NewFakeClient(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+	failing := fakeclient.New(&interceptor.Funcs{List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
 		if _, ok := list.(*hcv1.CreditAccountList); ok {
 			return errors.New("etcd is down")
 		}

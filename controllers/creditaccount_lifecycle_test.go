@@ -18,6 +18,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/metrics"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // reasons is the reason of each Event, in order.
@@ -107,7 +108,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 			for _, d := range []string{metrics.DeletionHeld, metrics.DeletionForced} {
 				before[d] = decisions(d)
 			}
-			api := testutil.NewFakeClient(nil, append(tc.objs, tc.account)...)
+			api := fakeclient.New(nil, append(tc.objs, tc.account)...)
 			env := newControllerEnv(api, at(10*time.Second))
 			if tc.hub != nil {
 				env.r.Hub = tc.hub
@@ -167,7 +168,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 // account goes, and its Event was told once.
 func TestCreditAccountDeletionHeldThenReleased(t *testing.T) {
 	running := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
-	api := testutil.NewFakeClient(nil, openAccount("alice", "alice").Balance(90).Servers(running).Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj(),
+	api := fakeclient.New(nil, openAccount("alice", "alice").Balance(90).Servers(running).Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj())
 	env := newControllerEnv(api, at(5*time.Minute))
 	reconcileAt := func(d time.Duration) {
@@ -264,7 +265,7 @@ func TestCreditAccountClaim(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			before := decisions(metrics.AccountReopened)
-			api := testutil.NewFakeClient(nil, append(tc.objs, tc.account)...)
+			api := fakeclient.New(nil, append(tc.objs, tc.account)...)
 			env := newControllerEnv(api, at(time.Minute))
 
 			_, err := env.r.Reconcile(context.Background(), aliceKey)

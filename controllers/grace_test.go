@@ -9,6 +9,7 @@ import (
 
 	"github.com/hubcredits/hubcredits/internal/metrics"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // TestOrphanGraceRunsOnTheControllersClock: a webhook replica whose clock
@@ -46,7 +47,7 @@ func TestOrphanGraceRunsOnTheControllersClock(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			flaggedBefore := decisions(metrics.GraceFromFirstSight)
 			appear := 10 * time.Minute
-			api := testutil.NewFakeClient(nil, openAccount("alice", "alice").Balance(100).Obj())
+			api := fakeclient.New(nil, openAccount("alice", "alice").Balance(100).Obj())
 			env := newControllerEnv(api, at(appear-time.Minute))
 			if tc.watched {
 				if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {

@@ -6,14 +6,14 @@ import (
 
 	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 func TestAccountCollector(t *testing.T) {
 	alice := openAccount("alice", "alice").Balance(85).Obj()
 	alice.Status.TotalCharged, alice.Status.TotalGranted, alice.Status.RunningServers = 30, 15, 1
 	lab := openAccount("lab", "alice", "bob").Balance(0).Obj()
-	api := testutil.NewFakeClient(nil, alice, lab)
+	api := fakeclient.New(nil, alice, lab)
 	want := `
 # HELP hubcredits_account_balance Credits available in an account.
 # TYPE hubcredits_account_balance gauge

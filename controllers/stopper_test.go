@@ -13,6 +13,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/metrics"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 func TestStopperEscalatesStopsTheHubDoesNotCarryOut(t *testing.T) {
@@ -51,7 +52,7 @@ func TestStopperEscalatesStopsTheHubDoesNotCarryOut(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			before := decisions(metrics.StopEscalated)
-			api := testutil.NewFakeClient(nil, billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj())
+			api := fakeclient.New(nil, billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj())
 			env := newControllerEnv(api, at(0))
 			s := &Stopper{Client: api, Recorder: env.rec, Clock: env.clock}
 			if tc.hub != nil {
@@ -105,7 +106,7 @@ func TestStopsRunOutsideTheReconcileWorkers(t *testing.T) {
 	bobs.User, bobs.Wallet = "bob", "bob"
 	bobPod := billedPod("jupyter-bob", "u2", "bob", "r2").Running(0).Obj()
 	bobPod.Annotations[hcv1.AnnotationUsername] = "bob"
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("alice", "alice").Balance(5).Servers(stopping).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj(),
 		openAccount("bob", "bob").Balance(90).Servers(bobs).Obj(), bobPod,

@@ -23,6 +23,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/scheme"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // Shared fixtures for the webhook unit tests; the builders are the wrappers
@@ -107,7 +108,7 @@ type webhookEnv struct {
 // newWebhookEnv wires a PodAdmitter the way operator.Setup does, with the
 // fake API server as both its cache and its API.
 func newWebhookEnv(objs ...client.Object) *webhookEnv {
-	api := testutil.NewFakeClient(nil, objs...)
+	api := fakeclient.New(nil, objs...)
 	return newWebhookEnvWith(api, api, api)
 }
 

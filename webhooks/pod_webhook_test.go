@@ -22,6 +22,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // reserved is the wallet entry of a server whose wallet paid its first period.
@@ -593,8 +594,8 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := testutil.NewFakeClient(nil, tc.existing)
-			staleCache := testutil.NewFakeClient(nil)
+			api := fakeclient.New(nil, tc.existing)
+			staleCache := fakeclient.New(nil)
 			env := newWebhookEnvWith(staleCache, api, api)
 			env.h.AutoCreate = &WalletTemplate{Cap: 50}
 
@@ -617,10 +618,10 @@ func TestPodAdmitterAutoCreateMeetsAnExistingAccount(t *testing.T) {
 // the Reserver reads its account from that cache and gives up on NotFound
 // without a live read, so a new user's first spawn is denied.
 func TestPodAdmitterAutoCreatedWalletNotYetCached(t *testing.T) {
-	api := testutil.NewFakeClient(nil)
+	api := fakeclient.New(nil)
 	// The manager's client: writes reach the API, reads come from a cache
 	// that has not yet seen the wallet this process created.
-	mgrClient := testutil.NewFakeClient(&interceptor.Funcs{
+	mgrClient := fakeclient.New(&interceptor.Funcs{
 		Create: func(ctx context.Context, _ client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			return api.Create(ctx, obj, opts...)
 		},
@@ -697,11 +698,11 @@ func TestPodAdmitterShadowDryRunMatchesTheRealCreate(t *testing.T) {
 // The cache says the wallet can pay its part, but it cannot: the pool's
 // share, already written, is given back.
 func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("physics").Balance(4).Obj(),
 		openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 	)
-	staleCache := testutil.NewFakeClient(nil,
+	staleCache := fakeclient.New(nil,
 		openAccount("physics").Balance(4).Obj(),
 		openAccount("alice", "alice").Balance(10).Project("physics").Obj(),
 	)
@@ -739,11 +740,11 @@ func TestPodAdmitterReturnsThePoolsShareWhenTheWalletCannotPay(t *testing.T) {
 // The denial above quotes the pool's balance as it was between taking and
 // returning its share.
 func TestPodAdmitterPoolShareDenialQuotesTheReturnedBalance(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("physics").Balance(4).Obj(),
 		openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 	)
-	staleCache := testutil.NewFakeClient(nil,
+	staleCache := fakeclient.New(nil,
 		openAccount("physics").Balance(4).Obj(),
 		openAccount("alice", "alice").Balance(10).Project("physics").Obj(),
 	)
@@ -760,9 +761,9 @@ func TestPodAdmitterPoolShareDenialQuotesTheReturnedBalance(t *testing.T) {
 // A reservation that cannot be written in time is an error the hub retries,
 // not a denial.
 func TestPodAdmitterTimesOut(t *testing.T) {
-	api := testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj())
+	api := fakeclient.New(nil, openAccount("alice", "alice").Obj())
 	gate := make(chan struct{})
-	slow := testutil.NewFakeClient(&interceptor.Funcs{
+	slow := fakeclient.New(&interceptor.Funcs{
 		Get: func(ctx context.Context, _ client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
 			<-gate
 			return api.Get(ctx, key, obj, opts...)
@@ -910,8 +911,8 @@ func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
 	}}
 
 	t.Run("the cache lags: the live policy prices the pod", func(t *testing.T) {
-		api := testutil.NewFakeClient(countLists, openAccount("alice", "alice").Obj(), storedPolicy("gpu").Value(25).Obj())
-		staleCache := testutil.NewFakeClient(nil, openAccount("alice", "alice").Obj())
+		api := fakeclient.New(countLists, openAccount("alice", "alice").Obj(), storedPolicy("gpu").Value(25).Obj())
+		staleCache := fakeclient.New(nil, openAccount("alice", "alice").Obj())
 		env := newWebhookEnvWith(staleCache, api, api)
 		req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj()).Obj()
 
@@ -927,7 +928,7 @@ func TestPodAdmitterListsPoliciesLiveWhenTheCacheShowsNone(t *testing.T) {
 
 	t.Run("no policies at all: the default price, and one live list per TTL", func(t *testing.T) {
 		liveLists.Store(0)
-		api := testutil.NewFakeClient(countLists, openAccount("alice", "alice").Obj())
+		api := fakeclient.New(countLists, openAccount("alice", "alice").Obj())
 		env := newWebhookEnvWith(api, api, api)
 		spawn := func(server string) string {
 			req := makeRequest(t, testutil.MakeKubeSpawnerPod(testNS, "alice", server).Obj()).Obj()

@@ -12,7 +12,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
-	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 // The pool step loses its first write to a writer that empties the pool;
@@ -24,7 +24,7 @@ import (
 // its entry recorded ProjectPaid 4 that the pool never paid (13 credits
 // moved for 20 of periods with two members spawning at once).
 func TestReservePoolEmptiedDuringARetryTakesNothingFromIt(t *testing.T) {
-	api := testutil.NewFakeClient(nil,
+	api := fakeclient.New(nil,
 		openAccount("pool").Balance(4).Obj(),
 		openAccount("alice", "alice").Balance(100).Project("pool").Obj(),
 	)

@@ -20,6 +20,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
+	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
 
 var poolKey = types.NamespacedName{Namespace: testNS, Name: "pool"}
@@ -125,7 +126,7 @@ func TestReserverAppliesConcurrentRequestsExactly(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := testutil.NewFakeClient(nil, openAccount("pool", "u").Balance(tc.balance).Obj())
+			api := fakeclient.New(nil, openAccount("pool", "u").Balance(tc.balance).Obj())
 			var update func(ctx context.Context, c client.Client, obj client.Object, n int32) error
 			if tc.conflictFirst {
 				update = func(ctx context.Context, c client.Client, obj client.Object, n int32) error {
@@ -222,7 +223,7 @@ func waitQueued(t *testing.T, r *Reserver, key types.NamespacedName, n int) {
 }
 
 func TestReserverWritesABatchOnce(t *testing.T) {
-	api := testutil.NewFakeClient(nil, openAccount("pool", "u").Balance(5).Obj())
+	api := fakeclient.New(nil, openAccount("pool", "u").Balance(5).Obj())
 	r, w := newReserver(api, nil)
 	errBoom := errors.New("boom")
 	var fns []func(*hcv1.CreditAccount, time.Time) error
@@ -348,7 +349,7 @@ func TestReserverRetriesConflictsFromTheAPIReader(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			api := testutil.NewFakeClient(nil, openAccount("pool", "u").Obj())
+			api := fakeclient.New(nil, openAccount("pool", "u").Obj())
 			r, w := newReserver(api, func(ctx context.Context, c client.Client, obj client.Object, n int32) error {
 				if tc.concurrent && n == 1 {
 					other := &hcv1.CreditAccount{}
@@ -417,7 +418,7 @@ func TestReserverAccountGone(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			r, _ := newReserver(testutil.NewFakeClient(nil, tc.objs...), tc.update)
+			r, _ := newReserver(fakeclient.New(nil, tc.objs...), tc.update)
 
 			_, err := r.Do(context.Background(), poolKey, takeOne("alice"))
 
@@ -431,7 +432,7 @@ func TestReserverAccountGone(t *testing.T) {
 // The cache lags behind this replica's own writes; the Reserver starts
 // from the copy it wrote instead of conflicting on the stale one.
 func TestReserverPrefersItsOwnNewerWrite(t *testing.T) {
-	api := testutil.NewFakeClient(nil, openAccount("pool", "u").Obj())
+	api := fakeclient.New(nil, openAccount("pool", "u").Obj())
 	frozen := getAccount(t, api, poolKey)
 	r, w := newReserver(api, nil)
 	stale := interceptor.NewClient(api, interceptor.Funcs{

@@ -239,6 +239,27 @@ type ServerCharge struct {
 	// so a lost write can never charge the pool twice.
 	// +optional
 	EndedAt *metav1.Time `json:"endedAt,omitempty"`
+	// shares says who paid the server's most recent periods when it was not
+	// the pool first (the pool ran dry and was topped up later): runs of
+	// consecutive periods, oldest first, each with the pool's share of every
+	// period in the run. The periods before the runs were paid pool first.
+	// A refund of periods charged after the server's end returns each period
+	// to whoever paid it. Recorded on the wallet's entry.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Shares []PeriodShare `json:"shares,omitempty"`
+}
+
+// PeriodShare is a run of consecutive periods of a server in which the
+// project pool paid the same share of each period (the wallet the rest).
+type PeriodShare struct {
+	// periods is the number of consecutive periods in the run.
+	// +kubebuilder:validation:Minimum=1
+	Periods int64 `json:"periods"`
+	// pool is what the project pool paid of each period of the run.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Pool int64 `json:"pool"`
 }
 
 // CreditAccountStatus is the account's ledger, kept by the operator.

@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
 )
 
 // Index keys.
@@ -27,6 +28,11 @@ const (
 	// webhook never saw them: failurePolicy Ignore while it was down) by
 	// their JupyterHub user, so the user's wallet can adopt them.
 	UnbilledPodUserKey = "hubcredits.io/unbilled-user"
+	// AccountServerKey indexes CreditAccounts by the servers their ledger
+	// holds (billing.LedgerKeys: entry ids and bound pod UIDs), so a pod is
+	// adopted only when no ledger holds it, and wakes the account that
+	// holds it whatever its annotations say now.
+	AccountServerKey = "hubcredits.io/server"
 )
 
 // index is one field index.
@@ -42,6 +48,7 @@ var indexes = []index{
 	{func() client.Object { return &hcv1.CreditAccount{} }, AccountProjectKey, AccountProject},
 	{func() client.Object { return &corev1.Pod{} }, PodAccountKey, PodAccounts},
 	{func() client.Object { return &corev1.Pod{} }, UnbilledPodUserKey, UnbilledPodUser},
+	{func() client.Object { return &hcv1.CreditAccount{} }, AccountServerKey, AccountServers},
 }
 
 // Setup registers every index on idx (the manager's field indexer).
@@ -80,6 +87,11 @@ func AccountProject(o client.Object) []string {
 		return []string{p}
 	}
 	return nil
+}
+
+// AccountServers is the AccountServerKey extractor.
+func AccountServers(o client.Object) []string {
+	return billing.LedgerKeys(o.(*hcv1.CreditAccount))
 }
 
 // PodAccounts is the PodAccountKey extractor: the account a pod is billed

@@ -12,6 +12,18 @@ import (
 const (
 	// UpdateRefused: an edit of a billed pod's bound keys was refused.
 	UpdateRefused = "UpdateRefused"
+	// Readopted: a running pod whose reservation no ledger held any more
+	// (returned while the pod was out of sight) is billed again.
+	Readopted = "Readopted"
+	// Unbillable: a pod no account may pay for (its user is not a member of
+	// the account it names, or it names no user) is left unbilled.
+	Unbillable = "Unbillable"
+	// UnbillableStopped: such a pod is deleted (--unbillable-pods=stop).
+	UnbillableStopped = "UnbillableStopped"
+	// AccountEditIgnored: a running billed pod names another account than
+	// the one that admitted it (its annotation was edited); the admitting
+	// account bills on.
+	AccountEditIgnored = "AccountEditIgnored"
 )
 
 // Integrity decisions about accounts and stops (the account controller).

@@ -48,7 +48,10 @@ type Options struct {
 	HubURL           string
 	HubTokenFile     string
 	Workers          int
-	Clock            clock.Clock
+	// UnbillablePods is controllers.UnbillableReport ("" too) or
+	// controllers.UnbillableStop (--unbillable-pods).
+	UnbillablePods string
+	Clock          clock.Clock
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -229,7 +232,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
-		Policies: policies, Defaults: o.Defaults,
+		Policies: policies, Defaults: o.Defaults, UnbillablePods: o.UnbillablePods,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err

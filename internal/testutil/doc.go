@@ -58,6 +58,7 @@
 //	pods
 //	  billing      makePod(n)                    alicePod(n)               = MakePod("hub", n).User("alice").Container("notebook", "jupyter/base-notebook")
 //	  controllers  makePod(n, uid, acct, id)     billedPod(n, uid, acct, id) = MakePod("hub", n).UID(uid).CreatedAt(0).User("alice").Account(acct).Reservation(id).Pending()
+//	  billing      makeServerPod(n, uid)         seenPod(n, uid)           = alicePod(n).UID(uid).CreatedAt(0).Pending()
 //	  webhooks     makePod(u) / .server(s)       MakeKubeSpawnerPod(testNS, u, "") / MakeKubeSpawnerPod(testNS, u, s)
 //	  integration  kubespawnerPod(ns, u, s)      MakeKubeSpawnerPod(ns, u, s).Obj()
 //	  withLabel(p, k, v) / .label / .withLabel   .Label(k, v)
@@ -65,6 +66,10 @@
 //	  .withGPU(n) / .gpus("n") / withGPUs(p, n)  .GPUs("n")                limit and request
 //	  .withNodeSelector(k, v)                    .NodeSelector(k, v)
 //	  .running(d) / .deleted(d, grace)           .Running(d) / .Deleting(d, grace)
+//	  .deleted(d) (billing's makeServerPod)      .Deleting(d, 0)
+//	  .user(u) / .account(a) / .reservation(r)   .User(u) / .Account(a) / .Reservation(r)
+//	  .label(a) (billing's makeServerPod)        .Label(hcv1.LabelAccount, a)
+//	  .failedByPodGC()                           .FailedByPodGC()          Failed, container statuses left running
 //	webhooks' admission requests (still webhooks/builders_test.go)
 //	  makeRequest(t, pod).uid/.op/.by/.dryRun/.raw/.kind(x).obj()
 //	                                             makeRequest(t, pod).UID/.Op/.By/.DryRun/.Raw/.Kind(x).Obj()
@@ -72,7 +77,7 @@
 //	  t0, at(d), mt(d), tp(d)                    T0, At(d), MetaAt(d), TimeAt(d)  (billing, controllers, webhooks keep t0/at/mt/tp as aliases)
 //	  tenMin (billing)                           interval                  = Interval
 //	  plantedToken                               HubToken                  (webhooks keeps plantedToken as an alias)
-//	  newAPI(funcs, objs...)                     NewFakeClient(funcs, objs...)
+//	  newAPI(funcs, objs...)                     fakeclient.New(funcs, objs...) (internal/testutil/fakeclient)
 //	  eventually(t, timeout, f)                  Eventually(t, timeout, f)
 //	  consistently(t, d, f)                      Consistently(t, d, f)
 //	  getAccount(t, r, n) (controllers)          GetAccount(t, r, testNS, n)

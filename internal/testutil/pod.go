@@ -112,6 +112,11 @@ func (w *PodWrapper) Running(d time.Duration) *PodWrapper {
 	return w
 }
 
+// FailedByPodGC marks the pod Failed and leaves its container statuses as
+// the lost node last reported them, as PodGC does to the pods of a lost
+// node.
+func (w *PodWrapper) FailedByPodGC() *PodWrapper { w.p.Status.Phase = corev1.PodFailed; return w }
+
 // Deleting marks the pod as being deleted: asked at T0+d with grace
 // seconds. It carries a finalizer, as the fake client holds a deleting
 // object only with one.

@@ -40,7 +40,9 @@ var (
 	kubeconfigErr  error
 )
 
-// kubectl runs bin/k8s/kubectl as a cluster admin in namespace ns.
+// kubectl runs bin/k8s/kubectl as a cluster admin in namespace ns. The
+// admin's kubeconfig is made once and written into each test's own
+// temporary directory.
 func kubectl(t *testing.T, ns string, stdin string, args ...string) string {
 	t.Helper()
 	kubeconfigOnce.Do(func() { kubeconfig, kubeconfigErr = env.AdminKubeconfig() })
