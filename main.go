@@ -27,6 +27,7 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/internal/operator"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
@@ -64,6 +65,7 @@ type flags struct {
 	creators         string
 	shadow           bool
 	workers          int
+	tombstones       string
 
 	certRotation      bool
 	podNamespace      string
@@ -116,6 +118,7 @@ Flags:
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
+	fs.StringVar(&f.tombstones, "tombstone-configmap", controllers.DefaultTombstoneConfigMap, "ConfigMap, in the hub's namespace, that keeps the tombstones of deleted accounts (the Role grants get and update of it by name; the install creates it).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
 	fs.StringVar(&f.webhookSecret, "webhook-secret-name", "hubcredits-webhook-cert", "cert-rotation: Secret that holds the certificates.")
@@ -149,6 +152,7 @@ func (f *flags) options() (operator.Options, error) {
 		HubTokenFile:       f.hubTokenFile,
 		Workers:            f.workers,
 		Webhooks:           f.enableWebhooks,
+		TombstoneConfigMap: f.tombstones,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

@@ -47,6 +47,9 @@ type Options struct {
 	HubTokenFile        string
 	Workers             int
 	Clock               clock.Clock
+	// TombstoneConfigMap is the ConfigMap that keeps deleted accounts'
+	// tombstones ("": controllers.DefaultTombstoneConfigMap).
+	TombstoneConfigMap string
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -230,7 +233,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
-		Policies: policies, Defaults: o.Defaults,
+		Policies: policies, Defaults: o.Defaults, TombstoneConfigMap: o.TombstoneConfigMap,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err
