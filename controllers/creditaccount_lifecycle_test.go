@@ -245,9 +245,9 @@ func TestCreditAccountClaim(t *testing.T) {
 			wantTombstone: true,
 		},
 		"another account's tombstone is not taken over, nor removed": {
-			account:       openAccount("alice", "alice").TopUp("welcome", 50).Unopened().Obj(),
-			objs:          []client.Object{makeTombstone("bob", "bob-1", 35, "welcome")},
-			wantBalance:   150, wantApplied: []string{"welcome"},
+			account:     openAccount("alice", "alice").TopUp("welcome", 50).Unopened().Obj(),
+			objs:        []client.Object{makeTombstone("bob", "bob-1", 35, "welcome")},
+			wantBalance: 150, wantApplied: []string{"welcome"},
 		},
 		"an account already claimed reads no tombstone": {
 			account:       openAccount("alice", "alice").Balance(60).Finalizers(hcv1.FinalizerLedger).Obj(),

@@ -178,16 +178,19 @@ func (r *CreditAccountReconciler) removeTombstone(ctx context.Context, ns, accou
 		if err := r.tombstoneReader().Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, cm); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		v, ok := cm.Data[account]
-		if !ok {
-			return nil
-		}
-		if t, err := billing.DecodeTombstone(v); err != nil || t.UID != uid {
+		if v, ok := cm.Data[account]; !ok || !tombstoneOf(v, uid) {
 			return nil
 		}
 		delete(cm.Data, account)
 		return r.Client.Update(ctx, cm)
 	})
+}
+
+// tombstoneOf reports whether the stored value v is the tombstone of the
+// account uid (one that cannot be read is not).
+func tombstoneOf(v string, uid types.UID) bool {
+	t, err := billing.DecodeTombstone(v)
+	return err == nil && t.UID == uid
 }
 
 // asHold reports err's tombstoneHold (nil when it is another error).
