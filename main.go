@@ -66,6 +66,7 @@ type flags struct {
 	freeNeedsAccount bool
 	workers          int
 	unbillablePods   string
+	tombstones       string
 
 	certRotation      bool
 	podNamespace      string
@@ -120,6 +121,7 @@ Flags:
 	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
 	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
+	fs.StringVar(&f.tombstones, "tombstone-configmap", controllers.DefaultTombstoneConfigMap, "ConfigMap, in the hub's namespace, that keeps the tombstones of deleted accounts (the Role grants get and update of it by name; the install creates it).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
 	fs.StringVar(&f.webhookSecret, "webhook-secret-name", "hubcredits-webhook-cert", "cert-rotation: Secret that holds the certificates.")
@@ -158,6 +160,7 @@ func (f *flags) options() (operator.Options, error) {
 		Workers:            f.workers,
 		Webhooks:           f.enableWebhooks,
 		UnbillablePods:     f.unbillablePods,
+		TombstoneConfigMap: f.tombstones,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -21,6 +23,61 @@ type Tombstone struct {
 	Balance int64
 	// TopUps are the ids of every top-up it applied, sorted.
 	TopUps []string
+	// DeletedAt is when it was released (zero: unknown).
+	DeletedAt time.Time
+	// Forced: it was released by force (hubcredits.io/force-delete) with
+	// servers still billed.
+	Forced bool
+}
+
+// tombstoneJSON is a tombstone as one ConfigMap value (EncodeTombstone).
+type tombstoneJSON struct {
+	UID       string   `json:"uid"`
+	Balance   *int64   `json:"balance"`
+	TopUps    []string `json:"topUps,omitempty"`
+	DeletedAt string   `json:"deletedAt,omitempty"`
+	Forced    bool     `json:"forced,omitempty"`
+}
+
+// EncodeTombstone is the tombstone as one compact value (JSON on one
+// line: uid, balance, the applied and retired top-up ids, when it was
+// deleted and whether by force), as kept under the account's name in the
+// tombstone ConfigMap.
+func EncodeTombstone(t Tombstone) string {
+	v := tombstoneJSON{UID: string(t.UID), Balance: &t.Balance, TopUps: t.TopUps, Forced: t.Forced}
+	if !t.DeletedAt.IsZero() {
+		v.DeletedAt = t.DeletedAt.UTC().Format(time.RFC3339)
+	}
+	b, err := json.Marshal(v)
+	if err != nil { // strings and numbers only: cannot fail
+		panic(err)
+	}
+	return string(b)
+}
+
+// DecodeTombstone reads a value EncodeTombstone wrote. A value without a
+// uid or a balance, or that is not such JSON, is an error: an account is
+// never opened from a tombstone that cannot be read (nor as new).
+func DecodeTombstone(s string) (Tombstone, error) {
+	var v tombstoneJSON
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return Tombstone{}, err
+	}
+	if v.UID == "" {
+		return Tombstone{}, errors.New("no uid")
+	}
+	if v.Balance == nil {
+		return Tombstone{}, errors.New("no balance")
+	}
+	t := Tombstone{UID: types.UID(v.UID), Balance: *v.Balance, TopUps: v.TopUps, Forced: v.Forced}
+	if v.DeletedAt != "" {
+		at, err := time.Parse(time.RFC3339, v.DeletedAt)
+		if err != nil {
+			return Tombstone{}, fmt.Errorf("deletedAt: %w", err)
+		}
+		t.DeletedAt = at
+	}
+	return t, nil
 }
 
 // TombstoneOf is the tombstone a deleted account leaves.

@@ -186,3 +186,54 @@ func TestTombstoneOf(t *testing.T) {
 		t.Errorf("tombstone (-want +got):\n%s", d)
 	}
 }
+
+func TestTombstoneEncoding(t *testing.T) {
+	deleted := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+	cases := map[string]struct {
+		tomb Tombstone
+		want string
+	}{
+		"balance, top-ups, when and forced": {
+			tomb: Tombstone{UID: "u1", Balance: 42, TopUps: []string{"a", "b"}, DeletedAt: deleted, Forced: true},
+			want: `{"uid":"u1","balance":42,"topUps":["a","b"],"deletedAt":"2025-03-01T12:00:00Z","forced":true}`,
+		},
+		"a zero balance is kept, no top-ups left out": {
+			tomb: Tombstone{UID: "u1", Balance: 0},
+			want: `{"uid":"u1","balance":0}`,
+		},
+		"a negative balance": {
+			tomb: Tombstone{UID: "u1", Balance: -7, TopUps: []string{"x"}, DeletedAt: deleted},
+			want: `{"uid":"u1","balance":-7,"topUps":["x"],"deletedAt":"2025-03-01T12:00:00Z"}`,
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got := EncodeTombstone(tc.tomb)
+			if got != tc.want {
+				t.Errorf("EncodeTombstone = %s, want %s", got, tc.want)
+			}
+			back, err := DecodeTombstone(got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.tomb, back); d != "" {
+				t.Errorf("round trip (-want +got):\n%s", d)
+			}
+		})
+	}
+}
+
+func TestDecodeTombstoneRefusesWhatItCannotRead(t *testing.T) {
+	for _, v := range []string{
+		"",
+		"uid: u1",
+		`{"balance":5}`,
+		`{"uid":"u1"}`,
+		`{"uid":"u1","balance":"5"}`,
+		`{"uid":"u1","balance":5,"deletedAt":"yesterday"}`,
+	} {
+		if got, err := DecodeTombstone(v); err == nil {
+			t.Errorf("DecodeTombstone(%q) = %+v, want an error", v, got)
+		}
+	}
+}

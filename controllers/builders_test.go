@@ -2,12 +2,13 @@ package controllers
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
@@ -121,14 +122,51 @@ func ledgerKinds(a *hcv1.CreditAccount) []hcv1.LedgerEntryKind {
 	return out
 }
 
-// makeTombstone is the tombstone a deleted account (uid) left.
+// makeTombstone is the tombstone ConfigMap holding the tombstone a deleted
+// account (uid) left.
 func makeTombstone(account string, uid types.UID, balance int64, topUps ...string) *corev1.ConfigMap {
+	return tombstoneStore(map[string]string{account: billing.EncodeTombstone(billing.Tombstone{UID: uid, Balance: balance, TopUps: topUps})})
+}
+
+// tombstoneStore is the tombstone ConfigMap with data.
+func tombstoneStore(data map[string]string) *corev1.ConfigMap {
 	return &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: TombstoneName(account), UID: "cm-" + uid,
-			Labels:      map[string]string{hcv1.LabelTombstone: account},
-			Annotations: map[string]string{hcv1.AnnotationTombstoneAccount: account}},
-		Data: map[string]string{"uid": string(uid), "balance": fmt.Sprint(balance), "topUps": strings.Join(topUps, "\n")},
+		ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: DefaultTombstoneConfigMap},
+		Data:       data,
 	}
+}
+
+// storedTombstones reads the tombstone ConfigMap's data (nil: none).
+func storedTombstones(t *testing.T, r client.Reader) map[string]string {
+	t.Helper()
+	cm := &corev1.ConfigMap{}
+	err := r.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: DefaultTombstoneConfigMap}, cm)
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cm.Data
+}
+
+// storedTombstone is account's tombstone as stored, its deletedAt checked
+// and dropped (nil: none).
+func storedTombstone(t *testing.T, r client.Reader, account string) *billing.Tombstone {
+	t.Helper()
+	v, ok := storedTombstones(t, r)[account]
+	if !ok {
+		return nil
+	}
+	tomb, err := billing.DecodeTombstone(v)
+	if err != nil {
+		t.Fatalf("tombstone %s: %v", account, err)
+	}
+	if tomb.DeletedAt.IsZero() {
+		t.Errorf("tombstone %s: no deletedAt", account)
+	}
+	tomb.DeletedAt = time.Time{}
+	return &tomb
 }
 
 // eventList drains the recorder: every Event in full, in order.

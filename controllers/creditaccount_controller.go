@@ -55,6 +55,10 @@ type CreditAccountReconciler struct {
 	// Tombstones reads tombstones live (the API reader: the cache holds no
 	// ConfigMaps); nil reads them through Client.
 	Tombstones client.Reader
+	// TombstoneConfigMap is the name of the ConfigMap, in each account's
+	// namespace, that keeps deleted accounts' tombstones (""
+	// DefaultTombstoneConfigMap).
+	TombstoneConfigMap string
 	// Hub stops servers through the Hub API; nil deletes the pod instead.
 	Hub ServerStopper
 	// Shadow counts without ever stopping a server.
@@ -135,8 +139,13 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 	r.act(ctx, out)
 	r.actOnLife(ctx, out)
 	if out.release {
-		if err := r.release(ctx, out.account, out.forcedRunning > 0); err != nil {
+		held, err := r.release(ctx, out.account, out.forcedRunning > 0)
+		if err != nil {
 			return ctrl.Result{}, err
+		}
+		if held {
+			// The tombstone ConfigMap is not watched: try again.
+			return ctrl.Result{RequeueAfter: tombstoneRetry}, nil
 		}
 	}
 	return ctrl.Result{RequeueAfter: out.result.RequeueAfter}, nil
@@ -197,7 +206,7 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	}
 	l := &ledgers{wallet: wallet, walletBefore: wallet.Status.DeepCopy()}
 	var err error
-	if l.tombstone, l.tombstoneObj, err = r.loadTombstone(ctx, wallet); err != nil {
+	if l.tombstone, err = r.loadTombstone(ctx, wallet); err != nil {
 		return nil, err
 	}
 	if l.pools, l.poolsBefore, err = r.projects(ctx, reader, wallet); err != nil {

@@ -2,19 +2,13 @@ package controllers
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -32,7 +26,6 @@ import (
 // one go.
 
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=patch
-// +kubebuilder:rbac:groups="",namespace=system,resources=configmaps,verbs=get;create;update;delete
 
 // Events about an account's life.
 const (
@@ -45,87 +38,20 @@ const (
 	EventGraceFromFirstSight = "ReservationClockLags"
 )
 
-// Keys of a tombstone ConfigMap's data.
-const (
-	tombstoneUID     = "uid"
-	tombstoneBalance = "balance"
-	tombstoneTopUps  = "topUps"
-	tombstoneDeleted = "deletedAt"
-	tombstoneForced  = "forced"
-)
-
-// TombstoneName is the name of the ConfigMap that keeps a deleted account's
-// balance and applied top-ups ("hubcredits-tombstone-<account>", with a
-// hash for names too long for that).
-func TombstoneName(account string) string {
-	const prefix = "hubcredits-tombstone-"
-	if len(prefix)+len(account) <= validation.DNS1123SubdomainMaxLength {
-		return prefix + account
-	}
-	sum := sha256.Sum256([]byte(account))
-	keep := validation.DNS1123SubdomainMaxLength - len(prefix) - 17
-	return prefix + strings.TrimRight(account[:keep], "-.") + "-" + hex.EncodeToString(sum[:8])
-}
-
-// tombstoneLabel is the account's name as a label value (a hash when it
-// cannot be one).
-func tombstoneLabel(account string) string {
-	if len(validation.IsValidLabelValue(account)) == 0 {
-		return account
-	}
-	sum := sha256.Sum256([]byte(account))
-	return hex.EncodeToString(sum[:16])
-}
-
 // loadTombstone reads, live, the tombstone a re-created account takes over.
 // It is read once per account: before the operator claims it (adds the
 // finalizer), and not once it has taken one over.
-func (r *CreditAccountReconciler) loadTombstone(ctx context.Context, a *hcv1.CreditAccount) (*billing.Tombstone, *corev1.ConfigMap, error) {
+func (r *CreditAccountReconciler) loadTombstone(ctx context.Context, a *hcv1.CreditAccount) (*billing.Tombstone, error) {
 	if a.DeletionTimestamp != nil || controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) || a.Status.ReopenedFrom != "" {
-		return nil, nil, nil
+		return nil, nil
 	}
-	reader := r.Tombstones
-	if reader == nil {
-		reader = r.Client
-	}
-	cm := &corev1.ConfigMap{}
-	err := reader.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: TombstoneName(a.Name)}, cm)
-	if apierrors.IsNotFound(err) {
-		return nil, nil, nil
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	tomb, err := parseTombstone(cm, a.Name)
-	if err != nil {
-		// Never open an account from a tombstone that cannot be read, and
-		// never open it as new either: an admin decides (delete it).
-		return nil, nil, fmt.Errorf("tombstone %s of account %s: %w", cm.Name, a.Name, err)
-	}
-	return tomb, cm, nil
+	return r.readTombstone(ctx, a.Namespace, a.Name)
 }
 
-func parseTombstone(cm *corev1.ConfigMap, account string) (*billing.Tombstone, error) {
-	if of := cm.Annotations[hcv1.AnnotationTombstoneAccount]; of != account {
-		return nil, fmt.Errorf("it is of account %q", of)
-	}
-	balance, err := strconv.ParseInt(cm.Data[tombstoneBalance], 10, 64)
-	if err != nil {
-		return nil, fmt.Errorf("balance: %w", err)
-	}
-	if cm.Data[tombstoneUID] == "" {
-		return nil, fmt.Errorf("no uid")
-	}
-	var ids []string
-	for id := range strings.FieldsSeq(cm.Data[tombstoneTopUps]) {
-		ids = append(ids, id)
-	}
-	return &billing.Tombstone{UID: types.UID(cm.Data[tombstoneUID]), Balance: balance, TopUps: ids}, nil
-}
-
-// claim adds the finalizer to an account that lacks it, and then deletes
-// the tombstone it took over (its status records it; a tombstone left
-// behind is harmless, it is never taken over twice).
+// claim adds the finalizer to an account that lacks it, and then removes
+// the tombstone it took over from the tombstone ConfigMap (its status
+// records it; a tombstone left behind is harmless, it is never taken over
+// twice, and the account's own tombstone replaces it).
 func (r *CreditAccountReconciler) claim(ctx context.Context, l *ledgers) error {
 	a := l.wallet
 	if a.DeletionTimestamp != nil || controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
@@ -136,10 +62,10 @@ func (r *CreditAccountReconciler) claim(ctx context.Context, l *ledgers) error {
 	if err := r.Client.Patch(ctx, a, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
 		return err
 	}
-	if cm := l.tombstoneObj; cm != nil && a.Status.ReopenedFrom == cm.Data[tombstoneUID] {
-		uid := cm.UID
-		if err := r.Client.Delete(ctx, cm, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
-			log.FromContext(ctx).Error(err, "Deleting a tombstone taken over failed; it is left in place (never taken over twice)", "configMap", klog.KObj(cm))
+	if t := l.tombstone; t != nil && a.Status.ReopenedFrom == string(t.UID) {
+		if err := r.removeTombstone(ctx, a.Namespace, a.Name, t.UID); err != nil {
+			log.FromContext(ctx).Error(err, "Removing a tombstone taken over failed; it is left in place (never taken over twice)",
+				"configMap", klog.KRef(a.Namespace, r.tombstonesName()), "key", a.Name)
 		}
 	}
 	return nil
@@ -148,8 +74,7 @@ func (r *CreditAccountReconciler) claim(ctx context.Context, l *ledgers) error {
 // life is what one settle decided about the account's life.
 type life struct {
 	// tombstone is the tombstone to take over (nil: none), as read.
-	tombstone    *billing.Tombstone
-	tombstoneObj *corev1.ConfigMap
+	tombstone *billing.Tombstone
 	// reopened is the message of a tombstone taken over ("" when not).
 	reopened string
 	// held is the message of a deletion just held ("" when not).
@@ -246,43 +171,42 @@ func (r *CreditAccountReconciler) actOnLife(ctx context.Context, out *outcome) {
 // release writes the account's tombstone and removes its finalizer (with
 // its resourceVersion: a write that lands meanwhile, e.g. a reservation,
 // makes it start over from a fresh read, and the tombstone is rewritten).
-func (r *CreditAccountReconciler) release(ctx context.Context, a *hcv1.CreditAccount, forced bool) error {
+// A tombstone that cannot be written holds the deletion instead (held
+// reports it): the account keeps its finalizer, never goes without one.
+func (r *CreditAccountReconciler) release(ctx context.Context, a *hcv1.CreditAccount, forced bool) (held bool, err error) {
 	tomb := billing.TombstoneOf(a)
-	cm := &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{
-			Namespace: a.Namespace, Name: TombstoneName(a.Name),
-			Labels:      map[string]string{hcv1.LabelTombstone: tombstoneLabel(a.Name)},
-			Annotations: map[string]string{hcv1.AnnotationTombstoneAccount: a.Name},
-		},
-		Data: map[string]string{
-			tombstoneUID:     string(tomb.UID),
-			tombstoneBalance: strconv.FormatInt(tomb.Balance, 10),
-			tombstoneTopUps:  strings.Join(tomb.TopUps, "\n"),
-			tombstoneDeleted: r.Clock.Now().UTC().Format(time.RFC3339),
-			tombstoneForced:  strconv.FormatBool(forced),
-		},
-	}
-	err := r.Client.Create(ctx, cm)
-	if apierrors.IsAlreadyExists(err) {
-		// A tombstone of an earlier account of this name (never taken
-		// over, or left behind): this account's replaces it.
-		existing := &corev1.ConfigMap{}
-		reader := r.Tombstones
-		if reader == nil {
-			reader = r.Client
-		}
-		if err = reader.Get(ctx, client.ObjectKeyFromObject(cm), existing); err == nil {
-			existing.Labels, existing.Annotations, existing.Data = cm.Labels, cm.Annotations, cm.Data
-			err = r.Client.Update(ctx, existing)
-		}
+	tomb.DeletedAt, tomb.Forced = r.Clock.Now(), forced
+	err = r.writeTombstone(ctx, a.Namespace, a.Name, tomb)
+	if h := asHold(err); h != nil {
+		return true, r.holdForTombstone(ctx, a, h)
 	}
 	if err != nil {
-		return fmt.Errorf("writing the tombstone of account %s: %w", a.Name, err)
+		return false, fmt.Errorf("writing the tombstone of account %s: %w", a.Name, err)
 	}
 	r.Recorder.Event(a, corev1.EventTypeNormal, EventTombstone,
-		fmt.Sprintf("Balance %d and %d applied top-up id(s) kept in ConfigMap %s: an account created again under this name takes them over.",
-			tomb.Balance, len(tomb.TopUps), cm.Name))
+		fmt.Sprintf("Balance %d and %d applied top-up id(s) kept in ConfigMap %s (key %s): an account created again under this name takes them over.",
+			tomb.Balance, len(tomb.TopUps), r.tombstonesName(), a.Name))
 	before := a.DeepCopy()
 	controllerutil.RemoveFinalizer(a, hcv1.FinalizerLedger)
-	return r.Client.Patch(ctx, a, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	return false, r.Client.Patch(ctx, a, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+}
+
+// holdForTombstone keeps an account whose tombstone cannot be written:
+// DeletionHeld says why and what the admin does, told once (Event and
+// metric) per reason.
+func (r *CreditAccountReconciler) holdForTombstone(ctx context.Context, a *hcv1.CreditAccount, h *tombstoneHold) error {
+	c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionDeletionHeld)
+	told := c != nil && c.Status == metav1.ConditionTrue && c.Reason == h.reason
+	if told && c.Message == h.msg {
+		return nil
+	}
+	billing.SetCondition(a, r.Clock.Now(), hcv1.ConditionDeletionHeld, metav1.ConditionTrue, h.reason, h.msg)
+	if err := r.Client.Status().Update(ctx, a); err != nil {
+		return err
+	}
+	if !told {
+		metrics.IntegrityDecisions.WithLabelValues(metrics.DeletionHeld).Inc()
+		r.Recorder.Event(a, corev1.EventTypeWarning, EventDeletionHeld, h.msg)
+	}
+	return nil
 }

@@ -10,12 +10,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/metrics"
 	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
@@ -46,7 +50,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 		hub     *fakeHub
 		// wantGone: the finalizer was released (the account is gone).
 		wantGone      bool
-		wantTombstone map[string]string // data of the tombstone (nil: none)
+		wantTombstone *billing.Tombstone // the tombstone stored (nil: none), without deletedAt
 		wantHeld      bool
 		wantPodGone   bool
 		wantHubStops  int
@@ -56,7 +60,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 		"no server left: released, its balance and top-ups kept in a tombstone": {
 			account:       openAccount("alice", "alice").Balance(42).Applied("a").Retired("b").TopUp("a", 5).UID("alice-1").Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj(),
 			wantGone:      true,
-			wantTombstone: map[string]string{"uid": "alice-1", "balance": "42", "topUps": "a\nb", "forced": "false"},
+			wantTombstone: &billing.Tombstone{UID: "alice-1", Balance: 42, TopUps: []string{"a", "b"}},
 			wantReasons:   []string{EventTombstone},
 		},
 		"a running server: held until it ends": {
@@ -77,7 +81,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 				Annotation(hcv1.AnnotationForceDelete, "true").Obj(),
 			objs:          []client.Object{runningPod},
 			wantGone:      true,
-			wantTombstone: map[string]string{"uid": "alice-1", "balance": "90", "topUps": "", "forced": "true"},
+			wantTombstone: &billing.Tombstone{UID: "alice-1", Balance: 90, Forced: true},
 			wantPodGone:   true,
 			wantReasons:   []string{EventDeletionForced, EventDeletionForced, EventTombstone},
 			wantDecisions: map[string]float64{metrics.DeletionForced: 1},
@@ -88,7 +92,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 			objs:          []client.Object{runningPod},
 			hub:           &fakeHub{},
 			wantGone:      true,
-			wantTombstone: map[string]string{"uid": "alice-1", "balance": "90", "topUps": "", "forced": "true"},
+			wantTombstone: &billing.Tombstone{UID: "alice-1", Balance: 90, Forced: true},
 			wantPodGone:   true,
 			wantReasons:   []string{EventDeletionForced, EventDeletionForced, EventTombstone},
 			wantDecisions: map[string]float64{metrics.DeletionForced: 1},
@@ -132,13 +136,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 					t.Errorf("DeletionHeld %v, want %v", held, tc.wantHeld)
 				}
 			}
-			cm := &corev1.ConfigMap{}
-			var gotTombstone map[string]string
-			if err := api.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: TombstoneName(tc.account.Name)}, cm); err == nil {
-				gotTombstone = cm.Data
-				delete(gotTombstone, "deletedAt")
-			}
-			if d := testutil.Diff(tc.wantTombstone, gotTombstone); d != "" {
+			if d := testutil.Diff(tc.wantTombstone, storedTombstone(t, api, tc.account.Name)); d != "" {
 				t.Errorf("tombstone (-want +got):\n%s", d)
 			}
 			err = api.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: "jupyter-alice"}, &corev1.Pod{})
@@ -168,7 +166,7 @@ func TestCreditAccountDeletion(t *testing.T) {
 // account goes, and its Event was told once.
 func TestCreditAccountDeletionHeldThenReleased(t *testing.T) {
 	running := testutil.MakeServerCharge("r1").Pod("jupyter-alice").UID("u1").Running(0).Obj()
-	api := fakeclient.New(nil, openAccount("alice", "alice").Balance(90).Servers(running).Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj(),
+	api := fakeclient.New(nil, openAccount("alice", "alice").Balance(90).Servers(running).UID("alice-1").Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj(),
 		billedPod("jupyter-alice", "u1", "alice", "r1").Running(0).Obj())
 	env := newControllerEnv(api, at(5*time.Minute))
 	reconcileAt := func(d time.Duration) {
@@ -193,13 +191,9 @@ func TestCreditAccountDeletionHeldThenReleased(t *testing.T) {
 	if err := api.Get(context.Background(), aliceKey.NamespacedName, &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
 		t.Errorf("account still there (%v) after its last server ended", err)
 	}
-	cm := &corev1.ConfigMap{}
-	if err := api.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: TombstoneName("alice")}, cm); err != nil {
-		t.Fatal(err)
-	}
 	// 90 at t0 + 5m, the pod gone before the boundary at 10m: nothing more.
-	if cm.Data["balance"] != "90" {
-		t.Errorf("tombstone balance %s, want 90", cm.Data["balance"])
+	if tomb := storedTombstone(t, api, "alice"); tomb == nil || tomb.Balance != 90 {
+		t.Errorf("tombstone %+v, want balance 90", tomb)
 	}
 	got := reasons(env.eventList())
 	if n := strings.Count(strings.Join(got, " "), EventDeletionHeld); n != 1 {
@@ -245,15 +239,16 @@ func TestCreditAccountClaim(t *testing.T) {
 			wantReopenedFrom: "alice-1",
 			wantReasons:      []string{EventAccountReopened},
 		},
-		"a tombstone that names another account: nothing is opened, an error": {
-			account: openAccount("alice", "alice").TopUp("welcome", 50).Unopened().Obj(),
-			objs: func() []client.Object {
-				cm := makeTombstone("alice", "x-1", 35)
-				cm.Annotations[hcv1.AnnotationTombstoneAccount] = "mallory"
-				return []client.Object{cm}
-			}(),
+		"a tombstone that cannot be read: nothing is opened, an error": {
+			account:       openAccount("alice", "alice").TopUp("welcome", 50).Unopened().Obj(),
+			objs:          []client.Object{tombstoneStore(map[string]string{"alice": `{"uid":"alice-1","balance":"lots"}`})},
 			wantErr:       true,
 			wantTombstone: true,
+		},
+		"another account's tombstone is not taken over, nor removed": {
+			account:     openAccount("alice", "alice").TopUp("welcome", 50).Unopened().Obj(),
+			objs:        []client.Object{makeTombstone("bob", "bob-1", 35, "welcome")},
+			wantBalance: 150, wantApplied: []string{"welcome"},
 		},
 		"an account already claimed reads no tombstone": {
 			account:       openAccount("alice", "alice").Balance(60).Finalizers(hcv1.FinalizerLedger).Obj(),
@@ -293,9 +288,12 @@ func TestCreditAccountClaim(t *testing.T) {
 					t.Errorf("account (-want +got):\n%s", d)
 				}
 			}
-			err = api.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: TombstoneName("alice")}, &corev1.ConfigMap{})
-			if kept := err == nil; kept != tc.wantTombstone && len(tc.objs) > 0 {
+			stored := storedTombstones(t, api)
+			if _, kept := stored["alice"]; kept != tc.wantTombstone {
 				t.Errorf("tombstone kept %v, want %v", kept, tc.wantTombstone)
+			}
+			if _, ok := stored["bob"]; !ok && len(tc.objs) > 0 && tc.objs[0].(*corev1.ConfigMap).Data["bob"] != "" {
+				t.Errorf("bob's tombstone removed by alice's claim")
 			}
 			var gotReasons []string
 			for _, r := range reasons(env.eventList()) {
@@ -313,21 +311,203 @@ func TestCreditAccountClaim(t *testing.T) {
 	}
 }
 
-func TestTombstoneName(t *testing.T) {
-	long := strings.Repeat("a", 250)
+// TestTombstoneStore: every tombstone goes into the one ConfigMap, under
+// the account's name; the others in it are kept, whatever happens.
+func TestTombstoneStore(t *testing.T) {
+	bobs := billing.EncodeTombstone(billing.Tombstone{UID: "bob-1", Balance: 7, TopUps: []string{"x"}})
+	big := strings.Repeat("x", TombstonesMaxBytes-len("old")-len(bobs)-len("bob")-10)
+	forbidden := func(verb string) *interceptor.Funcs {
+		deny := func(obj client.Object) error {
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				return apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, obj.GetName(), nil)
+			}
+			return nil
+		}
+		f := &interceptor.Funcs{}
+		switch verb {
+		case "create":
+			f.Create = func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
+				if err := deny(obj); err != nil {
+					return err
+				}
+				return c.Create(ctx, obj, opts...)
+			}
+		case "update":
+			f.Update = func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+				if err := deny(obj); err != nil {
+					return err
+				}
+				return c.Update(ctx, obj, opts...)
+			}
+		}
+		return f
+	}
 	cases := map[string]struct {
-		account string
-		want    string
+		store *corev1.ConfigMap // nil: missing
+		funcs *interceptor.Funcs
+		// wantHeld is the DeletionHeld reason ("": released).
+		wantHeld string
+		// wantKept are the keys the store must still hold as they were.
+		wantKept map[string]string
 	}{
-		"a short name":             {account: "alice", want: "hubcredits-tombstone-alice"},
-		"too long: cut and hashed": {account: long, want: "hubcredits-tombstone-" + long[:215] + "-"},
+		"missing, and the operator may create it: created with the tombstone": {},
+		"with another account's tombstone: both kept": {
+			store:    tombstoneStore(map[string]string{"bob": bobs}),
+			wantKept: map[string]string{"bob": bobs},
+		},
+		"with a tombstone of an earlier alice never taken over: replaced": {
+			store: makeTombstone("alice", "alice-0", 3, "old"),
+		},
+		"missing, and the operator may not create it: held": {
+			funcs:    forbidden("create"),
+			wantHeld: hcv1.ReasonTombstoneStoreMissing,
+		},
+		"not writable (the Role names another ConfigMap): held": {
+			store:    tombstoneStore(map[string]string{"bob": bobs}),
+			funcs:    forbidden("update"),
+			wantHeld: hcv1.ReasonTombstoneStoreForbidden,
+			wantKept: map[string]string{"bob": bobs},
+		},
+		"full: held, nothing dropped": {
+			store:    tombstoneStore(map[string]string{"bob": bobs, "old": big}),
+			wantHeld: hcv1.ReasonTombstoneStoreFull,
+			wantKept: map[string]string{"bob": bobs, "old": big},
+		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
-			got := TombstoneName(tc.account)
-			if !strings.HasPrefix(got, tc.want) || len(got) > 253 {
-				t.Errorf("TombstoneName = %q (%d chars), want it to start with %q and fit 253", got, len(got), tc.want)
+			heldBefore := decisions(metrics.DeletionHeld)
+			account := openAccount("alice", "alice").Balance(42).Applied("a").TopUp("a", 5).UID("alice-1").Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj()
+			objs := []client.Object{account}
+			if tc.store != nil {
+				objs = append(objs, tc.store)
+			}
+			api := fakeclient.New(tc.funcs, objs...)
+			env := newControllerEnv(api, at(10*time.Second))
+
+			res, err := env.r.Reconcile(context.Background(), aliceKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			stored := storedTombstones(t, api)
+			for k, v := range tc.wantKept {
+				if stored[k] != v {
+					t.Errorf("tombstone %s changed or dropped", k)
+				}
+			}
+			if tc.wantHeld == "" {
+				if err := api.Get(context.Background(), aliceKey.NamespacedName, &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
+					t.Fatalf("account not released: %v", err)
+				}
+				want := &billing.Tombstone{UID: "alice-1", Balance: 42, TopUps: []string{"a"}}
+				if d := testutil.Diff(want, storedTombstone(t, api, "alice")); d != "" {
+					t.Errorf("tombstone (-want +got):\n%s", d)
+				}
+				return
+			}
+			a := testutil.GetAccount(t, api, testNS, "alice")
+			if !controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
+				t.Fatalf("finalizer released without a tombstone")
+			}
+			c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionDeletionHeld)
+			if c == nil || c.Status != metav1.ConditionTrue || c.Reason != tc.wantHeld {
+				t.Fatalf("DeletionHeld %+v, want reason %s", c, tc.wantHeld)
+			}
+			if !strings.Contains(c.Message, DefaultTombstoneConfigMap) {
+				t.Errorf("DeletionHeld message %q does not name the ConfigMap", c.Message)
+			}
+			if res.RequeueAfter != tombstoneRetry {
+				t.Errorf("requeue after %v, want %v", res.RequeueAfter, tombstoneRetry)
+			}
+			if d := testutil.Diff([]string{EventDeletionHeld}, reasons(env.eventList())); d != "" {
+				t.Errorf("events (-want +got):\n%s", d)
+			}
+			if n := decisions(metrics.DeletionHeld) - heldBefore; n != 1 {
+				t.Errorf("%v DeletionHeld decisions, want 1", n)
+			}
+			// Told once.
+			if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
+				t.Fatal(err)
+			}
+			if got := env.eventList(); len(got) != 0 {
+				t.Errorf("held again: events %v, want none", got)
+			}
+			if n := decisions(metrics.DeletionHeld) - heldBefore; n != 1 {
+				t.Errorf("%v DeletionHeld decisions, want 1", n)
 			}
 		})
+	}
+}
+
+// TestTombstoneStoreFullThenPruned: the admin removes an old key; the held
+// account is released on its next try.
+func TestTombstoneStoreFullThenPruned(t *testing.T) {
+	big := strings.Repeat("x", TombstonesMaxBytes-len("old"))
+	api := fakeclient.New(nil, tombstoneStore(map[string]string{"old": big}),
+		openAccount("alice", "alice").Balance(42).UID("alice-1").Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj())
+	env := newControllerEnv(api, at(10*time.Second))
+	if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
+		t.Fatal(err)
+	}
+	if a := testutil.GetAccount(t, api, testNS, "alice"); !meta.IsStatusConditionTrue(a.Status.Conditions, hcv1.ConditionDeletionHeld) {
+		t.Fatalf("not held: %+v", a.Status.Conditions)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := api.Get(context.Background(), types.NamespacedName{Namespace: testNS, Name: DefaultTombstoneConfigMap}, cm); err != nil {
+		t.Fatal(err)
+	}
+	delete(cm.Data, "old") // kubectl edit cm hubcredits-tombstones
+	if err := api.Update(context.Background(), cm); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := api.Get(context.Background(), aliceKey.NamespacedName, &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("account not released once pruned: %v", err)
+	}
+	if tomb := storedTombstone(t, api, "alice"); tomb == nil || tomb.Balance != 42 {
+		t.Errorf("tombstone %+v, want balance 42", tomb)
+	}
+}
+
+// TestTombstonesOfTwoAccountsReleasedAtOnce: another account's tombstone
+// lands between the read and the write of this one; the write conflicts,
+// starts over from a fresh read, and both are kept.
+func TestTombstonesOfTwoAccountsReleasedAtOnce(t *testing.T) {
+	bobs := billing.EncodeTombstone(billing.Tombstone{UID: "bob-1", Balance: 7})
+	raced := false
+	api := fakeclient.New(&interceptor.Funcs{
+		Update: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.UpdateOption) error {
+			if cm, ok := obj.(*corev1.ConfigMap); ok && !raced {
+				raced = true
+				// bob's release writes first.
+				other := &corev1.ConfigMap{}
+				if err := c.Get(ctx, client.ObjectKeyFromObject(cm), other); err != nil {
+					return err
+				}
+				other.Data = map[string]string{"bob": bobs}
+				if err := c.Update(ctx, other); err != nil {
+					return err
+				}
+			}
+			return c.Update(ctx, obj, opts...)
+		},
+	}, tombstoneStore(map[string]string{}),
+		openAccount("alice", "alice").Balance(42).UID("alice-1").Finalizers(hcv1.FinalizerLedger).Deleting(0).Obj())
+	env := newControllerEnv(api, at(10*time.Second))
+	if _, err := env.r.Reconcile(context.Background(), aliceKey); err != nil {
+		t.Fatal(err)
+	}
+	if !raced {
+		t.Fatal("the race was not staged")
+	}
+	stored := storedTombstones(t, api)
+	if stored["bob"] != bobs {
+		t.Errorf("bob's tombstone lost: %v", stored)
+	}
+	if tomb := storedTombstone(t, api, "alice"); tomb == nil || tomb.Balance != 42 {
+		t.Errorf("alice's tombstone %+v, want balance 42", tomb)
 	}
 }

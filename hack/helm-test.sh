@@ -146,9 +146,9 @@ reject "template refuses hubNamespace kube-system" "kube-system" \
 # --- consistency with the generated manifests and main.go -------------------------
 check "RBAC: default rules equal config/rbac/role.yaml (release names), no wildcard" \
   "$cc" rbac "$tmp/default.yaml" config/rbac/role.yaml \
-  -names hubcredits-mutating=$release-jhub-mutating,hubcredits-validating=$release-jhub-validating,hubcredits-webhook-cert=$release-webhook-cert
+  -names hubcredits-mutating=$release-jhub-mutating,hubcredits-validating=$release-jhub-validating,hubcredits-webhook-cert=$release-webhook-cert,hubcredits-tombstones=$release-tombstones
 check "RBAC: all-on (certManager) rules within config/rbac/role.yaml, no wildcard" \
-  "$cc" rbac "$tmp/all-on.yaml" config/rbac/role.yaml -subset
+  "$cc" rbac "$tmp/all-on.yaml" config/rbac/role.yaml -subset -names hubcredits-tombstones=hubcredits-all-on-tombstones
 check "webhooks: default render matches config/webhook/manifests.yaml and is scoped" \
   "$cc" webhooks "$tmp/default.yaml" config/webhook/manifests.yaml -hub jhub -operator jhub
 check "webhooks: all-on render (other operator namespace) is scoped" \
@@ -168,6 +168,12 @@ contains "defaults: billing, hub API, creators and leader election flags" "$tmp/
   '"--allowed-creators=system:serviceaccount:jhub:hub"' '"--hub-api-url=http://hub:8081/hub/api"' \
   '"--hub-api-token-file=/etc/hubcredits/hub-api/token"' 'key: "hub.services.hubcredits.apiToken"' \
   'hub.jupyter.org/network-access-hub: "true"'
+contains "tombstones: the ConfigMap (kept on uninstall), its flag" "$tmp/default.yaml" \
+  '"--tombstone-configmap=hubcredits-tombstones"' "name: hubcredits-tombstones" "helm.sh/resource-policy: keep"
+contains "tombstones: named after the release, in the hub namespace" "$tmp/all-on.yaml" \
+  '"--tombstone-configmap=hubcredits-all-on-tombstones"' "name: hubcredits-all-on-tombstones"
+check "tombstones: the ConfigMap is in the hub namespace, with no data" sh -c \
+  "'$HELM' template $release $chart -n ops --set hubNamespace=jhub --show-only templates/controller/tombstones.yaml | tr -d ' \n' | grep -qx -- '---.*kind:ConfigMapmetadata:name:hubcredits-tombstonesnamespace:jhub.*annotations:helm.sh/resource-policy:keep'"
 contains "NetworkPolicy on by default: the webhook port not from the hub namespace's pods" "$tmp/default.yaml" \
   "kind: NetworkPolicy" "operator: NotIn" '- "jhub"' "cidr: 0.0.0.0/0" "cidr: ::/0"
 contains "NetworkPolicy: webhookFrom replaces the fallback" "$tmp/all-on.yaml" \
@@ -202,6 +208,8 @@ else
     "$cc" webhooks "$tmp/kustomize.yaml" config/webhook/manifests.yaml -hub jhub -operator jhub
   check "kustomize: every flag exists in main.go" "$cc" flags "$tmp/kustomize.yaml" main.go
   check "kustomize: hardened Deployment" "$cc" hardening "$tmp/kustomize.yaml"
+  contains "kustomize: the tombstone ConfigMap the Role names" "$tmp/kustomize.yaml" \
+    "name: hubcredits-tombstones" "- hubcredits-tombstones"
   contains "kustomize: NetworkPolicy, the webhook port not from the hub namespace's pods" "$tmp/kustomize.yaml" \
     "kind: NetworkPolicy" "operator: NotIn" "- jhub" "cidr: 0.0.0.0/0"
 fi

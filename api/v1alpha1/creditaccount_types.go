@@ -26,7 +26,9 @@ const (
 	// ConditionDeletionHeld is true while the account is being deleted but
 	// servers it funds still run: the operator keeps its ledger (and its
 	// finalizer) until they end, or until an admin sets the annotation
-	// hubcredits.io/force-delete: "true".
+	// hubcredits.io/force-delete: "true". It is also true while its
+	// tombstone cannot be written (the tombstone ConfigMap is missing, not
+	// accessible, or full): the account is released once it is.
 	ConditionDeletionHeld = "DeletionHeld"
 )
 
@@ -40,6 +42,16 @@ const (
 	ReasonServerStopped     = "ServerStopped"
 	ReasonCreditsAvailable  = "CreditsAvailable"
 	ReasonServersRunning    = "ServersRunning"
+	// ReasonTombstoneStoreFull: the tombstone ConfigMap has no room for
+	// the account's tombstone (an admin prunes old ones).
+	ReasonTombstoneStoreFull = "TombstoneStoreFull"
+	// ReasonTombstoneStoreMissing: the tombstone ConfigMap does not exist
+	// and the operator may not create it.
+	ReasonTombstoneStoreMissing = "TombstoneStoreMissing"
+	// ReasonTombstoneStoreForbidden: the operator may not read or update
+	// the tombstone ConfigMap (its name and the Role's resourceNames
+	// differ).
+	ReasonTombstoneStoreForbidden = "TombstoneStoreForbidden"
 )
 
 // MaxRetiredTopUps bounds the ids of applied top-ups that were removed from

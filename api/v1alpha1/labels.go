@@ -41,10 +41,4 @@ const (
 	// stopped, and a pool's share of its wallets' servers is from then on
 	// paid by the wallets.
 	AnnotationForceDelete = "hubcredits.io/force-delete"
-	// LabelTombstone marks the ConfigMap that holds a deleted account's
-	// balance and applied top-up ids; its value is the account's name (or a
-	// hash of it, when longer than a label value may be).
-	LabelTombstone = "hubcredits.io/tombstone"
-	// AnnotationTombstoneAccount names the account a tombstone is of.
-	AnnotationTombstoneAccount = "hubcredits.io/tombstone-of"
 )

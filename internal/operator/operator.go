@@ -52,6 +52,9 @@ type Options struct {
 	// controllers.UnbillableStop (--unbillable-pods).
 	UnbillablePods string
 	Clock          clock.Clock
+	// TombstoneConfigMap is the ConfigMap that keeps deleted accounts'
+	// tombstones ("": controllers.DefaultTombstoneConfigMap).
+	TombstoneConfigMap string
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -233,6 +236,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
 		Policies: policies, Defaults: o.Defaults, UnbillablePods: o.UnbillablePods,
+		TombstoneConfigMap: o.TombstoneConfigMap,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err

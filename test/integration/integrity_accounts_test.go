@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/controllers"
 	"github.com/hubcredits/hubcredits/internal/operator"
 	"github.com/hubcredits/hubcredits/internal/testutil"
@@ -79,11 +81,29 @@ spec:
 `, ns)
 }
 
-func tombstone(t *testing.T, ns, account string) (*corev1.ConfigMap, error) {
-	t.Helper()
+// errNoTombstone: the tombstone ConfigMap holds no key for the account.
+var errNoTombstone = errors.New("no tombstone")
+
+// tombstones is the data of the namespace's tombstone ConfigMap.
+func tombstones(ns string) (map[string]string, error) {
 	cm := &corev1.ConfigMap{}
-	err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: controllers.TombstoneName(account)}, cm)
-	return cm, err
+	err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: controllers.DefaultTombstoneConfigMap}, cm)
+	return cm.Data, err
+}
+
+// tombstone is account's tombstone (errNoTombstone: none).
+func tombstone(t *testing.T, ns, account string) (*billing.Tombstone, error) {
+	t.Helper()
+	data, err := tombstones(ns)
+	if err != nil {
+		return nil, err
+	}
+	v, ok := data[account]
+	if !ok {
+		return nil, errNoTombstone
+	}
+	tomb, err := billing.DecodeTombstone(v)
+	return &tomb, err
 }
 
 func accountGone(ns, name string) func() error {
@@ -149,14 +169,14 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 	forget(t, p)
 	testutil.Eventually(t, 15*time.Second, accountGone(ns, "alice"))
 	want := 150 - owed(start, end, 10)
-	cm, err := tombstone(t, ns, "alice")
+	tomb, err := tombstone(t, ns, "alice")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cm.Data["balance"] != fmt.Sprint(want) || cm.Data["topUps"] != "welcome" || cm.Labels[hcv1.LabelTombstone] != "alice" {
-		t.Fatalf("tombstone %v %v, want balance %d and the top-up welcome", cm.Labels, cm.Data, want)
+	if tomb.Balance != want || !slices.Equal(tomb.TopUps, []string{"welcome"}) || tomb.Forced {
+		t.Fatalf("tombstone %+v, want balance %d and the top-up welcome", tomb, want)
 	}
-	t.Log(kubectl(t, ns, "", "get", "cm", "-l", hcv1.LabelTombstone+"=alice", "-o", "jsonpath={.items[0].data}"))
+	t.Log(kubectl(t, ns, "", "get", "cm", controllers.DefaultTombstoneConfigMap, "-o", "jsonpath={.data.alice}"))
 
 	// The admin applies the same manifest again.
 	kubectl(t, ns, accountManifest(ns), "apply", "-f", "-")
@@ -170,7 +190,7 @@ func TestDeletedAccountIsHeldWhileItsServerRunsAndReappliedWithoutDoublingCredit
 	testutil.Eventually(t, 10*time.Second, func() error {
 		_, err := tombstone(t, ns, "alice")
 		switch {
-		case apierrors.IsNotFound(err):
+		case errors.Is(err, errNoTombstone):
 			return nil
 		case err != nil:
 			return err
@@ -230,6 +250,85 @@ func TestReappliedAccountOpenedByASpawnBeforeTheOperatorSawIt(t *testing.T) {
 	forget(t, p2)
 }
 
+// TestTombstonesOfAccountsDeletedTogetherAndAFullStore: five accounts
+// deleted by one kubectl delete all land in the one tombstone ConfigMap
+// (each write carries its resourceVersion: none overwrites another). Then
+// the ConfigMap is full: the next deletion is held (DeletionHeld,
+// TombstoneStoreFull) with every tombstone kept, until the admin removes a
+// key; the account is then released with its tombstone.
+func TestTombstonesOfAccountsDeletedTogetherAndAFullStore(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	ctx := context.Background()
+	var names []string
+	var manifests strings.Builder
+	for i := 1; i <= 5; i++ {
+		name := fmt.Sprintf("user%d", i)
+		names = append(names, name)
+		fmt.Fprintf(&manifests, "---\napiVersion: hubcredits.io/v1alpha1\nkind: CreditAccount\nmetadata:\n  name: %s\n  namespace: %s\nspec:\n  users: [%s]\n  cap: 1000\n  initialBalance: %d\n", name, ns, name, 10*i)
+	}
+	kubectl(t, ns, manifests.String(), "apply", "-f", "-")
+	for _, name := range names {
+		testutil.Eventually(t, 10*time.Second, claimed(t, ns, name))
+	}
+	kubectl(t, ns, "", append([]string{"delete", "creditaccount", "--wait=false"}, names...)...)
+	for _, name := range names {
+		testutil.Eventually(t, 15*time.Second, accountGone(ns, name))
+	}
+	for i, name := range names {
+		tomb, err := tombstone(t, ns, name)
+		if err != nil || tomb.Balance != int64(10*(i+1)) {
+			t.Errorf("tombstone of %s: %+v (%v), want balance %d", name, tomb, err, 10*(i+1))
+		}
+	}
+
+	// An admin's note fills the ConfigMap to its limit.
+	cm := &corev1.ConfigMap{}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: controllers.DefaultTombstoneConfigMap}, cm); err != nil {
+		t.Fatal(err)
+	}
+	used := 0
+	for k, v := range cm.Data {
+		used += len(k) + len(v)
+	}
+	cm.Data["filler"] = strings.Repeat("x", controllers.TombstonesMaxBytes-used-len("filler")-10)
+	if err := k8s.Update(ctx, cm); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, ns, accountManifest(ns), "apply", "-f", "-")
+	testutil.Eventually(t, 10*time.Second, claimed(t, ns, "alice"))
+	kubectl(t, ns, "", "delete", "creditaccount", "alice", "--wait=false")
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
+		c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionDeletionHeld)
+		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != hcv1.ReasonTombstoneStoreFull {
+			return fmt.Errorf("DeletionHeld %+v, want TombstoneStoreFull", c)
+		}
+		return nil
+	})
+	wantEventReason(t, ns, "alice", controllers.EventDeletionHeld)
+	t.Log(kubectl(t, ns, "", "get", "ca", "alice", "-o", `jsonpath={.status.conditions[?(@.type=="DeletionHeld")].message}`))
+	data, err := tombstones(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := data["alice"]; ok || len(data) != len(names)+1 {
+		t.Fatalf("tombstones %d keys (alice's %v), want the %d there were", len(data), ok, len(names)+1)
+	}
+
+	// The admin prunes the note (kubectl edit cm hubcredits-tombstones).
+	kubectl(t, ns, "", "patch", "configmap", controllers.DefaultTombstoneConfigMap, "--type=json", "-p", `[{"op":"remove","path":"/data/filler"}]`)
+	testutil.Eventually(t, 25*time.Second, accountGone(ns, "alice"))
+	if tomb, err := tombstone(t, ns, "alice"); err != nil || tomb.Balance != 150 {
+		t.Fatalf("alice's tombstone %+v (%v), want balance 150", tomb, err)
+	}
+	for _, name := range names {
+		if _, err := tombstone(t, ns, name); err != nil {
+			t.Errorf("tombstone of %s: %v", name, err)
+		}
+	}
+}
+
 // TestForceDeletedAccountStopsItsServers: kubectl annotate
 // hubcredits.io/force-delete=true releases a held account; its server is
 // stopped (its pod deleted) and the tombstone says it was forced.
@@ -266,9 +365,9 @@ func TestForceDeletedAccountStopsItsServers(t *testing.T) {
 		return nil
 	})
 	wantEventReason(t, ns, p.Name, controllers.EventDeletionForced)
-	cm, err := tombstone(t, ns, "alice")
-	if err != nil || cm.Data["forced"] != "true" {
-		t.Fatalf("tombstone %v (%v), want forced", cm.Data, err)
+	tomb, err := tombstone(t, ns, "alice")
+	if err != nil || !tomb.Forced {
+		t.Fatalf("tombstone %+v (%v), want forced", tomb, err)
 	}
 	forget(t, p)
 }

@@ -67,12 +67,17 @@ func allowed(t *testing.T, sa serviceAccount, a access) bool {
 }
 
 // operatorMust is what the operator needs in the hub namespace hub, with
-// its lease in operatorNS.
-func operatorMust(hub, operatorNS string) []access {
+// its lease in operatorNS and its tombstones in the ConfigMap tombstones.
+func operatorMust(hub, operatorNS, tombstones string) []access {
 	var m []access
+	m = append(m, each(hub, "", "configmaps", "", tombstones, "get", "update")...)
 	m = append(m, each(hub, "", "pods", "", "", "get", "list", "watch", "delete")...)
 	m = append(m, each(hub, "", "events", "", "", "create", "patch")...)
 	m = append(m, each(hub, hc, "creditaccounts", "", "", "get", "list", "watch", "create")...)
+	// The finalizer hubcredits.io/ledger is added and removed with a merge
+	// patch carrying the resourceVersion (no status subresource can): patch,
+	// never update or delete.
+	m = append(m, access{ns: hub, verb: "patch", group: hc, resource: "creditaccounts"})
 	m = append(m, each(hub, hc, "creditaccounts", "status", "", "get", "update")...)
 	m = append(m, each(hub, hc, "billingpolicies", "", "", "get", "list", "watch")...)
 	m = append(m, each(hub, hc, "billingpolicies", "status", "", "get", "update")...)
@@ -105,14 +110,22 @@ func operatorMustNot(hub, operatorNS, other string) []access {
 		access{ns: other, verb: "list", group: hc, resource: "creditaccounts"},
 		access{verb: "list", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "update", group: hc, resource: "creditaccounts"},
-		access{ns: hub, verb: "patch", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "delete", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "update", group: hc, resource: "billingpolicies"},
 		access{ns: hub, verb: "create", resource: "pods"},
 		access{ns: hub, verb: "update", resource: "pods"},
 		access{ns: hub, verb: "patch", resource: "pods"},
 		access{ns: hub, verb: "create", resource: "pods", sub: "exec"},
+		// ConfigMaps: the tombstones' by name only (operatorMust); Z2JH
+		// keeps the hub's config in ConfigMaps of the hub namespace.
 		access{ns: hub, verb: "get", resource: "configmaps"},
+		access{ns: hub, verb: "list", resource: "configmaps"},
+		access{ns: hub, verb: "watch", resource: "configmaps"},
+		access{ns: hub, verb: "create", resource: "configmaps"},
+		access{ns: hub, verb: "get", resource: "configmaps", name: "hub"},
+		access{ns: hub, verb: "update", resource: "configmaps", name: "hub"},
+		access{ns: hub, verb: "delete", resource: "configmaps", name: "hub"},
+		access{ns: other, verb: "get", resource: "configmaps"},
 		access{ns: hub, verb: "create", resource: "serviceaccounts", sub: "token", name: "hub"},
 		access{ns: hub, verb: "create", group: "rbac.authorization.k8s.io", resource: "rolebindings"},
 		access{ns: operatorNS, verb: "update", group: "coordination.k8s.io", resource: "leases", name: "other-lease"},
@@ -151,7 +164,7 @@ func TestChartRBACDefault(t *testing.T) {
 	apply(t, objs, rbacKinds...)
 	ensureNamespace(t, "other")
 	sa := serviceAccount{hub, "hubcredits"}
-	must := operatorMust(hub, hub)
+	must := operatorMust(hub, hub, "hubcredits-tombstones")
 	must = append(must, each(hub, "", "secrets", "", "hubcredits-webhook-cert", "get", "list", "watch", "update")...)
 	must = append(must, each("", adm, "mutatingwebhookconfigurations", "", "hubcredits-"+hub+"-mutating", "get", "list", "watch", "update")...)
 	must = append(must, each("", adm, "validatingwebhookconfigurations", "", "hubcredits-"+hub+"-validating", "get", "list", "watch", "update")...)
@@ -162,6 +175,10 @@ func TestChartRBACDefault(t *testing.T) {
 		access{verb: "update", group: adm, resource: "validatingwebhookconfigurations", name: "hubcredits-" + hub + "-mutating"},
 		access{ns: hub, verb: "delete", resource: "secrets", name: "hubcredits-webhook-cert"},
 		access{ns: "other", verb: "get", resource: "secrets", name: "hubcredits-webhook-cert"},
+		// The tombstones: get and update, never delete or patch.
+		access{ns: hub, verb: "delete", resource: "configmaps", name: "hubcredits-tombstones"},
+		access{ns: hub, verb: "patch", resource: "configmaps", name: "hubcredits-tombstones"},
+		access{ns: "other", verb: "update", resource: "configmaps", name: "hubcredits-tombstones"},
 	)
 	checkAccess(t, sa, must, mustNot)
 	// The hub gets nothing from the default install.
@@ -186,8 +203,10 @@ func TestChartRBACAllOn(t *testing.T) {
 		// Its own namespace is not a hub namespace.
 		access{ns: opNS, verb: "list", resource: "pods"},
 		access{ns: opNS, verb: "update", group: hc, resource: "creditaccounts", sub: "status"},
+		access{ns: opNS, verb: "update", resource: "configmaps", name: "hubcredits-all-on-tombstones"},
+		access{ns: hub, verb: "update", resource: "configmaps", name: "hubcredits-tombstones"},
 	)
-	checkAccess(t, sa, operatorMust(hub, opNS), mustNot)
+	checkAccess(t, sa, operatorMust(hub, opNS, "hubcredits-all-on-tombstones"), mustNot)
 
 	// hubReadAccess: the hub reads CreditAccounts and changes nothing.
 	hubSA := serviceAccount{hub, "hub"}

@@ -105,7 +105,8 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	ctx := context.Background()
 	objs := render(t, hub)
 	apply(t, objs, rbacKinds...)
-	apply(t, objs, "Secret") // the empty certificate Secret
+	apply(t, objs, "Secret")    // the empty certificate Secret
+	apply(t, objs, "ConfigMap") // the empty tombstone ConfigMap
 	ensureMutatingConfigs(t, objs, hub)
 	// Z2JH's Secret "hub": the operator must never need it.
 	hubSecret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: hub, Name: "hub"},
@@ -120,12 +121,13 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		MutatingName: "hubcredits-" + hub + "-mutating", ValidatingName: "hubcredits-" + hub + "-validating",
 		CertDir: t.TempDir(), ControllerName: "cert-rotator-" + hub,
 	}, operator.Options{
-		Namespace:  hub,
-		Defaults:   billing.Defaults{Value: 10, Interval: period},
-		Billing:    billing.Options{OrphanGrace: 3 * time.Second, StopRetry: 5 * time.Second, LowPeriods: 2},
-		Workers:    2,
-		Webhooks:   true,
-		AutoCreate: &webhooks.WalletTemplate{Cap: 20},
+		Namespace:          hub,
+		Defaults:           billing.Defaults{Value: 10, Interval: period},
+		Billing:            billing.Options{OrphanGrace: 3 * time.Second, StopRetry: 5 * time.Second, LowPeriods: 2},
+		Workers:            2,
+		Webhooks:           true,
+		AutoCreate:         &webhooks.WalletTemplate{Cap: 20},
+		TombstoneConfigMap: "hubcredits-tombstones",
 	}, clientCAFile)
 
 	// The operator's own client cannot read Z2JH's Secret "hub" (a direct
@@ -240,6 +242,55 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		t.Errorf("hubcredits_webhook_unauthenticated_requests_total grew by %v, want 1", got)
 	}
 	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
+
+	// alice's account is deleted (by force: her stopped pod is left to a
+	// kubelet that does not run here): her tombstone goes into the chart's
+	// ConfigMap, the one the operator may get and update; created again,
+	// she opens with its balance, and the operator removes it.
+	gone := &hcv1.CreditAccount{}
+	if err := k8s.Get(ctx, client.ObjectKeyFromObject(alice), gone); err != nil {
+		t.Fatal(err)
+	}
+	left := gone.Status.Balance
+	if err := k8s.Delete(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"`+hcv1.AnnotationForceDelete+`":"true"}}}`))
+	if err := k8s.Patch(ctx, gone, patch); err != nil {
+		t.Fatal(err)
+	}
+	tombstones := types.NamespacedName{Namespace: hub, Name: "hubcredits-tombstones"}
+	eventually(t, 20*time.Second, func() error {
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(alice), &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
+			return notYet("alice's account not released (%v)", err)
+		}
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, tombstones, cm); err != nil {
+			return err
+		}
+		if tomb, err := billing.DecodeTombstone(cm.Data["alice"]); err != nil || tomb.Balance != left {
+			return notYet("alice's tombstone %+v (%v), want balance %d", tomb, err, left)
+		}
+		return nil
+	})
+	again := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: hub, Name: "alice"},
+		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100, InitialBalance: ptr.To[int64](25)}}
+	if err := k8s.Create(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() error {
+		if err := balance(ctx, hub, "alice", left); err != nil {
+			return err
+		}
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, tombstones, cm); err != nil {
+			return err
+		}
+		if _, ok := cm.Data["alice"]; ok {
+			return notYet("alice's tombstone not removed once taken over")
+		}
+		return nil
+	})
 }
 
 func balance(ctx context.Context, ns, name string, want int64) error {

@@ -49,6 +49,11 @@
 {{- printf "%s-webhook-cert" (include "hubcredits.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- /* The ConfigMap, in the hub namespace, that keeps deleted accounts' tombstones (--tombstone-configmap). */}}
+{{- define "hubcredits.tombstonesName" -}}
+{{- printf "%s-tombstones" (include "hubcredits.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "hubcredits.certificateName" -}}
 {{- printf "%s-webhook" (include "hubcredits.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
