@@ -291,3 +291,26 @@ func TestReservationWithoutPodIsRefunded(t *testing.T) {
 	testutil.Eventually(t, testOrphanGrace+15*time.Second, balanceIs(t, ns, "alice", 40))
 	testutil.Consistently(t, 2*time.Second, balanceIs(t, ns, "alice", 40))
 }
+
+// TestAdmissionFreeServerWithoutAccount: a free server needs no payer
+// (issue 13): a user with no CreditAccount starts it, nothing is reserved
+// and no account is pinned; a priced server is still denied.
+func TestAdmissionFreeServerWithoutAccount(t *testing.T) {
+	ns := newNamespace(t)
+	createPolicy(t, testutil.MakePolicy(ns, "free").Value(0).Every(time.Minute).Selecting("size", "free").Obj())
+	free := testutil.MakeKubeSpawnerPod(ns, "dave", "").Label("size", "free").Obj()
+	if err := createPod(free); err != nil {
+		t.Fatalf("a free server without an account was refused: %v", err)
+	}
+	if _, ok := free.Annotations[hcv1.AnnotationAccount]; ok || free.Annotations[hcv1.AnnotationBillingValue] != "0" {
+		t.Fatalf("annotations %v: want the price pinned and no account", free.Annotations)
+	}
+	if _, ok := free.Annotations[hcv1.AnnotationReservation]; ok {
+		t.Fatal("a free server got a reservation")
+	}
+	priced := testutil.MakeKubeSpawnerPod(ns, "dave", "paid").Obj()
+	err := createPod(priced)
+	if err == nil || !strings.Contains(err.Error(), denial(`No credit account for user "dave" — ask your hub admin.`)) {
+		t.Fatalf("a priced server without an account: %v", err)
+	}
+}
