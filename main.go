@@ -118,7 +118,7 @@ Flags:
 	fs.StringVar(&f.hubTokenFile, "hub-api-token-file", "", "File holding the Hub API token (mounted from a Secret; never pass the token itself).")
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
 	fs.BoolVar(&f.freeNeedsAccount, "free-servers-need-account", false, "Deny a free server (price 0) whose user has no CreditAccount, like a priced one (default: admit it without a payer; there is nothing to bill).")
-	fs.BoolVar(&f.shadow, "shadow", false, "Count credits but never deny a spawn or stop a server.")
+	fs.BoolVar(&f.shadow, "shadow", false, "Never deny a spawn or stop a server, but bill as usual: credits are reserved and charged for real.")
 	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
 	fs.StringVar(&f.tombstones, "tombstone-configmap", controllers.DefaultTombstoneConfigMap, "ConfigMap, in the hub's namespace, that keeps the tombstones of deleted accounts (the Role grants get and update of it by name; the install creates it).")

@@ -113,7 +113,7 @@ check "NOTES.txt renders" sh -c "'$HELM' template $release '$notes_chart' -n jhu
 touch "$tmp/default.yaml" "$tmp/all-on.yaml" "$tmp/variant.yaml" "$tmp/notes.txt"
 
 contains "NOTES: the Z2JH values to add" "$tmp/notes.txt" \
-  "hubcredits: {}" "- delete:servers" "- read:servers" "- list:users" "- hubcredits" \
+  "hubcredits: {}" "- delete:servers" "- read:users:name" "- hubcredits" \
   "consecutiveFailureLimit: 0" "profileList:" "kubespawner_override:" "extra_labels:" \
   "hubcredits.io/policy: gpu" "hubcredits.io/account: physics" \
   "mountPath: /usr/local/etc/jupyterhub/hubcredits_hub.py" "hubcredits_hub.install(c)" \
