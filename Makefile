@@ -144,7 +144,7 @@ dev: k8s-tools build ## Local control plane + CRDs + webhook + operator; writes 
 	$(BIN)/hubcredits-dev --state-dir .dev
 
 .PHONY: run
-run: build ## Run the operator against the current kubeconfig (a real cluster).
+run: build ## Run bin/manager against the current kubeconfig: no webhook certificates or configurations, no leader election (for a real cluster, install the chart; locally, make dev).
 	$(BIN)/manager
 
 .PHONY: clean

@@ -8,8 +8,9 @@ import (
 )
 
 // UserExists asks the Hub whether it knows user (GET /users/{name}; the
-// service's read:servers or list:users scope suffices). It answers from
-// the status alone: 200 yes, 404 no, anything else an error.
+// service's read:users:name or read:servers scope suffices, list:users
+// does not). It answers from the status alone: 200 yes, 404 no, anything
+// else an error.
 func (c *Client) UserExists(ctx context.Context, user string) (bool, error) {
 	status, err := c.call(ctx, http.MethodGet, "/users/"+url.PathEscape(user))
 	if err != nil {
