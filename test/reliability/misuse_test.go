@@ -166,6 +166,15 @@ func TestMisuse(t *testing.T) {
 			must(t, env.RestartAPIServer(ctx, down))
 		}},
 	}
+	opIndex := func(ops []op, name string) (pick int) {
+		for _, o := range ops {
+			if o.name == name {
+				return pick
+			}
+			pick += o.weight
+		}
+		panic(name)
+	}
 	total := 0
 	for _, o := range ops {
 		total += o.weight
@@ -189,6 +198,12 @@ func TestMisuse(t *testing.T) {
 			continue
 		}
 		pick := m.rng.IntN(total)
+		switch step { // at least one of each crash in every schedule
+		case steps / 8:
+			pick = opIndex(ops, "kill-9")
+		case 5 * steps / 8:
+			pick = opIndex(ops, "apiserver-restart")
+		}
 		for _, o := range ops {
 			if pick < o.weight {
 				o.do(step)
@@ -366,14 +381,26 @@ func (m *misuse) podGC() {
 		if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: m.ns, Name: s.account}, a); err != nil {
 			return err
 		}
+		// The ledger ended it by now, or by the second its entry says (the
+		// run that marked the end, no earlier than the run that saw it lost).
+		seen := time.Now()
 		for _, e := range a.Status.Servers {
-			if e.PodUID == s.pod.UID && e.EndedAt == nil {
+			if e.PodUID != s.pod.UID {
+				continue
+			}
+			if e.EndedAt == nil {
 				return fmt.Errorf("%s's ledger has not ended %s yet", s.account, s.pod.Name)
 			}
+			if e.EndedAt.Time.Before(failed.Truncate(time.Second)) {
+				m.t.Errorf("%s's ledger ended %s at %v, before it was marked Failed (%v)", s.account, s.pod.Name, e.EndedAt.Time, failed)
+			}
+			if t := e.EndedAt.Add(time.Second); t.Before(seen) { // the API keeps whole seconds
+				seen = t
+			}
 		}
+		m.failedHi[s] = seen
 		return nil
 	})
-	m.failedHi[s] = time.Now()
 }
 
 // end stops one running server (its pod deleted, as KubeSpawner does).
