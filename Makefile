@@ -110,7 +110,7 @@ test-e2e: k8s-tools build ## The operator binary end to end: the demo story and 
 	test/e2e.sh
 
 .PHONY: test-reliability
-test-reliability: k8s-tools ## The fault suite at its full size (kube-apiserver restarted x20, kill -9 x40 on 100 servers, leader kills, races, webhook down).
+test-reliability: k8s-tools ## The fault suite at its full size (kube-apiserver restarted x20, kill -9 x40 on 100 servers, leader kills, misuse: 120 steps of admin edits, PodGC marks, top-ups and crashes on 100 servers, races, webhook down).
 	HUBCREDITS_RELIABILITY_FULL=1 $(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 -v ./test/reliability/
 
 FUZZTIME ?= 30s

@@ -3,7 +3,6 @@ package reliability
 import (
 	"context"
 	"math/rand/v2"
-	"sync"
 	"testing"
 	"time"
 )
@@ -24,49 +23,7 @@ func TestAPIServerRestart(t *testing.T) {
 	}
 	ns := "apirestart"
 	srv := setup(t, ns, accounts, servers)
-	le := leaderElection(ns)
-
-	// The supervisor restarts the operator whenever it exits.
-	var (
-		mu      sync.Mutex
-		op      = startOperator(t, ns, le...)
-		all     = []*operatorProc{op}
-		exits   int
-		stopSup = make(chan struct{})
-		supDone = make(chan struct{})
-	)
-	go func() {
-		defer close(supDone)
-		for {
-			mu.Lock()
-			cur := op
-			mu.Unlock()
-			select {
-			case <-stopSup:
-				return
-			case <-cur.exited:
-			}
-			// Back off as the kubelet would (shorter, to keep the test quick):
-			// an operator started while the API server is down exits at once.
-			select {
-			case <-stopSup:
-				return
-			case <-time.After(time.Second):
-			}
-			mu.Lock()
-			exits++
-			op = startOperator(t, ns, le...)
-			all = append(all, op)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, p := range all {
-			assertNoToken(t, p)
-		}
-	}()
+	sup := supervise(t, ns, leaderElection(ns)...)
 
 	rng := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
 	ctx := context.Background()
@@ -92,12 +49,7 @@ func TestAPIServerRestart(t *testing.T) {
 	stopAll(t, srv)
 	checkLedgers(t, ns, srv, accounts)
 
-	close(stopSup)
-	<-supDone
-	mu.Lock()
-	op.kill()
-	n := exits
-	mu.Unlock()
+	n := sup.shutdown(t)
 	t.Logf("%d servers on %d accounts, kube-apiserver killed and restarted %d times (down %v), operator exited %d times and was restarted, ledgers exact",
 		servers, accounts, restarts, downs, n)
 }

@@ -186,6 +186,20 @@ func setup(t *testing.T, ns string, accounts, n int) []*server {
 			t.Fatal(err)
 		}
 	}
+	createPolicies(t, ns)
+	servers := make([]*server, 0, n)
+	for i := range n {
+		user := fmt.Sprintf("user-%d", i%accounts)
+		servers = append(servers, spawnServer(t, ns, user, fmt.Sprintf("acct-%d", i%accounts), fmt.Sprintf("s%d", i), int64(i%3+1)))
+	}
+	return servers
+}
+
+// createPolicies creates the three prices (tier=1..3: 5, 10 and 15 credits
+// a period) and waits until the in-process webhook's cache shows them.
+func createPolicies(t *testing.T, ns string) {
+	t.Helper()
+	ctx := context.Background()
 	for v := int64(1); v <= 3; v++ {
 		pol := testutil.MakePolicy(ns, fmt.Sprintf("price-%d", v)).Value(v*5).Every(period).Selecting("tier", fmt.Sprint(v)).Obj()
 		if err := k8s.Create(ctx, pol); err != nil {
@@ -203,40 +217,42 @@ func setup(t *testing.T, ns string, accounts, n int) []*server {
 			if d := time.Since(waitFrom); d > time.Second {
 				t.Logf("the webhook's cache showed the new policies after %v", d.Round(100*time.Millisecond))
 			}
-			break
+			return
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the webhook's cache does not show the BillingPolicies after 90s")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	servers := make([]*server, 0, n)
-	for i := range n {
-		user := fmt.Sprintf("user-%d", i%accounts)
-		tier := int64(i%3 + 1)
-		p := &corev1.Pod{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("jupyter-%s--s%d", user, i),
-				Labels:      map[string]string{"component": "singleuser-server", "tier": fmt.Sprint(tier)},
-				Annotations: map[string]string{hcv1.AnnotationUsername: user, hcv1.AnnotationServerName: fmt.Sprintf("s%d", i)}},
-			Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "notebook", Image: "jupyter",
-				Env: []corev1.EnvVar{{Name: "JUPYTERHUB_API_TOKEN", Value: "reliability-PLANTED-token"}}}}},
-		}
-		if err := k8s.Create(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		if got, want := p.Annotations[hcv1.AnnotationBillingValue], fmt.Sprint(tier*5); got != want {
-			t.Fatalf("pod %s was priced %q by the webhook, want %s (its tier's policy)", p.Name, got, want)
-		}
-		start := time.Now().Truncate(time.Second)
-		st := metav1.NewTime(start)
-		p.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &st, ContainerStatuses: []corev1.ContainerStatus{{
-			Name: "notebook", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: st}}}}}
-		if err := k8s.Status().Update(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-		servers = append(servers, &server{pod: p, account: fmt.Sprintf("acct-%d", i%accounts), value: tier * 5, start: start})
+}
+
+// spawnServer creates user's server pod (admitted and priced by the
+// webhook: tier × 5 credits a period) as KubeSpawner would, and reports it
+// running from now (whole seconds, as the kubelet reports).
+func spawnServer(t *testing.T, ns, user, account, name string, tier int64) *server {
+	t.Helper()
+	ctx := context.Background()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("jupyter-%s--%s", user, name),
+			Labels:      map[string]string{"component": "singleuser-server", "tier": fmt.Sprint(tier)},
+			Annotations: map[string]string{hcv1.AnnotationUsername: user, hcv1.AnnotationServerName: name}},
+		Spec: corev1.PodSpec{NodeName: "node-1", Containers: []corev1.Container{{Name: "notebook", Image: "jupyter",
+			Env: []corev1.EnvVar{{Name: "JUPYTERHUB_API_TOKEN", Value: "reliability-PLANTED-token"}}}}},
 	}
-	return servers
+	if err := k8s.Create(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Annotations[hcv1.AnnotationBillingValue], fmt.Sprint(tier*5); got != want {
+		t.Fatalf("pod %s was priced %q by the webhook, want %s (its tier's policy)", p.Name, got, want)
+	}
+	start := time.Now().Truncate(time.Second)
+	st := metav1.NewTime(start)
+	p.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: &st, ContainerStatuses: []corev1.ContainerStatus{{
+		Name: "notebook", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: st}}}}}
+	if err := k8s.Status().Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	return &server{pod: p, account: account, value: tier * 5, start: start}
 }
 
 // stopAll deletes every pod (grace 1s, as KubeSpawner does) 1.2-1.8 s into
@@ -326,10 +342,7 @@ func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
 				if got[n] == want[n] {
 					continue
 				}
-				fmt.Fprintf(&b, "\nledger of %s (newest last):\n", n)
-				for _, e := range ledgers[n] {
-					fmt.Fprintf(&b, "  %s %-8s %+8d -> %8d  %s\n", e.Time.Format("15:04:05"), e.Kind, e.Amount, e.Balance, e.Message)
-				}
+				writeLedger(&b, n, ledgers[n])
 			}
 			if dir := os.Getenv("HUBCREDITS_KEEP_LOGS"); dir != "" {
 				fmt.Fprintf(&b, "\noperator logs kept in %s\n", dir)
@@ -337,6 +350,15 @@ func checkLedgers(t *testing.T, ns string, servers []*server, accounts int) {
 			t.Fatal(b.String())
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// writeLedger writes an account's ledger (its last entries) for a failure
+// message.
+func writeLedger(b *strings.Builder, name string, ledger []hcv1.LedgerEntry) {
+	fmt.Fprintf(b, "\nledger of %s (newest last):\n", name)
+	for _, e := range ledger {
+		fmt.Fprintf(b, "  %s %-8s %+8d -> %8d  %s\n", e.Time.Format("15:04:05"), e.Kind, e.Amount, e.Balance, e.Message)
 	}
 }
 
