@@ -496,12 +496,20 @@ func (m *misuse) reapply(name string, user int) {
 		}
 		return errors.Join(err, fmt.Errorf("the deleted account %s is still there", name))
 	})
-	cm := &corev1.ConfigMap{}
+	var tomb int64
 	testutil.Eventually(m.t, 30*time.Second, func() error {
-		return k8s.Get(ctx, types.NamespacedName{Namespace: m.ns, Name: controllers.TombstoneName(name)}, cm)
+		cm := &corev1.ConfigMap{}
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: m.ns, Name: controllers.DefaultTombstoneConfigMap}, cm); err != nil {
+			return err
+		}
+		v, ok := cm.Data[name]
+		if !ok {
+			return fmt.Errorf("no tombstone of %s yet", name)
+		}
+		t, err := billing.DecodeTombstone(v)
+		tomb = t.Balance
+		return err
 	})
-	tomb, err := strconv.ParseInt(cm.Data["balance"], 10, 64)
-	must(m.t, err)
 	lo, hi := m.expected(func(a string) bool { return a == name })
 	if tomb < lo || tomb > hi {
 		m.t.Errorf("the tombstone of %s holds %d, want %d..%d (what went in less what its servers ran)", name, tomb, lo, hi)
