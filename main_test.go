@@ -24,6 +24,7 @@ import (
 
 	"github.com/hubcredits/hubcredits/internal/localcp"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
 // TestCertRotation starts the operator binary's run() with no certificate
@@ -57,7 +58,7 @@ func TestCertRotation(t *testing.T) {
 	// The kubelet's part: mount the Secret's keys as files.
 	secret := mountSecret(t, c, ns, certDir)
 	// The CA is injected into both configurations.
-	waitFor(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		var m admissionregistrationv1.MutatingWebhookConfiguration
 		var v admissionregistrationv1.ValidatingWebhookConfiguration
 		if err := c.Get(ctx, types.NamespacedName{Name: "hubcredits-mutating"}, &m); err != nil {
@@ -75,7 +76,7 @@ func TestCertRotation(t *testing.T) {
 	// The webhook serves with the rotated certificate, for the Service's name.
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(secret.Data["ca.crt"])
-	waitFor(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		conn, err := tls.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), &tls.Config{
 			RootCAs: pool, ServerName: "hubcredits-webhook." + ns + ".svc", MinVersion: tls.VersionTLS12,
 			NextProtos: []string{"h2", "http/1.1"},
@@ -147,7 +148,7 @@ func certRotationEnv(t *testing.T) (*localcp.Env, client.Client, string) {
 func mountSecret(t *testing.T, c client.Client, ns, dir string) *corev1.Secret {
 	t.Helper()
 	var secret corev1.Secret
-	waitFor(t, 30*time.Second, func() error {
+	testutil.Eventually(t, 30*time.Second, func() error {
 		if err := c.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: "hubcredits-webhook-cert"}, &secret); err != nil {
 			return err
 		}
@@ -168,21 +169,6 @@ func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %v", d, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -266,7 +252,7 @@ func TestStartsOnReadOnlyRoot(t *testing.T) {
 	}()
 	// The kubelet's part: the Secret's keys appear as files in the mount.
 	mountSecret(t, c, ns, certDir)
-	waitFor(t, 60*time.Second, func() error {
+	testutil.Eventually(t, 60*time.Second, func() error {
 		select {
 		case <-exited:
 			t.Fatalf("the operator exited on a read-only root filesystem:\n%s", log.String())
