@@ -2,6 +2,7 @@
 #
 #   make dev    local control plane (kube-apiserver + etcd built from source) + operator
 #   make test   every test: unit + integration against the real local API server
+#   make image  the operator image (linux/amd64 + linux/arm64, OCI archive in bin/image/), no Docker needed
 #
 SHELL := /usr/bin/env bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,6 +16,8 @@ CONTROLLER_GEN := $(BIN)/controller-gen
 CRD_REF_DOCS := $(BIN)/crd-ref-docs
 HELM := $(BIN)/helm
 GOLANGCI_LINT := $(BIN)/golangci-lint
+ACTIONLINT := $(BIN)/actionlint
+OCI_IMAGE := $(BIN)/oci-image
 TEST_TIMEOUT ?= 30m
 
 .PHONY: all
@@ -35,6 +38,15 @@ $(GOLANGCI_LINT): hack/tools/lint/go.mod
 	@mkdir -p $(BIN)
 	cd hack/tools/lint && $(GO) build -o $(GOLANGCI_LINT) github.com/golangci/golangci-lint/v2/cmd/golangci-lint
 	@touch $(GOLANGCI_LINT)
+
+$(ACTIONLINT): hack/tools/actionlint/go.mod
+	@mkdir -p $(BIN)
+	cd hack/tools/actionlint && $(GO) build -o $(ACTIONLINT) github.com/rhysd/actionlint/cmd/actionlint
+
+# The image assembler is this repository's own code: rebuilt when it changes.
+$(OCI_IMAGE): hack/tools/image/go.mod hack/tools/image/main.go
+	@mkdir -p $(BIN)
+	cd hack/tools/image && $(GO) build -o $(OCI_IMAGE) .
 
 $(CRD_REF_DOCS): hack/tools/docs/go.mod
 	@mkdir -p $(BIN)
@@ -76,15 +88,18 @@ fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) ## golangci-lint (.golangci.yml) over the root module and hack/tools/helm/chartcheck (its own module).
+lint: $(GOLANGCI_LINT) $(ACTIONLINT) ## golangci-lint (.golangci.yml) over the root module, hack/tools/helm/chartcheck and hack/tools/image (their own modules); actionlint over .github/workflows.
 	@rc=0; $(GOLANGCI_LINT) run ./... || rc=1; \
 	  (cd hack/tools/helm && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./chartcheck/...) || rc=1; \
+	  (cd hack/tools/image && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./...) || rc=1; \
+	  $(ACTIONLINT) -shellcheck= -pyflakes= || rc=1; \
 	  exit $$rc
 
 .PHONY: lint-fix
 lint-fix: $(GOLANGCI_LINT) ## golangci-lint with --fix (formatters, misspell and the other auto-fixable findings).
 	$(GOLANGCI_LINT) run --fix ./...
 	cd hack/tools/helm && $(GOLANGCI_LINT) run --fix --config $(ROOT)/.golangci.yml ./chartcheck/...
+	cd hack/tools/image && $(GOLANGCI_LINT) run --fix --config $(ROOT)/.golangci.yml ./...
 
 .PHONY: vet
 vet:
@@ -94,8 +109,9 @@ vet:
 ##@ Test
 
 .PHONY: test
-test: k8s-tools $(HELM) verify vet lint build ## Every test: unit + integration on a real kube-apiserver and etcd (the chart's RBAC among them: test/rbac renders it with bin/helm), the hub glue on a real JupyterHub.
+test: k8s-tools $(HELM) verify vet lint build image ## Every test: unit + integration on a real kube-apiserver and etcd (the chart's RBAC among them: test/rbac renders it with bin/helm), the image and the Dockerfile agreeing with it, the hub glue on a real JupyterHub.
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 ./...
+	cd hack/tools/image && $(GO) test -count=1 ./...
 	HELM_TEST_DEV=1 hack/helm-test.sh
 	test/hub/run-unit.sh
 	test/e2e.sh
@@ -139,6 +155,14 @@ build: ## Build the operator (bin/manager) and the dev command that runs it on a
 	$(GO) build -trimpath -o $(BIN)/manager .
 	$(GO) build -trimpath -o $(BIN)/hubcredits-dev ./cmd/hubcredits-dev
 
+.PHONY: image
+image: $(OCI_IMAGE) ## The operator's OCI image, linux/amd64 + linux/arm64, offline and reproducible: bin/image/hubcredits-<appVersion>.oci.tar (and bin/image/layout).
+	hack/build-image.sh $(OCI_IMAGE)
+
+.PHONY: test-image
+test-image: image ## Check the image (platforms, user, entrypoint, passwd, CA bundle, labels, reproducible digest) and that the Dockerfile agrees.
+	cd hack/tools/image && $(GO) test -count=1 -v ./...
+
 .PHONY: dev
 dev: k8s-tools build ## Local control plane + CRDs + webhook + operator; writes .dev/kubeconfig. Ctrl-C stops it all.
 	$(BIN)/hubcredits-dev --state-dir .dev
@@ -149,7 +173,7 @@ run: build ## Run bin/manager against the current kubeconfig: no webhook certifi
 
 .PHONY: clean
 clean:
-	rm -rf .dev bin/manager bin/hubcredits-dev
+	rm -rf .dev bin/manager bin/hubcredits-dev bin/image
 
 .PHONY: demo
 demo: ## The story on the control plane of a running `make dev` (exits 0 only if it happened as told).
