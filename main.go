@@ -185,6 +185,11 @@ func (f *flags) options() (operator.Options, error) {
 	return o, nil
 }
 
+// version is the release this binary was built as (set by
+// hack/build-image.sh with -X main.version=<the chart's appVersion>); the
+// commit is in the binary's build info either way.
+var version = "dev"
+
 func main() {
 	args := os.Args[1:]
 	if len(args) > 0 && args[0] == "dev" {
@@ -203,6 +208,7 @@ func main() {
 	// heap under 90 % of it (GOMEMLIMIT) rather than let the pod be killed;
 	// GOMEMLIMIT or AUTOMEMLIMIT in the environment take precedence.
 	_, _ = memlimit.Set(memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
+	ctrl.Log.Info("Starting hubcredits", "version", version)
 	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
 		fmt.Fprintln(os.Stderr, "hubcredits:", err)
 		os.Exit(1)

@@ -39,7 +39,7 @@ for p in $platforms; do
   dir=$out/$os-$arch
   mkdir -p "$dir"
   start=$SECONDS
-  CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -ldflags "-s -w" -o "$dir/manager" .
+  CGO_ENABLED=0 GOOS=$os GOARCH=$arch go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$dir/manager" .
   echo ">>> manager for $p built in $((SECONDS - start))s"
   args+=(-platform "$p=$dir/manager")
 done
