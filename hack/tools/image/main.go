@@ -77,13 +77,28 @@ type Options struct {
 	Version  string
 	Revision string
 	Licenses string
+	// Entrypoint is where each platform's binary goes and what the image
+	// runs (default /manager: the operator). Test images (make cluster's
+	// single-user stub and pause) set their own.
+	Entrypoint string
+	// Title and Description are the OCI title and description labels
+	// (default: the operator's).
+	Title       string
+	Description string
+}
+
+func (o Options) entrypoint() string {
+	if o.Entrypoint == "" {
+		return Entrypoint
+	}
+	return o.Entrypoint
 }
 
 // Labels are the OCI labels (config) and annotations (manifests, index).
 func (o Options) Labels() map[string]string {
 	l := map[string]string{
-		"org.opencontainers.image.title":       "hubcredits",
-		"org.opencontainers.image.description": "Credit-based accounting of JupyterHub user servers on Kubernetes",
+		"org.opencontainers.image.title":       orDefault(o.Title, "hubcredits"),
+		"org.opencontainers.image.description": orDefault(o.Description, "Credit-based accounting of JupyterHub user servers on Kubernetes"),
 		"org.opencontainers.image.source":      o.Source,
 		"org.opencontainers.image.url":         o.Source,
 		"org.opencontainers.image.version":     o.Version,
@@ -97,6 +112,13 @@ func (o Options) Labels() map[string]string {
 		}
 	}
 	return l
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 type entry struct {
@@ -151,6 +173,17 @@ func baseLayer(caBundle []byte, t time.Time) (v1.Layer, error) {
 	}, t)
 }
 
+// binaryEntries is the binary at path with the directories above it (those
+// the base layer does not already have).
+func binaryEntries(path string, bin []byte) []entry {
+	name := strings.TrimPrefix(path, "/")
+	var es []entry
+	for dir := filepath.Dir(name); dir != "." && dir != "/"; dir = filepath.Dir(dir) {
+		es = append(es, entry{name: dir + "/", mode: 0o755})
+	}
+	return append(es, entry{name: name, mode: 0o755, data: bin})
+}
+
 // Build assembles the multi-platform image index.
 func Build(o Options) (v1.ImageIndex, error) {
 	if len(o.Binaries) == 0 {
@@ -181,16 +214,16 @@ func Build(o Options) (v1.ImageIndex, error) {
 		}
 		bin, err := os.ReadFile(o.Binaries[p])
 		if err != nil {
-			return nil, fmt.Errorf("manager binary for %s: %w", p, err)
+			return nil, fmt.Errorf("binary for %s: %w", p, err)
 		}
-		mgr, err := layerFrom([]entry{{name: strings.TrimPrefix(Entrypoint, "/"), mode: 0o755, data: bin}}, o.Created)
+		mgr, err := layerFrom(binaryEntries(o.entrypoint(), bin), o.Created)
 		if err != nil {
 			return nil, err
 		}
 		img := mutate.ConfigMediaType(mutate.MediaType(empty.Image, types.OCIManifestSchema1), types.OCIConfigJSON)
 		img, err = mutate.Append(img,
 			mutate.Addendum{Layer: base, History: v1.History{Created: created, CreatedBy: "hack/tools/image: passwd, group, nsswitch.conf, CA bundle, /home/nonroot, /tmp", Comment: "base"}},
-			mutate.Addendum{Layer: mgr, History: v1.History{Created: created, CreatedBy: "hack/tools/image: COPY manager /manager"}},
+			mutate.Addendum{Layer: mgr, History: v1.History{Created: created, CreatedBy: "hack/tools/image: COPY " + filepath.Base(o.entrypoint()) + " " + o.entrypoint()}},
 		)
 		if err != nil {
 			return nil, err
@@ -208,7 +241,7 @@ func Build(o Options) (v1.ImageIndex, error) {
 		cf.Author = "hubcredits"
 		cf.Config = v1.Config{
 			User:       User,
-			Entrypoint: []string{Entrypoint},
+			Entrypoint: []string{o.entrypoint()},
 			WorkingDir: WorkingDir,
 			Env:        []string{DefaultPath, "SSL_CERT_FILE=" + CABundle},
 			Labels:     labels,
@@ -340,7 +373,10 @@ func main() {
 	bins := platformFlag{}
 	o := Options{}
 	var layoutDir, archive, tag, name, digestFile string
-	flag.Var(bins, "platform", "os/arch=path of the static manager binary for that platform (repeat)")
+	flag.Var(bins, "platform", "os/arch=path of the static binary for that platform (repeat)")
+	flag.StringVar(&o.Entrypoint, "entrypoint", Entrypoint, "path of the binary in the image, and its entrypoint")
+	flag.StringVar(&o.Title, "title", "hubcredits", "org.opencontainers.image.title")
+	flag.StringVar(&o.Description, "description", "", "org.opencontainers.image.description (default: the operator's)")
 	flag.StringVar(&o.CABundle, "ca", "/etc/ssl/certs/ca-certificates.crt", "CA bundle to copy to "+CABundle)
 	flag.StringVar(&o.Source, "source", "https://github.com/hubcredits/hubcredits", "org.opencontainers.image.source")
 	flag.StringVar(&o.Version, "version", "", "org.opencontainers.image.version (the chart's appVersion)")
