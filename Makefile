@@ -163,6 +163,14 @@ image: $(OCI_IMAGE) ## The operator's OCI image, linux/amd64 + linux/arm64, offl
 test-image: image ## Check the image (platforms, user, entrypoint, passwd, CA bundle, labels, reproducible digest) and that the Dockerfile agrees.
 	cd hack/tools/image && $(GO) test -count=1 -v ./...
 
+OCI_ROOTFS := $(BIN)/oci-rootfs
+$(OCI_ROOTFS): hack/tools/image/go.mod hack/tools/image/rootfs/main.go
+	cd hack/tools/image && $(GO) build -o $(OCI_ROOTFS) ./rootfs
+
+.PHONY: z2jh-images
+z2jh-images: $(OCI_ROOTFS) ## Zero to JupyterHub's hub and proxy images built here from Debian 12 and ../shared/third_party (root; hack/images/README.md): bin/image/test/z2jh-{hub,proxy}.oci.tar. 4-5 min cold, 2 s when nothing changed.
+	hack/images/build-z2jh-images.sh $(OCI_ROOTFS)
+
 .PHONY: dev
 dev: k8s-tools build ## Local control plane + CRDs + webhook + operator; writes .dev/kubeconfig. Ctrl-C stops it all.
 	$(BIN)/hubcredits-dev --state-dir .dev
