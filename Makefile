@@ -183,6 +183,10 @@ $(BIN)/hubcredits-cluster: $(shell find cmd/hubcredits-cluster internal/cluster 
 cluster: node-tools image test-images $(BIN)/hubcredits-cluster ## A real single-node Kubernetes on this machine (root; Debian's containerd), the operator image loaded; writes .cluster/kubeconfig. Ctrl-C stops it and puts the host back.
 	$(BIN)/hubcredits-cluster up --state-dir $(CLUSTER_DIR) $(addprefix --image ,$(CLUSTER_IMAGES))
 
+.PHONY: test-cluster
+test-cluster: node-tools $(HELM) image test-images $(BIN)/hubcredits-cluster ## The story on a real node (root): the chart installed as docs/install.md says, JupyterHub 5.5 + KubeSpawner 7.1 spawning real pods, charges, a stop through the Hub API, denials, the leader deleted mid-billing; the host left as found.
+	test/cluster/run.sh
+
 .PHONY: cluster-down
 cluster-down: $(BIN)/hubcredits-cluster ## Tear down a cluster left by a killed make cluster (or --detach) and check the host is as it was.
 	$(BIN)/hubcredits-cluster down --state-dir $(CLUSTER_DIR)

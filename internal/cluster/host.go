@@ -106,11 +106,26 @@ func (s Snapshot) Diff(want Snapshot) []string {
 			}
 		}
 	}
+	// Only what the cluster's components make is compared: other work on
+	// the machine (a build's chroot mounts, say) may change the rest.
 	for _, d := range []struct {
 		what      string
 		now, then []string
-	}{{"network interface", s.Links, want.Links}, {"nftables table", s.NFTables, want.NFTables}, {"cgroup", s.Cgroups, want.Cgroups}, {"mount", s.Mounts, want.Mounts}} {
-		added, removed := setDiff(d.now, d.then)
+		ours      func(string) bool
+	}{
+		{"network interface", s.Links, want.Links, func(l string) bool { return l == bridgeName || strings.HasPrefix(l, "veth") }},
+		{"nftables table", s.NFTables, want.NFTables, func(string) bool { return true }},
+		{"cgroup", s.Cgroups, want.Cgroups, func(c string) bool { return strings.HasPrefix(filepath.Base(c), "kubepods") }},
+		{"mount", s.Mounts, want.Mounts, func(m string) bool {
+			for _, p := range componentMountDirs {
+				if m == p || strings.HasPrefix(m, p+"/") {
+					return true
+				}
+			}
+			return false
+		}},
+	} {
+		added, removed := setDiff(filter(d.now, d.ours), filter(d.then, d.ours))
 		for _, a := range added {
 			out = append(out, fmt.Sprintf("%s %s is left", d.what, a))
 		}
@@ -119,6 +134,20 @@ func (s Snapshot) Diff(want Snapshot) []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// componentMountDirs are where containerd, CRI, CNI and kubelet mount
+// outside the state directory.
+var componentMountDirs = []string{"/run/netns", "/var/run/netns", "/run/containerd", "/var/lib/kubelet", "/var/lib/containerd", "/var/lib/cni", "/var/log", "/sys/fs/cgroup"}
+
+func filter(xs []string, keep func(string) bool) []string {
+	var out []string
+	for _, x := range xs {
+		if keep(x) {
+			out = append(out, x)
+		}
+	}
 	return out
 }
 
