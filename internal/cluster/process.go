@@ -1,0 +1,148 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// start runs a component in its own session (a Ctrl-C to make reaches
+// this program, which stops the components in order), its output in
+// logs/<name>.log and its pid in run/<name>.pid.
+func (c Config) start(name, bin string, args ...string) error {
+	if err := os.MkdirAll(c.path("logs"), 0o700); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.path("run"), 0o700); err != nil {
+		return err
+	}
+	log, err := os.OpenFile(c.path("logs", name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Close() }()
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Dir = c.StateDir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", name, err)
+	}
+	if err := os.WriteFile(c.path("run", name+".pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		_ = cmd.Process.Kill()
+		return err
+	}
+	// Reap it when it exits, so that a dead component is seen as dead.
+	go func() { _ = cmd.Wait() }()
+	return nil
+}
+
+// pidOf is the component's pid if it is still the process this cluster
+// started (its command line names the state directory), else 0.
+func (c Config) pidOf(name string) int {
+	b, err := os.ReadFile(c.path("run", name+".pid"))
+	if err != nil {
+		return 0
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		return 0
+	}
+	if !c.owns(pid) {
+		return 0
+	}
+	return pid
+}
+
+// owns says whether pid's command line names the state directory.
+func (c Config) owns(pid int) bool {
+	cmdline, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return false
+	}
+	return strings.Contains(string(cmdline), c.StateDir)
+}
+
+// alive says whether the component is running.
+func (c Config) alive(name string) bool {
+	pid := c.pidOf(name)
+	if pid == 0 {
+		return false
+	}
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	// A zombie (exited, not yet reaped) is not alive.
+	return err == nil && !strings.Contains(string(st), ") Z ")
+}
+
+// stop sends SIGTERM, waits up to grace, then SIGKILL; it returns once the
+// process is gone.
+func (c Config) stop(name string, grace time.Duration) {
+	pid := c.pidOf(name)
+	if pid == 0 {
+		return
+	}
+	killWait(pid, grace)
+	_ = os.Remove(c.path("run", name+".pid"))
+}
+
+func killWait(pid int, grace time.Duration) {
+	_ = syscall.Kill(pid, syscall.SIGTERM)
+	deadline := time.Now().Add(grace)
+	for time.Now().Before(deadline) {
+		if !running(pid) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for i := 0; i < 100 && running(pid); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func running(pid int) bool {
+	st, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return false
+	}
+	return !strings.Contains(string(st), ") Z ")
+}
+
+// logTail is the end of a component's log, for an error message.
+func (c Config) logTail(name string, lines int) string {
+	b, err := os.ReadFile(c.path("logs", name+".log"))
+	if err != nil {
+		return ""
+	}
+	ls := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(ls) > lines {
+		ls = ls[len(ls)-lines:]
+	}
+	return strings.Join(ls, "\n")
+}
+
+// waitFor polls ok until it returns true, the component dies, or timeout.
+func (c Config) waitFor(name string, timeout time.Duration, ok func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		if ok() {
+			return nil
+		}
+		if name != "" && !c.alive(name) {
+			return fmt.Errorf("%s exited; the end of %s:\n%s", name, c.path("logs", name+".log"), c.logTail(name, 15))
+		}
+		if time.Now().After(deadline) {
+			if name == "" {
+				return errors.New("timed out")
+			}
+			return fmt.Errorf("%s not ready after %s; the end of %s:\n%s", name, timeout, c.path("logs", name+".log"), c.logTail(name, 15))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# make test-cluster: the whole story on a real node (internal/cluster).
+#
+# 1. Starts a real single-node cluster (bin/hubcredits-cluster up --detach)
+#    in TEST_CLUSTER_DIR (default .cluster-test) with the operator image, the
+#    pause and the stub single-user images; tears it down on exit, whatever
+#    happens, and fails if the host is not left as it was found.
+# 2. Stands in for Zero to JupyterHub in namespace jhub (hub-standin.yaml:
+#    the hub's ServiceAccount and Role, Secret "hub" with the hubcredits
+#    service token, Service "hub" whose endpoint is the hub on this host).
+# 3. Installs hubcredits as docs/install.md tells an admin, running the
+#    guide's own blocks (marked <!-- test-cluster: NAME -->, extracted by
+#    docblock.py): the values of step 1 with only the image reference and
+#    pull policy changed (and hubAPI.url: no cluster DNS here, see below),
+#    the install command, the sample accounts, the checks of step 3 and the
+#    dry-run spawn, then steps 5 and 6 (failurePolicy Fail, shadow off) by
+#    editing the values file as the guide says and running its upgrade block.
+# 4. Runs story.py on JupyterHub 5.5 + KubeSpawner 7.1 (../shared/third_party,
+#    hub5-venv.sh) on this host: real pods, real charges, a stop through the
+#    Hub API from the operator's pod, denials, the operator pod deleted
+#    mid-billing.
+#
+# Needs root (containers, network). In CI (CI=true) nothing may be skipped;
+# elsewhere a missing ../shared or a non-root user skips with one line.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cd "$root"
+py=/usr/bin/python3
+
+skip() {
+  if [ "${CI:-}" = true ]; then echo "test-cluster: $1 (in CI this is a failure)" >&2; exit 1; fi
+  echo "test-cluster: skipped: $1"; exit 0
+}
+[ "$(id -u)" = 0 ] || skip "a real node needs root"
+third_party=${HUBCREDITS_THIRD_PARTY:-}
+if [ -z "$third_party" ]; then
+  for dir in "$root/../shared/third_party" "$root/../../shared/third_party"; do
+    [ -x "$dir/hub5-venv.sh" ] && { third_party=$(cd "$dir" && pwd); break; }
+  done
+fi
+[ -n "$third_party" ] || skip "no ../shared/third_party beside the checkout (JupyterHub 5.5 + KubeSpawner 7.1 wheels)"
+
+state=$(realpath -m "${TEST_CLUSTER_DIR:-$root/.cluster-test}")
+work=$(mktemp -d -t hubcredits-test-cluster-XXXXXX)
+version=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"[:space:]]*\)"\{0,1\}.*/\1/p' charts/hubcredits/Chart.yaml)
+export PATH=$root/bin:$root/bin/k8s:$PATH
+export KUBECONFIG=$state/kubeconfig
+start=$SECONDS
+
+cleanup() {
+  rc=$?
+  set +e
+  if [ $rc -ne 0 ] && [ -s "$KUBECONFIG" ]; then
+    echo ">>> test-cluster failed: the operator's logs and the pods"
+    kubectl -n jhub get pods -o wide 2>&1
+    for p in $(kubectl -n jhub get pods -l app.kubernetes.io/name=hubcredits -o name 2>/dev/null); do
+      echo "--- $p"; kubectl -n jhub logs "$p" --tail=40 2>&1 | cut -c1-400
+    done
+  fi
+  echo ">>> tearing the cluster down"
+  bin/hubcredits-cluster down --state-dir "$state" || rc=1
+  rm -rf "$work"
+  echo ">>> test-cluster: $([ $rc -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - start))s"
+  exit $rc
+}
+
+# A previous run killed before its teardown: tear that one down first.
+bin/hubcredits-cluster down --state-dir "$state" >/dev/null
+trap cleanup EXIT
+bin/hubcredits-cluster up --detach --state-dir "$state" \
+  --image bin/image/test/pause.oci.tar --image bin/image/test/singleuser-stub.oci.tar \
+  --image "bin/image/hubcredits-$version.oci.tar"
+
+node_ip=$(kubectl get node hubcredits-node -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+hub_port=${HUB_PORT:-18081}
+token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+doc() { "$py" "$here/docblock.py" docs/install.md "$1"; }
+# The guide's commands run in $work as in an admin's directory: the chart and
+# the samples of a checkout (symlinks), and their own hubcredits-values.yaml.
+ln -s "$root/charts" "$root/config" "$work/"
+values=$work/hubcredits-values.yaml
+run_doc() { # name: runs the guide's block as a shell script, in $work
+  echo ">>> docs/install.md: $1"
+  doc "$1" > "$work/$1.sh"
+  (cd "$work" && bash -euo pipefail "$work/$1.sh") 2>&1 | tee "$work/$1.out"
+}
+
+echo ">>> Zero to JupyterHub's objects in jhub (a hub on this host, port $hub_port)"
+kubectl create namespace jhub
+sed -e "s/\${NODE_IP}/$node_ip/g" -e "s/\${HUB_PORT}/$hub_port/g" -e "s/\${HUBCREDITS_TOKEN}/$token/g" \
+  "$here/hub-standin.yaml" | kubectl apply -f - >/dev/null
+hub_svc=$(kubectl -n jhub get service hub -o jsonpath='{.spec.clusterIP}')
+
+# Step 1: the guide's values, with the image that make image built and loaded
+# (pulled never), and the hub's API at its Service's address: this cluster
+# has no DNS server, so the default http://hub:8081/hub/api cannot resolve.
+doc values | sed -e "s|repository: registry.example.org/hubcredits.*|repository: ghcr.io/hubcredits/hubcredits\n  pullPolicy: Never|" \
+  > "$values"
+printf 'hubAPI:\n  url: http://%s:8081/hub/api\n' "$hub_svc" >> "$values"
+grep -q 'pullPolicy: Never' "$values"
+run_doc install
+run_doc check
+grep -q '^LS0t' "$work/check.out" || { echo "the CA was not injected into the webhook configuration"; exit 1; }
+run_doc accounts
+run_doc dry-run
+grep -q 'hubcredits.io/billing-value' "$work/dry-run.out" || { echo "the dry-run spawn was not priced"; exit 1; }
+
+# Steps 5 and 6, as the guide says: edit the values file, run its upgrade.
+sed -i -e 's/failurePolicy: Ignore.*/failurePolicy: Fail/' "$values"
+run_doc upgrade
+run_doc before-shadow-off
+sed -i -e 's/shadow: true.*/shadow: false/' "$values"
+run_doc upgrade
+kubectl -n jhub rollout status deployment/hubcredits --timeout=120s
+
+echo ">>> the story on JupyterHub 5.5 + KubeSpawner 7.1 (story.py)"
+venv=${HUB5_VENV:-${TMPDIR:-/tmp}/hubcredits-hub5-venv-$(id -u)}
+if ! "$venv/bin/python" -c 'import jupyterhub, kubespawner
+assert jupyterhub.__version__.startswith("5.5"), jupyterhub.__version__' 2>/dev/null; then
+  rm -rf "$venv"
+  "$third_party/hub5-venv.sh" "$venv" >/dev/null
+fi
+NODE_IP=$node_ip HUB_PORT=$hub_port HUBCREDITS_TOKEN=$token HUB_NAMESPACE=jhub \
+  "$venv/bin/python" "$here/story.py"

@@ -1,0 +1,410 @@
+"""The story on a real node; run by test/cluster/run.sh (make test-cluster).
+
+A JupyterHub 5.5 with real KubeSpawner 7.1 and the hub glue runs on this host,
+as the ServiceAccount ``hub`` of namespace ``jhub`` (the stand-in for Zero to
+JupyterHub that run.sh applied), against the real node where hubcredits runs
+as a pod from its image, installed and switched to Fail and shadow off as
+docs/install.md says. Every user server is a real pod of the stub image
+(test/images/singleuser) that the hub reaches through its proxy.
+
+Steps, each asserted:
+
+1. ann (35 credits; every server costs 10 every 5 s here) spawns: the first
+   progress message after "Server requested" is the price; the pod really
+   runs (kubelet reports its container running) and answers through the
+   hub's proxy.
+2. ann is charged at each boundary (periodsPaid 1, 2, 3, from the running
+   pod), and when the next period cannot be paid the operator, from its pod,
+   stops the server through the Hub API (the hub logs the DELETE by service
+   hubcredits): the hub has no server for ann, the pod is gone, 5 credits are
+   left and the account's totals add up.
+3. dora (3 credits) is denied, with the operator's sentence, on the REST API
+   and in the browser (spawn page).
+4. carl's server runs while the leader operator pod is deleted; its
+   replacement keeps billing: after the server is stopped, it was charged
+   once for every period begun between its start and its end, no more, no
+   less, and the account's totals add up.
+
+Environment (run.sh sets them): KUBECONFIG (admin), NODE_IP, HUB_PORT,
+HUBCREDITS_TOKEN (the token in Secret hub), HUB_NAMESPACE. Prints PASS/FAIL per
+check, then "N passed, M failed"; exits 1 on any failure.
+"""
+
+import datetime
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HUBTESTS = os.path.join(HERE, "..", "hub")
+FILES = os.path.abspath(os.path.join(HERE, "..", "..", "charts", "hubcredits", "files"))
+sys.path.insert(0, HUBTESTS)
+
+import real_hub_e2e  # noqa: E402
+from real_hub_credits import Cluster  # noqa: E402
+from real_hub_e2e import Checks, free_port, observed, page_text, visible_text  # noqa: E402
+
+from kubernetes import client, config, watch  # noqa: E402
+from kubernetes.client.rest import ApiException  # noqa: E402
+
+NS = os.environ.get("HUB_NAMESPACE", "jhub")
+NODE_IP = os.environ["NODE_IP"]
+HUB_PORT = int(os.environ["HUB_PORT"])
+TOKEN = os.environ["HUBCREDITS_TOKEN"]
+PRICE, INTERVAL = 10, 5  # credits every seconds, for every server in this story
+STUB_IMAGE = "localhost/hubcredits/singleuser-stub:test"
+
+
+def parse_time(s):
+    return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+class Hub:
+    """JupyterHub 5.5 + KubeSpawner 7.1 + the glue, as ServiceAccount hub."""
+
+    def __init__(self, workdir, kubeconfig):
+        self.dir = workdir
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.admin_token = secrets.token_hex(16)
+        self.log_path = os.path.join(workdir, "hub.log")
+        self.proxy_pid = os.path.join(workdir, "proxy.pid")
+        self.env = dict(
+            os.environ, KUBECONFIG=kubeconfig, NODE_PATH="/usr/share/nodejs",
+            PYTHONPATH=os.pathsep.join([FILES, os.environ.get("PYTHONPATH", "")]).rstrip(":"),
+            HUBCREDITS_TEMPLATE_DIR=os.path.join(workdir, "templates"),
+        )
+        self.proc = None
+
+    def config(self):
+        # The hubcredits service and role as docs/install.md's Z2JH values
+        # (hub.services, hub.loadRoles) make them.
+        return f"""\
+c = get_config()  # noqa
+c.JupyterHub.bind_url = {self.url!r}
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:{HUB_PORT}"
+c.JupyterHub.hub_connect_url = "http://{NODE_IP}:{HUB_PORT}"
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{free_port()}"
+c.ConfigurableHTTPProxy.pid_file = {self.proxy_pid!r}
+c.ConfigurableHTTPProxy.auth_token = {secrets.token_hex(16)!r}
+c.JupyterHub.db_url = "sqlite:///{self.dir}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret = bytes.fromhex({secrets.token_hex(32)!r})
+c.JupyterHub.authenticator_class = "dummy"
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {{"admin"}}
+c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
+c.JupyterHub.last_activity_interval = 3600
+c.JupyterHub.services = [
+    {{"name": "e2e", "api_token": {self.admin_token!r}}},
+    {{"name": "hubcredits", "api_token": {TOKEN!r}}},
+]
+c.JupyterHub.load_roles = [
+    {{"name": "e2e", "scopes": ["admin:users", "admin:servers", "tokens"], "services": ["e2e"]}},
+    {{"name": "hubcredits", "scopes": ["delete:servers", "read:users:name"], "services": ["hubcredits"]}},
+]
+c.KubeSpawner.namespace = {NS!r}
+c.KubeSpawner.image = {STUB_IMAGE!r}
+c.KubeSpawner.image_pull_policy = "Never"
+c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
+c.KubeSpawner.start_timeout = 60
+c.KubeSpawner.http_timeout = 30
+c.Spawner.poll_interval = 2
+import hubcredits_hub
+hubcredits_hub.install(c)
+"""
+
+    def __enter__(self):
+        path = os.path.join(self.dir, "jupyterhub_config.py")
+        with open(path, "w") as f:
+            f.write(self.config())
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterhub", "-f", path], cwd=self.dir, env=self.env,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit("jupyterhub exited:\n" + self.log()[-3000:])
+            try:
+                if requests.get(self.url + "/hub/api", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            time.sleep(0.3)
+        self.__exit__()
+        raise SystemExit("jupyterhub did not answer:\n" + self.log()[-3000:])
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        try:
+            with open(self.proxy_pid) as f:
+                os.kill(int(f.read().strip()), signal.SIGTERM)
+        except (OSError, ValueError):
+            pass
+
+    def log(self):
+        with open(self.log_path, errors="replace") as f:
+            return f.read()
+
+    def api(self, method, path, **kw):
+        return requests.request(method, f"{self.url}/hub/api{path}",
+                                headers={"Authorization": f"token {self.admin_token}"},
+                                timeout=60, **kw)
+
+    def user_token(self, user):
+        self.api("POST", "/users", json={"usernames": [user]})
+        r = self.api("POST", f"/users/{user}/tokens", json={"note": "story"})
+        r.raise_for_status()
+        return r.json()["token"]
+
+    def progress(self, user, token, timeout=90):
+        import json
+        events = []
+        r = requests.get(f"{self.url}/hub/api/users/{user}/server/progress",
+                         headers={"Authorization": f"token {token}"}, stream=True, timeout=timeout)
+        for line in r.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                events.append(json.loads(line.split(":", 1)[1]))
+                if events[-1].get("failed") or events[-1].get("ready"):
+                    break
+        r.close()
+        return events
+
+    def login(self, user):
+        s = requests.Session()
+        s.get(f"{self.url}/hub/login", timeout=30)
+        data = {"username": user, "password": "story"}
+        if s.cookies.get("_xsrf"):
+            data["_xsrf"] = s.cookies.get("_xsrf")
+        r = s.post(f"{self.url}/hub/login?next=/hub/home", data=data, allow_redirects=False,
+                   timeout=30)
+        if r.status_code != 302:
+            raise SystemExit(f"login as {user}: {r.status_code}")
+        return s
+
+    def server_state(self, user):
+        m = self.api("GET", f"/users/{user}").json()
+        return bool(m.get("servers")), m.get("pending")
+
+
+def wait(pred, timeout, step=0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(step)
+    return None
+
+
+def server_entry(cluster, account, user):
+    for s in cluster.account(account).get("status", {}).get("servers", []):
+        if s.get("user") == user:
+            return s
+    return None
+
+
+def pod_running(cluster, user):
+    try:
+        pod = cluster.core.read_namespaced_pod(f"jupyter-{user}", NS)
+    except ApiException:
+        return None
+    for cs in pod.status.container_statuses or []:
+        if cs.state and cs.state.running:
+            return pod
+    return None
+
+
+def pod_gone(cluster, user):
+    try:
+        cluster.core.read_namespaced_pod(f"jupyter-{user}", NS)
+        return False
+    except ApiException as e:
+        return e.status == 404
+
+
+def totals_add_up(cluster, account, initial):
+    st = cluster.account(account)["status"]
+    want = (initial + st.get("totalGranted", 0) + st.get("totalToppedUp", 0)
+            + st.get("totalRefunded", 0) - st.get("totalCharged", 0))
+    return st["balance"] == want, (f"balance {st['balance']}, opened {initial} + granted "
+                                   f"{st.get('totalGranted', 0)} + topped up "
+                                   f"{st.get('totalToppedUp', 0)} + refunded "
+                                   f"{st.get('totalRefunded', 0)} - charged "
+                                   f"{st.get('totalCharged', 0)}")
+
+
+def spawn(hub, cluster, checks, user):
+    token = hub.user_token(user)
+    r = hub.api("POST", f"/users/{user}/server")
+    checks.check(f"{user}: the hub accepts the spawn", r.status_code in (201, 202), r.text[:300])
+    events = hub.progress(user, token)
+    msgs = [e.get("message", "") for e in events]
+    observed(f"{user}'s progress", " | ".join(msgs))
+    first = next((m for m in msgs if "Server requested" not in m), "")
+    checks.check(f"{user}: the price is the first progress message after 'Server requested'",
+                 first == f"This server costs {PRICE} credits / {INTERVAL} s, paid from account "
+                 f"story-{user}.", first)
+    checks.check(f"{user}: the spawn is ready", bool(events) and events[-1].get("ready"),
+                 msgs[-1:] and msgs[-1])
+    pod = wait(lambda: pod_running(cluster, user), 30)
+    checks.check(f"{user}: the pod really runs (kubelet reports its container running)",
+                 pod is not None)
+    r = requests.get(f"{hub.url}/user/{user}/", headers={"Authorization": f"token {token}"},
+                     timeout=30, allow_redirects=True)
+    checks.check(f"{user}: the server answers through the hub's proxy",
+                 r.status_code == 200 and f"Stub single-user server of {user}" in r.text,
+                 f"{r.status_code} {r.text[:200]}")
+    return token
+
+
+def run(checks):
+    cluster = Cluster(NS, "story-")
+    work = tempfile.mkdtemp(prefix="hubcredits-story-")
+    hub_kubeconfig = cluster.service_account_kubeconfig(
+        os.path.join(work, "hub.kubeconfig"), "hub", with_role=False)
+    # Every server in this story costs PRICE every INTERVAL seconds.
+    cluster.apply("billingpolicies", "fast", {
+        "podSelector": {}, "billingValue": PRICE, "billingInterval": f"{INTERVAL}s",
+        "priority": 1000})
+    accounts = {"ann": 35, "dora": 3, "carl": 100000}
+    for user, balance in accounts.items():
+        cluster.apply("creditaccounts", user, {
+            "users": [user], "cap": max(balance, 100), "initialBalance": balance})
+    for user in accounts:
+        checks.check(f"account story-{user} is open", cluster.wait_open(user))
+
+    with Hub(work, hub_kubeconfig) as hub:
+        # 1-2. ann: price, real pod, charges at each boundary, stop via the Hub API.
+        spawn(hub, cluster, checks, "ann")
+        paid = []
+        for n in (2, 3):
+            s = wait(lambda: (e := server_entry(cluster, "ann", "ann"))
+                     and e.get("periodsPaid", 0) >= n and e, INTERVAL * 3)
+            paid.append(s and s.get("periodsPaid"))
+        checks.check("ann: charged at each boundary (periods 2 and 3)", paid == [2, 3], paid)
+        stopped = wait(lambda: not hub.server_state("ann")[0] and not hub.server_state("ann")[1]
+                       and pod_gone(cluster, "ann"), INTERVAL * 6)
+        checks.check("ann: stopped when the next period cannot be paid (no server, pod gone)",
+                     bool(stopped))
+        deletes = re.findall(r".*DELETE /hub/api/users/ann/server.*", hub.log())
+        observed("hub log", deletes[-1] if deletes else "(no DELETE)")
+        checks.check("ann: the stop came through the Hub API, as service hubcredits",
+                     any("hubcredits" in d for d in deletes), deletes[-3:])
+        bal = cluster.account("ann")["status"]["balance"]
+        checks.check("ann: 5 credits left (35 - 3 periods of 10)", bal == 5, bal)
+        ok, detail = totals_add_up(cluster, "ann", accounts["ann"])
+        checks.check("ann: the account's totals add up", ok, detail)
+
+        # 3. dora: denied with the operator's sentence, REST and browser.
+        # The oracle: the operator's answer to a direct create as the hub.
+        import e2e_spawner
+        e2e_spawner._api = client.CoreV1Api(config.new_client_from_config(hub_kubeconfig))
+        oracle = real_hub_e2e.probe_denial(NS, "dora")
+        observed("the operator's sentence", oracle)
+        want = real_hub_e2e.Expected(oracle=oracle)  # balances in it may move: wildcards
+        dora_token = hub.user_token("dora")
+        r = hub.api("POST", "/users/dora/server")
+        checks.equal("dora: REST start is accepted (202), the denial follows "
+                     "(slow_spawn_timeout 0, as Z2JH sets it)", r.status_code, 202)
+        events = hub.progress("dora", dora_token)
+        last = events[-1] if events else {}
+        checks.check("dora: the progress stream ends 'Spawn failed: <the sentence>'",
+                     last.get("failed") is True and want.equals(last.get("message", ""),
+                                                                "Spawn failed: "), last)
+        wait(lambda: not any(hub.server_state("dora")), 30)
+        session = hub.login("dora")
+        r = session.get(f"{hub.url}/hub/spawn/dora", allow_redirects=False, timeout=60)
+        checks.equal("dora: the browser's start goes to the pending page",
+                     (r.status_code, r.headers.get("Location")), (302, "/hub/spawn-pending/dora"))
+        hub.progress("dora", dora_token)
+        page = visible_text(page_text(session.get(f"{hub.url}/hub/spawn-pending/dora", timeout=60)))
+        checks.check("dora: the pending page shows the sentence", want.within(page), page[:400])
+        checks.check("dora: no pod", pod_gone(cluster, "dora"))
+
+        # 4. carl: the leader operator pod is deleted mid-billing.
+        spawn(hub, cluster, checks, "carl")
+        wait(lambda: (e := server_entry(cluster, "carl", "carl"))
+             and e.get("periodsPaid", 0) >= 2, INTERVAL * 3)
+        coordination = client.CoordinationV1Api()
+
+        def leader():
+            lease = coordination.read_namespaced_lease("hubcredits.hubcredits.io", NS)
+            return (lease.spec.holder_identity or "").split("_")[0]
+
+        old_leader = leader()
+        cluster.core.delete_namespaced_pod(old_leader, NS)
+        observed("deleted the leader", old_leader)
+        new_leader = wait(lambda: (h := leader()) != old_leader and h, 60)
+        checks.check("carl: another replica leads after the leader pod is deleted",
+                     bool(new_leader), new_leader)
+        before = server_entry(cluster, "carl", "carl")["periodsPaid"]
+        grew = wait(lambda: server_entry(cluster, "carl", "carl")["periodsPaid"]
+                    >= before + 2, INTERVAL * 4)
+        checks.check("carl: billing goes on under the new leader", bool(grew))
+        start = parse_time(server_entry(cluster, "carl", "carl")["startedAt"])
+        deleted = {}
+
+        def watch_deletion():
+            w = watch.Watch()
+            for ev in w.stream(cluster.core.list_namespaced_pod, NS, timeout_seconds=90,
+                               field_selector="metadata.name=jupyter-carl"):
+                m = ev["object"].metadata
+                if m.deletion_timestamp:
+                    deleted["at"] = m.deletion_timestamp - datetime.timedelta(
+                        seconds=m.deletion_grace_period_seconds or 0)
+                    w.stop()
+
+        watcher = threading.Thread(target=watch_deletion, daemon=True)
+        watcher.start()
+        time.sleep(1)  # the watch is established
+        hub.api("DELETE", "/users/carl/server")
+        watcher.join(60)
+        end = deleted.get("at")
+        checks.check("carl: the hub deletes the pod", end is not None)
+        checks.check("carl: stopped by the user", bool(wait(lambda: pod_gone(cluster, "carl"), 60)))
+        settled = wait(lambda: server_entry(cluster, "carl", "carl") is None, 60)
+        checks.check("carl: the operator settles the ended server", bool(settled))
+        if end is not None:
+            st = cluster.account("carl")["status"]
+            net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
+            elapsed = (end - start).total_seconds()
+            begun = int(elapsed // INTERVAL) + (0 if elapsed % INTERVAL == 0 else 1)
+            observed("carl's server", f"started {start.isoformat()}, ended {end.isoformat()} "
+                     f"({elapsed:.1f} s), charged {net}")
+            checks.check("carl: one charge for every period begun, no more, no less",
+                         net == PRICE * begun, f"charged {net}, {begun} periods began")
+        ok, detail = totals_add_up(cluster, "carl", accounts["carl"])
+        checks.check("carl: the account's totals add up", ok, detail)
+        tokens_in_log = [t for t in (TOKEN,) if t in "".join(
+            cluster.core.read_namespaced_pod_log(p.metadata.name, NS)
+            for p in cluster.core.list_namespaced_pod(
+                NS, label_selector="app.kubernetes.io/name=hubcredits").items)]
+        checks.check("the operator's logs hold no Hub API token", not tokens_in_log)
+
+
+def main():
+    checks = Checks()
+    try:
+        run(checks)
+    finally:
+        print(f"{checks.passed} passed, {checks.failed} failed")
+    sys.exit(1 if checks.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
