@@ -187,6 +187,10 @@ cluster: node-tools image test-images $(BIN)/hubcredits-cluster ## A real single
 test-cluster: node-tools $(HELM) image test-images $(BIN)/hubcredits-cluster ## The story on a real node (root): the chart installed as docs/install.md says, JupyterHub 5.5 + KubeSpawner 7.1 spawning real pods, charges, a stop through the Hub API, denials, the leader deleted mid-billing; the host left as found.
 	test/cluster/run.sh
 
+.PHONY: test-z2jh
+test-z2jh: node-tools $(HELM) image test-images z2jh-images $(BIN)/hubcredits-cluster ## Next to the real Zero to JupyterHub 4.4.0 chart on a real node (root; ../shared/third_party): Z2JH's hub and proxy as pods, hubcredits installed as docs/install.md says, the story through the proxy as a browser.
+	test/z2jh/run.sh
+
 .PHONY: cluster-down
 cluster-down: $(BIN)/hubcredits-cluster ## Tear down a cluster left by a killed make cluster (or --detach) and check the host is as it was.
 	$(BIN)/hubcredits-cluster down --state-dir $(CLUSTER_DIR)

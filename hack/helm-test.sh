@@ -120,6 +120,13 @@ contains "NOTES: the Z2JH values to add" "$tmp/notes.txt" \
   "files/hubcredits_hub.py" "kubectl delete mutatingwebhookconfiguration hubcredits-jhub-mutating" \
   "--as=system:serviceaccount:jhub:hubcredits" "networkPolicy.webhookFrom is unset"
 
+# The Z2JH values block of docs/install.md (step 4) is the one the NOTES print:
+# one source, checked here on every make test and on a real Z2JH by make test-z2jh.
+check "NOTES: the Z2JH values equal docs/install.md's step-4 block" sh -c \
+  "/usr/bin/python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[\"data\"][\"notes\"])' '$tmp/notes.txt' >'$tmp/notes-text.txt' &&
+   /usr/bin/python3 test/cluster/docblock.py docs/install.md z2jh-values >'$tmp/z2jh-values-doc.yaml' &&
+   /usr/bin/python3 test/z2jh/values.py check '$tmp/notes-text.txt' '$tmp/z2jh-values-doc.yaml'"
+
 # --- schema -------------------------------------------------------------------
 reject "schema rejects a misspelt top-level key (replica)" "additional properties 'replica' not allowed" \
   "$HELM" template $release $chart --set replica=3
