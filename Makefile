@@ -113,13 +113,18 @@ vet:
 
 ##@ Test
 
+.PHONY: host-deps
+host-deps: ## Install the Debian packages the tests need (as root; otherwise print the apt-get line and stop).
+	@hack/host-deps.sh test
+
 .PHONY: test
-test: k8s-tools $(HELM) verify vet lint build image ## Every test: unit + integration on a real kube-apiserver and etcd (the chart's RBAC among them: test/rbac renders it with bin/helm), the image and the Dockerfile agreeing with it, the hub glue on a real JupyterHub.
+test: host-deps node-tools $(HELM) verify vet lint build image test-images $(BIN)/hubcredits-cluster ## Every test: unit + integration on a real kube-apiserver and etcd (the chart's RBAC among them: test/rbac renders it with bin/helm), the image and the Dockerfile agreeing with it, the hub glue on a real JupyterHub, and the story on a real node (test-cluster; root). Installs the Debian packages it needs first (root).
 	$(GO) test -p 1 -timeout $(TEST_TIMEOUT) -count=1 ./...
 	cd hack/tools/image && $(GO) test -count=1 ./...
 	HELM_TEST_DEV=1 hack/helm-test.sh
 	test/hub/run-unit.sh
 	test/e2e.sh
+	test/cluster/run.sh
 
 .PHONY: test-chart
 test-chart: k8s-tools build ## The Helm chart and kustomize tree: lint, schema, RBAC and webhooks against the generated files, applied to a real API server.

@@ -4,12 +4,15 @@
 //
 //	hubcredits-cluster up [--state-dir .cluster] [--detach] [--image FILE]...
 //	hubcredits-cluster down [--state-dir .cluster]
+//	hubcredits-cluster kubelet stop|start [--state-dir .cluster]
 //
 // up starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 // containerd, kubelet and kube-proxy, writes STATE/kubeconfig and, unless
 // --detach, runs until Ctrl-C and then tears everything down, leaving the
 // host as it found it. down tears down a cluster left by --detach or by a
-// killed up. Both need root.
+// killed up. kubelet stop kills the node's kubelet (a lost node: its
+// containers go on running) and kubelet start starts it again, for tests.
+// All need root.
 package main
 
 import (
@@ -49,6 +52,12 @@ func run(args []string) error {
 		return usage()
 	}
 	sub := args[0]
+	if sub == "kubelet" {
+		if len(args) < 2 || (args[1] != "stop" && args[1] != "start") {
+			return errors.New("usage: hubcredits-cluster kubelet stop|start [--state-dir DIR]")
+		}
+		sub, args = "kubelet "+args[1], args[1:]
+	}
 	fs := flag.NewFlagSet("hubcredits-cluster "+sub, flag.ContinueOnError)
 	stateDir := fs.String("state-dir", ".cluster", "Directory for everything the cluster writes (kubeconfig, certificates, containerd, kubelet, logs).")
 	self, err := os.Executable()
@@ -66,7 +75,7 @@ func run(args []string) error {
 		fs.BoolVar(&install, "install-packages", true, "Install the Debian packages the node needs when they are missing.")
 		fs.StringVar(&nodeIP, "node-ip", "", "The node's address (default: the first global IPv4 address of an interface that is up).")
 		fs.IntVar(&verbose, "v", 1, "The components' log level.")
-	} else if sub != "down" {
+	} else if sub != "down" && sub != "kubelet stop" && sub != "kubelet start" {
 		return usage()
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -83,8 +92,13 @@ func run(args []string) error {
 	if os.Geteuid() != 0 {
 		return errors.New("a real node runs containers and changes the network: run it as root")
 	}
-	if sub == "down" {
+	switch sub {
+	case "down":
 		return cluster.Down(c, os.Stdout)
+	case "kubelet stop":
+		return cluster.StopKubelet(c)
+	case "kubelet start":
+		return cluster.StartKubelet(c)
 	}
 
 	if err := cluster.CheckHost(install); err != nil {

@@ -86,7 +86,7 @@ func (c Config) path(elem ...string) string {
 func (c Config) Kubeconfig() string { return c.path("kubeconfig") }
 
 func (c Config) containerdSocket() string { return c.path("containerd", "containerd.sock") }
-func (c Config) pki(name string) string     { return c.path("pki", name) }
+func (c Config) pki(name string) string   { return c.path("pki", name) }
 func (c Config) apiURL() string {
 	return fmt.Sprintf("https://%s", net.JoinHostPort(c.NodeIP.String(), fmt.Sprint(APIServerPort)))
 }

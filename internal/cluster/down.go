@@ -27,6 +27,15 @@ var components = []string{"kubelet", "kube-proxy", "kube-scheduler", "kube-contr
 // a killed Up) and puts the host back as Up found it; it fails, naming each
 // difference, when the host is not. It is safe to run twice.
 func Down(c Config, out io.Writer) error {
+	unlock, err := lock(5 * time.Minute)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return down(c, out)
+}
+
+func down(c Config, out io.Writer) error {
 	snap, err := loadSnapshot(c.path("snapshot.json"))
 	if errors.Is(err, os.ErrNotExist) {
 		// Nothing was changed by a cluster in this state directory (Up
@@ -57,7 +66,7 @@ func Down(c Config, out io.Writer) error {
 
 	if _, err := os.Stat(c.bin("kube-proxy")); err == nil {
 		if b, err := exec.Command(c.bin("kube-proxy"), "--cleanup").CombinedOutput(); err != nil {
-			note(fmt.Errorf("kube-proxy --cleanup: %v: %s", err, lastLine(b)))
+			note(fmt.Errorf("kube-proxy --cleanup: %w: %s", err, lastLine(b)))
 		}
 	}
 	note(deleteNFTable("inet", nftTable))
@@ -85,7 +94,7 @@ func Down(c Config, out io.Writer) error {
 
 	if _, err := os.Stat("/sys/class/net/" + bridgeName); err == nil && !contains(snap.Links, bridgeName) {
 		if b, err := exec.Command("ip", "link", "delete", bridgeName).CombinedOutput(); err != nil {
-			note(fmt.Errorf("ip link delete %s: %v: %s", bridgeName, err, lastLine(b)))
+			note(fmt.Errorf("ip link delete %s: %w: %s", bridgeName, err, lastLine(b)))
 		}
 	}
 	note(removeCgroups(snap))
@@ -112,7 +121,7 @@ func Down(c Config, out io.Writer) error {
 		return err
 	}
 	for _, e := range ents {
-		if e.Name() != "logs" {
+		if e.Name() != "logs" && e.Name() != "logs.previous" {
 			if err := os.RemoveAll(c.path(e.Name())); err != nil {
 				return fmt.Errorf("removing %s: %w", c.path(e.Name()), err)
 			}
@@ -187,12 +196,12 @@ func kubepodsDirs() []string {
 // killPodProcesses kills whatever still runs in the kubepods cgroups (a
 // container whose shim was killed).
 func (c Config) killPodProcesses() error {
-	for round := 0; round < 50; round++ {
+	for range 50 {
 		var pids []int
 		for _, d := range kubepodsDirs() {
 			_ = filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 				if err != nil || e.IsDir() || e.Name() != "cgroup.procs" {
-					return nil
+					return nil //nolint:nilerr // a cgroup that vanished has no processes left
 				}
 				b, _ := os.ReadFile(p)
 				for _, f := range strings.Fields(string(b)) {
@@ -232,7 +241,7 @@ func removeCgroups(snap Snapshot) error {
 		sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
 		for _, x := range dirs {
 			var err error
-			for i := 0; i < 20; i++ {
+			for range 20 {
 				if err = syscall.Rmdir(x); err == nil || errors.Is(err, syscall.ENOENT) {
 					err = nil
 					break
@@ -248,11 +257,11 @@ func removeCgroups(snap Snapshot) error {
 }
 
 func deleteNFTable(family, name string) error {
-	if exec.Command("nft", "list", "table", family, name).Run() != nil {
-		return nil
+	if err := exec.Command("nft", "list", "table", family, name).Run(); err != nil {
+		return nil //nolint:nilerr // no such table: nothing to delete
 	}
 	if b, err := exec.Command("nft", "delete", "table", family, name).CombinedOutput(); err != nil {
-		return fmt.Errorf("nft delete table %s %s: %v: %s", family, name, err, lastLine(b))
+		return fmt.Errorf("nft delete table %s %s: %w: %s", family, name, err, lastLine(b))
 	}
 	return nil
 }

@@ -337,7 +337,7 @@ func CheckHost(install bool) error {
 		}
 	}
 	if err := exec.Command("nft", "list", "tables").Run(); err != nil {
-		return fmt.Errorf("nftables does not work here (nft list tables: %v): the cluster cannot keep pod traffic on this machine", err)
+		return fmt.Errorf("nftables does not work here (nft list tables: %w): the cluster cannot keep pod traffic on this machine", err)
 	}
 	return nil
 }

@@ -146,3 +146,32 @@ func (c Config) waitFor(name string, timeout time.Duration, ok func() bool) erro
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// lockPath serializes Up and Down on this machine: one real node at a time
+// (they share ports, cni0 and the host's settings), and a Down never runs
+// under a starting Up.
+const lockPath = "/run/lock/hubcredits-cluster.lock"
+
+// lock takes the machine-wide lock, waiting up to timeout, and returns
+// its release.
+func lock(timeout time.Duration) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(lockPath), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(lockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); _ = f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
+			_ = f.Close()
+			return nil, fmt.Errorf("another hubcredits-cluster is starting or stopping a node on this machine (%s is locked)", lockPath)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

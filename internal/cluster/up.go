@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +27,11 @@ var ErrLeftovers = errors.New("leftovers")
 // controllers have made the default ServiceAccount; on any failure it
 // tears down what it started (Down) and returns the first error.
 func Up(ctx context.Context, c Config, out io.Writer) (err error) {
+	unlock, err := lock(5 * time.Minute)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if _, err := os.Stat(c.path("snapshot.json")); err == nil {
 		return fmt.Errorf("%w: a previous cluster's state is in %s (still running, or killed): run `make cluster-down` first", ErrLeftovers, c.StateDir)
 	}
@@ -45,6 +51,13 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return err
 	}
+	// A previous run's logs (kept by Down) move aside: logs/ is this run's.
+	if _, err := os.Stat(c.path("logs")); err == nil {
+		_ = os.RemoveAll(c.path("logs.previous"))
+		if err := os.Rename(c.path("logs"), c.path("logs.previous")); err != nil {
+			return err
+		}
+	}
 	snap, err := TakeSnapshot(c.StateDir)
 	if err != nil {
 		return fmt.Errorf("reading the host's state: %w", err)
@@ -55,8 +68,8 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	defer func() {
 		if err != nil {
 			fmt.Fprintf(out, "hubcredits-cluster: start failed; tearing down what was started\n")
-			if derr := Down(c, out); derr != nil {
-				err = fmt.Errorf("%w (and the teardown: %v)", err, derr)
+			if derr := down(c, out); derr != nil {
+				err = fmt.Errorf("%w (and the teardown: %w)", err, derr)
 			}
 		}
 	}()
@@ -75,7 +88,7 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	done = step("nftables: pod traffic stays on this machine")
 	nft := exec.Command("nft", "-f", c.path("nftables.conf"))
 	if b, err := nft.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft -f %s: %v: %s", c.path("nftables.conf"), err, b)
+		return fmt.Errorf("nft -f %s: %w: %s", c.path("nftables.conf"), err, b)
 	}
 	done()
 
@@ -121,7 +134,10 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 		"--leader-elect=false", "--use-service-account-credentials=true",
 		"--service-account-private-key-file="+c.pki("sa.key"), "--root-ca-file="+c.pki("ca.crt"),
 		"--cluster-signing-cert-file="+c.pki("ca.crt"), "--cluster-signing-key-file="+c.pki("ca.key"),
-		"--service-cluster-ip-range="+ServiceCIDR, c.v(),
+		"--service-cluster-ip-range="+ServiceCIDR,
+		// A lost node is noticed in 20 s (default 50 s): the tests lose one.
+		"--node-monitor-grace-period=20s", "--node-monitor-period=2s",
+		c.v(),
 	); err != nil {
 		return err
 	}
@@ -151,22 +167,13 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 		done = step("image " + filepath.Base(img))
 		imp := exec.Command("ctr", "--address", c.containerdSocket(), "-n", "k8s.io", "images", "import", img)
 		if b, err := imp.CombinedOutput(); err != nil {
-			return fmt.Errorf("importing %s into containerd failed: %v: %s", img, err, strings.TrimSpace(string(b)))
+			return fmt.Errorf("importing %s into containerd failed: %w: %s", img, err, strings.TrimSpace(string(b)))
 		}
 		done()
 	}
 
 	done = step("kubelet")
-	if err := c.start("kubelet", c.bin("kubelet"),
-		"--config="+c.path("kubelet.yaml"), "--kubeconfig="+c.path("kubelet.kubeconfig"),
-		"--root-dir="+c.path("kubelet"), "--cert-dir="+c.path("kubelet", "pki"),
-		"--hostname-override="+NodeName, "--node-ip="+c.NodeIP.String(), c.v(),
-	); err != nil {
-		return err
-	}
-	if err := c.waitFor("kubelet", 2*time.Minute, func() bool {
-		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", kubeletHealthzPort))
-	}); err != nil {
+	if err := c.startKubelet(); err != nil {
 		return err
 	}
 	done()
@@ -205,10 +212,57 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	}
 	done()
 	// kubelet has set its sysctls by now (at start, once): put them back.
-	if err := restoreSysctls(snap, sysctls[1:]); err != nil {
+	return restoreSysctls(snap, sysctls[1:])
+}
+
+func (c Config) startKubelet() error {
+	if err := c.start("kubelet", c.bin("kubelet"),
+		"--config="+c.path("kubelet.yaml"), "--kubeconfig="+c.path("kubelet.kubeconfig"),
+		"--root-dir="+c.path("kubelet"), "--cert-dir="+c.path("kubelet", "pki"),
+		"--hostname-override="+NodeName, "--node-ip="+c.NodeIP.String(), c.v(),
+	); err != nil {
 		return err
 	}
+	return c.waitFor("kubelet", 2*time.Minute, func() bool {
+		return httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", kubeletHealthzPort))
+	})
+}
+
+// StopKubelet kills the running cluster's kubelet (SIGKILL: the node is
+// lost, its containers go on running), for tests of a lost node.
+func StopKubelet(c Config) error {
+	pid := c.pidOf("kubelet")
+	if pid == 0 {
+		return errors.New("no kubelet of this cluster is running")
+	}
+	killWait(pid, 0)
 	return nil
+}
+
+// StartKubelet starts the kubelet of a running cluster again (after
+// StopKubelet) and puts back the sysctls it sets at start.
+func StartKubelet(c Config) error {
+	if c.alive("kubelet") {
+		return errors.New("kubelet is already running")
+	}
+	snap, err := loadSnapshot(c.path("snapshot.json"))
+	if err != nil {
+		return fmt.Errorf("no running cluster in %s: %w", c.StateDir, err)
+	}
+	b, err := os.ReadFile(c.path("node-ip"))
+	if err != nil {
+		return err
+	}
+	if c.NodeIP = net.ParseIP(strings.TrimSpace(string(b))); c.NodeIP == nil {
+		return fmt.Errorf("%s: not an IP address", c.path("node-ip"))
+	}
+	if err := c.startKubelet(); err != nil {
+		return err
+	}
+	// kubelet sets its sysctls early at start; give it a moment, then put
+	// them back (Down does again).
+	time.Sleep(2 * time.Second)
+	return restoreSysctls(snap, sysctls[1:])
 }
 
 func (c Config) bin(name string) string { return filepath.Join(c.K8sBin, name) }
@@ -263,6 +317,7 @@ func (c Config) writeConfig() error {
 		"kubelet.yaml":                     c.kubeletConfig(),
 		"kube-proxy.yaml":                  c.kubeProxyConfig(),
 		"nftables.conf":                    nftRules(),
+		"node-ip":                          c.NodeIP.String() + "\n",
 		// Pods get no upstream nameserver: nothing may leave the machine.
 		"resolv.conf": "# hubcredits-cluster: no upstream DNS\n",
 	}

@@ -121,5 +121,5 @@ assert jupyterhub.__version__.startswith("5.5"), jupyterhub.__version__' 2>/dev/
   rm -rf "$venv"
   "$third_party/hub5-venv.sh" "$venv" >/dev/null
 fi
-NODE_IP=$node_ip HUB_PORT=$hub_port HUBCREDITS_TOKEN=$token HUB_NAMESPACE=jhub \
+CLUSTER_STATE=$state NODE_IP=$node_ip HUB_PORT=$hub_port HUBCREDITS_TOKEN=$token HUB_NAMESPACE=jhub \
   "$venv/bin/python" "$here/story.py"

@@ -24,9 +24,16 @@ Steps, each asserted:
    replacement keeps billing: after the server is stopped, it was charged
    once for every period begun between its start and its end, no more, no
    less, and the account's totals add up.
+5. erin's node is lost (kubelet killed, her container still running): the
+   node controller marks it, her pod is evicted (5 s toleration), and the
+   operator ends billing at the eviction; the node comes back and the pod
+   is gone.
+6. The operator's pods run as the chart says (read-only root, no writable
+   /tmp), and the PodDisruptionBudget lets one replica be evicted, not two.
 
 Environment (run.sh sets them): KUBECONFIG (admin), NODE_IP, HUB_PORT,
-HUBCREDITS_TOKEN (the token in Secret hub), HUB_NAMESPACE. Prints PASS/FAIL per
+HUBCREDITS_TOKEN (the token in Secret hub), HUB_NAMESPACE, CLUSTER_STATE (the cluster's
+state directory, for ``hubcredits-cluster kubelet stop|start``). Prints PASS/FAIL per
 check, then "N passed, M failed"; exits 1 on any failure.
 """
 
@@ -61,6 +68,9 @@ HUB_PORT = int(os.environ["HUB_PORT"])
 TOKEN = os.environ["HUBCREDITS_TOKEN"]
 PRICE, INTERVAL = 10, 5  # credits every seconds, for every server in this story
 STUB_IMAGE = "localhost/hubcredits/singleuser-stub:test"
+NODE = "hubcredits-node"
+STATE = os.environ["CLUSTER_STATE"]
+CLUSTER_BIN = os.path.join(HERE, "..", "..", "bin", "hubcredits-cluster")
 
 
 def parse_time(s):
@@ -115,6 +125,13 @@ c.KubeSpawner.image = {STUB_IMAGE!r}
 c.KubeSpawner.image_pull_policy = "Never"
 c.KubeSpawner.cmd = ["jupyterhub-singleuser"]
 c.KubeSpawner.start_timeout = 60
+# Evicted 5 s after their node is lost (the default is 300 s): step 6.
+c.KubeSpawner.tolerations = [
+    {{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute",
+      "tolerationSeconds": 5}},
+    {{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute",
+      "tolerationSeconds": 5}},
+]
 c.KubeSpawner.http_timeout = 30
 c.Spawner.poll_interval = 2
 import hubcredits_hub
@@ -211,6 +228,19 @@ def wait(pred, timeout, step=0.5):
     return None
 
 
+def periods_begun(start, end):
+    """The periods begun between start and end, as the set of counts the truncation allows.
+
+    A pod's deletionTimestamp has whole seconds: the deletion was requested in
+    [end, end + 1 s). When that second holds a boundary, the period after it may
+    or may not have begun (the operator knows: it charged it while the pod ran).
+    """
+    def begun(t):
+        elapsed = (t - start).total_seconds()
+        return max(1, int(elapsed // INTERVAL) + (0 if elapsed % INTERVAL == 0 else 1))
+    return {begun(end), begun(end + datetime.timedelta(seconds=0.999))}
+
+
 def server_entry(cluster, account, user):
     for s in cluster.account(account).get("status", {}).get("servers", []):
         if s.get("user") == user:
@@ -281,7 +311,7 @@ def run(checks):
     cluster.apply("billingpolicies", "fast", {
         "podSelector": {}, "billingValue": PRICE, "billingInterval": f"{INTERVAL}s",
         "priority": 1000})
-    accounts = {"ann": 35, "dora": 3, "carl": 100000}
+    accounts = {"ann": 35, "dora": 3, "carl": 100000, "erin": 100000}
     for user, balance in accounts.items():
         cluster.apply("creditaccounts", user, {
             "users": [user], "cap": max(balance, 100), "initialBalance": balance})
@@ -382,12 +412,11 @@ def run(checks):
         if end is not None:
             st = cluster.account("carl")["status"]
             net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
-            elapsed = (end - start).total_seconds()
-            begun = int(elapsed // INTERVAL) + (0 if elapsed % INTERVAL == 0 else 1)
-            observed("carl's server", f"started {start.isoformat()}, ended {end.isoformat()} "
-                     f"({elapsed:.1f} s), charged {net}")
+            begun = periods_begun(start, end)
+            observed("carl's server", f"started {start.isoformat()}, ended {end.isoformat()}, "
+                     f"charged {net}")
             checks.check("carl: one charge for every period begun, no more, no less",
-                         net == PRICE * begun, f"charged {net}, {begun} periods began")
+                         net in {PRICE * n for n in begun}, f"charged {net}, {begun} periods began")
         ok, detail = totals_add_up(cluster, "carl", accounts["carl"])
         checks.check("carl: the account's totals add up", ok, detail)
         tokens_in_log = [t for t in (TOKEN,) if t in "".join(
@@ -395,6 +424,97 @@ def run(checks):
             for p in cluster.core.list_namespaced_pod(
                 NS, label_selector="app.kubernetes.io/name=hubcredits").items)]
         checks.check("the operator's logs hold no Hub API token", not tokens_in_log)
+
+        # 5. erin's node is lost (its kubelet killed; containers go on running).
+        node_lost(hub, cluster, checks)
+
+    # 6. The operator's pods as the chart runs them; the PodDisruptionBudget.
+    operator_pods(cluster, checks)
+
+
+def node_ready(cluster):
+    node = cluster.core.read_node(NODE)
+    return any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+
+
+def kubelet(action):
+    subprocess.run([CLUSTER_BIN, "kubelet", action, "--state-dir", STATE], check=True)
+
+
+def node_lost(hub, cluster, checks):
+    spawn(hub, cluster, checks, "erin")
+    e = wait(lambda: (x := server_entry(cluster, "erin", "erin")) and x.get("startedAt") and x, 30)
+    start = parse_time(e["startedAt"])
+    kubelet("stop")
+    try:
+        lost = wait(lambda: not node_ready(cluster), 90)
+        checks.check("erin: the node controller sees the node lost", bool(lost))
+
+        def evicted():
+            try:
+                m = cluster.core.read_namespaced_pod("jupyter-erin", NS).metadata
+            except ApiException:
+                return None
+            return m.deletion_timestamp and m.deletion_timestamp - datetime.timedelta(
+                seconds=m.deletion_grace_period_seconds or 0)
+
+        end = wait(evicted, 60)
+        checks.check("erin: her pod is evicted from the lost node", end is not None)
+        settled = wait(lambda: server_entry(cluster, "erin", "erin") is None, 60)
+        checks.check("erin: the operator ends her server while the node is lost", bool(settled))
+        if end:
+            st = cluster.account("erin")["status"]
+            net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
+            begun = periods_begun(start, end)
+            observed("erin's server", f"started {start.isoformat()}, evicted {end.isoformat()}, "
+                     f"charged {net}")
+            checks.check("erin: billing ends at the eviction: every period begun, no more",
+                         net in {PRICE * n for n in begun}, f"charged {net}, {begun} periods began")
+    finally:
+        kubelet("start")
+    checks.check("the node is back", bool(wait(lambda: node_ready(cluster), 90)))
+    checks.check("erin's evicted pod is gone once the node is back",
+                 bool(wait(lambda: pod_gone(cluster, "erin"), 90)))
+    ok, detail = totals_add_up(cluster, "erin", 100000)
+    checks.check("erin: the account's totals add up", ok, detail)
+
+
+def operator_pods(cluster, checks):
+    sel = "app.kubernetes.io/name=hubcredits"
+
+    def ready_pods():
+        pods = cluster.core.list_namespaced_pod(NS, label_selector=sel).items
+        return [p for p in pods if not p.metadata.deletion_timestamp and any(
+            c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])]
+
+    pods = wait(lambda: (r := ready_pods()) and len(r) == 2 and r, 120)
+    checks.check("two operator replicas are ready", bool(pods))
+    if not pods:
+        return
+    c = pods[0].spec.containers[0]
+    mounts = sorted(m.mount_path for m in c.volume_mounts or [])
+    observed("the manager's mounts", mounts)
+    checks.check("the manager runs with a read-only root filesystem, as a non-root user",
+                 c.security_context.read_only_root_filesystem is True
+                 and c.security_context.run_as_non_root is True)
+    checks.check("no writable /tmp: only read-only Secret volumes are mounted",
+                 "/tmp" not in mounts and all(m.read_only for m in c.volume_mounts or []),
+                 mounts)
+
+    def evict(name):
+        body = client.V1Eviction(metadata=client.V1ObjectMeta(name=name, namespace=NS))
+        try:
+            cluster.core.create_namespaced_pod_eviction(name, NS, body)
+            return 201
+        except ApiException as e:
+            return e.status
+
+    first, second = pods[0].metadata.name, pods[1].metadata.name
+    checks.equal("the PodDisruptionBudget lets one replica be evicted", evict(first), 201)
+    checks.equal("and refuses the other while the first's replacement is not ready",
+                 evict(second), 429)
+    back = wait(lambda: len(ready_pods()) == 2, 180)
+    checks.check("the replacement becomes ready (its readiness probe passes)", bool(back))
 
 
 def main():

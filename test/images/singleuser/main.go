@@ -119,7 +119,6 @@ func main() {
 		log.Fatal(err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	srv := &http.Server{Addr: c.addr, Handler: handler(c, time.Now()), ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -129,6 +128,9 @@ func main() {
 	}()
 	log.Printf("stub single-user server of %q listening on %s under %s", c.user, c.addr, c.prefix)
 	if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		log.Fatal(err)
+		log.Print(err)
+		stop()
+		os.Exit(1)
 	}
+	stop()
 }
