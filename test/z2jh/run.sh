@@ -2,7 +2,8 @@
 # make test-z2jh: hubcredits next to the real Zero to JupyterHub 4.4.0 chart,
 # on a real node (internal/cluster), as an admin installs them.
 #
-# 1. Starts a real single-node cluster (bin/hubcredits-cluster up --detach)
+# 1. Builds the Z2JH hub and proxy images (hack/images/, cached) and starts
+#    a real single-node cluster (bin/hubcredits-cluster up --detach)
 #    in TEST_Z2JH_DIR (default .cluster-z2jh) with the operator image, the
 #    pause and stub images, CoreDNS and the Z2JH hub and proxy images built
 #    here (hack/images/); runs the cluster's DNS (test/cluster/coredns.yaml).
@@ -44,6 +45,9 @@ if [ -z "$third_party" ]; then
 fi
 [ -n "$third_party" ] || skip "no ../shared/third_party beside the checkout (the Z2JH 4.4.0 chart and the hub's wheels)"
 z2jh_chart=$third_party/z2jh-chart-4.4.0/jupyterhub
+
+# The Z2JH hub and proxy images (hack/images/; cached, 2 s when built).
+hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
 
 state=$(realpath -m "${TEST_Z2JH_DIR:-$root/.cluster-z2jh}")
 work=$(mktemp -d -t hubcredits-test-z2jh-XXXXXX)
