@@ -10,7 +10,7 @@ cd "$root"
 
 lint=0
 if "$py" -m flake8 --version >/dev/null 2>&1; then
-  "$py" -m flake8 --max-line-length 100 charts/hubcredits/files test/hub test/cluster || lint=1
+  "$py" -m flake8 --max-line-length 100 charts/hubcredits/files test/hub test/cluster test/z2jh || lint=1
 else
   echo "run-unit.sh: python3-flake8 is not installed; lint skipped" >&2
 fi

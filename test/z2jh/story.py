@@ -26,6 +26,8 @@ Steps, each asserted:
    "Standard": the pool pays first, her wallet is untouched. bob (listed by
    physics only) picks "Physics project": his pod carries the profile's
    label and the pool pays.
+   carol, with no account, gets a wallet on her first spawn after the
+   operator asked the hub about her (GET /users/carol, scope read:users:name).
 6. Z2JH's NetworkPolicies are there, and their rules admit the operator to
    the hub (label hub.jupyter.org/network-access-hub) and the hub to the
    user pods. (make cluster's bridge CNI does not enforce NetworkPolicies:
@@ -51,7 +53,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "cluster"))
 
 import e2e_spawner  # noqa: E402
 from real_hub_credits import Cluster  # noqa: E402
-from real_hub_e2e import DENIED_MARK, Checks, Expected, observed, page_text, visible_text  # noqa: E402
+from real_hub_e2e import (  # noqa: E402
+    DENIED_MARK, Checks, Expected, observed, page_text, visible_text)
 
 from kubernetes import client  # noqa: E402
 from kubernetes.client.rest import ApiException  # noqa: E402
@@ -125,6 +128,10 @@ class Browser:
                                       "Referer": f"{self.url}/hub/home"}, timeout=60)
 
 
+def price_message(account):
+    return f"This server costs {PRICE} credits / {INTERVAL} s, paid from account {account}."
+
+
 def server_entry(cluster, account, user):
     for s in cluster.account(account).get("status", {}).get("servers", []):
         if s.get("user") == user:
@@ -162,7 +169,8 @@ def hub_log(cluster):
 
 
 def in_hub(cluster, code):
-    return subprocess.run(["kubectl", "-n", NS, "exec", hub_pod(cluster), "--", "python3", "-c", code],
+    return subprocess.run(["kubectl", "-n", NS, "exec", hub_pod(cluster), "--",
+                           "python3", "-c", code],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -229,18 +237,22 @@ def run(checks):
     observed("proxy-public", url)
 
     # 1. DNS in the hub pod.
-    names = {n: cluster.core.read_namespaced_service(n, NS).spec.cluster_ip for n in ("hub", "proxy-api")}
-    r = in_hub(cluster, "import socket; print(socket.gethostbyname('hub'), socket.gethostbyname('proxy-api'))")
+    names = {n: cluster.core.read_namespaced_service(n, NS).spec.cluster_ip
+             for n in ("hub", "proxy-api")}
+    r = in_hub(cluster, "import socket; "
+                        "print(socket.gethostbyname('hub'), socket.gethostbyname('proxy-api'))")
     checks.equal("DNS: in the hub pod, hub and proxy-api resolve to their Services",
                  r.stdout.split(), [names["hub"], names["proxy-api"]])
-    r = in_hub(cluster, "import socket\ntry:\n socket.gethostbyname('example.com'); print('resolved')\n"
+    r = in_hub(cluster, "import socket\ntry:\n"
+                        " socket.gethostbyname('example.com'); print('resolved')\n"
                         "except OSError as e: print('no:', e)")
     checks.check("DNS: a name outside the cluster does not resolve (nothing is forwarded)",
                  r.stdout.startswith("no:"), r.stdout + r.stderr)
 
     # The story's price and accounts (the samples of step 2 stay: alice, physics).
     cluster.apply("billingpolicies", "fast", {
-        "podSelector": {}, "billingValue": PRICE, "billingInterval": f"{INTERVAL}s", "priority": 1000})
+        "podSelector": {}, "billingValue": PRICE, "billingInterval": f"{INTERVAL}s",
+        "priority": 1000})
     cluster.apply("creditaccounts", "ann", {"users": ["ann"], "cap": 100, "initialBalance": 35})
     checks.check("account ann is open", cluster.wait_open("ann"))
 
@@ -252,7 +264,8 @@ def run(checks):
     checks.check("ann: the spawn form lists Z2JH's profiles (Standard, GPU, Physics project)",
                  status == 200 and all(p in text for p in ("Standard", "GPU", "Physics project")),
                  f"{status} {slugs}")
-    checks.check("ann: the form shows the price of a profile", f"{PRICE} credits" in text, text[:600])
+    checks.check("ann: the form shows the price of a profile", f"{PRICE} credits" in text,
+                 text[:600])
     observed("profile slugs", slugs)
     standard = next((x for x in slugs if "standard" in x), "")
     physics = next((x for x in slugs if "physics" in x), "")
@@ -264,10 +277,11 @@ def run(checks):
     observed("ann's progress", " | ".join(msgs))
     first = next((m for m in msgs if "Server requested" not in m), "")
     checks.check("ann: the price is the first progress message after 'Server requested'",
-                 first == f"This server costs {PRICE} credits / {INTERVAL} s, paid from account ann.",
+                 first == price_message("ann"),
                  first)
     checks.check("ann: the spawn is ready", bool(events) and events[-1].get("ready"), msgs[-1:])
-    checks.equal("ann: the pod runs", wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
+    checks.equal("ann: the pod runs",
+                 wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
     r = ann.get("/user/ann/")
     checks.check("ann: her server answers through Z2JH's proxy",
                  r.status_code == 200 and "Stub single-user server of ann" in r.text,
@@ -276,13 +290,16 @@ def run(checks):
     # 3. Charged at each boundary, then stopped through the Hub API.
     paid = []
     for n in (2, 3):
-        s = wait(lambda: (e := server_entry(cluster, "ann", "ann")) and e.get("periodsPaid", 0) >= n and e,
+        s = wait(lambda: (e := server_entry(cluster, "ann", "ann"))
+                 and e.get("periodsPaid", 0) >= n and e,
                  INTERVAL * 3)
         paid.append(s and s.get("periodsPaid"))
     checks.equal("ann: charged at each boundary (periods 2 and 3)", paid, [2, 3])
     stopped = wait(lambda: pod_gone(cluster, "ann"), INTERVAL * 6)
-    checks.check("ann: stopped when the next period cannot be paid (the pod is gone)", bool(stopped))
-    deletes = [ln for ln in hub_log(cluster).splitlines() if "DELETE /hub/api/users/ann/server" in ln]
+    checks.check("ann: stopped when the next period cannot be paid (the pod is gone)",
+                 bool(stopped))
+    deletes = [ln for ln in hub_log(cluster).splitlines()
+               if "DELETE /hub/api/users/ann/server" in ln]
     observed("hub log", deletes[-1] if deletes else "(no DELETE)")
     checks.check("ann: the stop came through the Hub API at the hub Service, as service hubcredits",
                  any(re.search(r"\b20[24] DELETE /hub/api/users/ann/server .*\(hubcredits@", d)
@@ -291,10 +308,11 @@ def run(checks):
     operator = cluster.core.list_namespaced_pod(
         NS, label_selector="app.kubernetes.io/name=hubcredits").items
     mounts = [v.secret for p in operator for v in p.spec.volumes or [] if v.secret]
-    checks.check("the operator's token is Z2JH's: the key of Secret hub that Z2JH generated, mounted",
+    checks.check("the operator's token is Z2JH's: the key of Secret hub Z2JH generated, mounted",
                  TOKEN_KEY in (secret.data or {})
                  and any(m.secret_name == "hub" and any(i.key == TOKEN_KEY for i in m.items or [])
-                         for m in mounts), [(m.secret_name, [i.key for i in m.items or []]) for m in mounts])
+                         for m in mounts),
+                 [(m.secret_name, [i.key for i in m.items or []]) for m in mounts])
     bal = cluster.account("ann")["status"]["balance"]
     checks.equal("ann: 5 credits left (35 - 3 periods of 10)", bal, 5)
     ok, st = totals_add_up(cluster, "ann", 35)
@@ -312,7 +330,8 @@ def run(checks):
                      last.get("failed") is True
                      and want.equals(last.get("message", ""), "Spawn failed: "), last)
         page = visible_text(page_text(ann.get("/hub/spawn-pending/ann")))
-        checks.check("ann: the pending page, reloaded, shows the sentence", want.within(page), page[:400])
+        checks.check("ann: the pending page, reloaded, shows the sentence", want.within(page),
+                     page[:400])
     else:  # the form came back with the sentence
         page = visible_text(page_text(ann.get("/hub/spawn/ann")))
         checks.check("ann: the next start is refused with the operator's sentence",
@@ -327,14 +346,16 @@ def run(checks):
     msgs = [e.get("message", "") for e in events]
     observed("alice's progress", " | ".join(msgs))
     checks.check("alice: the spawn is ready", bool(events) and events[-1].get("ready"), msgs[-1:])
-    entry = wait(lambda: next((e for a in ("alice", "physics") if (e := server_entry(cluster, a, "alice"))
+    entry = wait(lambda: next((e for a in ("alice", "physics")
+                               if (e := server_entry(cluster, a, "alice"))
                                and e.get("periodsPaid", 0) >= 3), None), INTERVAL * 5)
     after = {a: cluster.account(a)["status"]["balance"] for a in ("alice", "physics")}
     observed("alice's server", (entry, before, after))
     periods = entry.get("periodsPaid", 0) if entry else 0
     checks.check("alice: the pool physics pays first (it lost 10 a period, her wallet nothing)",
                  periods >= 3 and after["alice"] == before["alice"]
-                 and before["physics"] - after["physics"] in (PRICE * periods, PRICE * (periods + 1)),
+                 and before["physics"] - after["physics"] in (PRICE * periods,
+                                                              PRICE * (periods + 1)),
                  (periods, before, after))
     r = alice.stop()
     checks.check("alice: she stops her server from the browser", r.status_code in (202, 204),
@@ -350,18 +371,38 @@ def run(checks):
     msgs = [e.get("message", "") for e in events]
     observed("bob's progress", " | ".join(msgs))
     checks.check("bob: the price names the pool his profile chose",
-                 f"This server costs {PRICE} credits / {INTERVAL} s, paid from account physics." in msgs,
+                 price_message("physics") in msgs,
                  msgs)
     labels = (cluster.core.read_namespaced_pod("jupyter-bob", NS).metadata.labels
               if pod_phase(cluster, "bob") else {})
     checks.equal("bob: his pod carries the profile's label (KubeSpawner applied the form's choice)",
                  labels.get("hubcredits.io/account"), "physics")
-    entry = wait(lambda: (e := server_entry(cluster, "physics", "bob")) and e.get("periodsPaid", 0) >= 2 and e,
+    entry = wait(lambda: (e := server_entry(cluster, "physics", "bob"))
+                 and e.get("periodsPaid", 0) >= 2 and e,
                  INTERVAL * 4)
     checks.check("bob: the pool is charged", bool(entry)
                  and cluster.account("physics")["status"]["balance"] < before, entry)
     checks.check("bob: he stops his server from the browser", bob.stop().status_code in (202, 204))
     checks.check("bob: the pod is gone", bool(wait(lambda: pod_gone(cluster, "bob"), 60)))
+
+    # carol has no account: her first spawn gets a wallet (wallets.autoCreate of the
+    # guide's values), once the operator has asked the hub, through the hub
+    # Service with Z2JH's token, whether it knows her (scope read:users:name).
+    carol = Browser(url, "carol")
+    carol.start(standard)
+    events = carol.progress()
+    msgs = [e.get("message", "") for e in events]
+    observed("carol's progress", " | ".join(msgs))
+    checks.check("carol: her first spawn is paid from a new wallet",
+                 price_message("wallet-carol") in msgs
+                 and bool(events) and events[-1].get("ready"), msgs)
+    gets = [ln for ln in hub_log(cluster).splitlines() if "GET /hub/api/users/carol " in ln]
+    observed("hub log", gets[-1] if gets else "(no GET)")
+    checks.check("carol: the operator asked the hub about her, as service hubcredits",
+                 any(re.search(r"\b200 GET /hub/api/users/carol .*\(hubcredits@", g)
+                     for g in gets), gets[-3:])
+    checks.check("carol: she stops her server", carol.stop().status_code in (202, 204))
+    checks.check("carol: the pod is gone", bool(wait(lambda: pod_gone(cluster, "carol"), 60)))
 
     # 6. Z2JH's NetworkPolicies, against the pods' labels.
     pols = {p.metadata.name: client.ApiClient().sanitize_for_serialization(p)
@@ -376,7 +417,8 @@ def run(checks):
     checks.check("the singleuser NetworkPolicy admits the hub to the user servers (8888)",
                  ingress_admits(pols["singleuser"], hub_labels, 8888, "notebook-port"), hub_labels)
     checks.check("and not everything: a pod without the label is not admitted to the hub",
-                 not ingress_admits(pols["hub"], {"app": "other"}, 8081, "http"), pols["hub"]["spec"])
+                 not ingress_admits(pols["hub"], {"app": "other"}, 8081, "http"),
+                 pols["hub"]["spec"])
 
 
 def main():
