@@ -323,8 +323,8 @@ func CheckHost(install bool) error {
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(string(fs), "overlay") {
-		return errors.New("the kernel has no overlay filesystem (containerd's snapshotter needs it): modprobe overlay")
+	if err := checkFilesystems(string(fs)); err != nil {
+		return err
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/memory"); err != nil {
 		if _, err2 := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err2 != nil {
@@ -340,6 +340,16 @@ func CheckHost(install bool) error {
 		return fmt.Errorf("nftables does not work here (nft list tables: %w): the cluster cannot keep pod traffic on this machine", err)
 	}
 	return nil
+}
+
+// checkFilesystems says what /proc/filesystems lacks, in one sentence.
+func checkFilesystems(procFilesystems string) error {
+	for _, l := range strings.Split(procFilesystems, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[len(f)-1] == "overlay" {
+			return nil
+		}
+	}
+	return errors.New("the kernel has no overlay filesystem (containerd's snapshotter needs it): modprobe overlay")
 }
 
 // checkPorts says which of the cluster's ports is taken, in one sentence.

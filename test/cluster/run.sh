@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test-cluster: the whole story on a real node (internal/cluster).
 #
+# 0. Runs the faults of make cluster itself (TestUpFaults).
 # 1. Starts a real single-node cluster (bin/hubcredits-cluster up --detach)
 #    in TEST_CLUSTER_DIR (default .cluster-test) with the operator image, the
 #    pause and the stub single-user images; tears it down on exit, whatever
@@ -64,6 +65,12 @@ cleanup() {
   echo ">>> test-cluster: $([ $rc -eq 0 ] && echo passed || echo FAILED) in $((SECONDS - start))s"
   exit $rc
 }
+
+# Bad input and faults of make cluster itself: a port in use, a previous
+# run's leftovers, a failed image import, a missing binary — one sentence
+# each, a non-zero exit, and nothing left on the host.
+echo ">>> make cluster's faults (internal/cluster TestUpFaults)"
+HUBCREDITS_REAL_NODE=1 go test -count=1 -run 'TestUpFaults' ./internal/cluster/
 
 # A previous run killed before its teardown: tear that one down first.
 bin/hubcredits-cluster down --state-dir "$state" >/dev/null
