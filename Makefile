@@ -76,18 +76,20 @@ generate: $(CONTROLLER_GEN) ## Generate deepcopy code.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
 .PHONY: manifests
-manifests: $(CONTROLLER_GEN) $(CRD_REF_DOCS) ## Generate CRDs, RBAC and webhook manifests (and docs/api.md) from markers.
+manifests: $(CONTROLLER_GEN) $(CRD_REF_DOCS) ## Generate CRDs, RBAC and webhook manifests (and docs/api.md) from markers, and the --help block of docs/configuration.md.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=hubcredits-manager paths=./controllers/... paths=./webhooks/... output:rbac:artifacts:config=config/rbac
 	$(CONTROLLER_GEN) webhook paths=./webhooks/... output:webhook:artifacts:config=config/webhook
 	@hack/sync-chart.sh
 	@hack/gen-api-docs.sh
+	@GO=$(GO) $(GO) run ./hack/configdocs
 
 .PHONY: verify
-verify: generate manifests ## Fail when generated files are stale.
-	@if ! git diff --quiet -- api config charts docs/api.md; then \
+verify: generate manifests ## Fail when generated files are stale, or when the flags and values tables of docs/configuration.md disagree with the manager and values.yaml.
+	@GO=$(GO) $(GO) run ./hack/configdocs -check
+	@if ! git diff --quiet -- api config charts docs/api.md docs/configuration.md; then \
 	  echo "Generated files are stale; run 'make generate manifests' and commit:"; \
-	  git --no-pager diff --stat -- api config charts docs/api.md; exit 1; fi
+	  git --no-pager diff --stat -- api config charts docs/api.md docs/configuration.md; exit 1; fi
 
 .PHONY: fmt
 fmt:

@@ -118,7 +118,7 @@ func (s Snapshot) Diff(want Snapshot) []string {
 		{"cgroup", s.Cgroups, want.Cgroups, func(c string) bool { return strings.HasPrefix(filepath.Base(c), "kubepods") }},
 		{"mount", s.Mounts, want.Mounts, func(m string) bool {
 			for _, p := range componentMountDirs {
-				if m == p || strings.HasPrefix(m, p+"/") {
+				if under(m, p) {
 					return true
 				}
 			}
@@ -231,34 +231,32 @@ func topCgroups() ([]string, error) {
 }
 
 // mountPoints lists mount points from /proc/self/mountinfo, except those
-// under stateDir (or CRI's network namespaces, which Down removes and
-// checks by path).
+// under stateDir (the cluster's own).
 func mountPoints(stateDir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
+	all, err := allMounts()
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = f.Close() }()
-	var ms []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if stateDir != "" && (mp == stateDir || strings.HasPrefix(mp, stateDir+"/")) {
-			continue
-		}
-		ms = append(ms, mp)
-	}
+	ms := filter(all, func(mp string) bool { return stateDir == "" || !under(mp, stateDir) })
 	sort.Strings(ms)
-	return ms, sc.Err()
+	return ms, nil
 }
 
 // mountsUnder lists mount points at or under dir, deepest first.
 func mountsUnder(dir string) ([]string, error) {
+	all, err := allMounts()
+	if err != nil {
+		return nil, err
+	}
+	ms := filter(all, func(mp string) bool { return under(mp, dir) })
+	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
+	return ms, nil
+}
+
+func under(path, dir string) bool { return path == dir || strings.HasPrefix(path, dir+"/") }
+
+// allMounts reads the mount points of /proc/self/mountinfo.
+func allMounts() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -268,16 +266,10 @@ func mountsUnder(dir string) ([]string, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64*1024), 1024*1024)
 	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			ms = append(ms, mp)
+		if fields := strings.Fields(sc.Text()); len(fields) >= 5 {
+			ms = append(ms, unescapeMount(fields[4]))
 		}
 	}
-	sort.Slice(ms, func(i, j int) bool { return len(ms[i]) > len(ms[j]) })
 	return ms, sc.Err()
 }
 
@@ -323,8 +315,8 @@ func CheckHost(install bool) error {
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(string(fs), "overlay") {
-		return errors.New("the kernel has no overlay filesystem (containerd's snapshotter needs it): modprobe overlay")
+	if err := checkFilesystems(string(fs)); err != nil {
+		return err
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/memory"); err != nil {
 		if _, err2 := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err2 != nil {
@@ -340,6 +332,16 @@ func CheckHost(install bool) error {
 		return fmt.Errorf("nftables does not work here (nft list tables: %w): the cluster cannot keep pod traffic on this machine", err)
 	}
 	return nil
+}
+
+// checkFilesystems says what /proc/filesystems lacks, in one sentence.
+func checkFilesystems(procFilesystems string) error {
+	for _, l := range strings.Split(procFilesystems, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[len(f)-1] == "overlay" {
+			return nil
+		}
+	}
+	return errors.New("the kernel has no overlay filesystem (containerd's snapshotter needs it): modprobe overlay")
 }
 
 // checkPorts says which of the cluster's ports is taken, in one sentence.

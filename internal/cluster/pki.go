@@ -95,50 +95,20 @@ func serial() (*big.Int, error) {
 }
 
 func newCA() (pair, error) {
-	key, err := newKey()
-	if err != nil {
-		return pair{}, err
-	}
-	sn, err := serial()
-	if err != nil {
-		return pair{}, err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
+	return sign(&x509.Certificate{
 		Subject:               pkix.Name{CommonName: "hubcredits-cluster-ca"},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(certValidity),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return pair{}, err
-	}
-	cert, err := x509.ParseCertificate(der)
-	return pair{cert: cert, key: key}, err
+	}, pair{})
 }
 
 func (ca pair) issue(l leaf) (pair, error) {
-	key, err := newKey()
-	if err != nil {
-		return pair{}, err
-	}
-	sn, err := serial()
-	if err != nil {
-		return pair{}, err
-	}
-	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: sn,
-		Subject:      pkix.Name{CommonName: l.cn, Organization: l.orgs},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(certValidity),
-		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		IPAddresses:  l.ips,
-		DNSNames:     l.dns,
+		Subject:     pkix.Name{CommonName: l.cn, Organization: l.orgs},
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		IPAddresses: l.ips,
+		DNSNames:    l.dns,
 	}
 	if l.server {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
@@ -146,7 +116,27 @@ func (ca pair) issue(l leaf) (pair, error) {
 	if l.client {
 		tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
+	return sign(tmpl, ca)
+}
+
+// sign makes a new key and a certificate of tmpl for it, valid for
+// certValidity, signed by parent (self-signed when parent has no
+// certificate).
+func sign(tmpl *x509.Certificate, parent pair) (pair, error) {
+	key, err := newKey()
+	if err != nil {
+		return pair{}, err
+	}
+	if tmpl.SerialNumber, err = serial(); err != nil {
+		return pair{}, err
+	}
+	now := time.Now()
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(certValidity)
+	issuer, signer := parent.cert, parent.key
+	if issuer == nil {
+		issuer, signer = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		return pair{}, err
 	}

@@ -13,9 +13,11 @@ import sys
 
 def block(text, name):
     marker = r"<!-- test-cluster: " + re.escape(name) + r" -->"
-    m = re.search(marker + r"\s*\n```[a-z]*\n(.*?)\n```",
-                  text, re.S)
-    return m.group(1) + "\n" if m else None
+    m = re.search(marker + r"\s*\n( *)```[a-z]*\n(.*?)\n *```", text, re.S)
+    if not m:
+        return None
+    indent = len(m.group(1))  # a block in a list item is indented
+    return "\n".join(line[indent:] for line in m.group(2).split("\n")) + "\n"
 
 
 def main():

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make test-cluster: the whole story on a real node (internal/cluster).
 #
+# 0. Runs the faults of make cluster itself (TestUpFaults).
 # 1. Starts a real single-node cluster (bin/hubcredits-cluster up --detach)
 #    in TEST_CLUSTER_DIR (default .cluster-test) with the operator image, the
 #    pause and the stub single-user images; tears it down on exit, whatever
@@ -65,6 +66,12 @@ cleanup() {
   exit $rc
 }
 
+# Bad input and faults of make cluster itself: a port in use, a previous
+# run's leftovers, a failed image import, a missing binary — one sentence
+# each, a non-zero exit, and nothing left on the host.
+echo ">>> make cluster's faults (internal/cluster TestUpFaults)"
+HUBCREDITS_REAL_NODE=1 go test -count=1 -run 'TestUpFaults' ./internal/cluster/
+
 # A previous run killed before its teardown: tear that one down first.
 bin/hubcredits-cluster down --state-dir "$state" >/dev/null
 trap cleanup EXIT
@@ -76,15 +83,30 @@ node_ip=$(kubectl get node hubcredits-node -o jsonpath='{.status.addresses[?(@.t
 hub_port=${HUB_PORT:-18081}
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 doc() { "$py" "$here/docblock.py" docs/install.md "$1"; }
+# The README's block runs with the cluster's state as its .cluster.
 # The guide's commands run in $work as in an admin's directory: the chart and
 # the samples of a checkout (symlinks), and their own hubcredits-values.yaml.
-ln -s "$root/charts" "$root/config" "$work/"
+ln -s "$root/charts" "$root/config" "$root/bin" "$work/"
+ln -s "$state" "$work/.cluster"
 values=$work/hubcredits-values.yaml
 run_doc() { # name: runs the guide's block as a shell script, in $work
   echo ">>> docs/install.md: $1"
   doc "$1" > "$work/$1.sh"
   (cd "$work" && bash -euo pipefail "$work/$1.sh") 2>&1 | tee "$work/$1.out"
 }
+
+# The README's real-node lines first, as a newcomer runs them; then that
+# namespace goes, for the admin's install below.
+echo ">>> README.md: readme"
+"$py" "$here/docblock.py" README.md readme > "$work/readme.sh"
+(cd "$work" && bash -euo pipefail "$work/readme.sh") 2>&1 | tee "$work/readme.out"
+grep -q 'CreditsReserved .*This server costs 10 credits every 10m' "$work/readme.out" \
+  || { echo "README: the sample pod was not priced"; exit 1; }
+grep -q 'Started .*Container started' "$work/readme.out" || { echo "README: the sample pod did not start"; exit 1; }
+kubectl -n jhub delete pod jupyter-alice --wait
+kubectl -n jhub delete creditaccounts,billingpolicies --all --wait   # the operator closes the ledgers
+helm uninstall hubcredits -n jhub --wait
+kubectl delete namespace jhub --wait --timeout=120s
 
 echo ">>> Zero to JupyterHub's objects in jhub (a hub on this host, port $hub_port)"
 kubectl create namespace jhub
@@ -123,3 +145,16 @@ assert jupyterhub.__version__.startswith("5.5"), jupyterhub.__version__' 2>/dev/
 fi
 CLUSTER_STATE=$state NODE_IP=$node_ip HUB_PORT=$hub_port HUBCREDITS_TOKEN=$token HUB_NAMESPACE=jhub \
   "$venv/bin/python" "$here/story.py"
+
+# The guide's uninstall (steps 2-4; step 1 is about Z2JH's values), then
+# nothing of hubcredits may be left.
+run_doc uninstall-webhooks
+run_doc uninstall-release
+run_doc uninstall-data
+left=$(
+  kubectl get crd -o name | grep hubcredits.io || true
+  kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations,clusterroles,clusterrolebindings -o name | grep hubcredits || true
+  kubectl -n jhub get all,roles,rolebindings,serviceaccounts,secrets,configmaps,leases,poddisruptionbudgets,networkpolicies -o name | grep hubcredits || true
+)
+if [ -n "$left" ]; then echo "after the documented uninstall, these are left:"; echo "$left"; exit 1; fi
+echo ">>> the documented uninstall left nothing of hubcredits"

@@ -41,7 +41,6 @@ import datetime
 import os
 import re
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -56,7 +55,7 @@ FILES = os.path.abspath(os.path.join(HERE, "..", "..", "charts", "hubcredits", "
 sys.path.insert(0, HUBTESTS)
 
 import real_hub_e2e  # noqa: E402
-from real_hub_credits import Cluster  # noqa: E402
+from real_hub_credits import Cluster, CreditsHub  # noqa: E402
 from real_hub_e2e import Checks, free_port, observed, page_text, visible_text  # noqa: E402
 
 from kubernetes import client, config, watch  # noqa: E402
@@ -77,21 +76,16 @@ def parse_time(s):
     return datetime.datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-class Hub:
-    """JupyterHub 5.5 + KubeSpawner 7.1 + the glue, as ServiceAccount hub."""
+class Hub(CreditsHub):
+    """JupyterHub 5.5 + KubeSpawner 7.1 + the glue, as ServiceAccount hub.
+
+    real_hub_credits.CreditsHub runs it (start, stop, API, login, progress);
+    this configuration adds the hubcredits service of the Z2JH values and the
+    stub image, on the host's address the operator's pods reach.
+    """
 
     def __init__(self, workdir, kubeconfig):
-        self.dir = workdir
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.admin_token = secrets.token_hex(16)
-        self.log_path = os.path.join(workdir, "hub.log")
-        self.proxy_pid = os.path.join(workdir, "proxy.pid")
-        self.env = dict(
-            os.environ, KUBECONFIG=kubeconfig, NODE_PATH="/usr/share/nodejs",
-            PYTHONPATH=os.pathsep.join([FILES, os.environ.get("PYTHONPATH", "")]).rstrip(":"),
-            HUBCREDITS_TEMPLATE_DIR=os.path.join(workdir, "templates"),
-        )
-        self.proc = None
+        super().__init__(workdir, "hub", NS, kubeconfig, port=8888, profiles=[])
 
     def config(self):
         # The hubcredits service and role as docs/install.md's Z2JH values
@@ -113,7 +107,7 @@ c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
 c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.JupyterHub.last_activity_interval = 3600
 c.JupyterHub.services = [
-    {{"name": "e2e", "api_token": {self.admin_token!r}}},
+    {{"name": "e2e", "api_token": {self.token!r}}},
     {{"name": "hubcredits", "api_token": {TOKEN!r}}},
 ]
 c.JupyterHub.load_roles = [
@@ -137,81 +131,6 @@ c.Spawner.poll_interval = 2
 import hubcredits_hub
 hubcredits_hub.install(c)
 """
-
-    def __enter__(self):
-        path = os.path.join(self.dir, "jupyterhub_config.py")
-        with open(path, "w") as f:
-            f.write(self.config())
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyterhub", "-f", path], cwd=self.dir, env=self.env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("jupyterhub exited:\n" + self.log()[-3000:])
-            try:
-                if requests.get(self.url + "/hub/api", timeout=2).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.__exit__()
-        raise SystemExit("jupyterhub did not answer:\n" + self.log()[-3000:])
-
-    def __exit__(self, *exc):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        try:
-            with open(self.proxy_pid) as f:
-                os.kill(int(f.read().strip()), signal.SIGTERM)
-        except (OSError, ValueError):
-            pass
-
-    def log(self):
-        with open(self.log_path, errors="replace") as f:
-            return f.read()
-
-    def api(self, method, path, **kw):
-        return requests.request(method, f"{self.url}/hub/api{path}",
-                                headers={"Authorization": f"token {self.admin_token}"},
-                                timeout=60, **kw)
-
-    def user_token(self, user):
-        self.api("POST", "/users", json={"usernames": [user]})
-        r = self.api("POST", f"/users/{user}/tokens", json={"note": "story"})
-        r.raise_for_status()
-        return r.json()["token"]
-
-    def progress(self, user, token, timeout=90):
-        import json
-        events = []
-        r = requests.get(f"{self.url}/hub/api/users/{user}/server/progress",
-                         headers={"Authorization": f"token {token}"}, stream=True, timeout=timeout)
-        for line in r.iter_lines(decode_unicode=True):
-            if line and line.startswith("data:"):
-                events.append(json.loads(line.split(":", 1)[1]))
-                if events[-1].get("failed") or events[-1].get("ready"):
-                    break
-        r.close()
-        return events
-
-    def login(self, user):
-        s = requests.Session()
-        s.get(f"{self.url}/hub/login", timeout=30)
-        data = {"username": user, "password": "story"}
-        if s.cookies.get("_xsrf"):
-            data["_xsrf"] = s.cookies.get("_xsrf")
-        r = s.post(f"{self.url}/hub/login?next=/hub/home", data=data, allow_redirects=False,
-                   timeout=30)
-        if r.status_code != 302:
-            raise SystemExit(f"login as {user}: {r.status_code}")
-        return s
 
     def server_state(self, user):
         m = self.api("GET", f"/users/{user}").json()
@@ -239,6 +158,17 @@ def periods_begun(start, end):
         elapsed = (t - start).total_seconds()
         return max(1, int(elapsed // INTERVAL) + (0 if elapsed % INTERVAL == 0 else 1))
     return {begun(end), begun(end + datetime.timedelta(seconds=0.999))}
+
+
+def charged_per_period_begun(cluster, checks, user, start, end, how):
+    """The user's account (one server) paid exactly the periods begun from start to end."""
+    st = cluster.account(user)["status"]
+    net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
+    begun = periods_begun(start, end)
+    observed(f"{user}'s server", f"started {start.isoformat()}, {how} {end.isoformat()}, "
+             f"charged {net}")
+    checks.check(f"{user}: one charge for every period begun until {how}, no more, no less",
+                 net in {PRICE * n for n in begun}, f"charged {net}, {begun} periods began")
 
 
 def server_entry(cluster, account, user):
@@ -410,13 +340,7 @@ def run(checks):
         settled = wait(lambda: server_entry(cluster, "carl", "carl") is None, 60)
         checks.check("carl: the operator settles the ended server", bool(settled))
         if end is not None:
-            st = cluster.account("carl")["status"]
-            net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
-            begun = periods_begun(start, end)
-            observed("carl's server", f"started {start.isoformat()}, ended {end.isoformat()}, "
-                     f"charged {net}")
-            checks.check("carl: one charge for every period begun, no more, no less",
-                         net in {PRICE * n for n in begun}, f"charged {net}, {begun} periods began")
+            charged_per_period_begun(cluster, checks, "carl", start, end, "ended")
         ok, detail = totals_add_up(cluster, "carl", accounts["carl"])
         checks.check("carl: the account's totals add up", ok, detail)
         tokens_in_log = [t for t in (TOKEN,) if t in "".join(
@@ -463,13 +387,7 @@ def node_lost(hub, cluster, checks):
         settled = wait(lambda: server_entry(cluster, "erin", "erin") is None, 60)
         checks.check("erin: the operator ends her server while the node is lost", bool(settled))
         if end:
-            st = cluster.account("erin")["status"]
-            net = st.get("totalCharged", 0) - st.get("totalRefunded", 0)
-            begun = periods_begun(start, end)
-            observed("erin's server", f"started {start.isoformat()}, evicted {end.isoformat()}, "
-                     f"charged {net}")
-            checks.check("erin: billing ends at the eviction: every period begun, no more",
-                         net in {PRICE * n for n in begun}, f"charged {net}, {begun} periods began")
+            charged_per_period_begun(cluster, checks, "erin", start, end, "evicted")
     finally:
         kubelet("start")
     checks.check("the node is back", bool(wait(lambda: node_ready(cluster), 90)))
