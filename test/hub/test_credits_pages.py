@@ -499,7 +499,8 @@ class PricedSpawner:
 
     profile_list = [{"slug": "small", "display_name": "Small", "description": "1 CPU"},
                     {"slug": "huge", "display_name": "Huge"},
-                    {"slug": "broken", "display_name": "Broken"}]
+                    {"slug": "broken", "display_name": "Broken"},
+                    {"slug": "pool", "display_name": "Physics project"}]
 
     async def get_options_form(self):
         return "form"
@@ -527,6 +528,9 @@ class ProfilePriceTest(unittest.TestCase):
                       "10m0s", "hubcredits.io/account": "alice"},
             "huge": DeniedError(403, denied),
             "broken": DeniedError(500, 'failed calling webhook: CEL error; env s3cret-t0ken'),
+            "pool": DeniedError(403, 'admission webhook "pods.hubcredits.io" denied the request: '
+                                'User "alice" may not spend from credit account "physics" (it '
+                                "does not list them) — ask your hub admin."),
         }
 
     def form(self):
@@ -538,23 +542,26 @@ class ProfilePriceTest(unittest.TestCase):
 
     def test_prices_denial_and_unknown(self):
         with self.assertLogs("JupyterHub", "WARNING") as logs:
-            small, huge, broken = self.form()
+            small, huge, broken, pool = self.form()
         self.assertIn('1 CPU<br><span class="hubcredits-price text-muted" '
                       'data-affordable="true">10 credits / 10 min</span>', small["description"])
         self.assertEqual(huge["display_name"], "Huge (not enough credits)")
         self.assertIn("it costs 5000 credits every 10m, and account &quot;alice&quot; has 500.",
                       huge["description"])
         self.assertEqual(broken, PricedSpawner.profile_list[2])
+        # a denial that is not about the balance is not called "not enough credits"
+        self.assertEqual(pool["display_name"], "Physics project (not available)")
+        self.assertIn("does not list them", pool["description"])
         self.assertEqual(logs.output, ["WARNING:JupyterHub:hubcredits: no price for profile "
                                        "broken: DeniedError 500"])
         self.assertEqual(sorted(PricedSpawner.creates),
-                         [("broken", "All"), ("huge", "All"), ("small", "All")])
+                         [("broken", "All"), ("huge", "All"), ("pool", "All"), ("small", "All")])
 
     def test_cached_per_user_and_option(self):
         with self.assertLogs("JupyterHub", "WARNING"):
             self.form()
         self.form()  # no second log line either
-        self.assertEqual(len(PricedSpawner.creates), 3)
+        self.assertEqual(len(PricedSpawner.creates), 4)
 
 
 def jupyterhub_templates():

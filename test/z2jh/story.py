@@ -266,6 +266,9 @@ def run(checks):
                  f"{status} {slugs}")
     checks.check("ann: the form shows the price of a profile", f"{PRICE} credits" in text,
                  text[:600])
+    checks.check("ann: the pool that does not list her is 'not available', with the sentence",
+                 "Physics project (not available)" in text and "does not list them" in text,
+                 text[:600])
     observed("profile slugs", slugs)
     standard = next((x for x in slugs if "standard" in x), "")
     physics = next((x for x in slugs if "physics" in x), "")

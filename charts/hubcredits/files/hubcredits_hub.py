@@ -1328,6 +1328,9 @@ def install_pages(c, namespace=None, start=True):
 PROFILE_PRICE_TTL = 60.0
 #: Seconds one dry run may take (the webhook itself answers within 2 s).
 PROFILE_PRICE_TIMEOUT = 5.0
+#: How the webhook's not-enough-credits sentence begins (billing.NotEnoughMessage);
+#: other denials (not a member of the pool, no account...) mark an option "not available".
+NOT_ENOUGH_PREFIX = "Not enough credits"
 
 _profile_prices = {}
 _logged_once = set()
@@ -1540,9 +1543,12 @@ class CreditsSpawnerMixin:
             if isinstance(price, dict):
                 affordable = price["affordable"]
                 if not affordable:
-                    profile["display_name"] = (
-                        f"{profile.get('display_name', '')} (not enough credits)"
-                    )
+                    # The webhook's sentence says why; the marker only names the reason
+                    # when it is the balance (a pool that does not list the user, say,
+                    # is "not available", not "not enough credits").
+                    marker = ("not enough credits" if price["text"].startswith(NOT_ENOUGH_PREFIX)
+                              else "not available")
+                    profile["display_name"] = f"{profile.get('display_name', '')} ({marker})"
                 css = "text-muted" if affordable else "text-danger"
                 profile["description"] = (
                     f'{profile.get("description") or ""}<br><span class="hubcredits-price '
