@@ -119,6 +119,13 @@ class Browser:
         r.close()
         return events
 
+    def idle(self):
+        """The hub has no server, running or pending, for this user (her own model)."""
+        r = self.s.get(f"{self.url}/hub/api/users/{self.user}",
+                       headers={"Referer": f"{self.url}/hub/home"}, timeout=30)
+        m = r.json() if r.status_code == 200 else {}
+        return r.status_code == 200 and not m.get("servers") and not m.get("pending")
+
     def get(self, path):
         return self.s.get(f"{self.url}{path}", timeout=60)
 
@@ -301,8 +308,10 @@ def run(checks):
     stopped = wait(lambda: pod_gone(cluster, "ann"), INTERVAL * 6)
     checks.check("ann: stopped when the next period cannot be paid (the pod is gone)",
                  bool(stopped))
-    deletes = [ln for ln in hub_log(cluster).splitlines()
-               if "DELETE /hub/api/users/ann/server" in ln]
+    # The hub logs a request when it has answered it: after the pod is gone.
+    deletes = wait(lambda: [ln for ln in hub_log(cluster).splitlines()
+                            if "DELETE /hub/api/users/ann/server" in ln], 30) or []
+    checks.check("ann: the hub has no server for her", bool(wait(ann.idle, 30)))
     observed("hub log", deletes[-1] if deletes else "(no DELETE)")
     checks.check("ann: the stop came through the Hub API at the hub Service, as service hubcredits",
                  any(re.search(r"\b20[24] DELETE /hub/api/users/ann/server .*\(hubcredits@", d)
