@@ -124,4 +124,3 @@ func TestDenialEventsAreBounded(t *testing.T) {
 		t.Errorf("%v dropped + %d written != %d", got, len(rec.events), n)
 	}
 }
-
