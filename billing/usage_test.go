@@ -49,7 +49,7 @@ func TestUsageRecordName(t *testing.T) {
 }
 
 func TestUsageOf(t *testing.T) {
-	ended := testutil.MakeServerCharge("r1").UID("u1").Started(30 * time.Second).Paid(3, 30).Ended(25 * time.Minute)
+	ended := testutil.MakeServerCharge("r1").UID("u1").Started(30*time.Second).Paid(3, 30).Ended(25 * time.Minute)
 	cases := map[string]struct {
 		entry hcv1.ServerCharge
 		want  *hcv1.UsageRecord
