@@ -493,6 +493,7 @@ func TestLeaderKilledRepeatedly(t *testing.T) {
 	waitLeader(t, procs)
 	stopAll(t, srv)
 	checkLedgers(t, ns, srv, accounts)
+	checkUsageRecords(t, ns, srv)
 	for _, p := range procs {
 		p.kill()
 	}
