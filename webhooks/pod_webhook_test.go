@@ -100,8 +100,8 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 			},
 		},
 		"a member of a course's group spends from the course pool": {
-			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
-			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `["staff","physics-101"]`).Obj(),
+			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:  testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `["staff","physics-101"]`).Obj(),
 			wantPinned: func() map[string]string {
 				m := pins("physics-101", "10", "10m0s", "")
 				m[hcv1.AnnotationGroups] = `["staff","physics-101"]` // the hub's, kept
