@@ -1369,6 +1369,7 @@ async def profile_price(spawner, profile, now=None):
     try:
         scratch = _scratch_spawner(spawner, profile)
         await scratch.load_user_options()
+        annotate_groups(scratch)
         pod = await scratch.get_pod_manifest()
         created = scratch.api.create_namespaced_pod(
             scratch.namespace, pod, dry_run="All", _request_timeout=PROFILE_PRICE_TIMEOUT
@@ -1412,12 +1413,48 @@ def _is_reserved_event(event):
     )
 
 
+GROUPS_ANNOTATION = "hubcredits.io/groups"
+# What the webhook accepts in it (billing.MaxGroups, billing.MaxGroupLength).
+MAX_GROUPS = 256
+MAX_GROUP_LENGTH = 255
+
+
+def groups_annotation(user):
+    """The user's JupyterHub group names as the webhook reads them: a JSON list.
+
+    Sorted, without names the webhook would refuse (empty, longer than
+    :data:`MAX_GROUP_LENGTH`), at most :data:`MAX_GROUPS` of them. A CreditAccount
+    whose ``spec.groups`` lists one of them is open to the user (a course pool).
+    """
+    names = sorted({
+        name for name in (getattr(g, "name", None) for g in getattr(user, "groups", None) or ())
+        if isinstance(name, str) and 0 < len(name) <= MAX_GROUP_LENGTH
+    })
+    return json.dumps(names[:MAX_GROUPS], separators=(",", ":"))
+
+
+def annotate_groups(spawner):
+    """Put the user's groups on the pod ``spawner`` will make (``extra_annotations``).
+
+    The webhook trusts the annotation as it trusts the username: from the hub
+    (``--allowed-creators``). A spawner without ``extra_annotations`` (not a
+    KubeSpawner) or without a user is left alone.
+    """
+    user = getattr(spawner, "user", None)
+    if user is None or not hasattr(spawner, "extra_annotations"):
+        return
+    annotations = dict(spawner.extra_annotations or {})
+    annotations[GROUPS_ANNOTATION] = groups_annotation(user)
+    spawner.extra_annotations = annotations
+
+
 class CreditsSpawnerMixin:
     """Mixin for a KubeSpawner (2.x-7.x) class; put it first in the bases.
 
-    Overrides only public ``Spawner`` methods: ``start`` (translates our webhook's
-    denial, see :func:`denial_sentence` / :class:`CreditsDenied`) and ``progress``
-    (announces the price first).
+    Overrides only public ``Spawner`` methods: ``start`` (puts the user's groups on
+    the pod, see :func:`annotate_groups`, and translates our webhook's denial, see
+    :func:`denial_sentence` / :class:`CreditsDenied`) and ``progress`` (announces the
+    price first).
     """
 
     def __init__(self, *args, **kwargs):
@@ -1427,6 +1464,7 @@ class CreditsSpawnerMixin:
 
     async def start(self):
         LOG_FILTER.remember(getattr(self, "api_token", None))
+        annotate_groups(self)
         try:
             result = super().start()
             if inspect.isawaitable(result):
