@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"k8s.io/apimachinery/pkg/types"
-
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"github.com/hubcredits/hubcredits/billing"
@@ -43,7 +42,7 @@ type verdict struct {
 	result string
 	reason string
 	// denied describes a denied spawn (not a dry run) for the admin: the
-	// Event and the denial counter (reportDenial).
+	// Event and the denial counter (DenialReporter).
 	denied *deniedSpawn
 	// account is the account a denial is about, when known (fail).
 	account    string
