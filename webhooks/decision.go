@@ -45,7 +45,7 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 	if err != nil {
 		return nil, err
 	}
-	price, err := h.price(ctx, ns, pod)
+	price, err := h.price(ctx, ns, pod, groups)
 	if err != nil {
 		return nil, err
 	}
@@ -66,12 +66,12 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 }
 
 // price resolves the pod's price from its namespace's policies.
-func (h *PodAdmitter) price(ctx context.Context, ns string, pod *corev1.Pod) (billing.Price, error) {
+func (h *PodAdmitter) price(ctx context.Context, ns string, pod *corev1.Pod, groups []string) (billing.Price, error) {
 	pols, err := h.policies(ctx, ns)
 	if err != nil {
 		return billing.Price{}, err
 	}
-	price, err := billing.ResolvePrice(h.Policies.Sorted(pols), pod, h.Defaults)
+	price, err := billing.ResolvePriceInGroups(h.Policies.Sorted(pols), pod, groups, h.Defaults)
 	if err != nil {
 		// The evaluation error may quote the pod (and so the user's token):
 		// the user is told which policy failed, never its error text.

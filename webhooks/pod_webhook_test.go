@@ -111,6 +111,22 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 				"physics-101": {Balance: 90, Servers: []entry{reserved("jupyter-bob", "bob", "physics-101", 10, 10)}},
 			},
 		},
+		"a policy prices by the user's groups": {
+			objs: []client.Object{
+				openAccount("alice", "alice").Obj(),
+				storedPolicy("staff").Priority(10).Match("'staff' in groups").Value(1).Obj(),
+				storedPolicy("default").Value(10).Obj(),
+			},
+			pod: testutil.MakeKubeSpawnerPod(testNS, "alice", "").Annotation(hcv1.AnnotationGroups, `["staff"]`).Obj(),
+			wantPinned: func() map[string]string {
+				m := pins("alice", "1", "10m0s", "staff")
+				m[hcv1.AnnotationGroups] = `["staff"]`
+				return m
+			}(),
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 99, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 1, 1).policy("staff", 10*time.Minute)}},
+			},
+		},
 		"the profile's account label picks among the user's accounts": {
 			objs: []client.Object{openAccount("alice", "alice").Obj(), openAccount("physics", "alice", "bob").Obj()},
 			pod:  testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label(hcv1.LabelAccount, "physics").Obj(),
