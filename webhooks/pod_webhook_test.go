@@ -206,59 +206,69 @@ func TestPodAdmitterDenies(t *testing.T) {
 	gpu := storedPolicy("gpu").Priority(10).Every(5*time.Minute).Selecting("hubcredits.io/policy", "gpu").
 		ValueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").Obj()
 	cases := map[string]struct {
-		objs     []client.Object
-		pod      *corev1.Pod
-		by       string
-		creators []string
-		wantMsg  string
+		objs       []client.Object
+		pod        *corev1.Pod
+		by         string
+		creators   []string
+		wantMsg    string
+		wantReason string
 	}{
 		"not enough credits": {
-			objs:    []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			objs:       []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			wantReason: "NotEnoughCredits",
 		},
 		"not enough credits in the pool and the wallet together": {
 			objs: []client.Object{
 				openAccount("physics").Balance(2).Obj(),
 				openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 			},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			wantReason: "NotEnoughCredits",
 		},
 		"the user is not in the named account": {
-			objs:    []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
-			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			objs:       []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantMsg:    `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			wantReason: "NotMember",
 		},
 		"the named account is missing": {
-			objs:    []client.Object{openAccount("bob", "bob").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
-			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantMsg:    `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			wantReason: "AccountMissing",
 		},
 		"no account": {
-			objs:    []client.Object{openAccount("alice", "alice").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
-			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
+			wantMsg:    `No credit account for user "dave" — ask your hub admin.`,
+			wantReason: "NoAccount",
 		},
 		"two candidate accounts": {
-			objs:    []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
-			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			objs:       []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
+			wantMsg:    `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			wantReason: "AmbiguousAccount",
 		},
 		"no username annotation": {
-			objs:    []client.Object{openAccount("erin", "erin").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
-			wantMsg: `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			objs:       []client.Object{openAccount("erin", "erin").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
+			wantMsg:    `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			wantReason: "MissingUsername",
 		},
 		"a policy cannot price the pod": {
-			objs:    []client.Object{openAccount("alice", "alice").Obj(), gpu},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
-			wantMsg: `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj(), gpu},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
+			wantMsg:    `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			wantReason: "PriceError",
 		},
 		"the wallet's project pool is missing": {
-			objs:    []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantMsg:    `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			wantReason: "ProjectMissing",
 		},
 		"the wallet's project pool names a project itself": {
 			objs: []client.Object{
@@ -266,15 +276,17 @@ func TestPodAdmitterDenies(t *testing.T) {
 				openAccount("physics").Project("faculty").Obj(),
 				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantMsg:    `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			wantReason: "ProjectMissing",
 		},
 		"someone other than the hub creates a user pod": {
-			objs:     []client.Object{openAccount("alice", "alice").Obj()},
-			pod:      testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			by:       "mallory",
-			creators: []string{hubSA},
-			wantMsg:  `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			by:         "mallory",
+			creators:   []string{hubSA},
+			wantMsg:    `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			wantReason: "Forbidden",
 		},
 	}
 	for name, tc := range cases {
@@ -297,6 +309,9 @@ func TestPodAdmitterDenies(t *testing.T) {
 			}
 			if got := message(resp); got != tc.wantMsg {
 				t.Errorf("denial:\n got: %s\nwant: %s", got, tc.wantMsg)
+			}
+			if got := denialReason(resp); got != tc.wantReason {
+				t.Errorf("denial reason in the Status details %q, want %q", got, tc.wantReason)
 			}
 			if len(resp.Patches) != 0 {
 				t.Errorf("a denial carries patches: %v", resp.Patches)
@@ -1005,3 +1020,16 @@ func TestPodAdmitterFreeServerWithoutAccount(t *testing.T) {
 }
 
 func unescapePointer(s string) string { return strings.NewReplacer("~1", "/", "~0", "~").Replace(s) }
+
+// denialReason is the reason a denial carries in its Status details.
+func denialReason(resp admission.Response) string {
+	if resp.Result == nil || resp.Result.Details == nil {
+		return ""
+	}
+	for _, c := range resp.Result.Details.Causes {
+		if c.Type == hcv1.DenialReasonCause {
+			return c.Message
+		}
+	}
+	return ""
+}
