@@ -183,13 +183,13 @@ func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, po
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
 	pods = endLostAt(pods, now)
-	addedBefore := wallet.Status.TotalGranted + wallet.Status.TotalToppedUp
+	addedBefore, adjustedBefore := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp, wallet.Status.TotalAdjusted
 	completeRefunds(wallet, pools, now, &res)
 	catchUp(wallet, pools, pods, now, &res)
 	if Refresh(wallet, now) {
 		res.WalletChanged = true
 	}
-	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore
+	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore || wallet.Status.TotalAdjusted > adjustedBefore
 	for name, pool := range pools {
 		if pool != nil && Refresh(pool, now) {
 			res.ChangedProjects[name] = true

@@ -52,6 +52,12 @@ func (w *AccountWrapper) TopUp(id string, amount int64) *AccountWrapper {
 	return w
 }
 
+// Adjust appends an adjustment to spec.adjustments.
+func (w *AccountWrapper) Adjust(id string, amount int64, reason string) *AccountWrapper {
+	w.a.Spec.Adjustments = append(w.a.Spec.Adjustments, hcv1.Adjustment{ID: id, Amount: amount, Reason: reason})
+	return w
+}
+
 // Generation sets metadata.generation.
 func (w *AccountWrapper) Generation(g int64) *AccountWrapper { w.a.Generation = g; return w }
 
