@@ -65,7 +65,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Use:   "kubectl-credits",
 		Short: "Inspect and manage hubcredits accounts",
 		Long: "kubectl credits shows hubcredits accounts, asks the webhook whether a spawn would be admitted, " +
-			"and tops accounts up exactly once. It uses your kubeconfig like kubectl.",
+			"and tops up or adjusts accounts exactly once. It uses your kubeconfig like kubectl.",
 		Annotations: map[string]string{
 			cobra.CommandDisplayNameAnnotation: "kubectl credits",
 		},
@@ -80,6 +80,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		newStatusCommand(k, streams),
 		newWhyCommand(k, streams),
 		newTopUpCommand(k, streams),
+		newAdjustCommand(k, streams),
 	)
 	return root
 }

@@ -31,8 +31,10 @@ const maxTopUps = 256
 // idPattern is the API's pattern for top-up ids (63 characters at most).
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 
-// Movement is what top-up printed (and prints with -o json|yaml).
+// Movement is what top-up and adjust did (printed with -o json|yaml).
 type Movement struct {
+	// Kind is TopUp or Adjust.
+	Kind      string `json:"kind"`
 	Namespace string `json:"namespace"`
 	Account   string `json:"account"`
 	ID        string `json:"id"`
@@ -45,26 +47,53 @@ type Movement struct {
 	// is the balance it left.
 	Applied bool  `json:"applied"`
 	Balance int64 `json:"balance,omitempty"`
+	// AppliedAmount is what an adjustment really moved, as the ledger
+	// recorded it (a negative one never takes the balance below 0); unset
+	// when the ledger no longer shows it.
+	AppliedAmount *int64 `json:"appliedAmount,omitempty"`
 }
 
-type topUpOptions struct {
+type movementOptions struct {
+	adjust bool
 	id     string
 	reason string
 	wait   time.Duration
 	output string
 }
 
+// kind is the ledger kind of the movement.
+func (o *movementOptions) kind() hcv1.LedgerEntryKind {
+	if o.adjust {
+		return hcv1.LedgerAdjust
+	}
+	return hcv1.LedgerTopUp
+}
+
+const movementLong = "%s adds an entry to the account's spec.%s under a new id (kc-<UTC date>-<time>-<6 random hex " +
+	"digits>, printed first) and waits for the operator to apply it. The operator applies each id exactly " +
+	"once, ever (top-ups and adjustments share ids). The write carries the account's resourceVersion and is " +
+	"retried from a fresh read when another writer got there first; a retry that finds its id already " +
+	"recorded does not add it again. To repeat a command safely (say, after a lost connection), give the id " +
+	"it printed with --id: an id already recorded with the same amount is not added twice."
+
+const adjustLong = "\n\nAn adjustment may be negative: it never takes the balance below 0 (the ledger records what was " +
+	"really taken). Credits already reserved or charged for running servers are not taken back; a running " +
+	"server whose next period the lowered balance cannot pay is stopped at that period's boundary."
+
 func newTopUpCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command {
-	o := &topUpOptions{}
+	return newMovementCommand(k, streams, false)
+}
+
+func newAdjustCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command {
+	return newMovementCommand(k, streams, true)
+}
+
+func newMovementCommand(k *kube, streams genericiooptions.IOStreams, adjust bool) *cobra.Command {
+	o := &movementOptions{adjust: adjust}
 	cmd := &cobra.Command{
 		Use:   "top-up ACCOUNT AMOUNT --reason TEXT",
 		Short: "Add credits to an account, exactly once",
-		Long: "top-up adds an entry to the account's spec.topUps under a new id (kc-<UTC date>-<time>-<6 random hex " +
-			"digits>, printed first) and waits for the operator to apply it. The operator applies each id exactly " +
-			"once, ever. The write carries the account's resourceVersion and is retried from a fresh read when " +
-			"another writer got there first; a retry that finds its id already recorded does not add it again. " +
-			"To repeat a command safely (say, after a lost connection), give the id it printed with --id: an id " +
-			"already recorded with the same amount is not added twice.",
+		Long:  fmt.Sprintf(movementLong, "top-up", "topUps"),
 		Example: "  kubectl credits top-up alice 50 --reason \"extra for the thesis\" -n jhub\n" +
 			"  kubectl credits top-up alice 50 --reason \"extra for the thesis\" --id kc-20261127-061500-3f9a1c",
 		Args: cobra.ExactArgs(2),
@@ -72,7 +101,7 @@ func newTopUpCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command
 			if err := checkOutput(o.output, outputTable, outputJSON, outputYAML); err != nil {
 				return err
 			}
-			amount, err := parseTopUpAmount(args[1])
+			amount, err := parseAmount(args[1], o.adjust)
 			if err != nil {
 				return err
 			}
@@ -86,17 +115,24 @@ func newTopUpCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command
 			} else if err := checkID(o.id); err != nil {
 				return err
 			}
-			return o.run(cmd.Context(), k, streams, args[0], hcv1.TopUp{ID: o.id, Amount: amount, Reason: o.reason})
+			return o.run(cmd.Context(), k, streams, args[0], amount)
 		},
 	}
-	cmd.Flags().StringVar(&o.reason, "reason", "", "Why the credits are added (required; shown in the account's ledger).")
-	cmd.Flags().StringVar(&o.id, "id", "", "The top-up's id (default: a new one, kc-<date>-<time>-<random>).")
+	if adjust {
+		cmd.Use = "adjust ACCOUNT ±AMOUNT --reason TEXT"
+		cmd.Short = "Correct an account's balance up or down (never below 0), exactly once"
+		cmd.Long = fmt.Sprintf(movementLong, "adjust", "adjustments") + adjustLong
+		cmd.Example = "  kubectl credits adjust alice -30 --reason \"double grant on 2026-11-02\" -n jhub\n" +
+			"  kubectl credits adjust alice +10 --reason \"refund for the outage\""
+	}
+	cmd.Flags().StringVar(&o.reason, "reason", "", "Why (required; shown in the account's ledger).")
+	cmd.Flags().StringVar(&o.id, "id", "", "The id (default: a new one, kc-<date>-<time>-<random>).")
 	cmd.Flags().DurationVar(&o.wait, "wait", 30*time.Second, "How long to wait for the operator to apply it (0: do not wait).")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON, outputYAML)
 	return cmd
 }
 
-func (o *topUpOptions) run(ctx context.Context, k *kube, streams genericiooptions.IOStreams, account string, t hcv1.TopUp) error {
+func (o *movementOptions) run(ctx context.Context, k *kube, streams genericiooptions.IOStreams, account string, amount int64) error {
 	c, err := k.client()
 	if err != nil {
 		return err
@@ -105,25 +141,54 @@ func (o *topUpOptions) run(ctx context.Context, k *kube, streams genericiooption
 	if err != nil {
 		return err
 	}
-	m := Movement{Namespace: ns, Account: account, ID: t.ID, Amount: t.Amount, Reason: t.Reason}
+	m := Movement{Kind: string(o.kind()), Namespace: ns, Account: account, ID: o.id, Amount: amount, Reason: o.reason}
 	if o.output == outputTable {
-		fmt.Fprintf(streams.Out, "Top-up %s: +%d to account %s in namespace %s.\n", t.ID, t.Amount, account, ns)
+		fmt.Fprintf(streams.Out, "%s %s: %s to account %s in namespace %s.\n", movementName(m.Kind), m.ID, signed(amount), account, ns)
 	}
 	key := client.ObjectKey{Namespace: ns, Name: account}
-	m.Recorded, err = recordOnce(ctx, c, key, func(a *hcv1.CreditAccount) (bool, error) { return addTopUp(a, t) })
-	if err != nil {
+	add := func(a *hcv1.CreditAccount) (bool, error) {
+		if o.adjust {
+			return addAdjustment(a, hcv1.Adjustment{ID: o.id, Amount: amount, Reason: o.reason})
+		}
+		return addTopUp(a, hcv1.TopUp{ID: o.id, Amount: amount, Reason: o.reason})
+	}
+	if m.Recorded, err = recordOnce(ctx, c, key, add); err != nil {
 		return err
 	}
 	if o.wait > 0 {
-		m.Applied, m.Balance, err = waitApplied(ctx, c, key, t.ID, o.wait)
-		if err != nil {
+		var a *hcv1.CreditAccount
+		if a, err = waitApplied(ctx, c, key, o.id, o.wait); err != nil {
 			return err
+		}
+		if a != nil {
+			m.Applied, m.Balance = true, a.Status.Balance
+			m.AppliedAmount = ledgerAmount(a, o.kind(), o.id)
 		}
 	}
 	if o.output != outputTable {
 		return printStructured(streams.Out, o.output, m)
 	}
 	return printMovement(streams.Out, m, o.wait)
+}
+
+// movementName is "Top-up" or "Adjustment".
+func movementName(kind string) string {
+	if kind == string(hcv1.LedgerAdjust) {
+		return "Adjustment"
+	}
+	return "Top-up"
+}
+
+// ledgerAmount is the amount the ledger recorded for movement id, or nil
+// when the ledger (its last entries) no longer shows it.
+func ledgerAmount(a *hcv1.CreditAccount, kind hcv1.LedgerEntryKind, id string) *int64 {
+	for _, e := range a.Status.Ledger {
+		if e.Kind == kind && e.Subject == id {
+			n := e.Amount
+			return &n
+		}
+	}
+	return nil
 }
 
 // recordOnce changes the account with add and writes it, retrying from a
@@ -169,19 +234,15 @@ func retriable(err error) bool {
 
 // addTopUp adds t to the account's spec.topUps. It reports false when t is
 // already there (the same id and amount), and refuses an id used before
-// for another amount or already applied and removed.
+// (top-ups and adjustments share ids).
 func addTopUp(a *hcv1.CreditAccount, t hcv1.TopUp) (bool, error) {
 	for _, have := range a.Spec.TopUps {
-		if have.ID != t.ID {
-			continue
+		if have.ID == t.ID {
+			return false, sameOrRefuse(a, t.ID, have.Amount, t.Amount)
 		}
-		if have.Amount != t.Amount {
-			return false, fmt.Errorf("top-up id %s is already used on account %s for %d credits; choose another id", t.ID, a.Name, have.Amount)
-		}
-		return false, nil
 	}
-	if slices.Contains(a.Status.RetiredTopUps, t.ID) || slices.Contains(a.Status.AppliedTopUps, t.ID) {
-		return false, fmt.Errorf("top-up id %s was applied to account %s before and is never applied again; choose another id", t.ID, a.Name)
+	if err := idFree(a, t.ID); err != nil {
+		return false, err
 	}
 	if len(a.Spec.TopUps) >= maxTopUps {
 		return false, fmt.Errorf("account %s already lists %d top-ups, the most it can hold; remove old applied ones from spec.topUps first (their ids stay remembered)", a.Name, maxTopUps)
@@ -190,23 +251,72 @@ func addTopUp(a *hcv1.CreditAccount, t hcv1.TopUp) (bool, error) {
 	return true, nil
 }
 
-// waitApplied waits until the operator applied top-up id, and returns the
-// balance it left. It reports false, without error, when the wait ran
-// out: the top-up is recorded and will be applied.
-func waitApplied(ctx context.Context, c client.Client, key client.ObjectKey, id string, timeout time.Duration) (bool, int64, error) {
-	var balance int64
+// addAdjustment adds j to the account's spec.adjustments, as addTopUp
+// does top-ups.
+func addAdjustment(a *hcv1.CreditAccount, j hcv1.Adjustment) (bool, error) {
+	for _, have := range a.Spec.Adjustments {
+		if have.ID == j.ID {
+			return false, sameOrRefuse(a, j.ID, have.Amount, j.Amount)
+		}
+	}
+	if err := idFree(a, j.ID); err != nil {
+		return false, err
+	}
+	if len(a.Spec.Adjustments) >= maxTopUps {
+		return false, fmt.Errorf("account %s already lists %d adjustments, the most it can hold; remove old applied ones from spec.adjustments first (their ids stay remembered)", a.Name, maxTopUps)
+	}
+	a.Spec.Adjustments = append(a.Spec.Adjustments, j)
+	return true, nil
+}
+
+// sameOrRefuse accepts an id found already listed with the same amount (a
+// repeated command: nothing to write) and refuses it for another amount.
+func sameOrRefuse(a *hcv1.CreditAccount, id string, have, want int64) error {
+	if have != want {
+		return fmt.Errorf("id %s is already used on account %s for %s credits; choose another id", id, a.Name, signed(have))
+	}
+	return nil
+}
+
+// idFree refuses an id that the other list holds, or that was applied
+// and removed since.
+func idFree(a *hcv1.CreditAccount, id string) error {
+	for _, t := range a.Spec.TopUps {
+		if t.ID == id {
+			return fmt.Errorf("id %s already names a top-up of account %s; choose another id", id, a.Name)
+		}
+	}
+	for _, j := range a.Spec.Adjustments {
+		if j.ID == id {
+			return fmt.Errorf("id %s already names an adjustment of account %s; choose another id", id, a.Name)
+		}
+	}
+	if slices.Contains(a.Status.RetiredTopUps, id) || slices.Contains(a.Status.AppliedTopUps, id) {
+		return fmt.Errorf("id %s was applied to account %s before and is never applied again; choose another id", id, a.Name)
+	}
+	return nil
+}
+
+// waitApplied waits until the operator applied movement id, and returns
+// the account it left. It returns nil, without error, when the wait ran
+// out: the movement is recorded and will be applied.
+func waitApplied(ctx context.Context, c client.Client, key client.ObjectKey, id string, timeout time.Duration) (*hcv1.CreditAccount, error) {
+	var applied *hcv1.CreditAccount
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, timeout, true, func(ctx context.Context) (bool, error) {
 		a := &hcv1.CreditAccount{}
 		if err := c.Get(ctx, key, a); err != nil {
 			return false, err
 		}
-		balance = a.Status.Balance
-		return slices.Contains(a.Status.AppliedTopUps, id) || slices.Contains(a.Status.RetiredTopUps, id), nil
+		if slices.Contains(a.Status.AppliedTopUps, id) || slices.Contains(a.Status.RetiredTopUps, id) {
+			applied = a
+			return true, nil
+		}
+		return false, nil
 	})
 	if wait.Interrupted(err) {
-		return false, 0, nil
+		return nil, nil
 	}
-	return err == nil, balance, err
+	return applied, err
 }
 
 // printMovement says what happened.
@@ -219,6 +329,9 @@ func printMovement(out io.Writer, m Movement, waited time.Duration) error {
 		}
 	}
 	switch {
+	case m.Applied && m.AppliedAmount != nil && *m.AppliedAmount != m.Amount:
+		_, err = fmt.Fprintf(out, "Applied %s of %s (the balance never goes below 0): account %s now has %d credits.\n",
+			signed(*m.AppliedAmount), signed(m.Amount), m.Account, m.Balance)
 	case m.Applied:
 		_, err = fmt.Fprintf(out, "Applied: account %s now has %d credits.\n", m.Account, m.Balance)
 	case waited > 0:
@@ -258,16 +371,19 @@ func checkReason(r string) error {
 	return nil
 }
 
-// parseTopUpAmount is a positive number of credits.
-func parseTopUpAmount(s string) (int64, error) {
+// parseAmount is a number of credits: positive for a top-up, signed and
+// not 0 for an adjustment.
+func parseAmount(s string, adjust bool) (int64, error) {
 	n, err := strconv.ParseInt(s, 10, 64)
 	switch {
 	case err != nil:
 		return 0, fmt.Errorf("AMOUNT %q is not a whole number of credits", s)
-	case n <= 0:
-		return 0, fmt.Errorf("a top-up adds credits: AMOUNT must be at least 1 (to take credits away, use adjust)")
-	case n > hcv1.MaxCredits:
-		return 0, fmt.Errorf("AMOUNT %d is more than the API allows (%d)", n, hcv1.MaxCredits)
+	case n == 0 && adjust:
+		return 0, errors.New("an adjustment of 0 changes nothing: AMOUNT must not be 0")
+	case n <= 0 && !adjust:
+		return 0, errors.New("a top-up adds credits: AMOUNT must be at least 1 (to take credits away, use adjust)")
+	case n > hcv1.MaxCredits || n < -hcv1.MaxCredits:
+		return 0, fmt.Errorf("AMOUNT %d is beyond what the API allows (±%d)", n, hcv1.MaxCredits)
 	}
 	return n, nil
 }

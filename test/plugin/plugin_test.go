@@ -266,7 +266,7 @@ func TestTopUp(t *testing.T) {
 	})
 	t.Run("the same id for another amount is refused", func(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "top-up", "alice", "60", "--reason", "x", "--id", id, "-n", ns),
-			"top-up id "+id+" is already used on account alice for 50 credits; choose another id.")
+			"id "+id+" is already used on account alice for +50 credits; choose another id.")
 	})
 	t.Run("concurrent top-ups each apply once", func(t *testing.T) {
 		const n = 6
@@ -308,5 +308,52 @@ func TestTopUp(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "top-up", "alice", "5", "-n", ns), "--reason is required")
 		oneSentence(t, kubectlCredits(t, "top-up", "nobody", "5", "--reason", "x", "-n", ns), `credit account "nobody" not found in namespace `+ns+".")
 		oneSentence(t, kubectlCredits(t, "top-up", "alice", "5", "--reason", "x", "--id", "-bad", "-n", ns), `--id "-bad" is not a valid id`)
+	})
+}
+
+func TestAdjust(t *testing.T) {
+	ns := newNamespace(t)
+	create(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).TopUp("welcome", 20).Obj())
+	opened(t, ns, "alice")
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if b := getAccount(t, ns, "alice").Status.Balance; b != 120 {
+			return fmt.Errorf("balance %d, want 120", b)
+		}
+		return nil
+	})
+
+	r := kubectlCredits(t, "adjust", "alice", "-30", "--reason", "double grant on 2026-11-02", "-n", ns)
+	if r.code != 0 || !regexp.MustCompile(`(?m)^Adjustment kc-\d{8}-\d{6}-[0-9a-f]{6}: -30 to account alice in namespace `).MatchString(r.out) ||
+		!strings.Contains(r.out, "Applied: account alice now has 90 credits.") {
+		t.Fatalf("adjust -30: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = kubectlCredits(t, "adjust", "-n", ns, "alice", "-500", "--reason", "course ended", "--id", "course-end")
+	if r.code != 0 || !strings.Contains(r.out, "Applied -90 of -500 (the balance never goes below 0): account alice now has 0 credits.") {
+		t.Errorf("adjust -500: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	r = kubectlCredits(t, "adjust", "alice", "+10", "--reason", "refund for the outage", "-n", ns, "-o", "yaml")
+	if r.code != 0 || !strings.Contains(r.out, "kind: Adjust") || !strings.Contains(r.out, "balance: 10") || !strings.Contains(r.out, "appliedAmount: 10") {
+		t.Errorf("adjust +10 -o yaml: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	t.Run("the same id again adds nothing", func(t *testing.T) {
+		r := kubectlCredits(t, "adjust", "alice", "-500", "--reason", "course ended", "--id", "course-end", "-n", ns)
+		if r.code != 0 || !strings.Contains(r.out, "Already recorded") {
+			t.Errorf("exit %d\n%s", r.code, r.out)
+		}
+		a := getAccount(t, ns, "alice")
+		if a.Status.Balance != 10 || a.Status.TotalAdjusted != -110 || len(a.Spec.Adjustments) != 3 {
+			t.Errorf("balance %d, adjusted %d, %d adjustments; want 10, -110, 3", a.Status.Balance, a.Status.TotalAdjusted, len(a.Spec.Adjustments))
+		}
+	})
+	t.Run("ids are shared with top-ups", func(t *testing.T) {
+		oneSentence(t, kubectlCredits(t, "adjust", "alice", "5", "--reason", "x", "--id", "welcome", "-n", ns),
+			"id welcome already names a top-up of account alice; choose another id.")
+		oneSentence(t, kubectlCredits(t, "top-up", "alice", "5", "--reason", "x", "--id", "course-end", "-n", ns),
+			"id course-end already names an adjustment of account alice; choose another id.")
+	})
+	t.Run("bad input", func(t *testing.T) {
+		oneSentence(t, kubectlCredits(t, "adjust", "alice", "0", "--reason", "x", "-n", ns), "must not be 0")
+		oneSentence(t, kubectlCredits(t, "adjust", "alice", "-1x", "--reason", "x", "-n", ns), "unknown shorthand flag")
+		oneSentence(t, kubectlCredits(t, "adjust", "alice", "ten", "--reason", "x", "-n", ns), `AMOUNT "ten" is not a whole number of credits.`)
 	})
 }
