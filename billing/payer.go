@@ -3,6 +3,9 @@ package billing
 import (
 	"slices"
 	"sort"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
@@ -12,6 +15,22 @@ import (
 type Denial struct {
 	Reason  string
 	Message string
+	// Account is the CreditAccount the server would have been paid from,
+	// when admission got as far as finding (or being told) one; AccountUID
+	// is its UID when it exists. The admin finds the denial on it.
+	Account    string
+	AccountUID types.UID
+}
+
+// denialOn is a Denial about the account a.
+func denialOn(a *hcv1.CreditAccount, reason, msg string) *Denial {
+	return &Denial{Reason: reason, Message: msg, Account: a.Name, AccountUID: a.UID}
+}
+
+// NotEnoughDenial refuses a server that the wallet (and its pool) cannot
+// pay; it is about the wallet.
+func NotEnoughDenial(price Price, wallet, pool *hcv1.CreditAccount, now time.Time) *Denial {
+	return denialOn(wallet, DenyNotEnough, NotEnoughMessage(price, wallet, pool, now))
 }
 
 func (d *Denial) Error() string { return d.Message }
@@ -47,12 +66,12 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 		for _, a := range accounts {
 			if a.Name == labelAccount {
 				if !Lists(a, user) {
-					return nil, &Denial{Reason: DenyNotMember, Message: NotMemberMessage(user, labelAccount)}
+					return nil, denialOn(a, DenyNotMember, NotMemberMessage(user, labelAccount))
 				}
 				return a, nil
 			}
 		}
-		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount)}
+		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount), Account: labelAccount}
 	}
 	var found []*hcv1.CreditAccount
 	pools := map[string]bool{}
@@ -100,7 +119,7 @@ func ResolveProject(wallet *hcv1.CreditAccount, get func(name string) *hcv1.Cred
 	}
 	pool := get(wallet.Spec.Project)
 	if problem := CheckProject(wallet, pool); problem != nil {
-		return nil, &Denial{Reason: DenyProjectMissing, Message: problem.Message}
+		return nil, denialOn(wallet, DenyProjectMissing, problem.Message)
 	}
 	return pool, nil
 }

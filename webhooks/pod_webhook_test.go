@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -206,16 +208,21 @@ func TestPodAdmitterDenies(t *testing.T) {
 	gpu := storedPolicy("gpu").Priority(10).Every(5*time.Minute).Selecting("hubcredits.io/policy", "gpu").
 		ValueExpr("25 * quantity(pod.spec.containers[0].resources.requests['nvidia.com/gpu']).asInteger()").Obj()
 	cases := map[string]struct {
-		objs       []client.Object
-		pod        *corev1.Pod
-		by         string
-		creators   []string
-		wantMsg    string
+		objs     []client.Object
+		pod      *corev1.Pod
+		by       string
+		creators []string
+		wantMsg  string
+		// wantReason is the reason in the denial's Status details.
 		wantReason string
+		// wantEvent is "Kind/name Reason" of the Warning Event the admin
+		// finds.
+		wantEvent string
 	}{
 		"not enough credits": {
 			objs:       []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
 			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 			wantReason: "NotEnoughCredits",
 		},
@@ -225,48 +232,56 @@ func TestPodAdmitterDenies(t *testing.T) {
 				openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 			},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
 			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
 			wantReason: "NotEnoughCredits",
 		},
 		"the user is not in the named account": {
 			objs:       []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantEvent:  "CreditAccount/physics NotMember",
 			wantMsg:    `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
 			wantReason: "NotMember",
 		},
 		"the named account is missing": {
 			objs:       []client.Object{openAccount("bob", "bob").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantEvent:  "CreditAccount/chemistry AccountMissing",
 			wantMsg:    `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
 			wantReason: "AccountMissing",
 		},
 		"no account": {
 			objs:       []client.Object{openAccount("alice", "alice").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
+			wantEvent:  "CreditAccount/wallet-dave NoAccount",
 			wantMsg:    `No credit account for user "dave" — ask your hub admin.`,
 			wantReason: "NoAccount",
 		},
 		"two candidate accounts": {
 			objs:       []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
+			wantEvent:  "Pod/jupyter-carol AmbiguousAccount",
 			wantMsg:    `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
 			wantReason: "AmbiguousAccount",
 		},
 		"no username annotation": {
 			objs:       []client.Object{openAccount("erin", "erin").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
+			wantEvent:  "Pod/jupyter-erin MissingUsername",
 			wantMsg:    `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
 			wantReason: "MissingUsername",
 		},
 		"a policy cannot price the pod": {
 			objs:       []client.Object{openAccount("alice", "alice").Obj(), gpu},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
+			wantEvent:  "Pod/jupyter-alice PriceError",
 			wantMsg:    `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
 			wantReason: "PriceError",
 		},
 		"the wallet's project pool is missing": {
 			objs:       []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
 			wantMsg:    `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
 			wantReason: "ProjectMissing",
 		},
@@ -277,6 +292,7 @@ func TestPodAdmitterDenies(t *testing.T) {
 				openAccount("alice", "alice").Project("physics").Obj(),
 			},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
 			wantMsg:    `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
 			wantReason: "ProjectMissing",
 		},
@@ -285,6 +301,7 @@ func TestPodAdmitterDenies(t *testing.T) {
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
 			by:         "mallory",
 			creators:   []string{hubSA},
+			wantEvent:  "Pod/jupyter-alice Forbidden",
 			wantMsg:    `Only JupyterHub may start user servers in this namespace; mallory may not.`,
 			wantReason: "Forbidden",
 		},
@@ -293,12 +310,16 @@ func TestPodAdmitterDenies(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			env := newWebhookEnv(tc.objs...)
 			env.h.Creators = tc.creators
+			rec := &eventSink{}
+			env.h.Denials = &DenialReporter{Recorder: rec}
 			rb := makeRequest(t, tc.pod)
 			if tc.by != "" {
 				rb.By(tc.by)
 			}
 			before := versions(t, env.api)
 
+			reason := strings.Fields(tc.wantEvent)[1]
+			counted := promtestutil.ToFloat64(denials.WithLabelValues(reason))
 			resp := env.h.Handle(context.Background(), rb.Obj())
 
 			if resp.Allowed {
@@ -319,6 +340,16 @@ func TestPodAdmitterDenies(t *testing.T) {
 			assertNoToken(t, resp)
 			if d := testutil.Diff(before, versions(t, env.api)); d != "" {
 				t.Errorf("a denial wrote to the accounts (-before +after):\n%s", d)
+			}
+			if got := promtestutil.ToFloat64(denials.WithLabelValues(reason)) - counted; got != 1 {
+				t.Errorf("hubcredits_admission_denials_total{reason=%q} went up by %v, want 1", reason, got)
+			}
+			if got := rec.summary(); !slices.Equal(got, []string{tc.wantEvent}) ||
+				!strings.HasPrefix(rec.events[0].message, "Spawn of "+tc.pod.Name) || !strings.Contains(rec.events[0].message, tc.wantMsg) {
+				t.Fatalf("events %+v, want one %s with the denial's sentence", rec.events, tc.wantEvent)
+			}
+			if strings.Contains(rec.events[0].message, plantedToken) {
+				t.Errorf("the event carries the Hub token: %s", rec.events[0].message)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -42,6 +43,12 @@ type verdict struct {
 	resp   admission.Response
 	result string
 	reason string
+	// denied describes a denied spawn (not a dry run) for the admin: the
+	// Event and the denial counter (reportDenial).
+	denied *deniedSpawn
+	// account is the account a denial is about, when known (fail).
+	account    string
+	accountUID types.UID
 }
 
 // allow admits a pod the webhook has nothing to add to.
@@ -72,7 +79,9 @@ func errored(code int32, reason string, err error) verdict {
 func fail(err error) verdict {
 	var denial *billing.Denial
 	if errors.As(err, &denial) {
-		return deny(denial.Reason, denial.Message)
+		v := deny(denial.Reason, denial.Message)
+		v.account, v.accountUID = denial.Account, denial.AccountUID
+		return v
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return errored(http.StatusServiceUnavailable, reasonTimeout, errors.New("hubcredits could not reserve credits in time; please try again"))

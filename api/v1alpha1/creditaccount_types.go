@@ -20,8 +20,9 @@ const (
 	// ConditionExhausted is true when a server billed to the account had to be
 	// stopped because the account could not pay (reason ServerStopped); it
 	// stays true until credits are added. A spawn denied for lack of credits
-	// is not recorded here: the user reads the denial, and the webhook counts
-	// it (hubcredits_admission_decisions_total).
+	// is not recorded here: the user reads the denial, and the webhook
+	// leaves a Warning Event NotEnoughCredits on the account and counts it
+	// (hubcredits_admission_denials_total).
 	ConditionExhausted = "Exhausted"
 	// ConditionDeletionHeld is true while the account is being deleted but
 	// servers it funds still run: the operator keeps its ledger (and its

@@ -209,6 +209,9 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Creators:         o.Creators,
 		Shadow:           o.Shadow,
 		FreeNeedsAccount: o.FreeNeedsAccount,
+		Denials: &webhooks.DenialReporter{
+			Recorder: mgr.GetEventRecorderFor(webhooks.DenialEventSource), //nolint:staticcheck // core/v1 Events, as kubectl get events shows
+		},
 	})
 	return nil
 }

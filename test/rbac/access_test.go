@@ -116,6 +116,17 @@ func operatorMustNot(hub, operatorNS, other string) []access {
 		access{ns: hub, verb: "update", resource: "pods"},
 		access{ns: hub, verb: "patch", resource: "pods"},
 		access{ns: hub, verb: "create", resource: "pods", sub: "exec"},
+		// Events (the controllers' and the webhook's denials): create and
+		// patch in the hub namespace only; never read, edit or delete them,
+		// never elsewhere.
+		access{ns: other, verb: "create", resource: "events"},
+		access{ns: other, verb: "patch", resource: "events"},
+		access{ns: "default", verb: "create", resource: "events"},
+		access{verb: "create", resource: "events"}, // all namespaces
+		access{ns: hub, verb: "list", resource: "events"},
+		access{ns: hub, verb: "update", resource: "events"},
+		access{ns: hub, verb: "delete", resource: "events"},
+		access{ns: hub, verb: "create", group: "events.k8s.io", resource: "events"},
 		// ConfigMaps: the tombstones' by name only (operatorMust); Z2JH
 		// keeps the hub's config in ConfigMaps of the hub namespace.
 		access{ns: hub, verb: "get", resource: "configmaps"},

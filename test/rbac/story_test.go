@@ -26,6 +26,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -234,11 +235,11 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	// The webhook verifies its caller (--webhook-client-ca): every spawn
 	// above came through the API server's client certificate; a review sent
 	// to the port without it is refused before it is read, and counted.
-	refusedBefore := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil)
+	refusedBefore := testutil.Counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil)
 	if code := newForger(t).status(hub, "bob"); code != http.StatusForbidden {
 		t.Errorf("a review without the API server's client certificate: HTTP %d, want 403", code)
 	}
-	if got := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
+	if got := testutil.Counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
 		t.Errorf("hubcredits_webhook_unauthenticated_requests_total grew by %v, want 1", got)
 	}
 	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
