@@ -279,7 +279,7 @@ func printAccountStatus(out io.Writer, v AccountStatus, now time.Time) error {
 		for _, s := range v.Servers {
 			fmt.Fprintf(w, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.User, orNone(s.ServerName), s.Pod, orNone(s.Policy),
 				billing.PriceText(billing.Price{Value: s.BillingValue, Interval: s.BillingInterval.Duration}),
-				serverState(s, now), paidThrough(s.PaidThrough, now), s.PeriodsPaid, paidText(s, v.Name))
+				serverState(s, v.Name, now), paidThrough(s.PaidThrough, now), s.PeriodsPaid, paidText(s, v.Name))
 		}
 		if err := w.Flush(); err != nil {
 			return err
@@ -363,9 +363,12 @@ func conditionsText(conds []metav1.Condition) string {
 }
 
 // serverState is Pending (reserved, not started), Running for how long,
-// or Stopping once a stop was asked for.
-func serverState(s hcv1.ServerCharge, now time.Time) string {
+// or Stopping once a stop was asked for. A pool's entry for a wallet's
+// server does not follow the clock: the wallet's entry does.
+func serverState(s hcv1.ServerCharge, account string, now time.Time) string {
 	switch {
+	case s.Wallet != account && s.StartedAt == nil && s.StopRequestedAt == nil:
+		return "see wallet " + s.Wallet
 	case s.StopRequestedAt != nil:
 		return "Stopping (" + age(s.StopRequestedAt.Time, now) + ")"
 	case s.StartedAt == nil:

@@ -134,6 +134,19 @@ func TestStatus(t *testing.T) {
 			t.Errorf("status bob -o yaml: exit %d\n%s", r.code, r.out)
 		}
 	})
+	t.Run("recent denials", func(t *testing.T) {
+		p := testutil.MakeKubeSpawnerPod(ns, "bob", "").Label("hubcredits.io/account", "physics").Obj()
+		if err := hub.Create(context.Background(), p); err == nil {
+			t.Fatal("bob's spawn from physics was admitted")
+		}
+		testutil.Eventually(t, 20*time.Second, func() error {
+			r := kubectlCredits(t, "status", "physics", "-n", ns)
+			if !regexp.MustCompile(`Warning +NotMember +\S+ +1 +Spawn of jupyter-bob for bob denied: User "bob" may not spend from credit account "physics"`).MatchString(r.out) {
+				return fmt.Errorf("no NotMember denial among the Events of physics")
+			}
+			return nil
+		})
+	})
 	t.Run("errors are one sentence", func(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "status", "nobody", "-n", ns), `creditaccounts.hubcredits.io "nobody" not found.`)
 		oneSentence(t, kubectlCredits(t, "status", "--user", "zoe", "-n", ns), `no credit account in namespace `+ns+` lists user "zoe".`)
