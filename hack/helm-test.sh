@@ -192,6 +192,9 @@ contains "all-on: wallet template, monitoring, NetworkPolicy, hub read access, g
   "alert: HubcreditsAccountsExhausted" "alert: HubcreditsOrphanedReservations" \
   "alert: HubcreditsUnauthenticatedWebhookCalls" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
   "hubcredits_hub.py: |-"
+lacks "dashboard: off by default" "$tmp/default.yaml" "grafana_dashboard" "name: hubcredits-dashboard"
+contains "dashboard: the ConfigMap for Grafana's sidecar (its JSON is checked against the operator's metrics by test/plugin)" "$tmp/all-on.yaml" \
+  "name: hubcredits-all-on-dashboard" 'grafana_dashboard: "1"' "grafana_folder: JupyterHub" "hubcredits.json: |-" '"uid": "hubcredits"'
 lacks "hub API off: no token mount; one replica: no PDB" "$tmp/variant.yaml" \
   "--hub-api-url" "hub-api-token" "kind: PodDisruptionBudget"
 

@@ -84,28 +84,28 @@ func TestAdmissionDenials(t *testing.T) {
 	}{
 		"not enough credits": {
 			wantEvent: event{"CreditAccount", "alice", "NotEnoughCredits"},
-			pod:     testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			pod:       testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj(),
+			wantMsg:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"user not in the named account": {
 			wantEvent: event{"CreditAccount", "physics", "NotMember"},
-			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
-			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			pod:       testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantMsg:   `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
 		},
 		"named account missing": {
 			wantEvent: event{"CreditAccount", "chemistry", "AccountMissing"},
-			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
-			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			pod:       testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantMsg:   `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
 		},
 		"no account": {
 			wantEvent: event{"CreditAccount", "wallet-dave", "NoAccount"},
-			pod:     testutil.MakeKubeSpawnerPod(ns, "dave", "").Obj(),
-			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+			pod:       testutil.MakeKubeSpawnerPod(ns, "dave", "").Obj(),
+			wantMsg:   `No credit account for user "dave" — ask your hub admin.`,
 		},
 		"two candidate accounts": {
 			wantEvent: event{"Pod", "jupyter-carol", "AmbiguousAccount"},
-			pod:     testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj(),
-			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			pod:       testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj(),
+			wantMsg:   `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
 		},
 		"no username annotation": {
 			wantEvent: event{"Pod", "jupyter-erin", "MissingUsername"},

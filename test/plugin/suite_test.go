@@ -1,7 +1,9 @@
-// Package plugin tests `kubectl credits` (internal/creditscli) the way an
-// admin runs it: from a kubeconfig file, against a real kube-apiserver and
-// etcd with the real operator (controllers and webhooks in one manager,
-// started in-process) and the real admission chain. The operator lets
+// Package plugin tests the admin's tools: `kubectl credits`
+// (internal/creditscli) the way an admin runs it, from a kubeconfig file,
+// and the chart's Grafana dashboard against the metrics the operator
+// serves. Both against a real kube-apiserver and etcd with the real
+// operator (controllers and webhooks in one manager, started in-process)
+// and the real admission chain. The operator lets
 // only the hub's ServiceAccount create billed pods (--allowed-creators),
 // as the chart does, so the tests spawn as the hub by impersonation.
 package plugin
@@ -11,6 +13,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,6 +47,8 @@ var (
 	admin, hub client.Client
 	// kubeconfig is the admin's kubeconfig file, as kubectl would use it.
 	kubeconfig string
+	// metricsURL is the operator's /metrics.
+	metricsURL string
 	nsCounter  atomic.Int64
 )
 
@@ -133,8 +138,16 @@ func startOperator(ctx context.Context) error {
 		Billing:  billing.Options{OrphanGrace: 3 * time.Second, StopRetry: 5 * time.Second, LowPeriods: 2},
 		Workers:  2,
 	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	metricsURL = "http://" + addr + "/metrics"
 	w := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(env.Config, operator.ManagerOptions(o, operator.Process{
+		MetricsAddr: addr,
 		WebhookServer: webhook.NewServer(webhook.Options{
 			Host: w.LocalServingHost, Port: w.LocalServingPort, CertDir: w.LocalServingCertDir,
 			TLSOpts: operator.WebhookTLS(false),

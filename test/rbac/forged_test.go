@@ -108,7 +108,6 @@ func (f *forger) body(ns, user string) []byte {
 	return body
 }
 
-
 // TestForgedReviewsAreBounded: a caller that reaches the webhook port with
 // forged reviews can hold a known user's balance reserved for the
 // reservation grace, no longer; creates no account for a user the hub does
