@@ -263,7 +263,7 @@ func TestStatusText(t *testing.T) {
 
 func TestPrintAccountTable(t *testing.T) {
 	views := []AccountStatus{
-		{Name: "alice", Users: []string{"alice"}, Balance: 95, Cap: 100, Project: "physics", RunningServers: 1,
+		{Name: "wallet-alice", Users: []string{"alice"}, Balance: 95, Cap: 100, Project: "physics", RunningServers: 1,
 			Grant:      &GrantStatus{Amount: 5, Interval: "1h"},
 			Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue}, {Type: "Low", Status: metav1.ConditionTrue}, {Type: "Exhausted", Status: metav1.ConditionFalse}}},
 		{Name: "physics", Balance: 1990, Cap: 2000},
@@ -272,9 +272,9 @@ func TestPrintAccountTable(t *testing.T) {
 	if err := printAccountTable(&out, views, now); err != nil {
 		t.Fatal(err)
 	}
-	want := "NAME      USERS    BALANCE   CAP    GRANT         PROJECT   RUNNING   CONDITIONS\n" +
-		"alice     alice    95        100    +5 every 1h   physics   1         Ready,Low\n" +
-		"physics   <none>   1990      2000   <none>        <none>    0         <none>\n"
+	want := "NAME           USERS    BALANCE   CAP    GRANT         PROJECT   RUNNING   CONDITIONS\n" +
+		"wallet-alice   alice    95        100    +5 every 1h   physics   1         Ready,Low\n" +
+		"physics        <none>   1990      2000   <none>        <none>    0         <none>\n"
 	if d := cmp.Diff(want, out.String()); d != "" {
 		t.Errorf("(-want +got):\n%s", d)
 	}
@@ -302,7 +302,7 @@ func TestSentence(t *testing.T) {
 	}{
 		"an API error is its message": {err: apierrors.NewNotFound(hcv1.GroupVersion.WithResource("creditaccounts").GroupResource(), "bob"),
 			want: `creditaccounts.hubcredits.io "bob" not found.`},
-		"a full stop is not doubled": {err: errors.New("done."), want: "done."},
+		"a full stop is not doubled": {err: &apierrors.StatusError{ErrStatus: metav1.Status{Message: "done."}}, want: "done."},
 		"lines are joined":           {err: errors.New("a\nb"), want: "a b."},
 	}
 	for name, tc := range cases {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -53,7 +55,7 @@ func opened(t *testing.T, ns string, names ...string) {
 }
 
 // spawn creates user's server pod as the hub does, and starts it.
-func spawn(t *testing.T, ns, user string, labels ...string) *corev1.Pod {
+func spawn(t *testing.T, ns, user string, labels ...string) {
 	t.Helper()
 	p := testutil.MakeKubeSpawnerPod(ns, user, "").Obj()
 	p.Spec.NodeName = "node-1"
@@ -64,7 +66,6 @@ func spawn(t *testing.T, ns, user string, labels ...string) *corev1.Pod {
 		t.Fatalf("spawn of %s refused: %v", p.Name, err)
 	}
 	setRunning(t, p, time.Now().Truncate(time.Second))
-	return p
 }
 
 func TestStatus(t *testing.T) {
@@ -231,20 +232,44 @@ func TestWhy(t *testing.T) {
 		}
 	})
 	t.Run("someone who may not impersonate the hub", func(t *testing.T) {
-		u, err := env.AddUser(envtest.User{Name: "ta"}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		data, err := u.KubeConfig()
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := filepath.Join(t.TempDir(), "kubeconfig")
-		if err := os.WriteFile(cfg, data, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		oneSentence(t, kubectlCreditsWith(t, cfg, append([]string{"why", "--user", "alice"}, asHub...)...),
+		oneSentence(t, kubectlCreditsWith(t, userKubeconfig(t, "ta"), append([]string{"why", "--user", "alice"}, asHub...)...),
 			`User "ta" cannot impersonate`)
+	})
+	t.Run("a TA with the documented Role", func(t *testing.T) {
+		// docs/operations.md: impersonate the hub's ServiceAccount (in its
+		// namespace), read the accounts (in the pods' namespace; with Z2JH
+		// both are the hub's namespace).
+		create(t,
+			&rbacv1.Role{
+				ObjectMeta: metav1.ObjectMeta{Namespace: "hub-system", Name: "hubcredits-why"},
+				Rules: []rbacv1.PolicyRule{{
+					APIGroups: []string{""}, Resources: []string{"serviceaccounts"},
+					Verbs: []string{"impersonate"}, ResourceNames: []string{"hub"},
+				}},
+			},
+			&rbacv1.Role{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hubcredits-viewer"},
+				Rules: []rbacv1.PolicyRule{{
+					APIGroups: []string{"hubcredits.io"}, Resources: []string{"creditaccounts"},
+					Verbs: []string{"get", "list", "watch"},
+				}},
+			},
+		)
+		for _, b := range []struct{ ns, role string }{{"hub-system", "hubcredits-why"}, {ns, "hubcredits-viewer"}} {
+			create(t, &rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: b.role + "-ta2"},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: b.role},
+				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "ta2"}},
+			})
+		}
+		cfg := userKubeconfig(t, "ta2")
+		testutil.Eventually(t, 10*time.Second, func() error {
+			r := kubectlCreditsWith(t, cfg, append([]string{"why", "--user", "alice"}, asHub...)...)
+			if r.code != 0 || !strings.Contains(r.out, "Paid by:    account alice (100 left)") {
+				return fmt.Errorf("exit %d: %s", r.code, r.err)
+			}
+			return nil
+		})
 	})
 	t.Run("bad input", func(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "why", "-n", ns), "--user is required")
@@ -369,4 +394,23 @@ func TestAdjust(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "adjust", "alice", "-1x", "--reason", "x", "-n", ns), "unknown shorthand flag")
 		oneSentence(t, kubectlCredits(t, "adjust", "alice", "ten", "--reason", "x", "-n", ns), `AMOUNT "ten" is not a whole number of credits.`)
 	})
+}
+
+// userKubeconfig is a kubeconfig file of a new user with no permissions
+// beyond those of every authenticated user.
+func userKubeconfig(t *testing.T, name string) string {
+	t.Helper()
+	u, err := env.AddUser(envtest.User{Name: name}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := u.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(cfg, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

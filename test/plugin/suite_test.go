@@ -123,6 +123,9 @@ func setup() error {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "hub"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: "hub-system", Name: "hub"}},
 	}
+	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "hub-system"}}); err != nil {
+		return err
+	}
 	if err := admin.Create(ctx, role); err != nil {
 		return err
 	}
