@@ -95,11 +95,14 @@ func TestStatus(t *testing.T) {
 		for _, want := range []string{
 			"Account:     alice", "Users:       alice", "Project:     physics (pays first)", "Balance:     100",
 			"Grant:       +5 every 1h (next in ", "jupyter-alice", "standard", "10 credits every 1h", "Running (",
-			"in 59m", "0 (+10 by physics)", "Ready", "LedgerOpen", "Opened",
+			"0 (+10 by physics)", "Ready", "LedgerOpen", "Opened",
 		} {
 			if !strings.Contains(r.out, want) {
 				t.Errorf("status does not show %q", want)
 			}
+		}
+		if paid := regexp.MustCompile(`Running \(\d+s\) +in (1h|59m\d+s) \(\d\d:\d\d:\d\dZ\)`); !paid.MatchString(r.out) {
+			t.Errorf("status does not show the server paid through the next hour")
 		}
 	})
 	t.Run("every account of the namespace", func(t *testing.T) {
