@@ -63,6 +63,8 @@ type Totals struct {
 	Refunded int64 `json:"refunded"`
 	Granted  int64 `json:"granted"`
 	ToppedUp int64 `json:"toppedUp"`
+	// Adjusted is the net of the adjustments applied.
+	Adjusted int64 `json:"adjusted"`
 }
 
 // Event is one Event on an account.
@@ -195,6 +197,7 @@ func accountStatus(a *hcv1.CreditAccount, events []corev1.Event, now time.Time) 
 		Totals: Totals{
 			Charged: a.Status.TotalCharged, Refunded: a.Status.TotalRefunded,
 			Granted: a.Status.TotalGranted, ToppedUp: a.Status.TotalToppedUp,
+			Adjusted: a.Status.TotalAdjusted,
 		},
 		Conditions: a.Status.Conditions,
 		Ledger:     a.Status.Ledger,
@@ -267,8 +270,8 @@ func printAccountStatus(out io.Writer, v AccountStatus, now time.Time) error {
 	fmt.Fprintf(w, "Balance:\t%s\n", balance)
 	fmt.Fprintf(w, "Cap:\t%d\n", v.Cap)
 	fmt.Fprintf(w, "Grant:\t%s\n", grantText(v.Grant, now, true))
-	fmt.Fprintf(w, "Totals:\tcharged %d, refunded %d, granted %d, topped up %d\n",
-		v.Totals.Charged, v.Totals.Refunded, v.Totals.Granted, v.Totals.ToppedUp)
+	fmt.Fprintf(w, "Totals:\tcharged %d, refunded %d, granted %d, topped up %d, adjusted %s\n",
+		v.Totals.Charged, v.Totals.Refunded, v.Totals.Granted, v.Totals.ToppedUp, signed(v.Totals.Adjusted))
 	if err := w.Flush(); err != nil {
 		return err
 	}

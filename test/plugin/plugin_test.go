@@ -386,6 +386,17 @@ func TestAdjust(t *testing.T) {
 			t.Errorf("balance %d, adjusted %d, %d adjustments; want 10, -110, 3", a.Status.Balance, a.Status.TotalAdjusted, len(a.Spec.Adjustments))
 		}
 	})
+	t.Run("the ledger shows them", func(t *testing.T) {
+		r := kubectlCredits(t, "status", "alice", "-n", ns)
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`Totals: +charged 0, refunded 0, granted 0, topped up 20, adjusted -110`),
+			regexp.MustCompile(`(?m)^ +\S+ +Adjust +-90 +0 +course-end +adjustment course-end of -500 clamped to -90 \(the balance never goes below 0\): course ended$`),
+		} {
+			if !want.MatchString(r.out) {
+				t.Errorf("status shows no line matching %s", want)
+			}
+		}
+	})
 	t.Run("ids are shared with top-ups", func(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "adjust", "alice", "5", "--reason", "x", "--id", "welcome", "-n", ns),
 			"id welcome already names a top-up of account alice; choose another id.")
