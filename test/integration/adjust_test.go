@@ -187,7 +187,7 @@ func TestLoweredBalanceStopsServersAtTheirNextBoundary(t *testing.T) {
 	}
 	// The stop came at the first boundary after the adjustment, not before:
 	// the period it had paid ran out.
-	if e.StopRequestedAt.Time.Before(e.PaidThrough.Add(-time.Second)) || e.PaidThrough.Time.Before(adjustedAt.Truncate(time.Second)) {
+	if stop, paid := e.StopRequestedAt.Time, e.PaidThrough.Time; stop.Before(paid.Add(-time.Second)) || paid.Before(adjustedAt.Truncate(time.Second)) {
 		t.Fatalf("stop requested at %v, paid through %v (adjusted at %v, started %v, seen stopped %v)",
 			e.StopRequestedAt, e.PaidThrough, adjustedAt, start, stoppedAt)
 	}

@@ -224,6 +224,18 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		return balance(ctx, hub, "alice", 5)
 	})
 	wantEvent(t, hub, "alice", "jupyter-alice")
+	// Her ended server's UsageRecord is written under the chart's Role.
+	eventually(t, 20*time.Second, func() error {
+		rec := &hcv1.UsageRecord{}
+		name := billing.UsageRecordName(pod.Annotations[hcv1.AnnotationReservation], pod.Name)
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: hub, Name: name}, rec); err != nil {
+			return notYet("alice's usage record: %v", err)
+		}
+		if rec.User != "alice" || rec.Total != 20 {
+			return fmt.Errorf("alice's usage record %+v, want 20 credits", rec)
+		}
+		return nil
+	})
 
 	// A new user: the webhook creates bob's wallet (auto-create) and reserves.
 	bob := kubespawner.Pod(hub, "bob", "", "hubtoken")
