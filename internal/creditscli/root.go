@@ -65,7 +65,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		Use:   "kubectl-credits",
 		Short: "Inspect and manage hubcredits accounts",
 		Long: "kubectl credits shows hubcredits accounts, asks the webhook whether a spawn would be admitted, " +
-			"and tops up or adjusts accounts exactly once. It uses your kubeconfig like kubectl.",
+			"tops up or adjusts accounts exactly once, and adds up the usage of ended servers. It uses your kubeconfig like kubectl.",
 		Annotations: map[string]string{
 			cobra.CommandDisplayNameAnnotation: "kubectl credits",
 		},
@@ -81,6 +81,7 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 		newWhyCommand(k, streams),
 		newTopUpCommand(k, streams),
 		newAdjustCommand(k, streams),
+		newUsageCommand(k, streams),
 	)
 	return root
 }

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -427,4 +428,117 @@ func userKubeconfig(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// endServer ends a server the way KubeSpawner does (a graceful delete),
+// waits until its accounts dropped it, and removes the pod for good (no
+// kubelet here to finish it).
+func endServer(t *testing.T, ns, pod string, accounts ...string) {
+	t.Helper()
+	ctx := context.Background()
+	p := &corev1.Pod{}
+	if err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: pod}, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Delete(ctx, p, client.GracePeriodSeconds(1)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, func() error {
+		for _, a := range accounts {
+			if n := len(getAccount(t, ns, a).Status.Servers); n != 0 {
+				return fmt.Errorf("account %s still bills %d servers", a, n)
+			}
+		}
+		return nil
+	})
+	if err := admin.Delete(ctx, p, client.GracePeriodSeconds(0)); err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	ns := newNamespace(t)
+	create(t,
+		testutil.MakeAccount(ns, "physics").Cap(1000).Obj(),
+		testutil.MakeAccount(ns, "alice", "alice").Cap(100).Obj(),
+		testutil.MakeAccount(ns, "carol", "carol").Cap(100).Project("physics").Obj(),
+		testutil.MakePolicy(ns, "standard").Value(2).Every(2*time.Second).Obj(),
+		testutil.MakePolicy(ns, "gpu").Priority(10).Every(2*time.Second).Selecting("gpu", "a100").Value(5).Obj(),
+	)
+	opened(t, ns, "physics", "alice", "carol")
+	spawn(t, ns, "alice")
+	spawn(t, ns, "carol", "gpu", "a100")
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if c := getAccount(t, ns, "physics").Status.TotalCharged; c < 10 {
+			return fmt.Errorf("physics charged %d, want two periods of carol's server", c)
+		}
+		return nil
+	})
+	endServer(t, ns, "jupyter-alice", "alice")
+	endServer(t, ns, "jupyter-carol", "carol", "physics")
+	var records hcv1.UsageRecordList
+	if err := admin.List(context.Background(), &records, client.InNamespace(ns)); err != nil || len(records.Items) != 2 {
+		t.Fatalf("%d usage records (%v), want 2", len(records.Items), err)
+	}
+	// What the ledgers say each account paid, and the servers' total.
+	paid := map[string]int64{}
+	var total int64
+	for _, name := range []string{"physics", "alice", "carol"} {
+		a := getAccount(t, ns, name)
+		paid[name] = a.Status.TotalCharged - a.Status.TotalRefunded
+		total += paid[name]
+	}
+
+	t.Run("by user, account and policy", func(t *testing.T) {
+		r := kubectlCredits(t, "usage", "-n", ns, "-o", "json")
+		var u creditscli.Usage
+		if err := json.Unmarshal([]byte(r.out), &u); err != nil || r.code != 0 {
+			t.Fatalf("exit %d, not JSON: %v", r.code, err)
+		}
+		rows := map[string]creditscli.UsageRow{}
+		for _, row := range u.Rows {
+			rows[row.Keys["user"]+"/"+row.Keys["account"]+"/"+row.Keys["policy"]] = row
+		}
+		alice, carol := rows["alice/alice/standard"], rows["carol/carol/gpu"]
+		if len(rows) != 2 || alice.Servers != 1 || carol.Servers != 1 || alice.Credits != paid["alice"] ||
+			carol.Credits != paid["carol"]+paid["physics"] || u.Total.Credits != total || alice.Periods != paid["alice"]/2 {
+			t.Errorf("rows %+v, total %+v; the ledgers paid %v (total %d)", u.Rows, u.Total, paid, total)
+		}
+		r = kubectlCredits(t, "usage", "-n", ns)
+		for _, want := range []*regexp.Regexp{
+			regexp.MustCompile(`(?m)^USER +ACCOUNT +POLICY +SERVERS +PERIODS +RUN TIME +CREDITS$`),
+			regexp.MustCompile(fmt.Sprintf(`(?m)^carol +carol +gpu +1 +\d+ +\d+s +%d$`, paid["carol"]+paid["physics"])),
+			regexp.MustCompile(fmt.Sprintf(`(?m)^TOTAL +2 +\d+ +\d+s +%d$`, total)),
+		} {
+			if !want.MatchString(r.out) {
+				t.Errorf("the table has no line matching %s", want)
+			}
+		}
+	})
+	t.Run("what a pool paid, by payer", func(t *testing.T) {
+		r := kubectlCredits(t, "usage", "-n", ns, "--account", "physics", "--by", "payer,user", "-o", "csv")
+		want := fmt.Sprintf("payer,user,servers,periods,seconds,credits\nphysics,carol,1,%d,", paid["physics"]/5)
+		if r.code != 0 || !strings.HasPrefix(r.out, want) || !strings.HasSuffix(r.out, fmt.Sprintf(",%d\n", paid["physics"])) ||
+			strings.Count(r.out, "\n") != 2 {
+			t.Errorf("exit %d, want %q... ending in ,%d", r.code, want, paid["physics"])
+		}
+	})
+	t.Run("one user's, by policy", func(t *testing.T) {
+		r := kubectlCredits(t, "usage", "-n", ns, "--user", "alice", "--by", "policy", "-o", "yaml")
+		if r.code != 0 || !strings.Contains(r.out, "policy: standard") || strings.Contains(r.out, "gpu") ||
+			!strings.Contains(r.out, fmt.Sprintf("credits: %d", paid["alice"])) {
+			t.Errorf("exit %d\n%s", r.code, r.out)
+		}
+	})
+	t.Run("a window with nothing in it", func(t *testing.T) {
+		r := kubectlCredits(t, "usage", "-n", ns, "--user", "nobody")
+		if r.code != 0 || !strings.HasPrefix(r.out, "No server ended since ") {
+			t.Errorf("exit %d\n%s", r.code, r.out)
+		}
+	})
+	t.Run("bad input", func(t *testing.T) {
+		oneSentence(t, kubectlCredits(t, "usage", "-n", ns, "--since", "a month"), `--since "a month" is not a duration`)
+		oneSentence(t, kubectlCredits(t, "usage", "-n", ns, "--by", "user,colour"), `"colour" is not one of namespace, user, account, policy, project, payer.`)
+		oneSentence(t, kubectlCredits(t, "usage", "-n", ns, "-o", "xml"), `unknown output format "xml"`)
+	})
 }
