@@ -325,7 +325,7 @@ func printAccountStatus(out io.Writer, v AccountStatus, now time.Time) error {
 // section prints a section's title, "<none>" when it is empty.
 func section(out io.Writer, title string, n int) {
 	if n == 0 {
-		fmt.Fprintf(out, "%s:\t<none>\n", title)
+		fmt.Fprintf(out, "%s:  <none>\n", title)
 		return
 	}
 	fmt.Fprintf(out, "%s:\n", title)
