@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -153,7 +154,14 @@ func (o *movementOptions) run(ctx context.Context, k *kube, streams genericioopt
 		return addTopUp(a, hcv1.TopUp{ID: o.id, Amount: amount, Reason: o.reason})
 	}
 	if m.Recorded, err = recordOnce(ctx, c, key, add); err != nil {
-		return err
+		var r refusal
+		if errors.As(err, &r) {
+			return err
+		}
+		// The write may have landed before the connection broke: the id
+		// makes trying again safe.
+		return fmt.Errorf("%s; it may or may not have been recorded: run the same command again with --id %s, which never adds it twice",
+			strings.TrimSuffix(sentence(err), "."), o.id)
 	}
 	if o.wait > 0 {
 		var a *hcv1.CreditAccount
@@ -203,8 +211,11 @@ func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add 
 			return err
 		}
 		changed, err := add(a)
-		if err != nil || !changed {
-			return err
+		if err != nil {
+			return refusal{err}
+		}
+		if !changed {
+			return nil
 		}
 		// Update carries the resourceVersion just read: a concurrent write
 		// makes it fail with a conflict instead of being overwritten.
@@ -215,10 +226,16 @@ func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add 
 		return nil
 	})
 	if apierrors.IsNotFound(err) {
-		return false, fmt.Errorf("credit account %q not found in namespace %s", key.Name, key.Namespace)
+		return false, refusal{fmt.Errorf("credit account %q not found in namespace %s", key.Name, key.Namespace)}
 	}
 	return wrote, err
 }
+
+// refusal is an error that leaves the account as it was, for sure: an id
+// already used, a full list, an account that does not exist.
+type refusal struct{ error }
+
+func (r refusal) Unwrap() error { return r.error }
 
 // writeBackoff spaces the retries of a write: the operator writes an
 // account's status at every charge and grant, and each status write also
