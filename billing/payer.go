@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"encoding/json"
 	"slices"
 	"sort"
 	"time"
@@ -49,11 +50,52 @@ const (
 	// Ready condition tells the two apart.
 	DenyProjectMissing = "ProjectMissing"
 	DenyForbidden      = "Forbidden"
+	// DenyInvalidGroups: the pod's hubcredits.io/groups annotation cannot
+	// be read.
+	DenyInvalidGroups = "InvalidGroups"
 )
 
-// Lists reports whether the account lists the user.
+// Lists reports whether the account lists the user by name.
 func Lists(a *hcv1.CreditAccount, user string) bool {
 	return slices.Contains(a.Spec.Users, user)
+}
+
+// ListsGroup reports whether the account lists one of groups
+// (spec.groups).
+func ListsGroup(a *hcv1.CreditAccount, groups []string) bool {
+	return slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(a.Spec.Groups, g) })
+}
+
+// IsMember reports whether user, in groups, may spend from the account: it
+// lists the user, or one of the user's groups.
+func IsMember(a *hcv1.CreditAccount, user string, groups []string) bool {
+	return Lists(a, user) || ListsGroup(a, groups)
+}
+
+// Limits of the groups a pod may carry (AnnotationGroups): those of
+// spec.groups' items.
+const (
+	MaxGroups      = 256
+	MaxGroupLength = 255
+)
+
+// PodGroups reads the user's JupyterHub groups from the pod's annotation
+// hubcredits.io/groups (a JSON list of names); none without it. A value
+// that is not such a list, or holds more than MaxGroups names or a name
+// empty or longer than MaxGroupLength, is a Denial: the hub's glue is
+// broken, and guessing would bill the wrong account.
+func PodGroups(annotations map[string]string) ([]string, error) {
+	raw, ok := annotations[hcv1.AnnotationGroups]
+	if !ok {
+		return nil, nil
+	}
+	var groups []string
+	bad := json.Unmarshal([]byte(raw), &groups) != nil || len(groups) > MaxGroups ||
+		slices.ContainsFunc(groups, func(g string) bool { return g == "" || len(g) > MaxGroupLength })
+	if bad {
+		return nil, &Denial{Reason: DenyInvalidGroups, Message: InvalidGroupsMessage()}
+	}
+	return groups, nil
 }
 
 // ResolveWallet picks the account that pays for a server of user: the one
@@ -62,10 +104,20 @@ func Lists(a *hcv1.CreditAccount, user string) bool {
 // count as a second candidate). It returns (nil, nil) when no account lists
 // the user, so the caller may create a wallet.
 func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
+	return ResolveWalletInGroups(user, nil, labelAccount, accounts)
+}
+
+// ResolveWalletInGroups is ResolveWallet for a user in JupyterHub groups:
+// the account the label names may list the user or one of the groups;
+// without a label, the accounts that list the user by name are the
+// candidates, and only when there is none those that list one of the
+// groups (a student's own wallet is preferred to the course pool; a
+// profile label sends a server to the pool).
+func ResolveWalletInGroups(user string, groups []string, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
 	if labelAccount != "" {
 		for _, a := range accounts {
 			if a.Name == labelAccount {
-				if !Lists(a, user) {
+				if !IsMember(a, user, groups) {
 					return nil, denialOn(a, DenyNotMember, NotMemberMessage(user, labelAccount))
 				}
 				return a, nil
@@ -73,14 +125,11 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 		}
 		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount), Account: labelAccount}
 	}
-	var found []*hcv1.CreditAccount
+	found := candidatesFor(user, groups, accounts)
 	pools := map[string]bool{}
-	for _, a := range accounts {
-		if Lists(a, user) {
-			found = append(found, a)
-			if a.Spec.Project != "" {
-				pools[a.Spec.Project] = true
-			}
+	for _, a := range found {
+		if a.Spec.Project != "" {
+			pools[a.Spec.Project] = true
 		}
 	}
 	if len(found) > 1 && len(pools) > 0 {
@@ -108,6 +157,24 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 	}
 	sort.Strings(names)
 	return nil, &Denial{Reason: DenyAmbiguous, Message: AmbiguousMessage(user, names)}
+}
+
+// candidatesFor are the accounts that list user by name, or when none
+// does, those that list one of groups.
+func candidatesFor(user string, groups []string, accounts []*hcv1.CreditAccount) []*hcv1.CreditAccount {
+	var named, grouped []*hcv1.CreditAccount
+	for _, a := range accounts {
+		switch {
+		case Lists(a, user):
+			named = append(named, a)
+		case ListsGroup(a, groups):
+			grouped = append(grouped, a)
+		}
+	}
+	if len(named) > 0 {
+		return named
+	}
+	return grouped
 }
 
 // ResolveProject returns the pool that pays first for wallet, or nil. A

@@ -42,8 +42,14 @@ var usageRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Help: "UsageRecords by result: written, existed (written before: a retry or a run after a crash), failed (retried; the server's entry is kept until written), unavailable (no UsageRecord API: the record is lost), collected (deleted after the retention).",
 }, []string{"result"})
 
+var usageWriteSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "hubcredits_usage_record_write_seconds",
+	Help:    "Time to write one UsageRecord (a create call, made in the reconcile that drops the ended server's entry).",
+	Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2},
+})
+
 func init() {
-	metrics.Registry.MustRegister(usageRecords)
+	metrics.Registry.MustRegister(usageRecords, usageWriteSeconds)
 	for _, r := range []string{usageWritten, usageExisted, usageFailed, usageNoAPI, usageCollected} {
 		usageRecords.WithLabelValues(r)
 	}
@@ -66,7 +72,9 @@ func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.
 			continue
 		}
 		rec := billing.UsageOf(wallet, e)
+		start := r.Clock.Now()
 		err := r.Client.Create(ctx, rec)
+		usageWriteSeconds.Observe(r.Clock.Since(start).Seconds())
 		switch {
 		case err == nil:
 			usageRecords.WithLabelValues(usageWritten).Inc()

@@ -39,11 +39,17 @@ type decision struct {
 
 // decide prices the pod and finds who pays.
 func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod, dryRun bool) (*decision, error) {
+	// The groups are trusted as the username is: from a pod whose creator
+	// passed --allowed-creators (admit checked it).
+	groups, err := billing.PodGroups(pod.Annotations)
+	if err != nil {
+		return nil, err
+	}
 	price, err := h.price(ctx, ns, pod)
 	if err != nil {
 		return nil, err
 	}
-	wallet, err := h.wallet(ctx, ns, user, pod.Labels[hcv1.LabelAccount], dryRun)
+	wallet, err := h.wallet(ctx, ns, user, groups, pod.Labels[hcv1.LabelAccount], dryRun)
 	var denial *billing.Denial
 	if price.Value == 0 && !h.FreeNeedsAccount && errors.As(err, &denial) {
 		// Nothing to bill: a free server needs no payer.

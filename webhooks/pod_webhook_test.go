@@ -99,6 +99,18 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 				"alice": {Balance: 50, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 50, 50).policy("gpu", 5*time.Minute)}},
 			},
 		},
+		"a member of a course's group spends from the course pool": {
+			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:  testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `["staff","physics-101"]`).Obj(),
+			wantPinned: func() map[string]string {
+				m := pins("physics-101", "10", "10m0s", "")
+				m[hcv1.AnnotationGroups] = `["staff","physics-101"]` // the hub's, kept
+				return m
+			}(),
+			wantHoldings: map[string]holding{
+				"physics-101": {Balance: 90, Servers: []entry{reserved("jupyter-bob", "bob", "physics-101", 10, 10)}},
+			},
+		},
 		"the profile's account label picks among the user's accounts": {
 			objs: []client.Object{openAccount("alice", "alice").Obj(), openAccount("physics", "alice", "bob").Obj()},
 			pod:  testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label(hcv1.LabelAccount, "physics").Obj(),
@@ -295,6 +307,25 @@ func TestPodAdmitterDenies(t *testing.T) {
 			wantEvent:  "CreditAccount/alice ProjectMissing",
 			wantMsg:    `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
 			wantReason: "ProjectMissing",
+		},
+		"not in the course's group": {
+			objs:      []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:       testutil.MakeKubeSpawnerPod(testNS, "carol", "").Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
+			wantEvent: "CreditAccount/wallet-carol NoAccount",
+			wantMsg:   `No credit account for user "carol" — ask your hub admin.`,
+		},
+		"the profile names the course, the user is not in its group": {
+			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod: testutil.MakeKubeSpawnerPod(testNS, "carol", "").Label(hcv1.LabelAccount, "physics-101").
+				Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
+			wantEvent: "CreditAccount/physics-101 NotMember",
+			wantMsg:   `User "carol" may not spend from credit account "physics-101" (it does not list them) — ask your hub admin.`,
+		},
+		"the hub's groups annotation cannot be read": {
+			objs:      []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:       testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `physics-101`).Obj(),
+			wantEvent: "Pod/jupyter-bob InvalidGroups",
+			wantMsg:   `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
 		},
 		"someone other than the hub creates a user pod": {
 			objs:       []client.Object{openAccount("alice", "alice").Obj()},

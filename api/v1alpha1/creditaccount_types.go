@@ -153,6 +153,18 @@ type CreditAccountSpec struct {
 	// +kubebuilder:validation:items:MaxLength=255
 	Users []string `json:"users,omitempty"`
 
+	// groups are JupyterHub group names whose members may spend from this
+	// account, besides the users listed (a pool for a whole course). The
+	// hub puts a user's groups on the pod at spawn (the annotation
+	// hubcredits.io/groups); an account that lists the user by name is
+	// preferred to one the user reaches only through a group.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	Groups []string `json:"groups,omitempty"`
+
 	// cap is the highest balance that grants can reach (top-ups may exceed it).
 	// +optional
 	// +kubebuilder:default=100
@@ -416,6 +428,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ca,categories=hubcredits
 // +kubebuilder:printcolumn:name="Users",type=string,JSONPath=`.spec.users`
+// +kubebuilder:printcolumn:name="Groups",type=string,JSONPath=`.spec.groups`,priority=1
 // +kubebuilder:printcolumn:name="Balance",type=integer,JSONPath=`.status.balance`
 // +kubebuilder:printcolumn:name="Cap",type=integer,JSONPath=`.spec.cap`
 // +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.runningServers`,description="Servers running on this account"

@@ -12,6 +12,11 @@ const (
 	// AnnotationServerName is KubeSpawner's annotation with the raw server
 	// name; absent for the default server.
 	AnnotationServerName = "hub.jupyter.org/servername"
+	// AnnotationGroups is the JSON list of the user's JupyterHub groups,
+	// put on the pod by the hub at spawn (["physics-101","staff"]). The
+	// webhook reads it like the username: from a pod whose creator passed
+	// --allowed-creators (the hub).
+	AnnotationGroups = "hubcredits.io/groups"
 
 	// The price pinned on an admitted pod, so later policy edits never change
 	// what a running server costs.

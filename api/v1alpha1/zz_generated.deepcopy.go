@@ -214,6 +214,11 @@ func (in *CreditAccountSpec) DeepCopyInto(out *CreditAccountSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.Groups != nil {
+		in, out := &in.Groups, &out.Groups
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.InitialBalance != nil {
 		in, out := &in.InitialBalance, &out.InitialBalance
 		*out = new(int64)

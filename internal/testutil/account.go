@@ -28,6 +28,9 @@ func (w *AccountWrapper) Obj() *hcv1.CreditAccount { return w.a.DeepCopy() }
 // Users sets spec.users.
 func (w *AccountWrapper) Users(users ...string) *AccountWrapper { w.a.Spec.Users = users; return w }
 
+// Groups sets spec.groups: JupyterHub groups whose members may spend.
+func (w *AccountWrapper) Groups(groups ...string) *AccountWrapper { w.a.Spec.Groups = groups; return w }
+
 // Cap sets spec.cap.
 func (w *AccountWrapper) Cap(c int64) *AccountWrapper { w.a.Spec.Cap = c; return w }
 

@@ -38,3 +38,23 @@ func Counter(t testing.TB, name string, want map[string]string) float64 {
 	}
 	return sum
 }
+
+// Histogram reads the count and sum of a histogram of the operator's
+// metrics registry (summed over its series).
+func Histogram(t testing.TB, name string) (count uint64, sum float64) {
+	t.Helper()
+	fams, err := metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			count += m.GetHistogram().GetSampleCount()
+			sum += m.GetHistogram().GetSampleSum()
+		}
+	}
+	return count, sum
+}

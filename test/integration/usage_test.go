@@ -62,6 +62,11 @@ func TestUsageRecordWrittenByBilling(t *testing.T) {
 		return nil
 	})
 	forget(t, p)
+	// What a record costs the reconcile that writes it (every record
+	// written by this test process so far).
+	if n, sum := testutil.Histogram(t, "hubcredits_usage_record_write_seconds"); n > 0 {
+		t.Logf("usage record writes: %d, mean %.1f ms", n, 1000*sum/float64(n))
+	}
 	recs := usageRecords(t, ns)
 	rec, ok := recs[reservation]
 	if !ok || len(recs) != 1 {

@@ -153,6 +153,14 @@ func TestInvalidObjectsRefused(t *testing.T) {
 			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":5}],"adjustments":[{"id":"x","amount":-5,"reason":"r"}]}`,
 			wantMsg: "spec.adjustments: Invalid value: an id names either a top-up or an adjustment, not both",
 		},
+		"empty group name": {
+			kind: "creditaccounts", spec: `{"groups":[""]}`,
+			wantMsg: "spec.groups[0] in body should be at least 1 chars long",
+		},
+		"duplicate group": {
+			kind: "creditaccounts", spec: `{"groups":["physics","physics"]}`,
+			wantMsg: `spec.groups[1]: Duplicate value: "physics"`,
+		},
 		"empty username": {
 			kind: "creditaccounts", spec: `{"users":[""]}`,
 			wantMsg: "spec.users[0] in body should be at least 1 chars long",
