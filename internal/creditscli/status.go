@@ -30,10 +30,12 @@ type AccountStatus struct {
 	Namespace string   `json:"namespace"`
 	Name      string   `json:"name"`
 	Users     []string `json:"users,omitempty"`
-	Project   string   `json:"project,omitempty"`
-	Balance   int64    `json:"balance"`
-	Cap       int64    `json:"cap"`
-	Opened    bool     `json:"opened"`
+	// Groups are the JupyterHub groups whose members may spend from it.
+	Groups  []string `json:"groups,omitempty"`
+	Project string   `json:"project,omitempty"`
+	Balance int64    `json:"balance"`
+	Cap     int64    `json:"cap"`
+	Opened  bool     `json:"opened"`
 	// RunningServers is status.runningServers (kubectl get ca's Running).
 	RunningServers int32 `json:"runningServers"`
 	// Grant is the schedule, and the next grant (amount up to the cap).
@@ -191,7 +193,7 @@ func accountEvents(ctx context.Context, c client.Client, a *hcv1.CreditAccount) 
 // accountStatus is the view of account a with its Events.
 func accountStatus(a *hcv1.CreditAccount, events []corev1.Event, now time.Time) AccountStatus {
 	v := AccountStatus{
-		Namespace: a.Namespace, Name: a.Name, Users: a.Spec.Users, Project: a.Spec.Project,
+		Namespace: a.Namespace, Name: a.Name, Users: a.Spec.Users, Groups: a.Spec.Groups, Project: a.Spec.Project,
 		Balance: a.Status.Balance, Cap: a.Spec.Cap, Opened: a.Status.OpenedAt != nil,
 		RunningServers: a.Status.RunningServers,
 		Totals: Totals{
@@ -260,6 +262,9 @@ func printAccountStatus(out io.Writer, v AccountStatus, now time.Time) error {
 	fmt.Fprintf(w, "Account:\t%s\n", v.Name)
 	fmt.Fprintf(w, "Namespace:\t%s\n", v.Namespace)
 	fmt.Fprintf(w, "Users:\t%s\n", usersText(v.Users))
+	if len(v.Groups) > 0 {
+		fmt.Fprintf(w, "Groups:\t%s\n", strings.Join(v.Groups, ","))
+	}
 	if v.Project != "" {
 		fmt.Fprintf(w, "Project:\t%s (pays first)\n", v.Project)
 	}

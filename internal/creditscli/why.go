@@ -2,6 +2,7 @@ package creditscli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,7 @@ type Payer struct {
 
 type whyOptions struct {
 	user          string
+	groups        []string
 	serverName    string
 	profileLabels string
 	output        string
@@ -74,7 +76,7 @@ type whyOptions struct {
 func newWhyCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command {
 	o := &whyOptions{}
 	cmd := &cobra.Command{
-		Use:   "why --user USER [--server-name NAME] [--profile-labels k=v,...]",
+		Use:   "why --user USER [--groups G,...] [--server-name NAME] [--profile-labels k=v,...]",
 		Short: "Ask the webhook what a spawn by a user would cost, and whether it would be admitted",
 		Long: "why creates, as a server-side dry run (dryRun=All: nothing is stored, no credits move), a pod " +
 			"shaped like the one KubeSpawner creates for the user, so the API server sends it through the real " +
@@ -114,6 +116,7 @@ func newWhyCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&o.user, "user", "", "The JupyterHub username (as in the pod annotation hub.jupyter.org/username).")
+	cmd.Flags().StringSliceVar(&o.groups, "groups", nil, "The user's JupyterHub groups, as the hub's glue puts them on the pod (hubcredits.io/groups), e.g. physics-101,staff.")
 	cmd.Flags().StringVar(&o.serverName, "server-name", "", "The named server (\"\" for the default server).")
 	cmd.Flags().StringVar(&o.profileLabels, "profile-labels", "", "Labels the spawn's profile adds to the pod (kubespawner_override.extra_labels), e.g. hubcredits.io/account=physics,gpu=a100.")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON, outputYAML)
@@ -131,6 +134,13 @@ func (o *whyOptions) run(ctx context.Context, k *kube, labels map[string]string)
 	}
 	r := &WhyResult{Namespace: ns, User: o.user, ServerName: o.serverName, AskedAs: askedAs(ctx, actor)}
 	pod := spawnPod(ns, o.user, o.serverName, labels)
+	if len(o.groups) > 0 {
+		data, err := json.Marshal(o.groups)
+		if err != nil {
+			return nil, err
+		}
+		pod.Annotations[hcv1.AnnotationGroups] = string(data)
+	}
 	err = actor.Create(ctx, pod, client.DryRunAll)
 	if reason, msg, denied := denial(err); denied {
 		if reason == billing.DenyForbidden {

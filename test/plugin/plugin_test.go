@@ -225,6 +225,22 @@ func TestWhy(t *testing.T) {
 			t.Errorf("want a NotMember denial")
 		}
 	})
+	t.Run("a course pool by JupyterHub group", func(t *testing.T) {
+		create(t, testutil.MakeAccount(ns, "physics-101").Cap(500).Groups("physics-101").Obj())
+		opened(t, ns, "physics-101")
+		r := kubectlCredits(t, append([]string{"why", "--user", "zoe", "--groups", "physics-101,staff"}, asHub...)...)
+		if r.code != 0 || !strings.Contains(r.out, "Paid by:    account physics-101 (500 left)") {
+			t.Errorf("a member of group physics-101: exit %d\n%s", r.code, r.out)
+		}
+		r = kubectlCredits(t, append([]string{"why", "--user", "zoe", "--groups", "chemistry"}, asHub...)...)
+		if r.code != 1 || !strings.Contains(r.out, "DENIED (NoAccount)") {
+			t.Errorf("not a member: exit %d\n%s", r.code, r.out)
+		}
+		r = kubectlCredits(t, "status", "physics-101", "-n", ns)
+		if !strings.Contains(r.out, "Groups:      physics-101") {
+			t.Errorf("status does not show the pool's groups")
+		}
+	})
 	t.Run("nothing was written", func(t *testing.T) {
 		after := getAccount(t, ns, "alice")
 		if after.ResourceVersion != before.ResourceVersion || len(after.Status.Servers) != 0 {
