@@ -7,7 +7,8 @@
 #     controller-gen) and hold no "*"; its webhooks match
 #     config/webhook/manifests.yaml and are scoped to singleuser pods in the
 #     hub namespace; every operator flag it passes exists in main.go; the
-#     Deployment is hardened;
+#     Deployment is hardened; the Grafana dashboard ConfigMap only when
+#     dashboard.enabled (its JSON is checked by test/plugin);
 #   - the same checks on `kubectl kustomize config/default`;
 #   - with KUBECONFIG pointing at a running API server (or HELM_TEST_DEV=1,
 #     which starts the local control plane of `make dev` for the run): the
