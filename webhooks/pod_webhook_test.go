@@ -241,66 +241,77 @@ func TestPodAdmitterDenies(t *testing.T) {
 		by       string
 		creators []string
 		wantMsg  string
+		// wantReason is the reason in the denial's Status details.
+		wantReason string
 		// wantEvent is "Kind/name Reason" of the Warning Event the admin
 		// finds.
 		wantEvent string
 	}{
 		"not enough credits": {
-			objs:      []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantEvent: "CreditAccount/alice NotEnoughCredits",
-			wantMsg:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			objs:       []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			wantReason: "NotEnoughCredits",
 		},
 		"not enough credits in the pool and the wallet together": {
 			objs: []client.Object{
 				openAccount("physics").Balance(2).Obj(),
 				openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 			},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantEvent: "CreditAccount/alice NotEnoughCredits",
-			wantMsg:   `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			wantReason: "NotEnoughCredits",
 		},
 		"the user is not in the named account": {
-			objs:      []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
-			wantEvent: "CreditAccount/physics NotMember",
-			wantMsg:   `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			objs:       []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantEvent:  "CreditAccount/physics NotMember",
+			wantMsg:    `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			wantReason: "NotMember",
 		},
 		"the named account is missing": {
-			objs:      []client.Object{openAccount("bob", "bob").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
-			wantEvent: "CreditAccount/chemistry AccountMissing",
-			wantMsg:   `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantEvent:  "CreditAccount/chemistry AccountMissing",
+			wantMsg:    `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			wantReason: "AccountMissing",
 		},
 		"no account": {
-			objs:      []client.Object{openAccount("alice", "alice").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
-			wantEvent: "CreditAccount/wallet-dave NoAccount",
-			wantMsg:   `No credit account for user "dave" — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
+			wantEvent:  "CreditAccount/wallet-dave NoAccount",
+			wantMsg:    `No credit account for user "dave" — ask your hub admin.`,
+			wantReason: "NoAccount",
 		},
 		"two candidate accounts": {
-			objs:      []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
-			wantEvent: "Pod/jupyter-carol AmbiguousAccount",
-			wantMsg:   `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			objs:       []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
+			wantEvent:  "Pod/jupyter-carol AmbiguousAccount",
+			wantMsg:    `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			wantReason: "AmbiguousAccount",
 		},
 		"no username annotation": {
-			objs:      []client.Object{openAccount("erin", "erin").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
-			wantEvent: "Pod/jupyter-erin MissingUsername",
-			wantMsg:   `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			objs:       []client.Object{openAccount("erin", "erin").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
+			wantEvent:  "Pod/jupyter-erin MissingUsername",
+			wantMsg:    `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			wantReason: "MissingUsername",
 		},
 		"a policy cannot price the pod": {
-			objs:      []client.Object{openAccount("alice", "alice").Obj(), gpu},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
-			wantEvent: "Pod/jupyter-alice PriceError",
-			wantMsg:   `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj(), gpu},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
+			wantEvent:  "Pod/jupyter-alice PriceError",
+			wantMsg:    `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			wantReason: "PriceError",
 		},
 		"the wallet's project pool is missing": {
-			objs:      []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantEvent: "CreditAccount/alice ProjectMissing",
-			wantMsg:   `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
+			wantMsg:    `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			wantReason: "ProjectMissing",
 		},
 		"the wallet's project pool names a project itself": {
 			objs: []client.Object{
@@ -308,36 +319,41 @@ func TestPodAdmitterDenies(t *testing.T) {
 				openAccount("physics").Project("faculty").Obj(),
 				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantEvent: "CreditAccount/alice ProjectMissing",
-			wantMsg:   `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
+			wantMsg:    `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			wantReason: "ProjectMissing",
 		},
 		"not in the course's group": {
-			objs:      []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "carol", "").Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
-			wantEvent: "CreditAccount/wallet-carol NoAccount",
-			wantMsg:   `No credit account for user "carol" — ask your hub admin.`,
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
+			wantEvent:  "CreditAccount/wallet-carol NoAccount",
+			wantMsg:    `No credit account for user "carol" — ask your hub admin.`,
+			wantReason: "NoAccount",
 		},
 		"the profile names the course, the user is not in its group": {
 			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
 			pod: testutil.MakeKubeSpawnerPod(testNS, "carol", "").Label(hcv1.LabelAccount, "physics-101").
 				Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
-			wantEvent: "CreditAccount/physics-101 NotMember",
-			wantMsg:   `User "carol" may not spend from credit account "physics-101" (it does not list them) — ask your hub admin.`,
+			wantEvent:  "CreditAccount/physics-101 NotMember",
+			wantMsg:    `User "carol" may not spend from credit account "physics-101" (it does not list them) — ask your hub admin.`,
+			wantReason: "NotMember",
 		},
 		"the hub's groups annotation cannot be read": {
-			objs:      []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `physics-101`).Obj(),
-			wantEvent: "Pod/jupyter-bob InvalidGroups",
-			wantMsg:   `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `physics-101`).Obj(),
+			wantEvent:  "Pod/jupyter-bob InvalidGroups",
+			wantMsg:    `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
+			wantReason: "InvalidGroups",
 		},
 		"someone other than the hub creates a user pod": {
-			objs:      []client.Object{openAccount("alice", "alice").Obj()},
-			pod:       testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			by:        "mallory",
-			creators:  []string{hubSA},
-			wantEvent: "Pod/jupyter-alice Forbidden",
-			wantMsg:   `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			by:         "mallory",
+			creators:   []string{hubSA},
+			wantEvent:  "Pod/jupyter-alice Forbidden",
+			wantMsg:    `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			wantReason: "Forbidden",
 		},
 	}
 	for name, tc := range cases {
@@ -364,6 +380,9 @@ func TestPodAdmitterDenies(t *testing.T) {
 			}
 			if got := message(resp); got != tc.wantMsg {
 				t.Errorf("denial:\n got: %s\nwant: %s", got, tc.wantMsg)
+			}
+			if got := denialReason(resp); got != tc.wantReason {
+				t.Errorf("denial reason in the Status details %q, want %q", got, tc.wantReason)
 			}
 			if len(resp.Patches) != 0 {
 				t.Errorf("a denial carries patches: %v", resp.Patches)
@@ -1082,3 +1101,16 @@ func TestPodAdmitterFreeServerWithoutAccount(t *testing.T) {
 }
 
 func unescapePointer(s string) string { return strings.NewReplacer("~1", "/", "~0", "~").Replace(s) }
+
+// denialReason is the reason a denial carries in its Status details.
+func denialReason(resp admission.Response) string {
+	if resp.Result == nil || resp.Result.Details == nil {
+		return ""
+	}
+	for _, c := range resp.Result.Details.Causes {
+		if c.Type == hcv1.DenialReasonCause {
+			return c.Message
+		}
+	}
+	return ""
+}

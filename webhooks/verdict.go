@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/http"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 )
 
@@ -59,8 +61,14 @@ func admitted(resp admission.Response, reason string) verdict {
 	return verdict{resp: resp, result: resultAdmitted, reason: reason}
 }
 
+// deny refuses a pod with msg, the reason carried in the Status's details
+// (hcv1.DenialReasonCause) for the tools that ask in a dry run.
 func deny(reason, msg string) verdict {
-	return verdict{resp: admission.Denied(msg), result: resultDenied, reason: reason}
+	resp := admission.Denied(msg)
+	resp.Result.Details = &metav1.StatusDetails{Causes: []metav1.StatusCause{{
+		Type: hcv1.DenialReasonCause, Message: reason,
+	}}}
+	return verdict{resp: resp, result: resultDenied, reason: reason}
 }
 
 func errored(code int32, reason string, err error) verdict {

@@ -29,6 +29,15 @@ const (
 	// first period (the admission request UID).
 	AnnotationReservation = "hubcredits.io/reservation"
 
+	// DenialReasonCause is the type of the cause the pod webhook puts in
+	// the Status of a denial (details.causes[].type); its message is the
+	// denial's reason (NotEnoughCredits, NoAccount, Forbidden, ...), the
+	// same as the reason label of hubcredits_admission_decisions_total.
+	// The API server hands a webhook's Status to the caller as it is, so a
+	// tool (kubectl credits why) can tell a denial's kind without parsing
+	// the sentence.
+	DenialReasonCause = "hubcredits.io/denial-reason"
+
 	// ComponentLabel / SingleuserComponent select KubeSpawner's user pods.
 	ComponentLabel      = "component"
 	SingleuserComponent = "singleuser-server"
