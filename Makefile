@@ -165,9 +165,10 @@ test-unit: ## Unit tests only (no control plane).
 ##@ Run
 
 .PHONY: build
-build: ## Build the operator (bin/manager) and the dev command that runs it on a local control plane (bin/hubcredits-dev).
+build: ## Build the operator (bin/manager), the dev command that runs it on a local control plane (bin/hubcredits-dev) and the kubectl plugin (bin/kubectl-credits).
 	$(GO) build -trimpath -o $(BIN)/manager .
 	$(GO) build -trimpath -o $(BIN)/hubcredits-dev ./cmd/hubcredits-dev
+	$(GO) build -trimpath -o $(BIN)/kubectl-credits ./cmd/kubectl-credits
 
 .PHONY: image
 image: $(OCI_IMAGE) ## The operator's OCI image, linux/amd64 + linux/arm64, offline and reproducible: bin/image/hubcredits-<appVersion>.oci.tar (and bin/image/layout).

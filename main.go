@@ -67,6 +67,7 @@ type flags struct {
 	workers          int
 	unbillablePods   string
 	tombstones       string
+	usageRetention   time.Duration
 
 	certRotation      bool
 	podNamespace      string
@@ -121,6 +122,7 @@ Flags:
 	fs.BoolVar(&f.shadow, "shadow", false, "Never deny a spawn or stop a server, but bill as usual: credits are reserved and charged for real.")
 	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
+	fs.DurationVar(&f.usageRetention, "usage-retention", operator.DefaultUsageRetention, "How long the UsageRecord of an ended server is kept before it is deleted (0: kept for ever).")
 	fs.StringVar(&f.tombstones, "tombstone-configmap", controllers.DefaultTombstoneConfigMap, "ConfigMap, in the hub's namespace, that keeps the tombstones of deleted accounts (the Role grants get and update of it by name; the install creates it).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
@@ -145,6 +147,9 @@ func (f *flags) options() (operator.Options, error) {
 	if f.unbillablePods != controllers.UnbillableReport && f.unbillablePods != controllers.UnbillableStop {
 		return operator.Options{}, fmt.Errorf("--unbillable-pods must be %q or %q", controllers.UnbillableReport, controllers.UnbillableStop)
 	}
+	if f.usageRetention < 0 {
+		return operator.Options{}, fmt.Errorf("--usage-retention must be >= 0 (0 keeps usage records for ever)")
+	}
 	if f.defaultValue < 0 || f.defaultInterval < time.Second {
 		return operator.Options{}, fmt.Errorf("--default-billing-value must be >= 0 and --default-billing-interval >= 1s")
 	}
@@ -161,6 +166,7 @@ func (f *flags) options() (operator.Options, error) {
 		Webhooks:           f.enableWebhooks,
 		UnbillablePods:     f.unbillablePods,
 		TombstoneConfigMap: f.tombstones,
+		UsageRetention:     f.usageRetention,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

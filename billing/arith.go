@@ -38,3 +38,10 @@ func addSatSigned(a, b int64) int64 {
 	}
 	return addSat(a, b)
 }
+
+// addSigned adds two signed amounts of any sign (the net of adjustments),
+// clamping the result to ±hcv1.MaxCredits. Amounts in the ledger are
+// bounded by hcv1.MaxCredits, so the sum itself cannot overflow.
+func addSigned(a, b int64) int64 {
+	return max(-hcv1.MaxCredits, min(a+b, hcv1.MaxCredits))
+}

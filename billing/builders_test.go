@@ -93,8 +93,8 @@ func ledgerKinds(a *hcv1.CreditAccount) []string {
 }
 
 // conserved checks the bookkeeping identity of one account between two of
-// its states: the balance moved by exactly granted + toppedUp - charged +
-// refunded. An unopened account starts from its initial balance.
+// its states: the balance moved by exactly granted + toppedUp + adjusted -
+// charged + refunded. An unopened account starts from its initial balance.
 func conserved(before, after *hcv1.CreditAccount) error {
 	base := before.Status.Balance
 	if before.Status.OpenedAt == nil {
@@ -102,11 +102,12 @@ func conserved(before, after *hcv1.CreditAccount) error {
 	}
 	granted := after.Status.TotalGranted - before.Status.TotalGranted
 	toppedUp := after.Status.TotalToppedUp - before.Status.TotalToppedUp
+	adjusted := after.Status.TotalAdjusted - before.Status.TotalAdjusted
 	charged := after.Status.TotalCharged - before.Status.TotalCharged
 	refunded := after.Status.TotalRefunded - before.Status.TotalRefunded
-	if want := base + granted + toppedUp - charged + refunded; after.Status.Balance != want {
-		return fmt.Errorf("account %s: balance %d, but %d + granted %d + toppedUp %d - charged %d + refunded %d = %d",
-			after.Name, after.Status.Balance, base, granted, toppedUp, charged, refunded, want)
+	if want := base + granted + toppedUp + adjusted - charged + refunded; after.Status.Balance != want {
+		return fmt.Errorf("account %s: balance %d, but %d + granted %d + toppedUp %d + adjusted %d - charged %d + refunded %d = %d",
+			after.Name, after.Status.Balance, base, granted, toppedUp, adjusted, charged, refunded, want)
 	}
 	return nil
 }

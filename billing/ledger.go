@@ -25,7 +25,8 @@ func InitialBalance(spec *hcv1.CreditAccountSpec) int64 {
 }
 
 // Refresh brings an account's ledger up to now: it opens a new account,
-// applies the grants that fell due and the top-ups not applied yet. Every
+// applies the grants that fell due and the top-ups and adjustments not
+// applied yet. Every
 // writer calls it before moving credits, so the result only depends on the
 // spec, the stored status and the time. It reports whether the status
 // changed.
@@ -143,23 +144,19 @@ func NextGrant(a *hcv1.CreditAccount, now time.Time) (at time.Time, amount int64
 	return at, amount, true
 }
 
-// applyTopUps applies the top-ups of spec.topUps not applied yet, and
-// keeps the record of applied ids bounded (retireTopUps). It reports a
-// change.
+// applyTopUps applies the top-ups and adjustments of the spec not applied
+// yet, and keeps the record of applied ids bounded (retireTopUps). Both
+// are one-off movements named by an id and share one bookkeeping
+// (status.appliedTopUps, status.retiredTopUps): an id is applied exactly
+// once, ever, whichever list names it. It reports a change.
 func applyTopUps(a *hcv1.CreditAccount, now time.Time) bool {
 	changed := retireTopUps(a)
 	for _, t := range a.Spec.TopUps {
-		if slices.Contains(a.Status.AppliedTopUps, t.ID) {
+		apply, marked := markApplied(a, t.ID)
+		changed = changed || marked
+		if !apply {
 			continue
 		}
-		changed = true
-		if i, retired := slices.BinarySearch(a.Status.RetiredTopUps, t.ID); retired {
-			// Removed and added again: applied once already, never again.
-			a.Status.RetiredTopUps = slices.Delete(a.Status.RetiredTopUps, i, i+1)
-			a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
-			continue
-		}
-		a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, t.ID)
 		a.Status.Balance = addSat(a.Status.Balance, t.Amount)
 		a.Status.TotalToppedUp = addSat(a.Status.TotalToppedUp, t.Amount)
 		msg := "top-up " + t.ID
@@ -168,23 +165,74 @@ func applyTopUps(a *hcv1.CreditAccount, now time.Time) bool {
 		}
 		appendLedger(a, now, hcv1.LedgerTopUp, t.Amount, t.ID, msg)
 	}
+	for _, j := range a.Spec.Adjustments {
+		apply, marked := markApplied(a, j.ID)
+		changed = changed || marked
+		if apply {
+			applyAdjustment(a, j, now)
+		}
+	}
 	return changed
 }
 
-// retireTopUps moves the applied ids that spec.topUps no longer lists to
-// status.retiredTopUps (sorted), so status.appliedTopUps stays as long as
-// spec.topUps (at most 256) and the ids that can never be applied again
-// are kept compactly, bounded by the CRD (hcv1.MaxRetiredTopUps retired by
-// spec changes). Nothing is ever forgotten: forgetting an id would apply
-// it again when re-added. It reports a change.
+// applyAdjustment moves the balance by the adjustment's amount, never
+// below 0: a negative adjustment larger than the balance takes the balance
+// (what was reserved or charged for running servers is not taken back; a
+// server whose next period cannot be paid is stopped at that boundary).
+// The ledger records the amount really applied.
+func applyAdjustment(a *hcv1.CreditAccount, j hcv1.Adjustment, now time.Time) {
+	applied := j.Amount
+	msg := fmt.Sprintf("adjustment %s: %s", j.ID, j.Reason)
+	if j.Amount < 0 && -j.Amount > a.Status.Balance {
+		applied = -max(a.Status.Balance, 0)
+		msg = fmt.Sprintf("adjustment %s of %d clamped to %d (the balance never goes below 0): %s", j.ID, j.Amount, applied, j.Reason)
+	}
+	a.Status.Balance = addSigned(a.Status.Balance, applied)
+	a.Status.TotalAdjusted = addSigned(a.Status.TotalAdjusted, applied)
+	appendLedger(a, now, hcv1.LedgerAdjust, applied, j.ID, msg)
+}
+
+// markApplied records the one-off id as applied. apply says it was never
+// applied before and must be applied now; an id retired earlier (removed
+// from the spec and added again) moves back to status.appliedTopUps without
+// being applied again. changed reports a change of the bookkeeping.
+func markApplied(a *hcv1.CreditAccount, id string) (apply, changed bool) {
+	if slices.Contains(a.Status.AppliedTopUps, id) {
+		return false, false
+	}
+	a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, id)
+	if i, retired := slices.BinarySearch(a.Status.RetiredTopUps, id); retired {
+		// Removed and added again: applied once already, never again.
+		a.Status.RetiredTopUps = slices.Delete(a.Status.RetiredTopUps, i, i+1)
+		return false, true
+	}
+	return true, true
+}
+
+// oneOffIDs are the ids the spec lists in spec.topUps and spec.adjustments.
+func oneOffIDs(spec *hcv1.CreditAccountSpec) map[string]bool {
+	ids := make(map[string]bool, len(spec.TopUps)+len(spec.Adjustments))
+	for _, t := range spec.TopUps {
+		ids[t.ID] = true
+	}
+	for _, j := range spec.Adjustments {
+		ids[j.ID] = true
+	}
+	return ids
+}
+
+// retireTopUps moves the applied ids that the spec (spec.topUps and
+// spec.adjustments) no longer lists to status.retiredTopUps (sorted), so
+// status.appliedTopUps stays as long as the spec's lists (at most 512) and
+// the ids that can never be applied again are kept compactly, bounded by
+// the CRD (hcv1.MaxRetiredTopUps retired by spec changes). Nothing is ever
+// forgotten: forgetting an id would apply it again when re-added. It
+// reports a change.
 func retireTopUps(a *hcv1.CreditAccount) bool {
 	if len(a.Status.AppliedTopUps) == 0 {
 		return false
 	}
-	inSpec := make(map[string]bool, len(a.Spec.TopUps))
-	for _, t := range a.Spec.TopUps {
-		inSpec[t.ID] = true
-	}
+	inSpec := oneOffIDs(&a.Spec)
 	kept := a.Status.AppliedTopUps[:0:0]
 	for _, id := range a.Status.AppliedTopUps {
 		if inSpec[id] {
@@ -205,8 +253,8 @@ func retireTopUps(a *hcv1.CreditAccount) bool {
 	return true
 }
 
-// TopUpApplied reports whether the account has applied the top-up id (it
-// is listed in spec.topUps or was removed from it).
+// TopUpApplied reports whether the account has applied the top-up or
+// adjustment id (it is listed in the spec or was removed from it).
 func TopUpApplied(a *hcv1.CreditAccount, id string) bool {
 	_, retired := slices.BinarySearch(a.Status.RetiredTopUps, id)
 	return retired || slices.Contains(a.Status.AppliedTopUps, id)

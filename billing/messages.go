@@ -83,6 +83,12 @@ func NotMemberMessage(user, account string) string {
 	return fmt.Sprintf("User %q may not spend from credit account %q (it does not list them) — ask your hub admin.", user, account)
 }
 
+// InvalidGroupsMessage is the denial for a pod whose groups annotation
+// (hubcredits.io/groups, put there by the hub) cannot be read.
+func InvalidGroupsMessage() string {
+	return "This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin."
+}
+
 // AccountMissingMessage is the denial for a pod labelled with an account that
 // does not exist.
 func AccountMissingMessage(account string) string {

@@ -1,8 +1,12 @@
 package billing
 
 import (
+	"encoding/json"
 	"slices"
 	"sort"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
@@ -12,6 +16,22 @@ import (
 type Denial struct {
 	Reason  string
 	Message string
+	// Account is the CreditAccount the server would have been paid from,
+	// when admission got as far as finding (or being told) one; AccountUID
+	// is its UID when it exists. The admin finds the denial on it.
+	Account    string
+	AccountUID types.UID
+}
+
+// denialOn is a Denial about the account a.
+func denialOn(a *hcv1.CreditAccount, reason, msg string) *Denial {
+	return &Denial{Reason: reason, Message: msg, Account: a.Name, AccountUID: a.UID}
+}
+
+// NotEnoughDenial refuses a server that the wallet (and its pool) cannot
+// pay; it is about the wallet.
+func NotEnoughDenial(price Price, wallet, pool *hcv1.CreditAccount, now time.Time) *Denial {
+	return denialOn(wallet, DenyNotEnough, NotEnoughMessage(price, wallet, pool, now))
 }
 
 func (d *Denial) Error() string { return d.Message }
@@ -30,11 +50,52 @@ const (
 	// Ready condition tells the two apart.
 	DenyProjectMissing = "ProjectMissing"
 	DenyForbidden      = "Forbidden"
+	// DenyInvalidGroups: the pod's hubcredits.io/groups annotation cannot
+	// be read.
+	DenyInvalidGroups = "InvalidGroups"
 )
 
-// Lists reports whether the account lists the user.
+// Lists reports whether the account lists the user by name.
 func Lists(a *hcv1.CreditAccount, user string) bool {
 	return slices.Contains(a.Spec.Users, user)
+}
+
+// ListsGroup reports whether the account lists one of groups
+// (spec.groups).
+func ListsGroup(a *hcv1.CreditAccount, groups []string) bool {
+	return slices.ContainsFunc(groups, func(g string) bool { return slices.Contains(a.Spec.Groups, g) })
+}
+
+// IsMember reports whether user, in groups, may spend from the account: it
+// lists the user, or one of the user's groups.
+func IsMember(a *hcv1.CreditAccount, user string, groups []string) bool {
+	return Lists(a, user) || ListsGroup(a, groups)
+}
+
+// Limits of the groups a pod may carry (AnnotationGroups): those of
+// spec.groups' items.
+const (
+	MaxGroups      = 256
+	MaxGroupLength = 255
+)
+
+// PodGroups reads the user's JupyterHub groups from the pod's annotation
+// hubcredits.io/groups (a JSON list of names); none without it. A value
+// that is not such a list, or holds more than MaxGroups names or a name
+// empty or longer than MaxGroupLength, is a Denial: the hub's glue is
+// broken, and guessing would bill the wrong account.
+func PodGroups(annotations map[string]string) ([]string, error) {
+	raw, ok := annotations[hcv1.AnnotationGroups]
+	if !ok {
+		return nil, nil
+	}
+	var groups []string
+	bad := json.Unmarshal([]byte(raw), &groups) != nil || len(groups) > MaxGroups ||
+		slices.ContainsFunc(groups, func(g string) bool { return g == "" || len(g) > MaxGroupLength })
+	if bad {
+		return nil, &Denial{Reason: DenyInvalidGroups, Message: InvalidGroupsMessage()}
+	}
+	return groups, nil
 }
 
 // ResolveWallet picks the account that pays for a server of user: the one
@@ -43,25 +104,32 @@ func Lists(a *hcv1.CreditAccount, user string) bool {
 // count as a second candidate). It returns (nil, nil) when no account lists
 // the user, so the caller may create a wallet.
 func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
+	return ResolveWalletInGroups(user, nil, labelAccount, accounts)
+}
+
+// ResolveWalletInGroups is ResolveWallet for a user in JupyterHub groups:
+// the account the label names may list the user or one of the groups;
+// without a label, the accounts that list the user by name are the
+// candidates, and only when there is none those that list one of the
+// groups (a student's own wallet is preferred to the course pool; a
+// profile label sends a server to the pool).
+func ResolveWalletInGroups(user string, groups []string, labelAccount string, accounts []*hcv1.CreditAccount) (*hcv1.CreditAccount, error) {
 	if labelAccount != "" {
 		for _, a := range accounts {
 			if a.Name == labelAccount {
-				if !Lists(a, user) {
-					return nil, &Denial{Reason: DenyNotMember, Message: NotMemberMessage(user, labelAccount)}
+				if !IsMember(a, user, groups) {
+					return nil, denialOn(a, DenyNotMember, NotMemberMessage(user, labelAccount))
 				}
 				return a, nil
 			}
 		}
-		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount)}
+		return nil, &Denial{Reason: DenyAccountMissing, Message: AccountMissingMessage(labelAccount), Account: labelAccount}
 	}
-	var found []*hcv1.CreditAccount
+	found := candidatesFor(user, groups, accounts)
 	pools := map[string]bool{}
-	for _, a := range accounts {
-		if Lists(a, user) {
-			found = append(found, a)
-			if a.Spec.Project != "" {
-				pools[a.Spec.Project] = true
-			}
+	for _, a := range found {
+		if a.Spec.Project != "" {
+			pools[a.Spec.Project] = true
 		}
 	}
 	if len(found) > 1 && len(pools) > 0 {
@@ -91,6 +159,24 @@ func ResolveWallet(user, labelAccount string, accounts []*hcv1.CreditAccount) (*
 	return nil, &Denial{Reason: DenyAmbiguous, Message: AmbiguousMessage(user, names)}
 }
 
+// candidatesFor are the accounts that list user by name, or when none
+// does, those that list one of groups.
+func candidatesFor(user string, groups []string, accounts []*hcv1.CreditAccount) []*hcv1.CreditAccount {
+	var named, grouped []*hcv1.CreditAccount
+	for _, a := range accounts {
+		switch {
+		case Lists(a, user):
+			named = append(named, a)
+		case ListsGroup(a, groups):
+			grouped = append(grouped, a)
+		}
+	}
+	if len(named) > 0 {
+		return named
+	}
+	return grouped
+}
+
 // ResolveProject returns the pool that pays first for wallet, or nil. A
 // missing pool, or a pool that itself names a project, is a Denial (see
 // CheckProject).
@@ -100,7 +186,7 @@ func ResolveProject(wallet *hcv1.CreditAccount, get func(name string) *hcv1.Cred
 	}
 	pool := get(wallet.Spec.Project)
 	if problem := CheckProject(wallet, pool); problem != nil {
-		return nil, &Denial{Reason: DenyProjectMissing, Message: problem.Message}
+		return nil, denialOn(wallet, DenyProjectMissing, problem.Message)
 	}
 	return pool, nil
 }

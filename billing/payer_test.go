@@ -41,15 +41,15 @@ func TestResolveWallet(t *testing.T) {
 		},
 		"the label names an account that does not list the user": {
 			user: "bob", label: "alice",
-			wantDenial: &Denial{Reason: DenyNotMember, Message: `User "bob" may not spend from credit account "alice" (it does not list them) — ask your hub admin.`},
+			wantDenial: &Denial{Reason: DenyNotMember, Message: `User "bob" may not spend from credit account "alice" (it does not list them) — ask your hub admin.`, Account: "alice"},
 		},
 		"the label names an account without users": {
 			user: "bob", label: "empty",
-			wantDenial: &Denial{Reason: DenyNotMember, Message: `User "bob" may not spend from credit account "empty" (it does not list them) — ask your hub admin.`},
+			wantDenial: &Denial{Reason: DenyNotMember, Message: `User "bob" may not spend from credit account "empty" (it does not list them) — ask your hub admin.`, Account: "empty"},
 		},
 		"the label names a missing account": {
 			user: "alice", label: "physics",
-			wantDenial: &Denial{Reason: DenyAccountMissing, Message: `Credit account "physics", chosen by this server's profile, does not exist — ask your hub admin.`},
+			wantDenial: &Denial{Reason: DenyAccountMissing, Message: `Credit account "physics", chosen by this server's profile, does not exist — ask your hub admin.`, Account: "physics"},
 		},
 	}
 	for name, tc := range cases {
@@ -89,11 +89,11 @@ func TestResolveProject(t *testing.T) {
 		"the pool":   {wallet: openAccount("alice").Project("lab").Obj(), wantProject: "lab"},
 		"a missing pool": {
 			wallet:     openAccount("alice").Project("physics").Obj(),
-			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by project "physics", which does not exist — ask your hub admin.`},
+			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by project "physics", which does not exist — ask your hub admin.`, Account: "alice"},
 		},
 		"a pool that names a project itself": {
 			wallet:     openAccount("alice").Project("sub-lab").Obj(),
-			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by "sub-lab", which is not a project pool (it names a project itself) — ask your hub admin.`},
+			wantDenial: &Denial{Reason: DenyProjectMissing, Message: `Credit account "alice" is funded by "sub-lab", which is not a project pool (it names a project itself) — ask your hub admin.`, Account: "alice"},
 		},
 	}
 	for name, tc := range cases {

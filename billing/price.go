@@ -54,6 +54,9 @@ const celCostLimit = 1_000_000
 var celEnv = func() *cel.Env {
 	env, err := cel.NewEnv(
 		cel.Variable("pod", cel.DynType),
+		// groups are the user's JupyterHub groups (the pod's annotation
+		// hubcredits.io/groups, read at admission; empty otherwise).
+		cel.Variable("groups", cel.ListType(cel.StringType)),
 		ext.Strings(),
 		library.Quantity(),
 		library.Lists(),
@@ -150,10 +153,12 @@ func Compile(p *hcv1.BillingPolicy) (*CompiledPolicy, error) {
 	return c, nil
 }
 
-// PodInput is a pod as CEL expressions see it; build it once per pod.
+// PodInput is a pod as CEL expressions see it (`pod`), with its user's
+// JupyterHub groups (`groups`); build it once per pod.
 type PodInput struct {
-	Pod *corev1.Pod
-	obj map[string]any
+	Pod    *corev1.Pod
+	Groups []string
+	obj    map[string]any
 }
 
 func (in *PodInput) activation() (map[string]any, error) {
@@ -164,7 +169,11 @@ func (in *PodInput) activation() (map[string]any, error) {
 		}
 		in.obj = obj
 	}
-	return map[string]any{"pod": in.obj}, nil
+	groups := in.Groups
+	if groups == nil {
+		groups = []string{}
+	}
+	return map[string]any{"pod": in.obj, "groups": groups}, nil
 }
 
 // Matches reports whether the policy selects the pod.
@@ -232,7 +241,14 @@ func SortPolicies(pols []*CompiledPolicy) {
 // policy in pols (sorted with SortPolicies), else the defaults. An error
 // names the policy that failed.
 func ResolvePrice(pols []*CompiledPolicy, pod *corev1.Pod, d Defaults) (Price, error) {
-	in := &PodInput{Pod: pod}
+	return ResolvePriceInGroups(pols, pod, nil, d)
+}
+
+// ResolvePriceInGroups is ResolvePrice for a pod whose user is in groups
+// (the expressions' `groups`): admission's price, from the groups the hub
+// put on the pod (PodGroups).
+func ResolvePriceInGroups(pols []*CompiledPolicy, pod *corev1.Pod, groups []string, d Defaults) (Price, error) {
+	in := &PodInput{Pod: pod, Groups: groups}
 	for _, c := range pols {
 		ok, err := c.Matches(in)
 		if err != nil {

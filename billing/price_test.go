@@ -182,6 +182,7 @@ func TestResolvePrice(t *testing.T) {
 	cases := map[string]struct {
 		policies []*hcv1.BillingPolicy
 		pod      *corev1.Pod
+		groups   []string
 		defaults Defaults
 		want     Price
 		// wantErr is a substring of the error; wantPolicyErr the policy a
@@ -244,6 +245,25 @@ func TestResolvePrice(t *testing.T) {
 			pod:      alicePod("jupyter-alice").Label("profile", "cpu").Obj(),
 			defaults: DefaultPrice,
 			want:     Price{Value: 7, Interval: interval, Policy: "all"},
+		},
+		"groups: a staff price through the user's JupyterHub groups": {
+			policies: []*hcv1.BillingPolicy{
+				testutil.MakePolicy(testNS, "staff").Priority(1).Match("'staff' in groups").Value(0).Obj(),
+				testutil.MakePolicy(testNS, "all").Value(7).Obj(),
+			},
+			pod:      alicePod("jupyter-alice").Obj(),
+			groups:   []string{"physics-101", "staff"},
+			defaults: DefaultPrice,
+			want:     Price{Value: 0, Interval: interval, Policy: "staff"},
+		},
+		"groups: none (an adopted pod) is an empty list": {
+			policies: []*hcv1.BillingPolicy{
+				testutil.MakePolicy(testNS, "staff").Priority(1).Match("'staff' in groups").Value(0).Obj(),
+				testutil.MakePolicy(testNS, "per-group").ValueExpr("5 + size(groups)").Obj(),
+			},
+			pod:      alicePod("jupyter-alice").Obj(),
+			defaults: DefaultPrice,
+			want:     Price{Value: 5, Interval: interval, Policy: "per-group"},
 		},
 		"matchExpression selects a GPU node selector": {
 			policies: []*hcv1.BillingPolicy{
@@ -390,7 +410,7 @@ func TestResolvePrice(t *testing.T) {
 				pols = append(pols, c)
 			}
 			SortPolicies(pols)
-			got, err := ResolvePrice(pols, tc.pod, tc.defaults)
+			got, err := ResolvePriceInGroups(pols, tc.pod, tc.groups, tc.defaults)
 			if tc.wantErr == "" {
 				if err != nil {
 					t.Fatalf("ResolvePrice: %v", err)

@@ -47,6 +47,12 @@ type Options struct {
 	// LowPeriods: the Low condition turns true when the balance covers fewer
 	// than this many further periods of the running servers.
 	LowPeriods int64
+	// AwaitingRecord holds the ids of ended servers whose UsageRecord is
+	// not written yet: their entries (on the wallet and the pool) are kept
+	// until it is, so every ended server gets its record exactly once, also
+	// across crashes. Nothing else waits for it: the other servers are
+	// charged as usual.
+	AwaitingRecord map[string]bool
 	// Seen, when set, tells when the caller first saw a reservation. The
 	// orphan grace then runs from the later of that and reservedAt, which a
 	// webhook replica wrote with its own clock: a replica whose clock lags
@@ -79,7 +85,7 @@ var DefaultOptions = Options{OrphanGrace: 30 * time.Second, StopRetry: 30 * time
 func (o Options) OrDefault() Options {
 	if o.OrphanGrace == 0 && o.StopRetry == 0 && o.LowPeriods == 0 {
 		d := DefaultOptions
-		d.Seen = o.Seen
+		d.Seen, d.AwaitingRecord = o.Seen, o.AwaitingRecord
 		return d
 	}
 	return o
@@ -183,13 +189,13 @@ func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, po
 	adopt []Unreserved, now time.Time, o Options) Result {
 	res := Result{ChangedProjects: map[string]bool{}}
 	pods = endLostAt(pods, now)
-	addedBefore := wallet.Status.TotalGranted + wallet.Status.TotalToppedUp
+	addedBefore, adjustedBefore := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp, wallet.Status.TotalAdjusted
 	completeRefunds(wallet, pools, now, &res)
 	catchUp(wallet, pools, pods, now, &res)
 	if Refresh(wallet, now) {
 		res.WalletChanged = true
 	}
-	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore
+	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore || wallet.Status.TotalAdjusted > adjustedBefore
 	for name, pool := range pools {
 		if pool != nil && Refresh(pool, now) {
 			res.ChangedProjects[name] = true
@@ -432,6 +438,9 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 		}
 	}
 	if entry.EndedAt != nil {
+		if o.AwaitingRecord[entry.ID] {
+			return true, false
+		}
 		s.dropEnded()
 		return false, true
 	}

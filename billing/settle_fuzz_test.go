@@ -59,6 +59,10 @@ const (
 	// faultPoolTopUp: the pool is topped up by arg+1 (the payer of later
 	// periods changes).
 	faultPoolTopUp
+	// faultAdjust: an admin corrects the wallet's balance (or, arg&2, the
+	// pool's) by ±(arg/4+1), down when arg&1 (never below 0): later
+	// periods may not be payable, and running servers stop.
+	faultAdjust
 )
 
 // fault encodes a fault as the two bytes the simulation reads.
@@ -286,6 +290,17 @@ func (s *sim) fault(f, arg int) {
 			s.topUps++
 			s.pool.Spec.TopUps = append(s.pool.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("p%d", s.topUps), Amount: int64(arg + 1)})
 		}
+	case faultAdjust:
+		a := s.wallet
+		if arg&2 != 0 && s.pool != nil {
+			a = s.pool
+		}
+		amount := int64(arg/4 + 1)
+		if arg&1 != 0 {
+			amount = -amount
+		}
+		s.topUps++
+		a.Spec.Adjustments = append(a.Spec.Adjustments, hcv1.Adjustment{ID: fmt.Sprintf("a%d", s.topUps), Amount: amount, Reason: "fuzz"})
 	}
 }
 
@@ -821,6 +836,13 @@ var integrityScenarios = map[string]struct {
 		ops: ops(op(opAdmit, 3), op(opStart, 0), op(opSettle, 0), op(opTick, 7), op(opSettle, 0), fault(faultPoolTopUp, 14),
 			op(opTick, 3), op(opSettle, 0), op(opEnd, 16), op(opTick, 7), op(opSettle, 0), fault(faultPoolTopUp, 4),
 			op(opTick, 3), op(opSettle, 0), op(opCrash, 0), op(opSettle, 0)),
+	},
+	"adjustments down (the wallet emptied) and up while pooled servers run": {
+		world: simWorld{walletBal: 60, poolBal: 20, intervalSec: 60, usePool: true},
+		ops: ops(op(opAdmit, 3), op(opAdmit, 4), op(opStart, 0), op(opStart, 1), op(opSettle, 0), op(opTick, 5),
+			fault(faultAdjust, 4*63+1), op(opSettle, 0), fault(faultAdjust, 4*30+3), op(opTick, 3), op(opSettle, 0),
+			op(opTick, 3), op(opCrash, 0), fault(faultAdjust, 4*40), op(opSettle, 0), op(opTick, 3), op(opSettle, 0),
+			op(opEnd, 0), op(opEnd, 1), op(opSettle, 0)),
 	},
 	"a reservation returned while its pod was out of sight, then the pod runs: billed again from then": {
 		world: simWorld{walletBal: 100, poolBal: 10, intervalSec: 60, usePool: true},

@@ -33,6 +33,7 @@ type accountView struct {
 	TotalCharged  int64
 	TotalRefunded int64
 	TotalGranted  int64
+	TotalAdjusted int64
 	Running       int32
 	Servers       []hcv1.ServerCharge
 	Conditions    map[string]string
@@ -41,7 +42,7 @@ type accountView struct {
 func viewOf(a *hcv1.CreditAccount) accountView {
 	return accountView{
 		Balance: a.Status.Balance, TotalCharged: a.Status.TotalCharged, TotalRefunded: a.Status.TotalRefunded,
-		TotalGranted: a.Status.TotalGranted, Running: a.Status.RunningServers, Servers: a.Status.Servers,
+		TotalGranted: a.Status.TotalGranted, TotalAdjusted: a.Status.TotalAdjusted, Running: a.Status.RunningServers, Servers: a.Status.Servers,
 		Conditions: conds(a),
 	}
 }
@@ -267,6 +268,30 @@ func settleCases() map[string]settleCase {
 				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Obj()}},
 			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
 				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 9 credits, the next 10m costs 10."}}},
+		},
+		"a negative adjustment takes the balance: the paid period runs, the next boundary stops": {
+			wallet: wallet(95).Adjust("fix", -200, "double grant").Servers(runningServer().Obj()).Obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(interval - time.Second),
+			wantWallet: accountView{Balance: 0, TotalAdjusted: -95, Running: 1, Conditions: condsOf(lowTrue, exhaustedFalse),
+				Servers: []hcv1.ServerCharge{runningServer().Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: time.Second,
+				Notes: []noteView{{Reason: EventLow, Warning: true}}},
+		},
+		"after a negative adjustment the next boundary cannot be paid: stop, nothing charged": {
+			wallet: wallet(95).Adjust("fix", -90, "double grant").Servers(runningServer().Obj()).Obj(),
+			pods:   map[string]PodObservation{"r1": running("u1", 0)},
+			now:    at(interval),
+			wantWallet: accountView{Balance: 5, TotalAdjusted: -90, Conditions: condsOf(lowFalse, exhaustedTrue),
+				Servers: []hcv1.ServerCharge{runningServer().StopRequested(interval).Obj()}},
+			wantResult: resultView{WalletChanged: true, RequeueAfter: 30 * time.Second,
+				Stops: []stopView{{ID: "r1", Message: "Stopped: account alice has 5 credits, the next 10m costs 10."}}},
+		},
+		"a positive adjustment clears Exhausted": {
+			wallet:     wallet(0).Adjust("sorry", 40, "outage").Condition(hcv1.ConditionExhausted, metav1.ConditionTrue, hcv1.ReasonServerStopped).Obj(),
+			now:        at(interval),
+			wantWallet: accountView{Balance: 40, TotalAdjusted: 40, Conditions: healthy},
+			wantResult: resultView{WalletChanged: true},
 		},
 		"missed periods are paid while affordable, then the server stops": {
 			wallet: wallet(25).Servers(runningServer().Obj()).Obj(),

@@ -21,7 +21,7 @@ type Tombstone struct {
 	UID types.UID
 	// Balance is the deleted account's balance when it was released.
 	Balance int64
-	// TopUps are the ids of every top-up it applied, sorted.
+	// TopUps are the ids of every top-up and adjustment it applied, sorted.
 	TopUps []string
 	// DeletedAt is when it was released (zero: unknown).
 	DeletedAt time.Time
@@ -40,7 +40,7 @@ type tombstoneJSON struct {
 }
 
 // EncodeTombstone is the tombstone as one compact value (JSON on one
-// line: uid, balance, the applied and retired top-up ids, when it was
+// line: uid, balance, the applied and retired top-up and adjustment ids, when it was
 // deleted and whether by force), as kept under the account's name in the
 // tombstone ConfigMap.
 func EncodeTombstone(t Tombstone) string {
@@ -95,22 +95,24 @@ func TombstoneOf(a *hcv1.CreditAccount) Tombstone {
 // applied that the deleted account had applied are taken back. Either way
 // the tombstone's ids are recorded as applied, so none is applied again,
 // and status.reopenedFrom records the tombstone, so it is taken over once.
-// The ledger keeps its identity: opening + granted + toppedUp − charged +
-// refunded = balance, the opening being the tombstone's balance. It reports
-// a change.
+// The ledger keeps its identity: opening + granted + toppedUp + adjusted −
+// charged + refunded = balance, the opening being the tombstone's balance.
+// It reports a change.
 func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 	if a.Status.ReopenedFrom != "" || t.UID == "" || t.UID == a.UID {
 		return false
 	}
-	inSpec := map[string]bool{}
-	for _, top := range a.Spec.TopUps {
-		inSpec[top.ID] = true
-	}
-	var reapplied int64
+	inSpec := oneOffIDs(&a.Spec)
+	var reToppedUp, reAdjusted int64
 	var ids []string
 	for _, id := range t.TopUps {
 		if TopUpApplied(a, id) {
-			reapplied = addSat(reapplied, appliedAmount(a, id))
+			kind, amount := appliedAmount(a, id)
+			if kind == hcv1.LedgerAdjust {
+				reAdjusted = addSigned(reAdjusted, amount)
+			} else {
+				reToppedUp = addSat(reToppedUp, amount)
+			}
 			ids = append(ids, id)
 			continue
 		}
@@ -126,30 +128,39 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 		return true
 	}
 	st := &a.Status
-	opening := st.Balance - st.TotalGranted - st.TotalToppedUp + st.TotalCharged - st.TotalRefunded
-	delta := t.Balance - opening - reapplied
+	opening := st.Balance - st.TotalGranted - st.TotalToppedUp - st.TotalAdjusted + st.TotalCharged - st.TotalRefunded
+	reToppedUp = min(reToppedUp, st.TotalToppedUp)
+	delta := t.Balance - opening - reToppedUp - reAdjusted
 	st.Balance += delta
-	st.TotalToppedUp -= min(reapplied, st.TotalToppedUp)
+	st.TotalToppedUp -= reToppedUp
+	st.TotalAdjusted -= reAdjusted
 	msg := fmt.Sprintf("reopened with the balance of the deleted account %s (%d instead of %d)", a.Name, t.Balance, opening)
 	if len(ids) > 0 {
-		msg += fmt.Sprintf("; top-ups it had applied taken back: %v", ids)
+		msg += fmt.Sprintf("; top-ups and adjustments it had applied taken back: %v", ids)
 	}
 	appendLedger(a, now, hcv1.LedgerOpened, delta, "", msg)
 	return true
 }
 
-// appliedAmount is what the applied top-up id added: its amount in spec,
-// else the ledger's record of it (0 when neither has it).
-func appliedAmount(a *hcv1.CreditAccount, id string) int64 {
+// appliedAmount is what the applied top-up or adjustment id moved and
+// which it was: the ledger's record of it (the amount really applied: an
+// adjustment may have been clamped at 0), else its amount in spec (0 when
+// neither has it).
+func appliedAmount(a *hcv1.CreditAccount, id string) (hcv1.LedgerEntryKind, int64) {
+	for _, l := range a.Status.Ledger {
+		if (l.Kind == hcv1.LedgerTopUp || l.Kind == hcv1.LedgerAdjust) && l.Subject == id {
+			return l.Kind, l.Amount
+		}
+	}
 	for _, t := range a.Spec.TopUps {
 		if t.ID == id {
-			return t.Amount
+			return hcv1.LedgerTopUp, t.Amount
 		}
 	}
-	for _, l := range a.Status.Ledger {
-		if l.Kind == hcv1.LedgerTopUp && l.Subject == id {
-			return l.Amount
+	for _, j := range a.Spec.Adjustments {
+		if j.ID == id {
+			return hcv1.LedgerAdjust, j.Amount
 		}
 	}
-	return 0
+	return hcv1.LedgerTopUp, 0
 }

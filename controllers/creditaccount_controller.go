@@ -174,6 +174,9 @@ type ledgers struct {
 	adopt []billing.Unreserved
 	life
 	moved []*corev1.Pod
+	// awaitingRecord are the ended servers whose usage record could not
+	// be written (recordUsage): their entries stay until it is.
+	awaitingRecord map[string]bool
 }
 
 // settle is one attempt: load the ledgers (live after a conflict), compute
@@ -230,6 +233,7 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	for id, pod := range offered {
 		l.pods[id] = pod
 	}
+	l.awaitingRecord = r.recordUsage(ctx, wallet)
 	return l, nil
 }
 
@@ -242,6 +246,7 @@ func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billi
 	l.reopen(now)
 	opts := r.Options
 	opts.Seen = r.seen.observe(wallet, now, r.Options.OrphanGrace)
+	opts.AwaitingRecord = l.awaitingRecord
 	res := billing.Settle(wallet, l.pools, func(e hcv1.ServerCharge) billing.PodObservation {
 		return billing.ObserveEntry(l.pods[e.ID], e)
 	}, l.adopt, now, opts)
@@ -251,6 +256,9 @@ func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billi
 	}, now, opts)
 	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
 		res.RequeueAfter = wait
+	}
+	if len(l.awaitingRecord) > 0 && (res.RequeueAfter == 0 || usageRetry < res.RequeueAfter) {
+		res.RequeueAfter = usageRetry
 	}
 	billing.SetReady(wallet, l.pools[wallet.Spec.Project], now)
 	l.release = l.deletion(now)

@@ -7,7 +7,8 @@
 #     controller-gen) and hold no "*"; its webhooks match
 #     config/webhook/manifests.yaml and are scoped to singleuser pods in the
 #     hub namespace; every operator flag it passes exists in main.go; the
-#     Deployment is hardened;
+#     Deployment is hardened; the Grafana dashboard ConfigMap only when
+#     dashboard.enabled (its JSON is checked by test/plugin);
 #   - the same checks on `kubectl kustomize config/default`;
 #   - with KUBECONFIG pointing at a running API server (or HELM_TEST_DEV=1,
 #     which starts the local control plane of `make dev` for the run): the
@@ -199,6 +200,9 @@ contains "all-on: wallet template, monitoring, NetworkPolicy, hub read access, g
   "alert: HubcreditsAccountsExhausted" "alert: HubcreditsOrphanedReservations" \
   "alert: HubcreditsUnauthenticatedWebhookCalls" "kind: NetworkPolicy" "name: hubcredits-all-on-hub-read" \
   "hubcredits_hub.py: |-"
+lacks "dashboard: off by default" "$tmp/default.yaml" "grafana_dashboard" "name: hubcredits-dashboard"
+contains "dashboard: the ConfigMap for Grafana's sidecar (its JSON is checked against the operator's metrics by test/plugin)" "$tmp/all-on.yaml" \
+  "name: hubcredits-all-on-dashboard" 'grafana_dashboard: "1"' "grafana_folder: JupyterHub" "hubcredits.json: |-" '"uid": "hubcredits"'
 lacks "hub API off: no token mount; one replica: no PDB" "$tmp/variant.yaml" \
   "--hub-api-url" "hub-api-token" "kind: PodDisruptionBudget"
 

@@ -39,11 +39,17 @@ type decision struct {
 
 // decide prices the pod and finds who pays.
 func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.Pod, dryRun bool) (*decision, error) {
-	price, err := h.price(ctx, ns, pod)
+	// The groups are trusted as the username is: from a pod whose creator
+	// passed --allowed-creators (admit checked it).
+	groups, err := billing.PodGroups(pod.Annotations)
 	if err != nil {
 		return nil, err
 	}
-	wallet, err := h.wallet(ctx, ns, user, pod.Labels[hcv1.LabelAccount], dryRun)
+	price, err := h.price(ctx, ns, pod, groups)
+	if err != nil {
+		return nil, err
+	}
+	wallet, err := h.wallet(ctx, ns, user, groups, pod.Labels[hcv1.LabelAccount], dryRun)
 	var denial *billing.Denial
 	if price.Value == 0 && !h.FreeNeedsAccount && errors.As(err, &denial) {
 		// Nothing to bill: a free server needs no payer.
@@ -60,12 +66,12 @@ func (h *PodAdmitter) decide(ctx context.Context, ns, user string, pod *corev1.P
 }
 
 // price resolves the pod's price from its namespace's policies.
-func (h *PodAdmitter) price(ctx context.Context, ns string, pod *corev1.Pod) (billing.Price, error) {
+func (h *PodAdmitter) price(ctx context.Context, ns string, pod *corev1.Pod, groups []string) (billing.Price, error) {
 	pols, err := h.policies(ctx, ns)
 	if err != nil {
 		return billing.Price{}, err
 	}
-	price, err := billing.ResolvePrice(h.Policies.Sorted(pols), pod, h.Defaults)
+	price, err := billing.ResolvePriceInGroups(h.Policies.Sorted(pols), pod, groups, h.Defaults)
 	if err != nil {
 		// The evaluation error may quote the pod (and so the user's token):
 		// the user is told which policy failed, never its error text.

@@ -22,19 +22,20 @@ import (
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch;create
 
 // wallet finds (or creates) the account that pays for the user's server.
-func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun bool) (*hcv1.CreditAccount, error) {
-	candidates, err := h.candidates(ctx, h.Reader, true, ns, user, label)
+// groups are the user's JupyterHub groups, as the hub put them on the pod.
+func (h *PodAdmitter) wallet(ctx context.Context, ns, user string, groups []string, label string, dryRun bool) (*hcv1.CreditAccount, error) {
+	candidates, err := h.candidates(ctx, h.Reader, true, ns, user, groups, label)
 	if err != nil {
 		return nil, err
 	}
-	w, err := billing.ResolveWallet(user, label, candidates)
+	w, err := billing.ResolveWalletInGroups(user, groups, label, candidates)
 	if err == nil && w == nil || errors.As(err, new(*billing.Denial)) && len(candidates) == 0 {
 		// Nothing in the cache: the account may have been created a moment
 		// ago. Ask the API server before denying (only on this rare path).
-		if candidates, err = h.candidates(ctx, h.Reserver.APIReader, false, ns, user, label); err != nil {
+		if candidates, err = h.candidates(ctx, h.Reserver.APIReader, false, ns, user, groups, label); err != nil {
 			return nil, err
 		}
-		w, err = billing.ResolveWallet(user, label, candidates)
+		w, err = billing.ResolveWalletInGroups(user, groups, label, candidates)
 	}
 	if err != nil || w != nil {
 		return w, err
@@ -46,9 +47,10 @@ func (h *PodAdmitter) wallet(ctx context.Context, ns, user, label string, dryRun
 }
 
 // candidates are the accounts that could pay for user's server: the one the
-// label names, or those that list the user. indexed says r is the cache,
-// which has the users index (the API server does not).
-func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed bool, ns, user, label string) ([]*hcv1.CreditAccount, error) {
+// label names, or those that list the user or one of groups. indexed says
+// r is the cache, which has the users and groups indexes (the API server
+// does not).
+func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed bool, ns, user string, groups []string, label string) ([]*hcv1.CreditAccount, error) {
 	if label != "" {
 		named := &hcv1.CreditAccount{}
 		err := r.Get(ctx, key(ns, label), named)
@@ -60,21 +62,51 @@ func (h *PodAdmitter) candidates(ctx context.Context, r client.Reader, indexed b
 		}
 		return []*hcv1.CreditAccount{named}, nil
 	}
-	var list hcv1.CreditAccountList
-	opts := []client.ListOption{client.InNamespace(ns)}
-	if indexed {
-		opts = append(opts, client.MatchingFields{indexer.AccountUsersKey: user})
+	if !indexed {
+		var list hcv1.CreditAccountList
+		if err := r.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil, err
+		}
+		return members(list.Items, user, groups, nil), nil
 	}
-	if err := r.List(ctx, &list, opts...); err != nil {
+	var list hcv1.CreditAccountList
+	if err := r.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexer.AccountUsersKey: user}); err != nil {
 		return nil, err
 	}
-	var out []*hcv1.CreditAccount
-	for i := range list.Items {
-		if billing.Lists(&list.Items[i], user) {
-			out = append(out, &list.Items[i])
+	out := members(list.Items, user, nil, nil)
+	if len(out) > 0 {
+		return out, nil // listed by name: groups are not looked at
+	}
+	seen := map[string]bool{}
+	for _, g := range groups {
+		var byGroup hcv1.CreditAccountList
+		if err := r.List(ctx, &byGroup, client.InNamespace(ns), client.MatchingFields{indexer.AccountGroupsKey: g}); err != nil {
+			return nil, err
 		}
+		out = append(out, members(byGroup.Items, user, groups, seen)...)
 	}
 	return out, nil
+}
+
+// members are the accounts of items that user, in groups, is a member of
+// (billing.IsMember); seen, when set, leaves out the accounts an earlier
+// call returned (an account that lists two of the groups).
+func members(items []hcv1.CreditAccount, user string, groups []string, seen map[string]bool) []*hcv1.CreditAccount {
+	var out []*hcv1.CreditAccount
+	for i := range items {
+		a := &items[i]
+		if !billing.IsMember(a, user, groups) {
+			continue
+		}
+		if seen != nil {
+			if seen[a.Name] {
+				continue
+			}
+			seen[a.Name] = true
+		}
+		out = append(out, a)
+	}
+	return out
 }
 
 // project returns the pool that pays first for wallet, or nil.

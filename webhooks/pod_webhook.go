@@ -68,6 +68,9 @@ type PodAdmitter struct {
 	// account, like any other; by default it is admitted without a payer
 	// (there is nothing to bill).
 	FreeNeedsAccount bool
+	// Denials reports each denied spawn to the admin (nil: the counter
+	// only).
+	Denials *DenialReporter
 
 	// noPolicies remembers when a live list found no policies in a namespace.
 	mu         sync.Mutex
@@ -82,6 +85,9 @@ func (h *PodAdmitter) Handle(ctx context.Context, req admission.Request) admissi
 	start := h.Clock.Now()
 	v := h.handle(ctx, req)
 	recordDecision(v, h.Clock.Since(start))
+	if v.denied != nil {
+		h.Denials.report(v, h.Clock.Now())
+	}
 	return v.resp
 }
 
@@ -98,6 +104,14 @@ func (h *PodAdmitter) handle(ctx context.Context, req admission.Request) verdict
 	}
 	dryRun := req.DryRun != nil && *req.DryRun
 	v := h.admit(ctx, req, pod, dryRun)
+	if v.result == resultDenied && !dryRun && !h.Shadow {
+		// A dry run has no side effects (sideEffects: NoneOnDryRun), so it
+		// leaves no Event; shadow mode denies nothing.
+		v.denied = &deniedSpawn{namespace: req.Namespace, pod: podName(pod), user: pod.Annotations[hcv1.AnnotationUsername]}
+		if pod.Namespace != "" {
+			v.denied.namespace = pod.Namespace
+		}
+	}
 	if h.Shadow && v.result == resultDenied {
 		// Shadow mode counts but never denies: the pod goes ahead unreserved
 		// (with its price pinned when it could be found, see admit), and the

@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -95,6 +97,34 @@ func TestPodAdmitterAdmitsAndReserves(t *testing.T) {
 			wantPinned: pins("alice", "50", "5m0s", "gpu"),
 			wantHoldings: map[string]holding{
 				"alice": {Balance: 50, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 50, 50).policy("gpu", 5*time.Minute)}},
+			},
+		},
+		"a member of a course's group spends from the course pool": {
+			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:  testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `["staff","physics-101"]`).Obj(),
+			wantPinned: func() map[string]string {
+				m := pins("physics-101", "10", "10m0s", "")
+				m[hcv1.AnnotationGroups] = `["staff","physics-101"]` // the hub's, kept
+				return m
+			}(),
+			wantHoldings: map[string]holding{
+				"physics-101": {Balance: 90, Servers: []entry{reserved("jupyter-bob", "bob", "physics-101", 10, 10)}},
+			},
+		},
+		"a policy prices by the user's groups": {
+			objs: []client.Object{
+				openAccount("alice", "alice").Obj(),
+				storedPolicy("staff").Priority(10).Match("'staff' in groups").Value(1).Obj(),
+				storedPolicy("default").Value(10).Obj(),
+			},
+			pod: testutil.MakeKubeSpawnerPod(testNS, "alice", "").Annotation(hcv1.AnnotationGroups, `["staff"]`).Obj(),
+			wantPinned: func() map[string]string {
+				m := pins("alice", "1", "10m0s", "staff")
+				m[hcv1.AnnotationGroups] = `["staff"]`
+				return m
+			}(),
+			wantHoldings: map[string]holding{
+				"alice": {Balance: 99, Servers: []entry{reserved("jupyter-alice", "alice", "alice", 1, 1).policy("staff", 10*time.Minute)}},
 			},
 		},
 		"the profile's account label picks among the user's accounts": {
@@ -211,54 +241,77 @@ func TestPodAdmitterDenies(t *testing.T) {
 		by       string
 		creators []string
 		wantMsg  string
+		// wantReason is the reason in the denial's Status details.
+		wantReason string
+		// wantEvent is "Kind/name Reason" of the Warning Event the admin
+		// finds.
+		wantEvent string
 	}{
 		"not enough credits": {
-			objs:    []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			objs:       []client.Object{openAccount("alice", "alice").Balance(4).Grant(5, 3*time.Minute).Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			wantReason: "NotEnoughCredits",
 		},
 		"not enough credits in the pool and the wallet together": {
 			objs: []client.Object{
 				openAccount("physics").Balance(2).Obj(),
 				openAccount("alice", "alice").Balance(3).Project("physics").Obj(),
 			},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice NotEnoughCredits",
+			wantMsg:    `Not enough credits to start this server: it costs 10 credits every 10m, and project "physics" has 2 and account "alice" has 3.`,
+			wantReason: "NotEnoughCredits",
 		},
 		"the user is not in the named account": {
-			objs:    []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
-			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			objs:       []client.Object{openAccount("physics", "alice").Obj(), openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantEvent:  "CreditAccount/physics NotMember",
+			wantMsg:    `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			wantReason: "NotMember",
 		},
 		"the named account is missing": {
-			objs:    []client.Object{openAccount("bob", "bob").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
-			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("bob", "bob").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantEvent:  "CreditAccount/chemistry AccountMissing",
+			wantMsg:    `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			wantReason: "AccountMissing",
 		},
 		"no account": {
-			objs:    []client.Object{openAccount("alice", "alice").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
-			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "dave", "").Obj(),
+			wantEvent:  "CreditAccount/wallet-dave NoAccount",
+			wantMsg:    `No credit account for user "dave" — ask your hub admin.`,
+			wantReason: "NoAccount",
 		},
 		"two candidate accounts": {
-			objs:    []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
-			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			objs:       []client.Object{openAccount("carol-b", "carol").Obj(), openAccount("carol-a", "carol").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Obj(),
+			wantEvent:  "Pod/jupyter-carol AmbiguousAccount",
+			wantMsg:    `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			wantReason: "AmbiguousAccount",
 		},
 		"no username annotation": {
-			objs:    []client.Object{openAccount("erin", "erin").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
-			wantMsg: `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			objs:       []client.Object{openAccount("erin", "erin").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "erin", "").NoUsername().Obj(),
+			wantEvent:  "Pod/jupyter-erin MissingUsername",
+			wantMsg:    `This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.`,
+			wantReason: "MissingUsername",
 		},
 		"a policy cannot price the pod": {
-			objs:    []client.Object{openAccount("alice", "alice").Obj(), gpu},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
-			wantMsg: `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj(), gpu},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Label("hubcredits.io/policy", "gpu").Obj(),
+			wantEvent:  "Pod/jupyter-alice PriceError",
+			wantMsg:    `Cannot price this server: billing policy "gpu" failed on it — ask your hub admin.`,
+			wantReason: "PriceError",
 		},
 		"the wallet's project pool is missing": {
-			objs:    []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			objs:       []client.Object{openAccount("alice", "alice").Project("ghost").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
+			wantMsg:    `Credit account "alice" is funded by project "ghost", which does not exist — ask your hub admin.`,
+			wantReason: "ProjectMissing",
 		},
 		"the wallet's project pool names a project itself": {
 			objs: []client.Object{
@@ -266,27 +319,57 @@ func TestPodAdmitterDenies(t *testing.T) {
 				openAccount("physics").Project("faculty").Obj(),
 				openAccount("alice", "alice").Project("physics").Obj(),
 			},
-			pod:     testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			wantMsg: `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			wantEvent:  "CreditAccount/alice ProjectMissing",
+			wantMsg:    `Credit account "alice" is funded by "physics", which is not a project pool (it names a project itself) — ask your hub admin.`,
+			wantReason: "ProjectMissing",
+		},
+		"not in the course's group": {
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "carol", "").Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
+			wantEvent:  "CreditAccount/wallet-carol NoAccount",
+			wantMsg:    `No credit account for user "carol" — ask your hub admin.`,
+			wantReason: "NoAccount",
+		},
+		"the profile names the course, the user is not in its group": {
+			objs: []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod: testutil.MakeKubeSpawnerPod(testNS, "carol", "").Label(hcv1.LabelAccount, "physics-101").
+				Annotation(hcv1.AnnotationGroups, `["chem-201"]`).Obj(),
+			wantEvent:  "CreditAccount/physics-101 NotMember",
+			wantMsg:    `User "carol" may not spend from credit account "physics-101" (it does not list them) — ask your hub admin.`,
+			wantReason: "NotMember",
+		},
+		"the hub's groups annotation cannot be read": {
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").Annotation(hcv1.AnnotationGroups, `physics-101`).Obj(),
+			wantEvent:  "Pod/jupyter-bob InvalidGroups",
+			wantMsg:    `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
+			wantReason: "InvalidGroups",
 		},
 		"someone other than the hub creates a user pod": {
-			objs:     []client.Object{openAccount("alice", "alice").Obj()},
-			pod:      testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
-			by:       "mallory",
-			creators: []string{hubSA},
-			wantMsg:  `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			objs:       []client.Object{openAccount("alice", "alice").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
+			by:         "mallory",
+			creators:   []string{hubSA},
+			wantEvent:  "Pod/jupyter-alice Forbidden",
+			wantMsg:    `Only JupyterHub may start user servers in this namespace; mallory may not.`,
+			wantReason: "Forbidden",
 		},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			env := newWebhookEnv(tc.objs...)
 			env.h.Creators = tc.creators
+			rec := &eventSink{}
+			env.h.Denials = &DenialReporter{Recorder: rec}
 			rb := makeRequest(t, tc.pod)
 			if tc.by != "" {
 				rb.By(tc.by)
 			}
 			before := versions(t, env.api)
 
+			reason := strings.Fields(tc.wantEvent)[1]
+			counted := promtestutil.ToFloat64(denials.WithLabelValues(reason))
 			resp := env.h.Handle(context.Background(), rb.Obj())
 
 			if resp.Allowed {
@@ -298,12 +381,25 @@ func TestPodAdmitterDenies(t *testing.T) {
 			if got := message(resp); got != tc.wantMsg {
 				t.Errorf("denial:\n got: %s\nwant: %s", got, tc.wantMsg)
 			}
+			if got := denialReason(resp); got != tc.wantReason {
+				t.Errorf("denial reason in the Status details %q, want %q", got, tc.wantReason)
+			}
 			if len(resp.Patches) != 0 {
 				t.Errorf("a denial carries patches: %v", resp.Patches)
 			}
 			assertNoToken(t, resp)
 			if d := testutil.Diff(before, versions(t, env.api)); d != "" {
 				t.Errorf("a denial wrote to the accounts (-before +after):\n%s", d)
+			}
+			if got := promtestutil.ToFloat64(denials.WithLabelValues(reason)) - counted; got != 1 {
+				t.Errorf("hubcredits_admission_denials_total{reason=%q} went up by %v, want 1", reason, got)
+			}
+			if got := rec.summary(); !slices.Equal(got, []string{tc.wantEvent}) ||
+				!strings.HasPrefix(rec.events[0].message, "Spawn of "+tc.pod.Name) || !strings.Contains(rec.events[0].message, tc.wantMsg) {
+				t.Fatalf("events %+v, want one %s with the denial's sentence", rec.events, tc.wantEvent)
+			}
+			if strings.Contains(rec.events[0].message, plantedToken) {
+				t.Errorf("the event carries the Hub token: %s", rec.events[0].message)
 			}
 		})
 	}
@@ -1005,3 +1101,16 @@ func TestPodAdmitterFreeServerWithoutAccount(t *testing.T) {
 }
 
 func unescapePointer(s string) string { return strings.NewReplacer("~1", "/", "~0", "~").Replace(s) }
+
+// denialReason is the reason a denial carries in its Status details.
+func denialReason(resp admission.Response) string {
+	if resp.Result == nil || resp.Result.Details == nil {
+		return ""
+	}
+	for _, c := range resp.Result.Details.Causes {
+		if c.Type == hcv1.DenialReasonCause {
+			return c.Message
+		}
+	}
+	return ""
+}

@@ -52,10 +52,10 @@ func (r *Reserver) Reserve(ctx context.Context, ns string, res billing.Reservati
 func walletRefusal(err error, res billing.Reservation, wallet, pool *hcv1.CreditAccount, now time.Time) error {
 	var short *billing.InsufficientError
 	if errors.As(err, &short) {
-		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(res.Price, wallet, pool, now)}
+		return billing.NotEnoughDenial(res.Price, wallet, pool, now)
 	}
 	if errors.Is(err, ErrAccountGone) {
-		return &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(res.User)}
+		return &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(res.User), Account: wallet.Name}
 	}
 	return err
 }
@@ -122,7 +122,7 @@ func affordable(price billing.Price, wallet, project *hcv1.CreditAccount, now ti
 		pool = p.Status.Balance
 	}
 	if !billing.CanPay(price.Value, w.Status.Balance, pool) {
-		return &billing.Denial{Reason: billing.DenyNotEnough, Message: billing.NotEnoughMessage(price, w, p, now)}
+		return billing.NotEnoughDenial(price, w, p, now)
 	}
 	return nil
 }

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"net/http"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 )
 
@@ -40,6 +43,12 @@ type verdict struct {
 	resp   admission.Response
 	result string
 	reason string
+	// denied describes a denied spawn (not a dry run) for the admin: the
+	// Event and the denial counter (DenialReporter).
+	denied *deniedSpawn
+	// account is the account a denial is about, when known (fail).
+	account    string
+	accountUID types.UID
 }
 
 // allow admits a pod the webhook has nothing to add to.
@@ -52,8 +61,14 @@ func admitted(resp admission.Response, reason string) verdict {
 	return verdict{resp: resp, result: resultAdmitted, reason: reason}
 }
 
+// deny refuses a pod with msg, the reason carried in the Status's details
+// (hcv1.DenialReasonCause) for the tools that ask in a dry run.
 func deny(reason, msg string) verdict {
-	return verdict{resp: admission.Denied(msg), result: resultDenied, reason: reason}
+	resp := admission.Denied(msg)
+	resp.Result.Details = &metav1.StatusDetails{Causes: []metav1.StatusCause{{
+		Type: hcv1.DenialReasonCause, Message: reason,
+	}}}
+	return verdict{resp: resp, result: resultDenied, reason: reason}
 }
 
 func errored(code int32, reason string, err error) verdict {
@@ -64,7 +79,9 @@ func errored(code int32, reason string, err error) verdict {
 func fail(err error) verdict {
 	var denial *billing.Denial
 	if errors.As(err, &denial) {
-		return deny(denial.Reason, denial.Message)
+		v := deny(denial.Reason, denial.Message)
+		v.account, v.accountUID = denial.Account, denial.AccountUID
+		return v
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return errored(http.StatusServiceUnavailable, reasonTimeout, errors.New("hubcredits could not reserve credits in time; please try again"))

@@ -38,8 +38,11 @@ type BillingPolicySpec struct {
 	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
 
 	// matchExpression optionally narrows the selection with a CEL expression
-	// over `pod` (the Pod as submitted) that returns a bool, for example
-	// `has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector`.
+	// over `pod` (the Pod as submitted) and `groups` (the user's JupyterHub
+	// groups, from the pod's annotation hubcredits.io/groups; empty without
+	// it) that returns a bool, for example
+	// `has(pod.spec.nodeSelector) && 'gpu' in pod.spec.nodeSelector` or
+	// `'staff' in groups`.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
 	MatchExpression string `json:"matchExpression,omitempty"`
@@ -53,7 +56,8 @@ type BillingPolicySpec struct {
 	BillingValue *int64 `json:"billingValue,omitempty"`
 
 	// billingValueExpression computes the credits per billingInterval with a
-	// CEL expression over `pod` that returns an int, for example
+	// CEL expression over `pod` and `groups` (as in matchExpression) that
+	// returns an int, for example
 	// `25 * quantity(pod.spec.containers[0].resources.limits['nvidia.com/gpu']).asInteger()`.
 	// It is checked when the policy is applied; a pod it cannot price is
 	// denied with the reason.

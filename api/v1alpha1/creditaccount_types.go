@@ -20,8 +20,9 @@ const (
 	// ConditionExhausted is true when a server billed to the account had to be
 	// stopped because the account could not pay (reason ServerStopped); it
 	// stays true until credits are added. A spawn denied for lack of credits
-	// is not recorded here: the user reads the denial, and the webhook counts
-	// it (hubcredits_admission_decisions_total).
+	// is not recorded here: the user reads the denial, and the webhook
+	// leaves a Warning Event NotEnoughCredits on the account and counts it
+	// (hubcredits_admission_denials_total).
 	ConditionExhausted = "Exhausted"
 	// ConditionDeletionHeld is true while the account is being deleted but
 	// servers it funds still run: the operator keeps its ledger (and its
@@ -54,12 +55,12 @@ const (
 	ReasonTombstoneStoreForbidden = "TombstoneStoreForbidden"
 )
 
-// MaxRetiredTopUps bounds the ids of applied top-ups that were removed from
-// spec.topUps and are remembered so that re-adding one never applies it
-// again (status.retiredTopUps). A change of spec.topUps that would retire
-// more is refused; the status list holds up to MaxRetiredTopUps plus the
-// 256 of spec.topUps (the ids a re-created account takes over from its
-// tombstone).
+// MaxRetiredTopUps bounds the ids of applied top-ups and adjustments that
+// were removed from the spec and are remembered so that re-adding one never
+// applies it again (status.retiredTopUps). A change of the spec that would
+// retire more is refused; the status list holds up to MaxRetiredTopUps plus
+// the 256 + 256 of spec.topUps and spec.adjustments (the ids a re-created
+// account takes over from its tombstone).
 const MaxRetiredTopUps = 512
 
 // Grant replenishes an account on a fixed schedule.
@@ -103,10 +104,44 @@ type TopUp struct {
 	Reason string `json:"reason,omitempty"`
 }
 
+// Adjustment is a one-off correction of the balance by an admin, up or
+// down. It shares the ids of top-ups: an id names one movement, applied
+// exactly once, ever.
+// +kubebuilder:validation:XValidation:rule="self.amount == oldSelf.amount",message="the amount of an adjustment cannot change once listed: add a new adjustment with a new id instead"
+type Adjustment struct {
+	// id names the adjustment; each id is applied exactly once, ever, even
+	// if the entry is removed and added again. Top-ups and adjustments
+	// share ids: an id may name one or the other, not both.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	ID string `json:"id"`
+
+	// amount is the signed number of credits to add (negative: to take
+	// away). A negative adjustment never takes the balance below 0: the
+	// ledger records the amount really taken. Credits already reserved or
+	// charged for running servers are not taken back; a server whose next
+	// period the lowered balance cannot pay is stopped at that boundary.
+	// +required
+	// +kubebuilder:validation:Minimum=-1000000000000000
+	// +kubebuilder:validation:Maximum=1000000000000000
+	// +kubebuilder:validation:XValidation:rule="self != 0",message="an adjustment must not be 0"
+	Amount int64 `json:"amount"`
+
+	// reason says why the balance was corrected (shown in the account's
+	// ledger).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Reason string `json:"reason"`
+}
+
 // CreditAccountSpec is what the admin sets: who may spend, and how the
 // account is replenished.
 // +kubebuilder:validation:XValidation:rule="!has(self.initialBalance) || self.initialBalance <= self.cap",message="initialBalance must not exceed cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.grant) || self.grant.amount <= self.cap",message="grant.amount must not exceed cap"
+// +kubebuilder:validation:XValidation:rule="!has(self.adjustments) || !has(self.topUps) || self.adjustments.all(a, !self.topUps.exists(t, t.id == a.id))",message="an id names either a top-up or an adjustment, not both",fieldPath=".adjustments"
 type CreditAccountSpec struct {
 	// users are the raw JupyterHub usernames (as in the pod annotation
 	// hub.jupyter.org/username) allowed to spend from this account. A personal
@@ -117,6 +152,18 @@ type CreditAccountSpec struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=255
 	Users []string `json:"users,omitempty"`
+
+	// groups are JupyterHub group names whose members may spend from this
+	// account, besides the users listed (a pool for a whole course). The
+	// hub puts a user's groups on the pod at spawn (the annotation
+	// hubcredits.io/groups); an account that lists the user by name is
+	// preferred to one the user reaches only through a group.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=100
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=255
+	Groups []string `json:"groups,omitempty"`
 
 	// cap is the highest balance that grants can reach (top-ups may exceed it).
 	// +optional
@@ -151,10 +198,18 @@ type CreditAccountSpec struct {
 	// +listMapKey=id
 	// +kubebuilder:validation:MaxItems=256
 	TopUps []TopUp `json:"topUps,omitempty"`
+
+	// adjustments are one-off corrections of the balance, up or down (never
+	// below 0); each id is applied exactly once, ever.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=256
+	Adjustments []Adjustment `json:"adjustments,omitempty"`
 }
 
 // LedgerEntryKind says what moved credits.
-// +kubebuilder:validation:Enum=Opened;Reserve;Charge;Refund;Grant;TopUp;Stop;Settle
+// +kubebuilder:validation:Enum=Opened;Reserve;Charge;Refund;Grant;TopUp;Adjust;Stop;Settle
 type LedgerEntryKind string
 
 // Ledger entry kinds.
@@ -165,6 +220,7 @@ const (
 	LedgerRefund  LedgerEntryKind = "Refund"
 	LedgerGrant   LedgerEntryKind = "Grant"
 	LedgerTopUp   LedgerEntryKind = "TopUp"
+	LedgerAdjust  LedgerEntryKind = "Adjust"
 	LedgerStop    LedgerEntryKind = "Stop"
 	LedgerSettle  LedgerEntryKind = "Settle"
 )
@@ -179,7 +235,8 @@ type LedgerEntry struct {
 	Amount int64 `json:"amount"`
 	// balance is the balance after the movement.
 	Balance int64 `json:"balance"`
-	// subject is the pod (or top-up id) the movement is about, if any.
+	// subject is the pod (or top-up or adjustment id) the movement is
+	// about, if any.
 	// +optional
 	Subject string `json:"subject,omitempty"`
 	// message is a short human-readable explanation.
@@ -290,21 +347,24 @@ type CreditAccountStatus struct {
 	// +optional
 	GrantedThrough *metav1.Time `json:"grantedThrough,omitempty"`
 
-	// appliedTopUps are the ids of the applied top-ups that spec.topUps
-	// still lists (and, until the next write, those just removed from it).
+	// appliedTopUps are the ids of the applied top-ups and adjustments that
+	// spec.topUps and spec.adjustments still list. Top-ups and adjustments share
+	// this bookkeeping: an id is applied once, whichever list names it.
+	// Every write retires the ids the spec no longer lists first, so this
+	// list never holds more than the spec's 256 + 256.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=768
+	// +kubebuilder:validation:MaxItems=512
 	// +kubebuilder:validation:items:MaxLength=63
 	AppliedTopUps []string `json:"appliedTopUps,omitempty"`
 
-	// retiredTopUps are the ids of applied top-ups since removed from
-	// spec.topUps, sorted: re-adding one never applies it again. At most 512
-	// are retired by spec changes (more is refused); a re-created account
-	// may take over up to 768 from its tombstone.
+	// retiredTopUps are the ids of applied top-ups and adjustments since
+	// removed from the spec, sorted: re-adding one never applies it again.
+	// At most 512 are retired by spec changes (more is refused); a
+	// re-created account may take over up to 1024 from its tombstone.
 	// +optional
 	// +listType=set
-	// +kubebuilder:validation:MaxItems=768
+	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:MaxLength=63
 	RetiredTopUps []string `json:"retiredTopUps,omitempty"`
 
@@ -338,6 +398,11 @@ type CreditAccountStatus struct {
 	// totalToppedUp counts credits added by top-ups.
 	// +optional
 	TotalToppedUp int64 `json:"totalToppedUp"`
+	// totalAdjusted is the net of the adjustments applied (negative when
+	// they took away more than they added), as really applied: a negative
+	// adjustment counts only what the balance could give.
+	// +optional
+	TotalAdjusted int64 `json:"totalAdjusted,omitempty"`
 
 	// ledger holds the most recent movements, newest last (at most 10;
 	// consecutive charges of one server and consecutive grants are merged
@@ -363,6 +428,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=ca,categories=hubcredits
 // +kubebuilder:printcolumn:name="Users",type=string,JSONPath=`.spec.users`
+// +kubebuilder:printcolumn:name="Groups",type=string,JSONPath=`.spec.groups`,priority=1
 // +kubebuilder:printcolumn:name="Balance",type=integer,JSONPath=`.status.balance`
 // +kubebuilder:printcolumn:name="Cap",type=integer,JSONPath=`.spec.cap`
 // +kubebuilder:printcolumn:name="Running",type=integer,JSONPath=`.status.runningServers`,description="Servers running on this account"
@@ -371,7 +437,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:printcolumn:name="Low",type=string,JSONPath=`.status.conditions[?(@.type=="Low")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.project) || self.spec.project != self.metadata.name",message="spec.project must name another account, not this one"
-// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, !has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)).size() : 0) <= 512",message="this change would remove too many applied top-ups from spec.topUps: an account remembers at most 512 removed top-up ids (so that none is ever applied twice); keep old entries in spec.topUps instead of removing them",fieldPath=".spec.topUps"
+// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, (!has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)) && (!has(self.spec.adjustments) || !self.spec.adjustments.exists(j, j.id == id))).size() : 0) <= 512",message="this change would remove too many applied top-ups or adjustments from the spec: an account remembers at most 512 removed ids (so that none is ever applied twice); keep old entries in spec.topUps and spec.adjustments instead of removing them",fieldPath=".spec.topUps"
 type CreditAccount struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

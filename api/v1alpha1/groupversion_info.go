@@ -1,6 +1,7 @@
 // Package v1alpha1 contains the hubcredits.io/v1alpha1 API: CreditAccount
-// (a user's wallet or a project's shared pool) and BillingPolicy (the price
-// of a JupyterHub user server).
+// (a user's wallet or a project's shared pool), BillingPolicy (the price
+// of a JupyterHub user server) and UsageRecord (the record of one ended
+// server).
 //
 // +kubebuilder:object:generate=true
 // +groupName=hubcredits.io

@@ -12,6 +12,11 @@ const (
 	// AnnotationServerName is KubeSpawner's annotation with the raw server
 	// name; absent for the default server.
 	AnnotationServerName = "hub.jupyter.org/servername"
+	// AnnotationGroups is the JSON list of the user's JupyterHub groups,
+	// put on the pod by the hub at spawn (["physics-101","staff"]). The
+	// webhook reads it like the username: from a pod whose creator passed
+	// --allowed-creators (the hub).
+	AnnotationGroups = "hubcredits.io/groups"
 
 	// The price pinned on an admitted pod, so later policy edits never change
 	// what a running server costs.
@@ -23,6 +28,15 @@ const (
 	// AnnotationReservation holds the id of the reservation that paid the
 	// first period (the admission request UID).
 	AnnotationReservation = "hubcredits.io/reservation"
+
+	// DenialReasonCause is the type of the cause the pod webhook puts in
+	// the Status of a denial (details.causes[].type); its message is the
+	// denial's reason (NotEnoughCredits, NoAccount, Forbidden, ...), the
+	// same as the reason label of hubcredits_admission_decisions_total.
+	// The API server hands a webhook's Status to the caller as it is, so a
+	// tool (kubectl credits why) can tell a denial's kind without parsing
+	// the sentence.
+	DenialReasonCause = "hubcredits.io/denial-reason"
 
 	// ComponentLabel / SingleuserComponent select KubeSpawner's user pods.
 	ComponentLabel      = "component"

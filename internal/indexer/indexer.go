@@ -19,6 +19,8 @@ import (
 const (
 	// AccountUsersKey indexes CreditAccounts by spec.users.
 	AccountUsersKey = "hubcredits.io/users"
+	// AccountGroupsKey indexes CreditAccounts by spec.groups.
+	AccountGroupsKey = "hubcredits.io/groups"
 	// AccountProjectKey indexes CreditAccounts by spec.project.
 	AccountProjectKey = "hubcredits.io/project"
 	// PodAccountKey indexes singleuser pods by the accounts billed for them
@@ -45,6 +47,7 @@ type index struct {
 // indexes is every index hubcredits lists by.
 var indexes = []index{
 	{func() client.Object { return &hcv1.CreditAccount{} }, AccountUsersKey, AccountUsers},
+	{func() client.Object { return &hcv1.CreditAccount{} }, AccountGroupsKey, AccountGroups},
 	{func() client.Object { return &hcv1.CreditAccount{} }, AccountProjectKey, AccountProject},
 	{func() client.Object { return &corev1.Pod{} }, PodAccountKey, PodAccounts},
 	{func() client.Object { return &corev1.Pod{} }, UnbilledPodUserKey, UnbilledPodUser},
@@ -79,6 +82,11 @@ func WithIndexes[B interface {
 // AccountUsers is the AccountUsersKey extractor.
 func AccountUsers(o client.Object) []string {
 	return o.(*hcv1.CreditAccount).Spec.Users
+}
+
+// AccountGroups is the AccountGroupsKey extractor.
+func AccountGroups(o client.Object) []string {
+	return o.(*hcv1.CreditAccount).Spec.Groups
 }
 
 // AccountProject is the AccountProjectKey extractor.

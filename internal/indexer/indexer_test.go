@@ -104,7 +104,7 @@ func TestEveryIndexIsServed(t *testing.T) {
 	if err := Setup(context.Background(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := recorder{AccountUsersKey, AccountProjectKey, PodAccountKey, UnbilledPodUserKey, AccountServerKey}
+	want := recorder{AccountUsersKey, AccountGroupsKey, AccountProjectKey, PodAccountKey, UnbilledPodUserKey, AccountServerKey}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Setup registered (-want +got):\n%s", d)
 	}
@@ -112,7 +112,7 @@ func TestEveryIndexIsServed(t *testing.T) {
 	c := WithIndexes(fake.NewClientBuilder().WithScheme(scheme.New())).
 		WithObjects(account("alice", "lab", "alice")).Build()
 	ctx := context.Background()
-	for _, key := range []string{AccountUsersKey, AccountProjectKey, AccountServerKey} {
+	for _, key := range []string{AccountUsersKey, AccountGroupsKey, AccountProjectKey, AccountServerKey} {
 		var accounts hcv1.CreditAccountList
 		if err := c.List(ctx, &accounts, client.MatchingFields{key: "x"}); err != nil {
 			t.Errorf("listing accounts by %s: %v", key, err)

@@ -238,6 +238,9 @@ func Start(o Options) (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		// envtest leaves etcd and kube-apiserver running when a later step
+		// fails (e.g. a CRD the API server refuses): stop them.
+		_ = env.Stop()
 		return nil, fmt.Errorf("starting the local control plane: %w", err)
 	}
 	return &Env{Environment: env, Config: cfg}, nil

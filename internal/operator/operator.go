@@ -55,6 +55,11 @@ type Options struct {
 	// TombstoneConfigMap is the ConfigMap that keeps deleted accounts'
 	// tombstones ("": controllers.DefaultTombstoneConfigMap).
 	TombstoneConfigMap string
+	// UsageRetention is how long UsageRecords are kept (0: for ever).
+	UsageRetention time.Duration
+	// UsageCollectEvery overrides how often expired UsageRecords are
+	// looked for (0: controllers.UsageCollectEvery; tests set it).
+	UsageCollectEvery time.Duration
 	// Webhooks registers the webhook handlers (the server runs on every replica).
 	Webhooks bool
 	// DisableControllers leaves the billing controllers out (a webhook-only
@@ -64,6 +69,10 @@ type Options struct {
 	// certificate rotation has written the serving certificate.
 	CertsReady <-chan struct{}
 }
+
+// DefaultUsageRetention is how long UsageRecords are kept by default: 90
+// days.
+const DefaultUsageRetention = 90 * 24 * time.Hour
 
 // Scheme returns a scheme with the core types and hubcredits.io.
 func Scheme() *runtime.Scheme { return scheme.New() }
@@ -209,6 +218,9 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Creators:         o.Creators,
 		Shadow:           o.Shadow,
 		FreeNeedsAccount: o.FreeNeedsAccount,
+		Denials: &webhooks.DenialReporter{
+			Recorder: mgr.GetEventRecorderFor(webhooks.DenialEventSource), //nolint:staticcheck // core/v1 Events, as kubectl get events shows
+		},
 	})
 	return nil
 }
@@ -239,6 +251,12 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		TombstoneConfigMap: o.TombstoneConfigMap,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
+		return err
+	}
+	if err := mgr.Add(&controllers.UsageCollector{
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Clock: o.Clock,
+		Namespace: o.Namespace, Retention: o.UsageRetention, Every: o.UsageCollectEvery,
+	}); err != nil {
 		return err
 	}
 	return (&controllers.BillingPolicyReconciler{Client: mgr.GetClient(), Policies: policies}).SetupWithManager(mgr)

@@ -28,6 +28,9 @@ func (w *AccountWrapper) Obj() *hcv1.CreditAccount { return w.a.DeepCopy() }
 // Users sets spec.users.
 func (w *AccountWrapper) Users(users ...string) *AccountWrapper { w.a.Spec.Users = users; return w }
 
+// Groups sets spec.groups: JupyterHub groups whose members may spend.
+func (w *AccountWrapper) Groups(groups ...string) *AccountWrapper { w.a.Spec.Groups = groups; return w }
+
 // Cap sets spec.cap.
 func (w *AccountWrapper) Cap(c int64) *AccountWrapper { w.a.Spec.Cap = c; return w }
 
@@ -49,6 +52,12 @@ func (w *AccountWrapper) Grant(amount int64, every time.Duration) *AccountWrappe
 // TopUp appends a top-up to spec.topUps.
 func (w *AccountWrapper) TopUp(id string, amount int64) *AccountWrapper {
 	w.a.Spec.TopUps = append(w.a.Spec.TopUps, hcv1.TopUp{ID: id, Amount: amount})
+	return w
+}
+
+// Adjust appends an adjustment to spec.adjustments.
+func (w *AccountWrapper) Adjust(id string, amount int64, reason string) *AccountWrapper {
+	w.a.Spec.Adjustments = append(w.a.Spec.Adjustments, hcv1.Adjustment{ID: id, Amount: amount, Reason: reason})
 	return w
 }
 

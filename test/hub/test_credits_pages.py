@@ -40,6 +40,8 @@ def make_account(name, users=(), balance=100, cap=100, rv="1", **kw):
         status["grantedThrough"] = iso(kw.get("granted_through", NOW - 60))
     if kw.get("project"):
         spec["project"] = kw["project"]
+    if kw.get("groups"):
+        spec["groups"] = list(kw["groups"])
     status["servers"] = kw.get("servers", [])
     if kw.get("low"):
         status["conditions"].append(
@@ -224,6 +226,26 @@ class UserCreditsTest(unittest.TestCase):
         self.assertEqual(team["running_servers"], 2)
         [team] = hh.user_credits(cache, "alice", now=NOW, admin=True)["accounts"]
         self.assertEqual(len(team["servers"]), 2)
+
+
+class GroupPoolTest(unittest.TestCase):
+    def test_a_course_pool_through_a_group(self):
+        cache = cache_of(make_account("physics-101", groups=["physics-101"]),
+                         make_account("alice", ["alice"]))
+        # No account names bob: the pool of his group (as the webhook chooses).
+        self.assertEqual([a.name for a in cache.accounts_for("bob", ["physics-101"])],
+                         ["physics-101"])
+        self.assertEqual(cache.accounts_for("bob"), [])
+        # alice's own wallet wins over her group's pool.
+        self.assertEqual([a.name for a in cache.accounts_for("alice", ["physics-101"])], ["alice"])
+        [pool] = hh.user_credits(cache, "bob", now=NOW, groups=["physics-101"])["accounts"]
+        self.assertEqual(pool["name"], "physics-101")
+        # The index follows watch events.
+        cache.apply("MODIFIED", make_account("physics-101", groups=["chem-201"], rv="2"))
+        self.assertEqual(cache.accounts_for("bob", ["physics-101"]), [])
+        self.assertEqual([a.name for a in cache.accounts_for("bob", ["chem-201"])], ["physics-101"])
+        cache.apply("DELETED", make_account("physics-101", groups=["chem-201"], rv="3"))
+        self.assertEqual(cache.accounts_for("bob", ["chem-201"]), [])
 
 
 class CacheEventsTest(unittest.TestCase):

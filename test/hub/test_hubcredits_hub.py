@@ -308,6 +308,39 @@ class MixinTest(unittest.TestCase):
         self.assertEqual(run(CreditsFake(outcome=("10.0.0.7", 8888)).start()), ("10.0.0.7", 8888))
         self.assertEqual(hh.LOG_FILTER.scrub(f"token {TOKEN}"), f"token {hh.REDACTED}")
 
+    def test_start_puts_the_users_groups_on_the_pod(self):
+        class Group:
+            def __init__(self, name):
+                self.name = name
+
+        class User:
+            groups = [Group("staff"), Group("physics-101"), Group(""), Group("g" * 256),
+                      Group("staff")]
+
+        class Annotated(FakeKubeSpawner):
+            def __init__(self, **kw):
+                super().__init__(**kw)
+                self.user = User()
+                self.extra_annotations = {"keep": "me"}
+
+            def start(self):
+                self.seen = dict(self.extra_annotations)
+                return super().start()
+
+        spawner = hh.credits_spawner_class(Annotated)(outcome=("10.0.0.7", 8888))
+        run(spawner.start())
+        want = {"keep": "me", "hubcredits.io/groups": '["physics-101","staff"]'}
+        self.assertEqual(spawner.seen, want)
+        # No groups: an empty list, so the webhook knows the hub said so.
+        User.groups = []
+        run(spawner.start())
+        self.assertEqual(spawner.seen["hubcredits.io/groups"], "[]")
+        # Not a KubeSpawner (no extra_annotations): left alone.
+        plain = CreditsFake(outcome=1)
+        plain.user = User()
+        run(plain.start())
+        self.assertFalse(hasattr(plain, "extra_annotations"))
+
     def test_coroutine_start(self):
         class AsyncBase(FakeKubeSpawner):
             async def start(self):

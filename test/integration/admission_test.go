@@ -77,28 +77,38 @@ func TestAdmissionDenials(t *testing.T) {
 	cases := map[string]struct {
 		pod     *corev1.Pod
 		wantMsg string
+		// wantEvent is the Warning Event the admin finds: on the account
+		// the server would have been paid from, the user's would-be
+		// wallet, or the refused pod.
+		wantEvent event
 	}{
 		"not enough credits": {
-			pod:     testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj(),
-			wantMsg: `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
+			wantEvent: event{"CreditAccount", "alice", "NotEnoughCredits"},
+			pod:       testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj(),
+			wantMsg:   `Not enough credits to start this server: it costs 10 credits every 10m, and account "alice" has 4 (next +5 in 3m).`,
 		},
 		"user not in the named account": {
-			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
-			wantMsg: `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
+			wantEvent: event{"CreditAccount", "physics", "NotMember"},
+			pod:       testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj(),
+			wantMsg:   `User "bob" may not spend from credit account "physics" (it does not list them) — ask your hub admin.`,
 		},
 		"named account missing": {
-			pod:     testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
-			wantMsg: `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
+			wantEvent: event{"CreditAccount", "chemistry", "AccountMissing"},
+			pod:       testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "chemistry").Obj(),
+			wantMsg:   `Credit account "chemistry", chosen by this server's profile, does not exist — ask your hub admin.`,
 		},
 		"no account": {
-			pod:     testutil.MakeKubeSpawnerPod(ns, "dave", "").Obj(),
-			wantMsg: `No credit account for user "dave" — ask your hub admin.`,
+			wantEvent: event{"CreditAccount", "wallet-dave", "NoAccount"},
+			pod:       testutil.MakeKubeSpawnerPod(ns, "dave", "").Obj(),
+			wantMsg:   `No credit account for user "dave" — ask your hub admin.`,
 		},
 		"two candidate accounts": {
-			pod:     testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj(),
-			wantMsg: `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
+			wantEvent: event{"Pod", "jupyter-carol", "AmbiguousAccount"},
+			pod:       testutil.MakeKubeSpawnerPod(ns, "carol", "").Obj(),
+			wantMsg:   `User "carol" is in several credit accounts (carol-a, carol-b) and this server's profile names none — ask your hub admin to set the label hubcredits.io/account.`,
 		},
 		"no username annotation": {
+			wantEvent: event{"Pod", "jupyter-erin", "MissingUsername"},
 			pod: func() *corev1.Pod {
 				p := testutil.MakeKubeSpawnerPod(ns, "erin", "").Obj()
 				delete(p.Annotations, hcv1.AnnotationUsername)
@@ -109,6 +119,8 @@ func TestAdmissionDenials(t *testing.T) {
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
+			reason := map[string]string{"reason": tc.wantEvent.reason}
+			denied := testutil.Counter(t, "hubcredits_admission_denials_total", reason)
 			err := createPod(tc.pod)
 			if !apierrors.IsForbidden(err) {
 				t.Fatalf("got %v, want a 403 denial", err)
@@ -119,8 +131,43 @@ func TestAdmissionDenials(t *testing.T) {
 			if strings.Contains(err.Error(), testutil.HubToken) {
 				t.Fatal("the denial leaks the Hub token")
 			}
+			if got := testutil.Counter(t, "hubcredits_admission_denials_total", reason) - denied; got != 1 {
+				t.Errorf("hubcredits_admission_denials_total%v went up by %v, want 1", reason, got)
+			}
+			e := wantWarning(t, ns, tc.wantEvent)
+			if !strings.Contains(e.Message, tc.wantMsg) || strings.Contains(e.Message, testutil.HubToken) {
+				t.Errorf("event message %q, want the denial's sentence (and never the token)", e.Message)
+			}
 		})
 	}
+	// The same denial again is aggregated by the correlator: one Event
+	// whose count goes up, not a second Event.
+	again := testutil.MakeKubeSpawnerPod(ns, "alice", "").Label(hcv1.LabelAccount, "alice").Obj()
+	if err := createPod(again); !apierrors.IsForbidden(err) {
+		t.Fatalf("got %v, want a 403 denial", err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		e := wantWarning(t, ns, event{"CreditAccount", "alice", "NotEnoughCredits"})
+		if e.Count != 2 {
+			return fmt.Errorf("event count %d, want 2", e.Count)
+		}
+		return nil
+	})
+	// A dry run (kubectl credits why) leaves no Event and is not counted.
+	dry := testutil.MakeKubeSpawnerPod(ns, "bob", "").Label(hcv1.LabelAccount, "physics").Obj()
+	denied := testutil.Counter(t, "hubcredits_admission_denials_total", nil)
+	if err := k8s.Create(context.Background(), dry, client.DryRunAll); !apierrors.IsForbidden(err) {
+		t.Fatalf("dry run: %v, want a 403 denial", err)
+	}
+	if got := testutil.Counter(t, "hubcredits_admission_denials_total", nil) - denied; got != 0 {
+		t.Errorf("a dry run was counted as a denial")
+	}
+	testutil.Consistently(t, time.Second, func() error {
+		if e := wantWarning(t, ns, event{"CreditAccount", "physics", "NotMember"}); e.Count != 1 {
+			return fmt.Errorf("event count %d after a dry run, want 1", e.Count)
+		}
+		return nil
+	})
 	// Nothing was reserved by any denial.
 	if a := testutil.GetAccount(t, k8s, ns, "alice"); len(a.Status.Servers) != 0 {
 		t.Fatalf("a denied spawn left %d reservations", len(a.Status.Servers))
@@ -313,4 +360,29 @@ func TestAdmissionFreeServerWithoutAccount(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), denial(`No credit account for user "dave" — ask your hub admin.`)) {
 		t.Fatalf("a priced server without an account: %v", err)
 	}
+}
+
+// event names a Warning Event: the kind and name of its object, its reason.
+type event struct{ kind, name, reason string }
+
+// wantWarning waits for the Warning Event e in ns (as `kubectl get events`
+// lists them) and returns it.
+func wantWarning(t *testing.T, ns string, e event) *corev1.Event {
+	t.Helper()
+	var found *corev1.Event
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var evs corev1.EventList
+		if err := k8s.List(context.Background(), &evs, client.InNamespace(ns)); err != nil {
+			return err
+		}
+		for i, got := range evs.Items {
+			o := got.InvolvedObject
+			if o.Kind == e.kind && o.Name == e.name && got.Reason == e.reason && got.Type == corev1.EventTypeWarning {
+				found = &evs.Items[i]
+				return nil
+			}
+		}
+		return fmt.Errorf("no Warning %s Event on %s/%s", e.reason, e.kind, e.name)
+	})
+	return found
 }

@@ -488,7 +488,7 @@ func TestRemovedTopUpsAreRetiredAndBounded(t *testing.T) {
 	a := testutil.GetAccount(t, k8s, ns, "alice")
 	a.Spec.TopUps = batch("d")
 	err := k8s.Update(context.Background(), a)
-	if err == nil || !strings.Contains(err.Error(), "at most 512 removed top-up ids") {
+	if err == nil || !strings.Contains(err.Error(), "at most 512 removed ids") {
 		t.Fatalf("an edit retiring 767 top-ups: %v, want it refused", err)
 	}
 	t.Logf("refused: %v", err)

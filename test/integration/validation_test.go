@@ -133,6 +133,34 @@ func TestInvalidObjectsRefused(t *testing.T) {
 			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":1,"reason":"` + strings.Repeat("r", 257) + `"}]}`,
 			wantMsg: "spec.topUps[0].reason: Too long: may not be more than 256",
 		},
+		"zero adjustment": {
+			kind: "creditaccounts", spec: `{"users":["a"],"adjustments":[{"id":"x","amount":0,"reason":"r"}]}`,
+			wantMsg: "spec.adjustments[0].amount: Invalid value: 0: an adjustment must not be 0",
+		},
+		"adjustment without a reason": {
+			kind: "creditaccounts", spec: `{"users":["a"],"adjustments":[{"id":"x","amount":-5}]}`,
+			wantMsg: "spec.adjustments[0].reason: Required value",
+		},
+		"adjustment below the credit limit": {
+			kind: "creditaccounts", spec: `{"users":["a"],"adjustments":[{"id":"x","amount":-1000000000000001,"reason":"r"}]}`,
+			wantMsg: "spec.adjustments[0].amount in body should be greater than or equal to -1000000000000000",
+		},
+		"duplicate adjustment id": {
+			kind: "creditaccounts", spec: `{"users":["a"],"adjustments":[{"id":"x","amount":1,"reason":"r"},{"id":"x","amount":-1,"reason":"r"}]}`,
+			wantMsg: `Duplicate value: {"id":"x"}`,
+		},
+		"an id that names a top-up and an adjustment": {
+			kind: "creditaccounts", spec: `{"users":["a"],"topUps":[{"id":"x","amount":5}],"adjustments":[{"id":"x","amount":-5,"reason":"r"}]}`,
+			wantMsg: "spec.adjustments: Invalid value: an id names either a top-up or an adjustment, not both",
+		},
+		"empty group name": {
+			kind: "creditaccounts", spec: `{"groups":[""]}`,
+			wantMsg: "spec.groups[0] in body should be at least 1 chars long",
+		},
+		"duplicate group": {
+			kind: "creditaccounts", spec: `{"groups":["physics","physics"]}`,
+			wantMsg: `spec.groups[1]: Duplicate value: "physics"`,
+		},
 		"empty username": {
 			kind: "creditaccounts", spec: `{"users":[""]}`,
 			wantMsg: "spec.users[0] in body should be at least 1 chars long",

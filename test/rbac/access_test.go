@@ -81,6 +81,7 @@ func operatorMust(hub, operatorNS, tombstones string) []access {
 	m = append(m, each(hub, hc, "creditaccounts", "status", "", "get", "update")...)
 	m = append(m, each(hub, hc, "billingpolicies", "", "", "get", "list", "watch")...)
 	m = append(m, each(hub, hc, "billingpolicies", "status", "", "get", "update")...)
+	m = append(m, each(hub, hc, "usagerecords", "", "", "create", "list", "delete")...)
 	m = append(m, access{ns: operatorNS, verb: "create", group: "coordination.k8s.io", resource: "leases"})
 	m = append(m, each(operatorNS, "coordination.k8s.io", "leases", "", "hubcredits.hubcredits.io", "get", "update")...)
 	m = append(m, each(operatorNS, "", "events", "", "", "create", "patch")...)
@@ -112,10 +113,31 @@ func operatorMustNot(hub, operatorNS, other string) []access {
 		access{ns: hub, verb: "update", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "delete", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "update", group: hc, resource: "billingpolicies"},
+		// UsageRecords: written once, listed live, deleted after the
+		// retention; never edited, watched, or touched elsewhere.
+		access{ns: hub, verb: "update", group: hc, resource: "usagerecords"},
+		access{ns: hub, verb: "patch", group: hc, resource: "usagerecords"},
+		access{ns: hub, verb: "watch", group: hc, resource: "usagerecords"},
+		access{ns: hub, verb: "deletecollection", group: hc, resource: "usagerecords"},
+		access{ns: other, verb: "create", group: hc, resource: "usagerecords"},
+		access{ns: other, verb: "list", group: hc, resource: "usagerecords"},
+		access{ns: other, verb: "delete", group: hc, resource: "usagerecords"},
+		access{verb: "list", group: hc, resource: "usagerecords"}, // all namespaces
 		access{ns: hub, verb: "create", resource: "pods"},
 		access{ns: hub, verb: "update", resource: "pods"},
 		access{ns: hub, verb: "patch", resource: "pods"},
 		access{ns: hub, verb: "create", resource: "pods", sub: "exec"},
+		// Events (the controllers' and the webhook's denials): create and
+		// patch in the hub namespace only; never read, edit or delete them,
+		// never elsewhere.
+		access{ns: other, verb: "create", resource: "events"},
+		access{ns: other, verb: "patch", resource: "events"},
+		access{ns: "default", verb: "create", resource: "events"},
+		access{verb: "create", resource: "events"}, // all namespaces
+		access{ns: hub, verb: "list", resource: "events"},
+		access{ns: hub, verb: "update", resource: "events"},
+		access{ns: hub, verb: "delete", resource: "events"},
+		access{ns: hub, verb: "create", group: "events.k8s.io", resource: "events"},
 		// ConfigMaps: the tombstones' by name only (operatorMust); Z2JH
 		// keeps the hub's config in ConfigMaps of the hub namespace.
 		access{ns: hub, verb: "get", resource: "configmaps"},

@@ -23,12 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -108,38 +108,6 @@ func (f *forger) body(ns, user string) []byte {
 	return body
 }
 
-// counter reads a counter of the operator's metrics registry (the operator
-// runs in this process), summed over the series whose labels include want.
-func counter(t *testing.T, name string, want map[string]string) float64 {
-	t.Helper()
-	fams, err := metrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := 0.0
-	for _, f := range fams {
-		if f.GetName() != name {
-			continue
-		}
-	series:
-		for _, m := range f.GetMetric() {
-			for k, v := range want {
-				found := false
-				for _, l := range m.GetLabel() {
-					if l.GetName() == k && l.GetValue() == v {
-						found = true
-					}
-				}
-				if !found {
-					continue series
-				}
-			}
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
 // TestForgedReviewsAreBounded: a caller that reaches the webhook port with
 // forged reviews can hold a known user's balance reserved for the
 // reservation grace, no longer; creates no account for a user the hub does
@@ -191,7 +159,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 		AutoCreatePerMinute: 2,
 	}, "") // no --webhook-client-ca: the port is reachable (no NetworkPolicy here)
 	eventually(t, 30*time.Second, func() error { return balance(ctx, hub, "frank", 30) })
-	orphanedBefore := counter(t, "hubcredits_reservations_orphaned_total", nil)
+	orphanedBefore := testutil.Counter(t, "hubcredits_reservations_orphaned_total", nil)
 	f := newForger(t)
 	eventually(t, 30*time.Second, func() error { // the webhook server is up
 		resp, err := f.http.Get(f.url)
@@ -250,10 +218,10 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 		return nil
 	})
 	t.Logf("forged reservations returned %s after the last review (grace %s)", time.Since(start).Round(100*time.Millisecond), grace)
-	if got := counter(t, "hubcredits_reservations_orphaned_total", nil) - orphanedBefore; got != 5 {
+	if got := testutil.Counter(t, "hubcredits_reservations_orphaned_total", nil) - orphanedBefore; got != 5 {
 		t.Errorf("hubcredits_reservations_orphaned_total grew by %v, want 5 (3 of frank, carol, dave)", got)
 	}
-	if got := counter(t, "hubcredits_admission_decisions_total", map[string]string{"reason": webhooks.DenyUnknownUser}); got < 3 {
+	if got := testutil.Counter(t, "hubcredits_admission_decisions_total", map[string]string{"reason": webhooks.DenyUnknownUser}); got < 3 {
 		t.Errorf("denials for unknown users counted %v, want >= 3", got)
 	}
 }

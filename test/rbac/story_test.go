@@ -26,6 +26,7 @@ import (
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/kubespawner"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -223,6 +224,18 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 		return balance(ctx, hub, "alice", 5)
 	})
 	wantEvent(t, hub, "alice", "jupyter-alice")
+	// Her ended server's UsageRecord is written under the chart's Role.
+	eventually(t, 20*time.Second, func() error {
+		rec := &hcv1.UsageRecord{}
+		name := billing.UsageRecordName(pod.Annotations[hcv1.AnnotationReservation], pod.Name)
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: hub, Name: name}, rec); err != nil {
+			return notYet("alice's usage record: %v", err)
+		}
+		if rec.User != "alice" || rec.Total != 20 {
+			return fmt.Errorf("alice's usage record %+v, want 20 credits", rec)
+		}
+		return nil
+	})
 
 	// A new user: the webhook creates bob's wallet (auto-create) and reserves.
 	bob := kubespawner.Pod(hub, "bob", "", "hubtoken")
@@ -234,11 +247,11 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	// The webhook verifies its caller (--webhook-client-ca): every spawn
 	// above came through the API server's client certificate; a review sent
 	// to the port without it is refused before it is read, and counted.
-	refusedBefore := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil)
+	refusedBefore := testutil.Counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil)
 	if code := newForger(t).status(hub, "bob"); code != http.StatusForbidden {
 		t.Errorf("a review without the API server's client certificate: HTTP %d, want 403", code)
 	}
-	if got := counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
+	if got := testutil.Counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
 		t.Errorf("hubcredits_webhook_unauthenticated_requests_total grew by %v, want 1", got)
 	}
 	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })

@@ -392,8 +392,82 @@ func TestCrashAnywhere(t *testing.T) {
 	}
 	stopAll(t, srv)
 	checkLedgers(t, ns, srv, accounts)
+	checkUsageRecords(t, ns, srv)
 	op.kill()
 	t.Logf("%d servers on %d accounts, %d kill -9s survived, ledgers exact", servers, accounts, kills)
+}
+
+// checkUsageRecords checks the UsageRecords of a settled namespace: exactly
+// one per server (by its reservation), each with the credits the server
+// owed from its run time and price, paid by its account.
+func checkUsageRecords(t *testing.T, ns string, servers []*server) {
+	t.Helper()
+	var list hcv1.UsageRecordList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	byReservation := map[string][]hcv1.UsageRecord{}
+	for _, r := range list.Items {
+		byReservation[r.Reservation] = append(byReservation[r.Reservation], r)
+	}
+	for _, s := range servers {
+		id := s.pod.Annotations[hcv1.AnnotationReservation]
+		recs := byReservation[id]
+		if len(recs) != 1 {
+			t.Errorf("server %s (reservation %s) has %d usage records, want 1", s.pod.Name, id, len(recs))
+			continue
+		}
+		owed := s.value * billing.PeriodsDue(s.start, s.end, period, true)
+		r := recs[0]
+		if r.Server != s.pod.Name || r.Account != s.account || r.Total != owed || len(r.Payers) != 1 || r.Payers[0].Credits != owed {
+			t.Errorf("usage record of %s: server %s, account %s, total %d, payers %+v; want %s, %d",
+				s.pod.Name, r.Server, r.Account, r.Total, r.Payers, s.account, owed)
+		}
+		delete(byReservation, id)
+	}
+	for id, recs := range byReservation {
+		t.Errorf("usage record(s) of reservation %s, which is no server of this test: %+v", id, recs)
+	}
+}
+
+// TestUsageRecordsAcrossKills: servers end in batches while the operator
+// is killed with SIGKILL around each batch (between the write that marks
+// an end and the one that drops it, or while it writes the record) and
+// restarted, sometimes after staying down. Every ended server gets exactly
+// one UsageRecord, with the credits the ledger charged for it.
+func TestUsageRecordsAcrossKills(t *testing.T) {
+	servers, accounts, batches := 24, 6, 6
+	if full() {
+		servers, accounts, batches = 60, 12, 12
+	}
+	ns := "usage"
+	srv := setup(t, ns, accounts, servers)
+	rng := rand.New(rand.NewPCG(2, uint64(time.Now().UnixNano())))
+	op := startOperator(t, ns)
+	all := []*operatorProc{op}
+	defer func() {
+		for _, p := range all {
+			assertNoToken(t, p)
+		}
+	}()
+	time.Sleep(period) // a boundary charged before the first ends
+	per := (servers + batches - 1) / batches
+	kills := 0
+	for b := 0; b < servers; b += per {
+		stopAll(t, srv[b:min(b+per, servers)])
+		time.Sleep(time.Duration(rng.IntN(700)) * time.Millisecond)
+		op.kill()
+		kills++
+		if rng.IntN(3) == 0 {
+			time.Sleep(period) // down across a boundary: the ends are seen late
+		}
+		op = startOperator(t, ns)
+		all = append(all, op)
+	}
+	checkLedgers(t, ns, srv, accounts)
+	checkUsageRecords(t, ns, srv)
+	op.kill()
+	t.Logf("%d servers ended in %d batches, %d kill -9s: one usage record each, totals equal to the ledgers", servers, batches, kills)
 }
 
 // TestLeaderKilledRepeatedly: two replicas with leader election; the one
@@ -419,6 +493,7 @@ func TestLeaderKilledRepeatedly(t *testing.T) {
 	waitLeader(t, procs)
 	stopAll(t, srv)
 	checkLedgers(t, ns, srv, accounts)
+	checkUsageRecords(t, ns, srv)
 	for _, p := range procs {
 		p.kill()
 	}

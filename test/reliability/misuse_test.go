@@ -651,15 +651,16 @@ func (m *misuse) check(wallets, pooled int, reborn string) {
 }
 
 // checkAccounts checks each account from its own status: conservation
-// (balance = opening + granted + toppedUp − charged + refunded), each
+// (balance = opening + granted + toppedUp + adjusted − charged +
+// refunded), each
 // top-up id applied once, no balance below zero.
 func (m *misuse) checkAccounts(accts map[string]*hcv1.CreditAccount, names []string, reborn string) {
 	t := m.t
 	for _, n := range names {
 		st := accts[n].Status
-		if want := m.opening[n] + st.TotalGranted + st.TotalToppedUp - st.TotalCharged + st.TotalRefunded; st.Balance != want {
-			t.Errorf("%s is not conserved: balance %d, but opening %d + granted %d + toppedUp %d - charged %d + refunded %d = %d",
-				n, st.Balance, m.opening[n], st.TotalGranted, st.TotalToppedUp, st.TotalCharged, st.TotalRefunded, want)
+		if want := m.opening[n] + st.TotalGranted + st.TotalToppedUp + st.TotalAdjusted - st.TotalCharged + st.TotalRefunded; st.Balance != want {
+			t.Errorf("%s is not conserved: balance %d, but opening %d + granted %d + toppedUp %d + adjusted %d - charged %d + refunded %d = %d",
+				n, st.Balance, m.opening[n], st.TotalGranted, st.TotalToppedUp, st.TotalAdjusted, st.TotalCharged, st.TotalRefunded, want)
 		}
 		if st.TotalToppedUp != m.toppedUp[n] {
 			t.Errorf("%s was topped up %d, want %d (each id once)", n, st.TotalToppedUp, m.toppedUp[n])

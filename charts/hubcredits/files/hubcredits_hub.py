@@ -567,7 +567,7 @@ class ServerCharge:
 class Account:
     """What the hub needs of one CreditAccount (no managedFields, no ledger history)."""
 
-    __slots__ = ("name", "users", "cap", "balance", "grant_amount", "grant_interval",
+    __slots__ = ("name", "users", "groups", "cap", "balance", "grant_amount", "grant_interval",
                  "granted_through", "project", "servers", "low", "low_message",
                  "exhausted_at", "exhausted_message", "stops", "opened")
 
@@ -576,6 +576,7 @@ class Account:
         status = obj.get("status") or {}
         self.name = str(meta.get("name") or "")
         self.users = tuple(u for u in spec.get("users") or () if isinstance(u, str))
+        self.groups = tuple(g for g in spec.get("groups") or () if isinstance(g, str))
         self.cap = _int(spec.get("cap"))
         self.balance = _int(status.get("balance"))
         self.opened = status.get("openedAt") is not None
@@ -646,6 +647,7 @@ class CreditAccountCache:
         self._max_backoff = max_backoff
         self._accounts = {}
         self._by_user = {}
+        self._by_group = {}
         self._pools = {}  # pool name -> wallets naming it (to find a pool's members)
         self.state = "starting"
         self.reason = ""
@@ -682,10 +684,17 @@ class CreditAccountCache:
     def __len__(self):
         return len(self._accounts)
 
-    def accounts_for(self, user):
-        """The accounts ``user`` can spend from: those that list them, then their pools."""
+    def accounts_for(self, user, groups=()):
+        """The accounts ``user`` can spend from: those that list them, then their pools.
+
+        Without one that lists them by name, those that list one of their JupyterHub
+        ``groups`` (``spec.groups``: a course pool), as the webhook chooses.
+        """
+        names = self._by_user.get(user, ())
+        if not names:
+            names = sorted({n for g in groups for n in self._by_group.get(g, ())})
         found, seen = [], set()
-        for name in self._by_user.get(user, ()):
+        for name in names:
             account = self._accounts.get(name)
             for item in (account, self._accounts.get(account.project) if account else None):
                 if item is not None and item.name not in seen:
@@ -702,13 +711,16 @@ class CreditAccountCache:
             account = obj if isinstance(obj, Account) else Account(obj)
             if account.name:
                 accounts[account.name] = account
-        by_user = {}
+        by_user, by_group = {}, {}
         for account in accounts.values():
             for user in account.users:
                 by_user.setdefault(user, []).append(account.name)
+            for group in account.groups:
+                by_group.setdefault(group, []).append(account.name)
         with self._lock:
             self._accounts = accounts
             self._by_user = {u: tuple(sorted(n)) for u, n in by_user.items()}
+            self._by_group = {g: tuple(sorted(n)) for g, n in by_group.items()}
             self.resource_version = resource_version
 
     def apply(self, kind, obj):
@@ -720,21 +732,13 @@ class CreditAccountCache:
             old = self._accounts.get(account.name)
             if kind == "DELETED":
                 self._accounts.pop(account.name, None)
-                new_users = ()
+                new_users, new_groups = (), ()
             else:
                 self._accounts[account.name] = account
-                new_users = account.users
-            old_users = old.users if old is not None else ()
-            if old_users != new_users:
-                for user in set(old_users) | set(new_users):
-                    names = set(self._by_user.get(user, ()))
-                    names.discard(account.name)
-                    if user in new_users:
-                        names.add(account.name)
-                    if names:
-                        self._by_user[user] = tuple(sorted(names))
-                    else:
-                        self._by_user.pop(user, None)
+                new_users, new_groups = account.users, account.groups
+            old_users, old_groups = (old.users, old.groups) if old is not None else ((), ())
+            _reindex(self._by_user, account.name, old_users, new_users)
+            _reindex(self._by_group, account.name, old_groups, new_groups)
             rv = (obj.get("metadata") or {}).get("resourceVersion")
             if rv:
                 self.resource_version = rv
@@ -875,7 +879,22 @@ class CreditAccountCache:
                 total += sum(size(getattr(obj, a, None)) for a in obj.__slots__)
             return total
 
-        return size(self._accounts) + size(self._by_user)
+        return size(self._accounts) + size(self._by_user) + size(self._by_group)
+
+
+def _reindex(index, name, old_keys, new_keys):
+    """Move account ``name`` in ``index`` (key -> sorted names) from old_keys to new_keys."""
+    if old_keys == new_keys:
+        return
+    for key in set(old_keys) | set(new_keys):
+        names = set(index.get(key, ()))
+        names.discard(name)
+        if key in new_keys:
+            names.add(name)
+        if names:
+            index[key] = tuple(sorted(names))
+        else:
+            index.pop(key, None)
 
 
 # --------------------------------------------------------------------------------------
@@ -1021,13 +1040,14 @@ def _stop_notice(accounts, user, pods, since):
     }
 
 
-def user_credits(cache, user, now=None, pods=(), started_since=None, admin=False):
-    """Everything shown to ``user`` (a name): JSON-ready; ``available`` False = show nothing."""
+def user_credits(cache, user, now=None, pods=(), started_since=None, admin=False, groups=()):
+    """Everything shown to ``user`` (a name, in ``groups``): JSON-ready; ``available``
+    False = show nothing."""
     now = time.time() if now is None else now
     if cache is None or not cache.available:
         return {"user": user, "available": False, "as_of": None, "as_of_text": "",
                 "accounts": [], "stop": None, "low": []}
-    accounts = cache.accounts_for(user)
+    accounts = cache.accounts_for(user, groups)
     pools = {a.project for a in accounts if a.project}
     views = []
     for account in accounts:
@@ -1192,7 +1212,9 @@ class CreditsView:
         name = getattr(user, "name", None) or ""
         try:
             pods, since = self._user_state(user)
-            return user_credits(self.cache, name, pods=pods, started_since=since, admin=admin)
+            groups = [getattr(g, "name", None) for g in getattr(user, "groups", None) or ()]
+            return user_credits(self.cache, name, pods=pods, started_since=since, admin=admin,
+                                groups=[g for g in groups if isinstance(g, str)])
         except Exception as e:  # a page must render whatever the cache holds
             if self._failures == 0:
                 log.warning("hubcredits: credits not shown: %s: %s", type(e).__name__, e)
@@ -1372,6 +1394,7 @@ async def profile_price(spawner, profile, now=None):
     try:
         scratch = _scratch_spawner(spawner, profile)
         await scratch.load_user_options()
+        annotate_groups(scratch)
         pod = await scratch.get_pod_manifest()
         created = scratch.api.create_namespaced_pod(
             scratch.namespace, pod, dry_run="All", _request_timeout=PROFILE_PRICE_TIMEOUT
@@ -1415,12 +1438,48 @@ def _is_reserved_event(event):
     )
 
 
+GROUPS_ANNOTATION = "hubcredits.io/groups"
+# What the webhook accepts in it (billing.MaxGroups, billing.MaxGroupLength).
+MAX_GROUPS = 256
+MAX_GROUP_LENGTH = 255
+
+
+def groups_annotation(user):
+    """The user's JupyterHub group names as the webhook reads them: a JSON list.
+
+    Sorted, without names the webhook would refuse (empty, longer than
+    :data:`MAX_GROUP_LENGTH`), at most :data:`MAX_GROUPS` of them. A CreditAccount
+    whose ``spec.groups`` lists one of them is open to the user (a course pool).
+    """
+    names = sorted({
+        name for name in (getattr(g, "name", None) for g in getattr(user, "groups", None) or ())
+        if isinstance(name, str) and 0 < len(name) <= MAX_GROUP_LENGTH
+    })
+    return json.dumps(names[:MAX_GROUPS], separators=(",", ":"))
+
+
+def annotate_groups(spawner):
+    """Put the user's groups on the pod ``spawner`` will make (``extra_annotations``).
+
+    The webhook trusts the annotation as it trusts the username: from the hub
+    (``--allowed-creators``). A spawner without ``extra_annotations`` (not a
+    KubeSpawner) or without a user is left alone.
+    """
+    user = getattr(spawner, "user", None)
+    if user is None or not hasattr(spawner, "extra_annotations"):
+        return
+    annotations = dict(spawner.extra_annotations or {})
+    annotations[GROUPS_ANNOTATION] = groups_annotation(user)
+    spawner.extra_annotations = annotations
+
+
 class CreditsSpawnerMixin:
     """Mixin for a KubeSpawner (2.x-7.x) class; put it first in the bases.
 
-    Overrides only public ``Spawner`` methods: ``start`` (translates our webhook's
-    denial, see :func:`denial_sentence` / :class:`CreditsDenied`) and ``progress``
-    (announces the price first).
+    Overrides only public ``Spawner`` methods: ``start`` (puts the user's groups on
+    the pod, see :func:`annotate_groups`, and translates our webhook's denial, see
+    :func:`denial_sentence` / :class:`CreditsDenied`) and ``progress`` (announces the
+    price first).
     """
 
     def __init__(self, *args, **kwargs):
@@ -1430,6 +1489,7 @@ class CreditsSpawnerMixin:
 
     async def start(self):
         LOG_FILTER.remember(getattr(self, "api_token", None))
+        annotate_groups(self)
         try:
             result = super().start()
             if inspect.isawaitable(result):

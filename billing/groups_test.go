@@ -1,0 +1,117 @@
+package billing
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+)
+
+func TestResolveWalletInGroups(t *testing.T) {
+	accounts := []*hcv1.CreditAccount{
+		openAccount("alice").Users("alice").Obj(),
+		openAccount("physics-101").Groups("physics-101").Obj(),
+		openAccount("chem-201").Groups("chem-201", "chem-tutors").Obj(),
+		openAccount("mixed").Users("tutor").Groups("staff").Obj(),
+	}
+	cases := map[string]struct {
+		user   string
+		groups []string
+		label  string
+		// wantWallet is the name of the account, "" for none.
+		wantWallet string
+		wantReason string
+	}{
+		"a group member without a wallet: the course pool": {
+			user: "bob", groups: []string{"physics-101"}, wantWallet: "physics-101",
+		},
+		"a group member with a wallet: the wallet (listed by name wins)": {
+			user: "alice", groups: []string{"physics-101"}, wantWallet: "alice",
+		},
+		"the profile's label sends a member's server to the pool": {
+			user: "alice", groups: []string{"physics-101"}, label: "physics-101", wantWallet: "physics-101",
+		},
+		"the label names a pool of a group the user is not in": {
+			user: "bob", groups: []string{"chem-201"}, label: "physics-101", wantReason: DenyNotMember,
+		},
+		"no groups: a group pool is nobody's": {user: "bob", wantWallet: ""},
+		"a group nobody lists: no account, so the caller may create one": {
+			user: "bob", groups: []string{"history"}, wantWallet: "",
+		},
+		"an account listing two of the user's groups is one candidate": {
+			user: "bob", groups: []string{"chem-201", "chem-tutors"}, wantWallet: "chem-201",
+		},
+		"two pools through two groups, no label: ambiguous": {
+			user: "bob", groups: []string{"physics-101", "chem-201"}, wantReason: DenyAmbiguous,
+		},
+		"listed by name and by group in one account": {
+			user: "tutor", groups: []string{"staff"}, wantWallet: "mixed",
+		},
+		"group names are case-sensitive": {user: "bob", groups: []string{"Physics-101"}, wantWallet: ""},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := ResolveWalletInGroups(tc.user, tc.groups, tc.label, accounts)
+			var denial *Denial
+			if tc.wantReason != "" {
+				if !errors.As(err, &denial) || denial.Reason != tc.wantReason {
+					t.Fatalf("got %v, %v; want a %s denial", got, err, tc.wantReason)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			gotName := ""
+			if got != nil {
+				gotName = got.Name
+			}
+			if gotName != tc.wantWallet {
+				t.Errorf("wallet %q, want %q", gotName, tc.wantWallet)
+			}
+		})
+	}
+}
+
+func TestPodGroups(t *testing.T) {
+	many := make([]string, MaxGroups+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("%q", fmt.Sprintf("g%d", i))
+	}
+	cases := map[string]struct {
+		annotations map[string]string
+		want        []string
+		wantDenial  bool
+	}{
+		"no annotation: no groups":  {},
+		"an empty list":             {annotations: map[string]string{hcv1.AnnotationGroups: `[]`}, want: []string{}},
+		"groups with any character": {annotations: map[string]string{hcv1.AnnotationGroups: `["physics-101","Staff Room","a,b"]`}, want: []string{"physics-101", "Staff Room", "a,b"}},
+		"not JSON":                  {annotations: map[string]string{hcv1.AnnotationGroups: `physics-101,staff`}, wantDenial: true},
+		"not a list of strings":     {annotations: map[string]string{hcv1.AnnotationGroups: `[1,2]`}, wantDenial: true},
+		"an empty name":             {annotations: map[string]string{hcv1.AnnotationGroups: `["a",""]`}, wantDenial: true},
+		"a name too long":           {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("g", MaxGroupLength+1) + `"]`}, wantDenial: true},
+		"too many groups":           {annotations: map[string]string{hcv1.AnnotationGroups: "[" + strings.Join(many, ",") + "]"}, wantDenial: true},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, err := PodGroups(tc.annotations)
+			var denial *Denial
+			if tc.wantDenial {
+				if !errors.As(err, &denial) || denial.Reason != DenyInvalidGroups || denial.Message != InvalidGroupsMessage() {
+					t.Fatalf("got %v, %v; want the InvalidGroups denial", got, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(tc.want, got); d != "" {
+				t.Errorf("groups (-want +got):\n%s", d)
+			}
+		})
+	}
+}
