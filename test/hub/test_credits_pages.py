@@ -486,10 +486,14 @@ class PinnedPriceTest(unittest.TestCase):
 class DeniedError(Exception):
     """A kubernetes_asyncio ApiException, by shape."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, reason=None):
         super().__init__(message)
         self.status = status
-        self.body = json.dumps({"kind": "Status", "message": message}).encode()
+        body = {"kind": "Status", "message": message}
+        if reason:  # the webhook's reason, as the API server passes it on
+            body["details"] = {"causes": [{"type": "hubcredits.io/denial-reason",
+                                           "message": reason}]}
+        self.body = json.dumps(body).encode()
 
 
 class PricedSpawner:
@@ -548,11 +552,11 @@ class ProfilePriceTest(unittest.TestCase):
         PricedSpawner.outcomes = {
             "small": {"hubcredits.io/billing-value": "10", "hubcredits.io/billing-interval":
                       "10m0s", "hubcredits.io/account": "alice"},
-            "huge": DeniedError(403, denied),
+            "huge": DeniedError(403, denied, "NotEnoughCredits"),
             "broken": DeniedError(500, 'failed calling webhook: CEL error; env s3cret-t0ken'),
             "pool": DeniedError(403, 'admission webhook "pods.hubcredits.io" denied the request: '
                                 'User "alice" may not spend from credit account "physics" (it '
-                                "does not list them) — ask your hub admin."),
+                                "does not list them) — ask your hub admin.", "NotMember"),
         }
 
     def form(self):

@@ -93,6 +93,9 @@ __all__ = [
 
 #: Name of the hubcredits pod admission webhook; any denial it signs is ours.
 WEBHOOK_NAME = "pods.hubcredits.io"
+#: Type of the Status cause in which the webhook gives a denial's reason
+#: (api/v1alpha1 DenialReasonCause).
+DENIAL_REASON_CAUSE = "hubcredits.io/denial-reason"
 
 #: Reason of the Kubernetes Event the operator writes on a pod it admitted.
 RESERVED_EVENT_REASON = "CreditsReserved"
@@ -161,6 +164,25 @@ def denial_sentence(exc):
                 match = _DENIED_RE.search(message)
                 if match:
                     return match.group("sentence").strip() or _FALLBACK_SENTENCE
+        exc = exc.__cause__
+    return None
+
+
+def denial_reason(exc):
+    """Return the reason our webhook gave for a denial (``NotEnoughCredits``, ``NotMember``,
+    ...: the cause of type :data:`DENIAL_REASON_CAUSE` in the Status details), or None."""
+    seen = 0
+    while exc is not None and seen < 5:
+        seen += 1
+        try:
+            status = json.loads(_text(getattr(exc, "body", None)) or "null")
+        except ValueError:
+            status = None
+        causes = ((status or {}).get("details") or {}).get("causes") or [] \
+            if isinstance(status, dict) else []
+        for cause in causes:
+            if isinstance(cause, dict) and cause.get("type") == DENIAL_REASON_CAUSE:
+                return cause.get("message") or None
         exc = exc.__cause__
     return None
 
@@ -1350,9 +1372,9 @@ def install_pages(c, namespace=None, start=True):
 PROFILE_PRICE_TTL = 60.0
 #: Seconds one dry run may take (the webhook itself answers within 2 s).
 PROFILE_PRICE_TIMEOUT = 5.0
-#: How the webhook's not-enough-credits sentence begins (billing.NotEnoughMessage);
-#: other denials (not a member of the pool, no account...) mark an option "not available".
-NOT_ENOUGH_PREFIX = "Not enough credits"
+#: The denial reason (api/v1alpha1 DenialReasonCause) that marks an option "not enough
+#: credits"; other denials (not a member of the pool, no account...) "not available".
+NOT_ENOUGH_REASON = "NotEnoughCredits"
 
 _profile_prices = {}
 _logged_once = set()
@@ -1414,7 +1436,8 @@ async def profile_price(spawner, profile, now=None):
     except Exception as e:
         sentence = denial_sentence(e)
         if sentence is not None:
-            result = {"text": sentence, "affordable": False, "value": None, "interval": None}
+            result = {"text": sentence, "affordable": False, "value": None, "interval": None,
+                      "reason": denial_reason(e)}
         else:  # never the pod or the exception's body: they may hold a token
             status = getattr(e, "status", None)
             _log_once(("price", key[2]), "hubcredits: no price for profile %s: %s%s",
@@ -1603,10 +1626,10 @@ class CreditsSpawnerMixin:
             if isinstance(price, dict):
                 affordable = price["affordable"]
                 if not affordable:
-                    # The webhook's sentence says why; the marker only names the reason
-                    # when it is the balance (a pool that does not list the user, say,
-                    # is "not available", not "not enough credits").
-                    marker = ("not enough credits" if price["text"].startswith(NOT_ENOUGH_PREFIX)
+                    # The webhook's sentence says why; the marker names the reason only
+                    # when the webhook gave it as the balance (a pool that does not list
+                    # the user, say, is "not available", not "not enough credits").
+                    marker = ("not enough credits" if price.get("reason") == NOT_ENOUGH_REASON
                               else "not available")
                     profile["display_name"] = f"{profile.get('display_name', '')} ({marker})"
                 css = "text-muted" if affordable else "text-danger"
