@@ -490,8 +490,9 @@ class DeniedError(Exception):
         super().__init__(message)
         self.status = status
         body = {"kind": "Status", "message": message}
-        if reason:  # the webhook's reason, as the API server passes it on
-            body["details"] = {"causes": [{"type": "hubcredits.io/denial-reason",
+        if reason:  # the webhook's reason, as the API server passes it on (JSON of a
+            # metav1.StatusCause: its Type is "reason")
+            body["details"] = {"causes": [{"reason": "hubcredits.io/denial-reason",
                                            "message": reason}]}
         self.body = json.dumps(body).encode()
 

@@ -181,7 +181,8 @@ def denial_reason(exc):
         causes = ((status or {}).get("details") or {}).get("causes") or [] \
             if isinstance(status, dict) else []
         for cause in causes:
-            if isinstance(cause, dict) and cause.get("type") == DENIAL_REASON_CAUSE:
+            # metav1.StatusCause: its Type is "reason" in JSON, the reason "message"
+            if isinstance(cause, dict) and cause.get("reason") == DENIAL_REASON_CAUSE:
                 return cause.get("message") or None
         exc = exc.__cause__
     return None
