@@ -12,14 +12,17 @@
 # 3. Installs hubcredits as docs/install.md tells an admin, running the
 #    guide's own blocks (marked <!-- test-cluster: NAME -->, extracted by
 #    docblock.py): the values of step 1 with only the image reference and
-#    pull policy changed (and hubAPI.url: no cluster DNS here, see below),
+#    pull policy changed (hubAPI.url keeps its default: CoreDNS runs),
 #    the install command, the sample accounts, the checks of step 3 and the
 #    dry-run spawn, then steps 5 and 6 (failurePolicy Fail, shadow off) by
 #    editing the values file as the guide says and running its upgrade block.
 # 4. Runs story.py on JupyterHub 5.5 + KubeSpawner 7.1 (../shared/third_party,
 #    hub5-venv.sh) on this host: real pods, real charges, a stop through the
 #    Hub API from the operator's pod, denials, the operator pod deleted
-#    mid-billing.
+#    mid-billing, a lost node, the PodDisruptionBudget; then the guide's
+#    uninstall, and nothing of hubcredits may be left.
+# 5. On the same node: test/z2jh/run.sh (make test-z2jh), next to the real
+#    Zero to JupyterHub 4.4.0 chart, its hub and proxy as pods.
 #
 # Needs root (containers, network). In CI (CI=true) nothing may be skipped;
 # elsewhere a missing ../shared or a non-root user skips with one line.
@@ -66,6 +69,10 @@ cleanup() {
   exit $rc
 }
 
+# The Z2JH hub and proxy images (hack/images/; cached, 2 s when built):
+# loaded with the others, for test/z2jh at the end.
+hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
+
 # Bad input and faults of make cluster itself: a port in use, a previous
 # run's leftovers, a failed image import, a missing binary — one sentence
 # each, a non-zero exit, and nothing left on the host.
@@ -77,7 +84,11 @@ bin/hubcredits-cluster down --state-dir "$state" >/dev/null
 trap cleanup EXIT
 bin/hubcredits-cluster up --detach --state-dir "$state" \
   --image bin/image/test/pause.oci.tar --image bin/image/test/singleuser-stub.oci.tar \
-  --image "bin/image/hubcredits-$version.oci.tar"
+  --image "bin/image/hubcredits-$version.oci.tar" --image bin/image/test/coredns.oci.tar \
+  --image bin/image/test/z2jh-hub.oci.tar --image bin/image/test/z2jh-proxy.oci.tar
+echo ">>> the cluster's DNS (CoreDNS, test/cluster/coredns.yaml)"
+kubectl apply -f test/cluster/coredns.yaml >/dev/null
+kubectl -n kube-system rollout status deployment/coredns --timeout=120s
 
 node_ip=$(kubectl get node hubcredits-node -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 hub_port=${HUB_PORT:-18081}
@@ -112,14 +123,12 @@ echo ">>> Zero to JupyterHub's objects in jhub (a hub on this host, port $hub_po
 kubectl create namespace jhub
 sed -e "s/\${NODE_IP}/$node_ip/g" -e "s/\${HUB_PORT}/$hub_port/g" -e "s/\${HUBCREDITS_TOKEN}/$token/g" \
   "$here/hub-standin.yaml" | kubectl apply -f - >/dev/null
-hub_svc=$(kubectl -n jhub get service hub -o jsonpath='{.spec.clusterIP}')
 
 # Step 1: the guide's values, with the image that make image built and loaded
-# (pulled never), and the hub's API at its Service's address: this cluster
-# has no DNS server, so the default http://hub:8081/hub/api cannot resolve.
+# (pulled never). hubAPI.url keeps its default, http://hub:8081/hub/api: the
+# cluster's DNS resolves the hub Service, whose endpoint is the host's hub.
 doc values | sed -e "s|repository: registry.example.org/hubcredits.*|repository: ghcr.io/hubcredits/hubcredits\n  pullPolicy: Never|" \
   > "$values"
-printf 'hubAPI:\n  url: http://%s:8081/hub/api\n' "$hub_svc" >> "$values"
 grep -q 'pullPolicy: Never' "$values"
 run_doc install
 run_doc check
@@ -158,3 +167,8 @@ left=$(
 )
 if [ -n "$left" ]; then echo "after the documented uninstall, these are left:"; echo "$left"; exit 1; fi
 echo ">>> the documented uninstall left nothing of hubcredits"
+
+# Next to the real Zero to JupyterHub chart, on the same node: the stand-in's
+# namespace goes first (Z2JH makes its own hub objects there).
+kubectl delete namespace jhub --wait --timeout=120s
+CLUSTER_STATE=$state test/z2jh/run.sh

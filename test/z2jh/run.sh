@@ -24,6 +24,10 @@
 #    repository here) and its checks; then steps 5 and 6.
 # 5. story.py through the proxy-public Service, as a browser.
 #
+# With CLUSTER_STATE set (test/cluster/run.sh, make test), it runs on that
+# running cluster instead (its images and DNS loaded, namespace jhub gone)
+# and leaves its teardown to the caller: one cluster bring-up for both.
+#
 # Needs root. In CI (CI=true) nothing may be skipped; elsewhere a missing
 # ../shared or a non-root user skips with one line.
 set -euo pipefail
@@ -46,10 +50,12 @@ fi
 [ -n "$third_party" ] || skip "no ../shared/third_party beside the checkout (the Z2JH 4.4.0 chart and the hub's wheels)"
 z2jh_chart=$third_party/z2jh-chart-4.4.0/jupyterhub
 
+own_cluster=true
+[ -n "${CLUSTER_STATE:-}" ] && own_cluster=false
 # The Z2JH hub and proxy images (hack/images/; cached, 2 s when built).
-hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
+$own_cluster && hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
 
-state=$(realpath -m "${TEST_Z2JH_DIR:-$root/.cluster-z2jh}")
+state=$(realpath -m "${CLUSTER_STATE:-${TEST_Z2JH_DIR:-$root/.cluster-z2jh}}")
 work=$(mktemp -d -t hubcredits-test-z2jh-XXXXXX)
 version=$(sed -n 's/^appVersion:[[:space:]]*"\{0,1\}\([^"[:space:]]*\)"\{0,1\}.*/\1/p' charts/hubcredits/Chart.yaml)
 export PATH=$root/bin:$root/bin/k8s:$PATH
@@ -68,7 +74,9 @@ cleanup() {
       echo "--- $p"; kubectl -n jhub logs "$p" --tail=30 2>&1 | cut -c1-400
     done
   fi
-  if [ -n "${TEST_Z2JH_KEEP:-}" ]; then
+  if ! $own_cluster; then
+    rm -rf "$work"
+  elif [ -n "${TEST_Z2JH_KEEP:-}" ]; then
     echo ">>> TEST_Z2JH_KEEP: the cluster stays up (KUBECONFIG=$KUBECONFIG; $work); stop it with: bin/hubcredits-cluster down --state-dir $state"
   else
     echo ">>> tearing the cluster down"
@@ -79,14 +87,19 @@ cleanup() {
   exit $rc
 }
 
-bin/hubcredits-cluster down --state-dir "$state" >/dev/null
-trap cleanup EXIT
-imgs=(bin/image/test/pause.oci.tar bin/image/test/singleuser-stub.oci.tar "bin/image/hubcredits-$version.oci.tar"
-  bin/image/test/coredns.oci.tar bin/image/test/z2jh-hub.oci.tar bin/image/test/z2jh-proxy.oci.tar)
-bin/hubcredits-cluster up --detach --state-dir "$state" "${imgs[@]/#/--image=}"
-t "the cluster's DNS (CoreDNS, test/cluster/coredns.yaml)"
-kubectl apply -f test/cluster/coredns.yaml >/dev/null
-kubectl -n kube-system rollout status deployment/coredns --timeout=120s
+if $own_cluster; then
+  bin/hubcredits-cluster down --state-dir "$state" >/dev/null
+  trap cleanup EXIT
+  imgs=(bin/image/test/pause.oci.tar bin/image/test/singleuser-stub.oci.tar "bin/image/hubcredits-$version.oci.tar"
+    bin/image/test/coredns.oci.tar bin/image/test/z2jh-hub.oci.tar bin/image/test/z2jh-proxy.oci.tar)
+  bin/hubcredits-cluster up --detach --state-dir "$state" "${imgs[@]/#/--image=}"
+  t "the cluster's DNS (CoreDNS, test/cluster/coredns.yaml)"
+  kubectl apply -f test/cluster/coredns.yaml >/dev/null
+  kubectl -n kube-system rollout status deployment/coredns --timeout=120s
+else
+  trap cleanup EXIT
+  t "on the running cluster in $state"
+fi
 
 doc() { "$py" "$root/test/cluster/docblock.py" docs/install.md "$1"; }
 ln -s "$root/charts" "$root/config" "$work/"
