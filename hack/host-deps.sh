@@ -11,10 +11,12 @@ set -euo pipefail
 hub=(jupyterhub node-configurable-http-proxy python3-kubernetes python3-websocket python3-requests python3-flake8 chromium)
 # the real node (make cluster, make test-cluster)
 node=(containerd runc containernetworking-plugins conntrack iptables nftables iproute2)
+# the Z2JH hub and proxy images (hack/images/: debootstrap of Debian 12)
+z2jh=(debootstrap)
 # make image: the CA bundle the image carries
 image=(ca-certificates)
 case "${1:-test}" in
-  test) want=("${hub[@]}" "${node[@]}" "${image[@]}") ;;
+  test) want=("${hub[@]}" "${node[@]}" "${z2jh[@]}" "${image[@]}") ;;
   cluster) want=("${node[@]}" "${image[@]}") ;;
   *) echo "usage: hack/host-deps.sh [test|cluster]" >&2; exit 2 ;;
 esac
