@@ -98,3 +98,31 @@ func TestReviewTombstoneChainExceedsRetiredBound(t *testing.T) {
 		t.Errorf("status.retiredTopUps holds %d ids after two re-creations; the CRD allows %d, so the API server refuses the account's status", n, crdMaxRetired)
 	}
 }
+
+// TestReviewMovementsOnNegativeBalance: a re-created account corrected by
+// Reopen can be negative (docs/operations.md: "negative if more was spent
+// than the tombstone held"). A top-up or a grant on it then goes through
+// addSat, which clamps the negative balance to 0 first: the debt is
+// forgiven and the ledger (and totalGranted) records more than was added.
+func TestReviewMovementsOnNegativeBalance(t *testing.T) {
+	cases := map[string]struct {
+		before *hcv1.CreditAccount
+		want   int64
+	}{
+		"top-up of 50": {openAccount("alice").Cap(100).Balance(-100).TopUp("t", 50).Obj(), -50},
+		"grant of 10":  {openAccount("alice").Cap(100).Balance(-100).Grant(10, time.Minute).Obj(), -90},
+		"adjust +50":   {openAccount("alice").Cap(100).Balance(-100).Adjust("j", 50, "r").Obj(), -50},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.before.DeepCopy()
+			Refresh(a, at(time.Minute))
+			if a.Status.Balance != tc.want {
+				t.Errorf("balance %d -> %d, want %d (ledger: %+v)", tc.before.Status.Balance, a.Status.Balance, tc.want, a.Status.Ledger)
+			}
+			if err := conserved(tc.before, a); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
