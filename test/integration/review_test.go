@@ -8,9 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/util/retry"
+
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/testutil"
-	"k8s.io/client-go/util/retry"
 )
 
 // Adversarial review (wt-review): these tests fail on main. They are left
