@@ -90,3 +90,20 @@ func TestReviewOneOffAmountsCannotChange(t *testing.T) {
 		}
 	})
 }
+
+// TestReviewNonASCIIGroupNameAdmits: spec.groups items are bounded to 255
+// characters (the API server counts runes) and the CRD accepts a Cyrillic
+// course name of 200 letters, but the webhook bounds the pod's group names
+// to 255 bytes (billing.PodGroups: len(g)): every member's spawn is denied
+// InvalidGroups ("the hub's glue is broken").
+func TestReviewNonASCIIGroupNameAdmits(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	group := strings.Repeat("ф", 200)
+	createAccount(t, testutil.MakeAccount(ns, "course").Groups(group).Cap(1000).Obj())
+	p := groupPod(ns, "bob", "", `["`+group+`"]`)
+	if err := createPod(p); err != nil {
+		t.Fatalf("a member of the course's group (a name the CRD accepted) was refused: %v", err)
+	}
+	forget(t, p)
+}
