@@ -107,3 +107,32 @@ func TestReviewNonASCIIGroupNameAdmits(t *testing.T) {
 	}
 	forget(t, p)
 }
+
+// TestReviewReopenedAccountStaysEditable: a re-created account takes over
+// up to 1024 retired ids from its tombstone (status.retiredTopUps), but
+// the CRD refuses every spec change while retired + removed ids exceed
+// 512: past 512 taken over, the admin can no longer top the account up,
+// adjust it or change its cap.
+func TestReviewReopenedAccountStaysEditable(t *testing.T) {
+	ns := newNamespace(t)
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).Obj())
+	ctx := context.Background()
+	// The status Reopen leaves after a tombstone of 600 ids (written here
+	// directly: no operator runs in this test).
+	a := testutil.GetAccount(t, k8s, ns, "alice")
+	for i := range 600 {
+		a.Status.RetiredTopUps = append(a.Status.RetiredTopUps, fmt.Sprintf("old-%04d", i))
+	}
+	a.Status.ReopenedFrom = "old-uid"
+	if err := k8s.Status().Update(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
+		a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: "new", Amount: 50})
+		return k8s.Update(ctx, a)
+	})
+	if err != nil {
+		t.Errorf("a new top-up on a re-created account is refused: %v", err)
+	}
+}
