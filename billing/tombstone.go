@@ -123,6 +123,7 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 		}
 	}
 	a.Status.ReopenedFrom = string(t.UID)
+	a.Status.AppliedAmounts = nil // needed no more (MayReopen)
 	if a.Status.OpenedAt == nil {
 		openWith(a, now, t.Balance, fmt.Sprintf("ledger reopened with the balance of the deleted account %s", a.Name))
 		return true
@@ -142,11 +143,18 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 	return true
 }
 
-// appliedAmount is what the applied top-up or adjustment id moved and
-// which it was: the ledger's record of it (the amount really applied: an
-// adjustment may have been clamped at 0), else its amount in spec (0 when
-// neither has it).
+// appliedAmount is what the applied top-up or adjustment id really moved
+// and which it was, as status.appliedAmounts recorded it when it was
+// applied (an adjustment may have been clamped, a movement saturated).
+// Every id this version applies before Reopen is recorded there; only an
+// account opened by an earlier version (which kept no record) falls back
+// to the ledger's entry, else the spec's amount (0 when neither has it).
 func appliedAmount(a *hcv1.CreditAccount, id string) (hcv1.LedgerEntryKind, int64) {
+	for _, r := range a.Status.AppliedAmounts {
+		if r.ID == id {
+			return r.Kind, r.Amount
+		}
+	}
 	for _, l := range a.Status.Ledger {
 		if (l.Kind == hcv1.LedgerTopUp || l.Kind == hcv1.LedgerAdjust) && l.Subject == id {
 			return l.Kind, l.Amount

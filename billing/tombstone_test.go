@@ -2,6 +2,7 @@ package billing
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -235,5 +236,86 @@ func TestDecodeTombstoneRefusesWhatItCannotRead(t *testing.T) {
 		if got, err := DecodeTombstone(v); err == nil {
 			t.Errorf("DecodeTombstone(%q) = %+v, want an error", v, got)
 		}
+	}
+}
+
+// TestReopenTakesBackWhatWasReallyApplied: a re-created account is
+// opened by a spawn (the webhook) before the operator reads the tombstone;
+// it applies a negative adjustment the deleted account had applied, clamped
+// at 0; by the time the operator reopens it, the ledger no longer shows the
+// adjustment. Reopen takes back what was applied (-100, recorded in
+// status.appliedAmounts), not the adjustment's amount (-1000): no credit
+// appears (found by the adversarial review).
+func TestReopenTakesBackWhatWasReallyApplied(t *testing.T) {
+	a := openAccount("alice").Cap(100).Adjust("fix", -1000, "double grant").Unopened().Obj()
+	a.UID = "new-uid"
+	Refresh(a, at(time.Second)) // opened with 100, fix clamped to -100: 0
+	if a.Status.Balance != 0 {
+		t.Fatalf("balance after the clamped adjustment = %d, want 0", a.Status.Balance)
+	}
+	smallTopUps(a, LedgerLength)
+	Refresh(a, at(2*time.Second)) // +10, the adjustment's entry rolls out
+	tomb := Tombstone{UID: "old-uid", Balance: 40, TopUps: []string{"fix"}}
+	if len(a.Status.AppliedAmounts) != 1+LedgerLength {
+		t.Fatalf("appliedAmounts before Reopen = %+v, want fix and the %d small top-ups", a.Status.AppliedAmounts, LedgerLength)
+	}
+	Reopen(a, tomb, at(3*time.Second))
+	if a.Status.AppliedAmounts != nil {
+		t.Errorf("appliedAmounts after Reopen = %+v, want none (needed no more)", a.Status.AppliedAmounts)
+	}
+	// The deleted account ended with 40 (fix applied there); the new one
+	// added 10 small top-ups of its own since.
+	if want := int64(40 + LedgerLength); a.Status.Balance != want {
+		t.Errorf("balance after Reopen = %d, want %d (the tombstone's 40 + %d new top-ups)", a.Status.Balance, want, LedgerLength)
+	}
+	if a.Status.TotalAdjusted != 0 {
+		t.Errorf("totalAdjusted after Reopen = %d, want 0 (fix belongs to the deleted account)", a.Status.TotalAdjusted)
+	}
+}
+
+// TestReopenTakesBackARetiredTopUp: as above, with a top-up the deleted
+// account had applied, which the re-created account applied again and the
+// admin then removed from the spec (retired). Neither the ledger nor the
+// spec shows its amount any more; status.appliedAmounts does: Reopen takes
+// it back and the top-up is paid once.
+func TestReopenTakesBackARetiredTopUp(t *testing.T) {
+	a := openAccount("alice").Cap(100).TopUp("welcome", 50).Unopened().Obj()
+	a.UID = "new-uid"
+	Refresh(a, at(time.Second)) // 100 + 50
+	a.Spec.TopUps = nil         // the admin removes the applied entry
+	smallTopUps(a, LedgerLength)
+	Refresh(a, at(2*time.Second)) // welcome retired, +10
+	tomb := Tombstone{UID: "old-uid", Balance: 35, TopUps: []string{"welcome"}}
+	Reopen(a, tomb, at(3*time.Second))
+	if want := int64(35 + LedgerLength); a.Status.Balance != want {
+		t.Errorf("balance after Reopen = %d, want %d: the top-up welcome, applied by the deleted account, was applied again", a.Status.Balance, want)
+	}
+}
+
+// TestAppliedAmountsAreKeptOnlyWhileReopenPossible: status.appliedAmounts
+// records what each one-off moved only while the account may still take
+// over a tombstone; once the operator claimed it (its finalizer), the
+// next Refresh drops the record and records nothing more.
+func TestAppliedAmountsAreKeptOnlyWhileReopenPossible(t *testing.T) {
+	a := openAccount("alice").Cap(100).TopUp("t", 50).Adjust("j", -500, "r").Unopened().Obj()
+	if !MayReopen(a) {
+		t.Fatal("a new account may take over a tombstone")
+	}
+	Refresh(a, at(time.Second))
+	want := []hcv1.AppliedAmount{{ID: "t", Kind: hcv1.LedgerTopUp, Amount: 50}, {ID: "j", Kind: hcv1.LedgerAdjust, Amount: -150}}
+	if !slices.Equal(a.Status.AppliedAmounts, want) {
+		t.Fatalf("appliedAmounts = %+v, want %+v", a.Status.AppliedAmounts, want)
+	}
+	a.Finalizers = append(a.Finalizers, hcv1.FinalizerLedger)
+	if MayReopen(a) {
+		t.Fatal("a claimed account never takes over a tombstone")
+	}
+	if !Refresh(a, at(2*time.Second)) || a.Status.AppliedAmounts != nil {
+		t.Fatalf("after the claim, appliedAmounts = %+v, want dropped (a change)", a.Status.AppliedAmounts)
+	}
+	a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: "u", Amount: 5})
+	Refresh(a, at(3*time.Second))
+	if a.Status.AppliedAmounts != nil || a.Status.Balance != 5 {
+		t.Errorf("a top-up after the claim: balance %d, appliedAmounts %+v; want 5 and none", a.Status.Balance, a.Status.AppliedAmounts)
 	}
 }

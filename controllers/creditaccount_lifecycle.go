@@ -42,7 +42,7 @@ const (
 // It is read once per account: before the operator claims it (adds the
 // finalizer), and not once it has taken one over.
 func (r *CreditAccountReconciler) loadTombstone(ctx context.Context, a *hcv1.CreditAccount) (*billing.Tombstone, error) {
-	if a.DeletionTimestamp != nil || controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) || a.Status.ReopenedFrom != "" {
+	if !billing.MayReopen(a) {
 		return nil, nil
 	}
 	return r.readTombstone(ctx, a.Namespace, a.Name)

@@ -331,6 +331,23 @@ type PeriodShare struct {
 	Pool int64 `json:"pool"`
 }
 
+// AppliedAmount is what one applied top-up or adjustment really moved.
+type AppliedAmount struct {
+	// id is the top-up's or adjustment's id.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	ID string `json:"id"`
+	// kind is TopUp or Adjust.
+	// +required
+	Kind LedgerEntryKind `json:"kind"`
+	// amount is the signed number of credits it really moved.
+	// +required
+	// +kubebuilder:validation:Minimum=-1000000000000000
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Amount int64 `json:"amount"`
+}
+
 // CreditAccountStatus is the account's ledger, kept by the operator.
 type CreditAccountStatus struct {
 	// openedAt is when the operator opened the ledger (set the initial
@@ -367,6 +384,21 @@ type CreditAccountStatus struct {
 	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:MaxLength=63
 	RetiredTopUps []string `json:"retiredTopUps,omitempty"`
+
+	// appliedAmounts record what each top-up and adjustment this account
+	// applied really moved (an adjustment may be clamped, a movement
+	// saturates at the API's bound), while the account may still take over
+	// the tombstone of a deleted account of the same name: from its
+	// opening (possibly by a spawn, before the operator has seen it) until
+	// the operator has claimed it (added its finalizer) or reopened it.
+	// Taking over a tombstone takes back exactly what this account applied
+	// of the deleted account's ids. Emptied once the account is claimed.
+	// Every id is one of appliedTopUps or retiredTopUps.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=1536
+	AppliedAmounts []AppliedAmount `json:"appliedAmounts,omitempty"`
 
 	// reopenedFrom is the UID of the deleted account whose tombstone this
 	// account took its balance and applied top-ups from, once it did.
