@@ -82,6 +82,7 @@ type Grant struct {
 }
 
 // TopUp is a one-off addition of credits.
+// +kubebuilder:validation:XValidation:rule="self.amount == oldSelf.amount",message="the amount of a top-up cannot change once listed: add a new top-up with a new id instead"
 type TopUp struct {
 	// id names the top-up; each id is applied exactly once, ever, even if the
 	// entry is removed and added again.
@@ -92,7 +93,8 @@ type TopUp struct {
 	ID string `json:"id"`
 
 	// amount is the number of credits to add. A top-up may take the balance
-	// above spec.cap.
+	// above spec.cap. It cannot change once listed (the ledger records the
+	// amount applied).
 	// +required
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000000000
@@ -142,6 +144,8 @@ type Adjustment struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.initialBalance) || self.initialBalance <= self.cap",message="initialBalance must not exceed cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.grant) || self.grant.amount <= self.cap",message="grant.amount must not exceed cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.adjustments) || !has(self.topUps) || self.adjustments.all(a, !self.topUps.exists(t, t.id == a.id))",message="an id names either a top-up or an adjustment, not both",fieldPath=".adjustments"
+// +kubebuilder:validation:XValidation:rule="!has(self.adjustments) || !has(oldSelf.topUps) || self.adjustments.all(a, !oldSelf.topUps.exists(t, t.id == a.id))",message="a top-up's id cannot be listed again as an adjustment: add an adjustment with a new id instead",fieldPath=".adjustments"
+// +kubebuilder:validation:XValidation:rule="!has(self.topUps) || !has(oldSelf.adjustments) || self.topUps.all(t, !oldSelf.adjustments.exists(a, a.id == t.id))",message="an adjustment's id cannot be listed again as a top-up: add a top-up with a new id instead",fieldPath=".topUps"
 type CreditAccountSpec struct {
 	// users are the raw JupyterHub usernames (as in the pod annotation
 	// hub.jupyter.org/username) allowed to spend from this account. A personal
