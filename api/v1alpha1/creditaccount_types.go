@@ -63,6 +63,12 @@ const (
 // account takes over from its tombstone).
 const MaxRetiredTopUps = 512
 
+// MaxRememberedTopUps bounds status.retiredTopUps (its MaxItems): the ids
+// retired by spec changes and those a re-created account takes over from
+// its tombstone. A tombstone carries at most as many ids, and a re-created
+// account takes over only as many as fit.
+const MaxRememberedTopUps = 1024
+
 // Grant replenishes an account on a fixed schedule.
 type Grant struct {
 	// amount is the number of credits added every interval, up to spec.cap.
@@ -382,7 +388,8 @@ type CreditAccountStatus struct {
 	// retiredTopUps are the ids of applied top-ups and adjustments since
 	// removed from the spec, sorted: re-adding one never applies it again.
 	// At most 512 are retired by spec changes (more is refused); a
-	// re-created account may take over up to 1024 from its tombstone.
+	// re-created account takes over from its tombstone as many as fit in
+	// 1024 (MaxRememberedTopUps).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=1024
