@@ -6,11 +6,13 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
 
-// addSat adds two non-negative amounts of credits, saturating at
-// hcv1.MaxCredits instead of wrapping.
+// addSat adds two non-negative amounts of credits (totals, counts, credits
+// available to pay with), saturating at hcv1.MaxCredits instead of
+// wrapping. A negative operand counts as 0: a negative balance has nothing
+// to pay with. Never use it to move a balance (that is addSigned: a
+// negative balance is a debt, which a movement must not forgive).
 func addSat(a, b int64) int64 {
 	if a < 0 || b < 0 {
-		// Amounts are never negative in the ledger; clamp defensively.
 		a, b = max(a, 0), max(b, 0)
 	}
 	if a > hcv1.MaxCredits-b {
@@ -39,8 +41,9 @@ func addSatSigned(a, b int64) int64 {
 	return addSat(a, b)
 }
 
-// addSigned adds two signed amounts of any sign (the net of adjustments),
-// clamping the result to ±hcv1.MaxCredits. Amounts in the ledger are
+// addSigned adds two signed amounts of any sign (a movement of a balance,
+// which may be negative; the net of adjustments), clamping the result to
+// ±hcv1.MaxCredits. Amounts in the ledger are
 // bounded by hcv1.MaxCredits, so the sum itself cannot overflow.
 func addSigned(a, b int64) int64 {
 	return max(-hcv1.MaxCredits, min(a+b, hcv1.MaxCredits))

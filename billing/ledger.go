@@ -115,7 +115,9 @@ func applyGrants(a *hcv1.CreditAccount, now time.Time) bool {
 	if before >= a.Spec.Cap {
 		return true
 	}
-	after := min(addSat(before, mulSat(slots, g.Amount)), a.Spec.Cap)
+	// Signed: a grant on a negative balance (a re-created account that
+	// spent more than its tombstone held) pays the debt off first.
+	after := min(addSigned(before, mulSat(slots, g.Amount)), a.Spec.Cap)
 	added := after - before
 	a.Status.Balance = after
 	a.Status.TotalGranted = addSat(a.Status.TotalGranted, added)
@@ -148,22 +150,36 @@ func NextGrant(a *hcv1.CreditAccount, now time.Time) (at time.Time, amount int64
 // yet, and keeps the record of applied ids bounded (retireTopUps). Both
 // are one-off movements named by an id and share one bookkeeping
 // (status.appliedTopUps, status.retiredTopUps): an id is applied exactly
-// once, ever, whichever list names it. It reports a change.
+// once, ever, whichever list names it. While the account may still take
+// over a tombstone (MayReopen), what each one really moved is recorded in
+// status.appliedAmounts for Reopen; afterwards that record is dropped. It
+// reports a change.
 func applyTopUps(a *hcv1.CreditAccount, now time.Time) bool {
 	changed := retireTopUps(a)
+	if a.Status.AppliedAmounts != nil && !MayReopen(a) {
+		a.Status.AppliedAmounts = nil
+		changed = true
+	}
 	for _, t := range a.Spec.TopUps {
 		apply, marked := markApplied(a, t.ID)
 		changed = changed || marked
 		if !apply {
 			continue
 		}
-		a.Status.Balance = addSat(a.Status.Balance, t.Amount)
-		a.Status.TotalToppedUp = addSat(a.Status.TotalToppedUp, t.Amount)
+		before := a.Status.Balance
+		// Signed: a top-up on a negative balance pays the debt off first.
+		a.Status.Balance = addSigned(before, t.Amount)
+		added := a.Status.Balance - before
+		a.Status.TotalToppedUp = addSat(a.Status.TotalToppedUp, added)
 		msg := "top-up " + t.ID
+		if added != t.Amount {
+			msg = fmt.Sprintf("top-up %s of %d, %d added (a balance holds at most %d)", t.ID, t.Amount, added, hcv1.MaxCredits)
+		}
 		if t.Reason != "" {
 			msg += ": " + t.Reason
 		}
-		appendLedger(a, now, hcv1.LedgerTopUp, t.Amount, t.ID, msg)
+		appendLedger(a, now, hcv1.LedgerTopUp, added, t.ID, msg)
+		recordApplied(a, t.ID, hcv1.LedgerTopUp, added)
 	}
 	for _, j := range a.Spec.Adjustments {
 		apply, marked := markApplied(a, j.ID)
@@ -178,18 +194,48 @@ func applyTopUps(a *hcv1.CreditAccount, now time.Time) bool {
 // applyAdjustment moves the balance by the adjustment's amount, never
 // below 0: a negative adjustment larger than the balance takes the balance
 // (what was reserved or charged for running servers is not taken back; a
-// server whose next period cannot be paid is stopped at that boundary).
-// The ledger records the amount really applied.
+// server whose next period cannot be paid is stopped at that boundary),
+// and takes nothing from a negative balance. A positive one on a negative
+// balance pays the debt off first, and saturates at hcv1.MaxCredits. The
+// ledger, totalAdjusted and status.appliedAmounts record the amount really
+// applied.
 func applyAdjustment(a *hcv1.CreditAccount, j hcv1.Adjustment, now time.Time) {
+	before := a.Status.Balance
 	applied := j.Amount
-	msg := fmt.Sprintf("adjustment %s: %s", j.ID, j.Reason)
-	if j.Amount < 0 && -j.Amount > a.Status.Balance {
-		applied = -max(a.Status.Balance, 0)
-		msg = fmt.Sprintf("adjustment %s of %d clamped to %d (the balance never goes below 0): %s", j.ID, j.Amount, applied, j.Reason)
+	if j.Amount < 0 && -j.Amount > before {
+		applied = -max(before, 0)
 	}
-	a.Status.Balance = addSigned(a.Status.Balance, applied)
+	a.Status.Balance = addSigned(before, applied)
+	applied = a.Status.Balance - before
+	msg := fmt.Sprintf("adjustment %s: %s", j.ID, j.Reason)
+	switch {
+	case applied != j.Amount && j.Amount < 0:
+		msg = fmt.Sprintf("adjustment %s of %d clamped to %d (the balance never goes below 0): %s", j.ID, j.Amount, applied, j.Reason)
+	case applied != j.Amount:
+		msg = fmt.Sprintf("adjustment %s of %d clamped to %d (a balance holds at most %d): %s", j.ID, j.Amount, applied, hcv1.MaxCredits, j.Reason)
+	}
 	a.Status.TotalAdjusted = addSigned(a.Status.TotalAdjusted, applied)
 	appendLedger(a, now, hcv1.LedgerAdjust, applied, j.ID, msg)
+	recordApplied(a, j.ID, hcv1.LedgerAdjust, applied)
+}
+
+// MayReopen reports whether the account may still take over the tombstone
+// of a deleted account of the same name (Reopen): it is not being
+// deleted, the operator has not claimed it (hcv1.FinalizerLedger) and it
+// has not taken one over.
+func MayReopen(a *hcv1.CreditAccount) bool {
+	return a.DeletionTimestamp == nil && a.Status.ReopenedFrom == "" && !slices.Contains(a.Finalizers, hcv1.FinalizerLedger)
+}
+
+// recordApplied records in status.appliedAmounts what the one-off id
+// really moved, while Reopen may still need it (MayReopen). Its ids are a
+// subset of appliedTopUps and retiredTopUps, so the record is bounded by
+// theirs.
+func recordApplied(a *hcv1.CreditAccount, id string, kind hcv1.LedgerEntryKind, amount int64) {
+	if !MayReopen(a) {
+		return
+	}
+	a.Status.AppliedAmounts = append(a.Status.AppliedAmounts, hcv1.AppliedAmount{ID: id, Kind: kind, Amount: amount})
 }
 
 // markApplied records the one-off id as applied. apply says it was never

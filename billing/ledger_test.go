@@ -194,12 +194,12 @@ func TestRefresh(t *testing.T) {
 			want: ledgerView{Balance: 150, OpenedAt: mt(0), GrantedThrough: mt(0),
 				AppliedTopUps: []string{"bonus"}, TotalToppedUp: 50, Ledger: []string{"TopUp +50"}},
 		},
-		"a top-up saturates the balance at MaxCredits": {
+		"a top-up saturates the balance at MaxCredits and records what it added": {
 			account:     openAccount("alice").Balance(maxCredits-10).TopUp("huge", maxCredits).Obj(),
 			now:         at(time.Minute),
 			wantChanged: true,
 			want: ledgerView{Balance: maxCredits, OpenedAt: mt(0), GrantedThrough: mt(0),
-				AppliedTopUps: []string{"huge"}, TotalToppedUp: maxCredits, Ledger: []string{fmt.Sprintf("TopUp +%d", maxCredits)}},
+				AppliedTopUps: []string{"huge"}, TotalToppedUp: 10, Ledger: []string{"TopUp +10"}},
 		},
 		"grants are applied before top-ups": {
 			account:     openAccount("alice").Balance(95).Grant(5, interval).TopUp("t", 50).Obj(),
@@ -603,5 +603,58 @@ func TestChargesOutstanding(t *testing.T) {
 				t.Errorf("ChargesOutstanding = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestMovementsOnANegativeBalanceKeepTheDebt: a re-created account
+// corrected by Reopen can be negative (docs/operations.md: "negative if
+// more was spent than the tombstone held"). A top-up, a grant or a refund
+// on it pays the debt off first (the debt is never forgiven), a grant still
+// stops at the cap, and the ledger and the totals record what was really
+// added (found by the adversarial review).
+func TestMovementsOnANegativeBalanceKeepTheDebt(t *testing.T) {
+	cases := map[string]struct {
+		before *hcv1.CreditAccount
+		want   int64
+	}{
+		"top-up of 50":             {openAccount("alice").Cap(100).Balance(-100).TopUp("t", 50).Obj(), -50},
+		"grant of 10":              {openAccount("alice").Cap(100).Balance(-100).Grant(10, time.Minute).Obj(), -90},
+		"adjust +50":               {openAccount("alice").Cap(100).Balance(-100).Adjust("j", 50, "r").Obj(), -50},
+		"adjust -50 takes nothing": {openAccount("alice").Cap(100).Balance(-100).Adjust("j", -50, "r").Obj(), -100},
+		"grants stop at the cap":   {openAccount("alice").Cap(100).Balance(-100).Grant(500, time.Minute).Obj(), 100},
+		"top-up at the bound":      {openAccount("alice").Cap(100).Balance(hcv1.MaxCredits-10).TopUp("t", 100).Obj(), hcv1.MaxCredits},
+		// At the API's bound the balance saturates, and the totals and
+		// the ledger count what was really added.
+		"adjust +100 at the bound": {openAccount("alice").Cap(100).Balance(hcv1.MaxCredits-10).Adjust("j", 100, "r").Obj(), hcv1.MaxCredits},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			a := tc.before.DeepCopy()
+			Refresh(a, at(time.Minute))
+			if a.Status.Balance != tc.want {
+				t.Errorf("balance %d -> %d, want %d (ledger: %+v)", tc.before.Status.Balance, a.Status.Balance, tc.want, a.Status.Ledger)
+			}
+			if err := conserved(tc.before, a); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestReleaseToANegativeBalanceKeepsTheDebt: a reservation given back to
+// an account whose balance went negative since (Reopen) adds what it took,
+// without forgiving the debt.
+func TestReleaseToANegativeBalanceKeepsTheDebt(t *testing.T) {
+	before := openAccount("alice").Cap(100).Balance(-100).Obj()
+	before.Status.Servers = []hcv1.ServerCharge{{ID: "r1", Pod: "jupyter-alice", Wallet: "alice", Paid: 30}}
+	a := before.DeepCopy()
+	if back := Release(a, "r1", at(time.Minute), "never ran"); back != 30 {
+		t.Errorf("Release gave back %d, want 30", back)
+	}
+	if a.Status.Balance != -70 {
+		t.Errorf("balance -100 -> %d, want -70", a.Status.Balance)
+	}
+	if err := conserved(before, a); err != nil {
+		t.Error(err)
 	}
 }

@@ -84,9 +84,12 @@ func Release(a *hcv1.CreditAccount, id string, now time.Time, why string) int64 
 	e := a.Status.Servers[i]
 	a.Status.Servers = append(a.Status.Servers[:i:i], a.Status.Servers[i+1:]...)
 	if e.Paid > 0 {
-		a.Status.Balance = addSat(a.Status.Balance, e.Paid)
-		a.Status.TotalRefunded = addSat(a.Status.TotalRefunded, e.Paid)
-		appendLedger(a, now, hcv1.LedgerRefund, e.Paid, e.Pod, why)
+		// Signed: a refund to a negative balance does not forgive the debt.
+		before := a.Status.Balance
+		a.Status.Balance = addSigned(before, e.Paid)
+		back := a.Status.Balance - before
+		a.Status.TotalRefunded = addSat(a.Status.TotalRefunded, back)
+		appendLedger(a, now, hcv1.LedgerRefund, back, e.Pod, why)
 	}
 	return e.Paid
 }

@@ -80,11 +80,37 @@ func DecodeTombstone(s string) (Tombstone, error) {
 	return t, nil
 }
 
-// TombstoneOf is the tombstone a deleted account leaves.
+// TombstoneOf is the tombstone a deleted account leaves. It carries at
+// most hcv1.MaxRememberedTopUps ids, so that an account created again
+// under its name can take them all over (status.retiredTopUps): every id
+// its spec still listed (at most 512: the likeliest to be listed again,
+// by the same manifest applied again), then its retired ids, the last in
+// sort order first (rememberFirst). The ids left out, only along a chain
+// of re-creations that removed more than 1024 ids in all, are the
+// earliest-sorted retired ones: listed again, one would be applied again.
 func TombstoneOf(a *hcv1.CreditAccount) Tombstone {
-	ids := append(slices.Clone(a.Status.AppliedTopUps), a.Status.RetiredTopUps...)
+	ids := slices.Clone(a.Status.AppliedTopUps)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	var retired []string
+	for _, id := range a.Status.RetiredTopUps {
+		if _, applied := slices.BinarySearch(ids, id); !applied {
+			retired = append(retired, id)
+		}
+	}
+	ids = append(ids, rememberFirst(retired, hcv1.MaxRememberedTopUps-len(ids))...)
 	slices.Sort(ids)
 	return Tombstone{UID: a.UID, Balance: a.Status.Balance, TopUps: slices.Compact(ids)}
+}
+
+// rememberFirst keeps at most n of the sorted retired ids: the last in
+// sort order (ids named by date or sequence sort the newest last).
+func rememberFirst(ids []string, n int) []string {
+	n = max(n, 0)
+	if len(ids) <= n {
+		return ids
+	}
+	return ids[len(ids)-n:]
 }
 
 // Reopen carries a tombstone over to an account created again under the
@@ -104,7 +130,7 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 	}
 	inSpec := oneOffIDs(&a.Spec)
 	var reToppedUp, reAdjusted int64
-	var ids []string
+	var ids, retire []string
 	for _, id := range t.TopUps {
 		if TopUpApplied(a, id) {
 			kind, amount := appliedAmount(a, id)
@@ -118,13 +144,28 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 		}
 		if inSpec[id] {
 			a.Status.AppliedTopUps = append(a.Status.AppliedTopUps, id)
-		} else if i, found := slices.BinarySearch(a.Status.RetiredTopUps, id); !found {
+		} else {
+			retire = append(retire, id)
+		}
+	}
+	// Only as many as status.retiredTopUps holds (a tombstone of an
+	// earlier version may carry more than TombstoneOf now writes).
+	slices.Sort(retire)
+	kept := rememberFirst(retire, hcv1.MaxRememberedTopUps-len(a.Status.RetiredTopUps))
+	forgotten := len(retire) - len(kept)
+	for _, id := range kept {
+		if i, found := slices.BinarySearch(a.Status.RetiredTopUps, id); !found {
 			a.Status.RetiredTopUps = slices.Insert(a.Status.RetiredTopUps, i, id)
 		}
 	}
 	a.Status.ReopenedFrom = string(t.UID)
+	a.Status.AppliedAmounts = nil // needed no more (MayReopen)
+	var note string
+	if forgotten > 0 {
+		note = fmt.Sprintf("; %d of its removed ids not remembered (at most %d are)", forgotten, hcv1.MaxRememberedTopUps)
+	}
 	if a.Status.OpenedAt == nil {
-		openWith(a, now, t.Balance, fmt.Sprintf("ledger reopened with the balance of the deleted account %s", a.Name))
+		openWith(a, now, t.Balance, fmt.Sprintf("ledger reopened with the balance of the deleted account %s%s", a.Name, note))
 		return true
 	}
 	st := &a.Status
@@ -138,15 +179,23 @@ func Reopen(a *hcv1.CreditAccount, t Tombstone, now time.Time) bool {
 	if len(ids) > 0 {
 		msg += fmt.Sprintf("; top-ups and adjustments it had applied taken back: %v", ids)
 	}
+	msg += note
 	appendLedger(a, now, hcv1.LedgerOpened, delta, "", msg)
 	return true
 }
 
-// appliedAmount is what the applied top-up or adjustment id moved and
-// which it was: the ledger's record of it (the amount really applied: an
-// adjustment may have been clamped at 0), else its amount in spec (0 when
-// neither has it).
+// appliedAmount is what the applied top-up or adjustment id really moved
+// and which it was, as status.appliedAmounts recorded it when it was
+// applied (an adjustment may have been clamped, a movement saturated).
+// Every id this version applies before Reopen is recorded there; only an
+// account opened by an earlier version (which kept no record) falls back
+// to the ledger's entry, else the spec's amount (0 when neither has it).
 func appliedAmount(a *hcv1.CreditAccount, id string) (hcv1.LedgerEntryKind, int64) {
+	for _, r := range a.Status.AppliedAmounts {
+		if r.ID == id {
+			return r.Kind, r.Amount
+		}
+	}
 	for _, l := range a.Status.Ledger {
 		if (l.Kind == hcv1.LedgerTopUp || l.Kind == hcv1.LedgerAdjust) && l.Subject == id {
 			return l.Kind, l.Amount

@@ -2,6 +2,8 @@ package billing
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -235,5 +237,175 @@ func TestDecodeTombstoneRefusesWhatItCannotRead(t *testing.T) {
 		if got, err := DecodeTombstone(v); err == nil {
 			t.Errorf("DecodeTombstone(%q) = %+v, want an error", v, got)
 		}
+	}
+}
+
+// TestReopenTakesBackWhatWasReallyApplied: a re-created account is
+// opened by a spawn (the webhook) before the operator reads the tombstone;
+// it applies a negative adjustment the deleted account had applied, clamped
+// at 0; by the time the operator reopens it, the ledger no longer shows the
+// adjustment. Reopen takes back what was applied (-100, recorded in
+// status.appliedAmounts), not the adjustment's amount (-1000): no credit
+// appears (found by the adversarial review).
+func TestReopenTakesBackWhatWasReallyApplied(t *testing.T) {
+	a := openAccount("alice").Cap(100).Adjust("fix", -1000, "double grant").Unopened().Obj()
+	a.UID = "new-uid"
+	Refresh(a, at(time.Second)) // opened with 100, fix clamped to -100: 0
+	if a.Status.Balance != 0 {
+		t.Fatalf("balance after the clamped adjustment = %d, want 0", a.Status.Balance)
+	}
+	smallTopUps(a, LedgerLength)
+	Refresh(a, at(2*time.Second)) // +10, the adjustment's entry rolls out
+	tomb := Tombstone{UID: "old-uid", Balance: 40, TopUps: []string{"fix"}}
+	if len(a.Status.AppliedAmounts) != 1+LedgerLength {
+		t.Fatalf("appliedAmounts before Reopen = %+v, want fix and the %d small top-ups", a.Status.AppliedAmounts, LedgerLength)
+	}
+	Reopen(a, tomb, at(3*time.Second))
+	if a.Status.AppliedAmounts != nil {
+		t.Errorf("appliedAmounts after Reopen = %+v, want none (needed no more)", a.Status.AppliedAmounts)
+	}
+	// The deleted account ended with 40 (fix applied there); the new one
+	// added 10 small top-ups of its own since.
+	if want := int64(40 + LedgerLength); a.Status.Balance != want {
+		t.Errorf("balance after Reopen = %d, want %d (the tombstone's 40 + %d new top-ups)", a.Status.Balance, want, LedgerLength)
+	}
+	if a.Status.TotalAdjusted != 0 {
+		t.Errorf("totalAdjusted after Reopen = %d, want 0 (fix belongs to the deleted account)", a.Status.TotalAdjusted)
+	}
+}
+
+// TestReopenTakesBackARetiredTopUp: as above, with a top-up the deleted
+// account had applied, which the re-created account applied again and the
+// admin then removed from the spec (retired). Neither the ledger nor the
+// spec shows its amount any more; status.appliedAmounts does: Reopen takes
+// it back and the top-up is paid once.
+func TestReopenTakesBackARetiredTopUp(t *testing.T) {
+	a := openAccount("alice").Cap(100).TopUp("welcome", 50).Unopened().Obj()
+	a.UID = "new-uid"
+	Refresh(a, at(time.Second)) // 100 + 50
+	a.Spec.TopUps = nil         // the admin removes the applied entry
+	smallTopUps(a, LedgerLength)
+	Refresh(a, at(2*time.Second)) // welcome retired, +10
+	tomb := Tombstone{UID: "old-uid", Balance: 35, TopUps: []string{"welcome"}}
+	Reopen(a, tomb, at(3*time.Second))
+	if want := int64(35 + LedgerLength); a.Status.Balance != want {
+		t.Errorf("balance after Reopen = %d, want %d: the top-up welcome, applied by the deleted account, was applied again", a.Status.Balance, want)
+	}
+}
+
+// TestAppliedAmountsAreKeptOnlyWhileReopenPossible: status.appliedAmounts
+// records what each one-off moved only while the account may still take
+// over a tombstone; once the operator claimed it (its finalizer), the
+// next Refresh drops the record and records nothing more.
+func TestAppliedAmountsAreKeptOnlyWhileReopenPossible(t *testing.T) {
+	a := openAccount("alice").Cap(100).TopUp("t", 50).Adjust("j", -500, "r").Unopened().Obj()
+	if !MayReopen(a) {
+		t.Fatal("a new account may take over a tombstone")
+	}
+	Refresh(a, at(time.Second))
+	want := []hcv1.AppliedAmount{{ID: "t", Kind: hcv1.LedgerTopUp, Amount: 50}, {ID: "j", Kind: hcv1.LedgerAdjust, Amount: -150}}
+	if !slices.Equal(a.Status.AppliedAmounts, want) {
+		t.Fatalf("appliedAmounts = %+v, want %+v", a.Status.AppliedAmounts, want)
+	}
+	a.Finalizers = append(a.Finalizers, hcv1.FinalizerLedger)
+	if MayReopen(a) {
+		t.Fatal("a claimed account never takes over a tombstone")
+	}
+	if !Refresh(a, at(2*time.Second)) || a.Status.AppliedAmounts != nil {
+		t.Fatalf("after the claim, appliedAmounts = %+v, want dropped (a change)", a.Status.AppliedAmounts)
+	}
+	a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: "u", Amount: 5})
+	Refresh(a, at(3*time.Second))
+	if a.Status.AppliedAmounts != nil || a.Status.Balance != 5 {
+		t.Errorf("a top-up after the claim: balance %d, appliedAmounts %+v; want 5 and none", a.Status.Balance, a.Status.AppliedAmounts)
+	}
+}
+
+// smallTopUps lists n top-ups of 1 credit, enough to push older entries
+// out of status.ledger (LedgerLength).
+func smallTopUps(a *hcv1.CreditAccount, n int) {
+	for i := range n {
+		a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("small-%d", i), Amount: 1})
+	}
+}
+
+// TestTombstoneChainFitsTheStatus: a tombstone carries applied + retired
+// ids. An account re-created from a tombstone of 1024 ids, whose spec then
+// holds 256 top-ups and 256 adjustments (all applied), would leave a
+// tombstone of 1536 ids, more than the next re-creation's
+// status.retiredTopUps holds (its CRD bound is 1024: the API server would
+// refuse every status write of that account). The tombstone keeps at most
+// 1024: all the ids its spec listed, then the last retired ids in sort
+// order. Found by the adversarial review.
+func TestTombstoneChainFitsTheStatus(t *testing.T) {
+	const crdMaxRetired = 1024
+	var old []string
+	for i := range crdMaxRetired {
+		old = append(old, fmt.Sprintf("gen1-%04d", i))
+	}
+	gen2 := openAccount("alice").Unopened().Obj()
+	gen2.UID = "gen2"
+	for i := range 256 {
+		gen2.Spec.TopUps = append(gen2.Spec.TopUps, hcv1.TopUp{ID: fmt.Sprintf("gen2-t-%03d", i), Amount: 1})
+		gen2.Spec.Adjustments = append(gen2.Spec.Adjustments, hcv1.Adjustment{ID: fmt.Sprintf("gen2-a-%03d", i), Amount: 1, Reason: "r"})
+	}
+	Reopen(gen2, Tombstone{UID: "gen1", Balance: 0, TopUps: old}, at(time.Second))
+	Refresh(gen2, at(time.Second))
+	if n := len(gen2.Status.RetiredTopUps); n > crdMaxRetired {
+		t.Fatalf("generation 2 already retires %d ids", n)
+	}
+	tomb := TombstoneOf(gen2)
+	gen3 := openAccount("alice").Unopened().Obj()
+	gen3.UID = "gen3"
+	Reopen(gen3, tomb, at(2*time.Second))
+	Refresh(gen3, at(2*time.Second))
+	if n := len(gen3.Status.RetiredTopUps); n > crdMaxRetired {
+		t.Errorf("status.retiredTopUps holds %d ids after two re-creations; the CRD allows %d, so the API server refuses the account's status", n, crdMaxRetired)
+	}
+	if n := len(tomb.TopUps); n != hcv1.MaxRememberedTopUps {
+		t.Errorf("generation 2's tombstone carries %d ids, want %d", n, hcv1.MaxRememberedTopUps)
+	}
+	// Every id generation 2's spec listed is remembered: its manifest
+	// applied again applies none of them again.
+	for _, id := range gen2.Status.AppliedTopUps {
+		if !TopUpApplied(gen3, id) {
+			t.Errorf("generation 3 forgot %s, which generation 2's spec listed", id)
+		}
+	}
+	// The retired ids kept are the last in sort order.
+	if !TopUpApplied(gen3, "gen1-1023") || TopUpApplied(gen3, "gen1-0000") {
+		t.Errorf("generation 3 remembers gen1-1023: %v, gen1-0000: %v; want the last retired ids kept",
+			TopUpApplied(gen3, "gen1-1023"), TopUpApplied(gen3, "gen1-0000"))
+	}
+}
+
+// TestReopenTakesOverOnlyWhatFits: a tombstone of an earlier version may
+// carry more ids than status.retiredTopUps holds: Reopen takes over the
+// ids the new spec lists, then as many others as fit, and says how many
+// it could not remember.
+func TestReopenTakesOverOnlyWhatFits(t *testing.T) {
+	var old []string
+	for i := range 1536 {
+		old = append(old, fmt.Sprintf("old-%04d", i))
+	}
+	a := openAccount("alice").TopUp("old-0000", 5).Unopened().Obj()
+	a.UID = "new-uid"
+	a.Status.RetiredTopUps = []string{"mine"}
+	Reopen(a, Tombstone{UID: "old-uid", Balance: 7, TopUps: old}, at(time.Second))
+	if n := len(a.Status.RetiredTopUps); n != hcv1.MaxRememberedTopUps {
+		t.Errorf("retiredTopUps holds %d ids, want %d", n, hcv1.MaxRememberedTopUps)
+	}
+	if !slices.Equal(a.Status.AppliedTopUps, []string{"old-0000"}) {
+		t.Errorf("appliedTopUps = %v, want the listed old-0000 taken over", a.Status.AppliedTopUps)
+	}
+	if !TopUpApplied(a, "mine") || !TopUpApplied(a, "old-1535") || TopUpApplied(a, "old-0001") {
+		t.Error("want its own retired id and the last ids in sort order remembered, the first forgotten")
+	}
+	Refresh(a, at(time.Second))
+	if a.Status.Balance != 7 {
+		t.Errorf("balance %d, want the tombstone's 7 (old-0000 not applied again)", a.Status.Balance)
+	}
+	if msg := a.Status.Ledger[0].Message; !strings.Contains(msg, "512 of its removed ids not remembered") {
+		t.Errorf("ledger says %q, want the ids not remembered counted", msg)
 	}
 }

@@ -42,7 +42,7 @@ const (
 // It is read once per account: before the operator claims it (adds the
 // finalizer), and not once it has taken one over.
 func (r *CreditAccountReconciler) loadTombstone(ctx context.Context, a *hcv1.CreditAccount) (*billing.Tombstone, error) {
-	if a.DeletionTimestamp != nil || controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) || a.Status.ReopenedFrom != "" {
+	if !billing.MayReopen(a) {
 		return nil, nil
 	}
 	return r.readTombstone(ctx, a.Namespace, a.Name)
@@ -89,9 +89,18 @@ type life struct {
 
 // reopen takes over a tombstone before anything else moves credits.
 func (l *ledgers) reopen(now time.Time) {
-	if l.tombstone != nil && billing.Reopen(l.wallet, *l.tombstone, now) {
+	if t := l.tombstone; t != nil && billing.Reopen(l.wallet, *t, now) {
+		kept := 0
+		for _, id := range t.TopUps {
+			if billing.TopUpApplied(l.wallet, id) {
+				kept++
+			}
+		}
 		l.reopened = fmt.Sprintf("Created again after account %s (uid %s) was deleted: its balance %d and %d applied top-up id(s) are taken over, so no top-up is applied twice.",
-			l.wallet.Name, l.tombstone.UID, l.tombstone.Balance, len(l.tombstone.TopUps))
+			l.wallet.Name, t.UID, t.Balance, kept)
+		if forgotten := len(t.TopUps) - kept; forgotten > 0 {
+			l.reopened += fmt.Sprintf(" %d older removed id(s) are not remembered (at most %d are).", forgotten, hcv1.MaxRememberedTopUps)
+		}
 	}
 }
 

@@ -63,6 +63,12 @@ const (
 // account takes over from its tombstone).
 const MaxRetiredTopUps = 512
 
+// MaxRememberedTopUps bounds status.retiredTopUps (its MaxItems): the ids
+// retired by spec changes and those a re-created account takes over from
+// its tombstone. A tombstone carries at most as many ids, and a re-created
+// account takes over only as many as fit.
+const MaxRememberedTopUps = 1024
+
 // Grant replenishes an account on a fixed schedule.
 type Grant struct {
 	// amount is the number of credits added every interval, up to spec.cap.
@@ -82,6 +88,7 @@ type Grant struct {
 }
 
 // TopUp is a one-off addition of credits.
+// +kubebuilder:validation:XValidation:rule="self.amount == oldSelf.amount",message="the amount of a top-up cannot change once listed: add a new top-up with a new id instead"
 type TopUp struct {
 	// id names the top-up; each id is applied exactly once, ever, even if the
 	// entry is removed and added again.
@@ -92,7 +99,8 @@ type TopUp struct {
 	ID string `json:"id"`
 
 	// amount is the number of credits to add. A top-up may take the balance
-	// above spec.cap.
+	// above spec.cap. It cannot change once listed (the ledger records the
+	// amount applied).
 	// +required
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=1000000000000000
@@ -142,6 +150,8 @@ type Adjustment struct {
 // +kubebuilder:validation:XValidation:rule="!has(self.initialBalance) || self.initialBalance <= self.cap",message="initialBalance must not exceed cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.grant) || self.grant.amount <= self.cap",message="grant.amount must not exceed cap"
 // +kubebuilder:validation:XValidation:rule="!has(self.adjustments) || !has(self.topUps) || self.adjustments.all(a, !self.topUps.exists(t, t.id == a.id))",message="an id names either a top-up or an adjustment, not both",fieldPath=".adjustments"
+// +kubebuilder:validation:XValidation:rule="!has(self.adjustments) || !has(oldSelf.topUps) || self.adjustments.all(a, !oldSelf.topUps.exists(t, t.id == a.id))",message="a top-up's id cannot be listed again as an adjustment: add an adjustment with a new id instead",fieldPath=".adjustments"
+// +kubebuilder:validation:XValidation:rule="!has(self.topUps) || !has(oldSelf.adjustments) || self.topUps.all(t, !oldSelf.adjustments.exists(a, a.id == t.id))",message="an adjustment's id cannot be listed again as a top-up: add a top-up with a new id instead",fieldPath=".topUps"
 type CreditAccountSpec struct {
 	// users are the raw JupyterHub usernames (as in the pod annotation
 	// hub.jupyter.org/username) allowed to spend from this account. A personal
@@ -331,6 +341,23 @@ type PeriodShare struct {
 	Pool int64 `json:"pool"`
 }
 
+// AppliedAmount is what one applied top-up or adjustment really moved.
+type AppliedAmount struct {
+	// id is the top-up's or adjustment's id.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	ID string `json:"id"`
+	// kind is TopUp or Adjust.
+	// +required
+	Kind LedgerEntryKind `json:"kind"`
+	// amount is the signed number of credits it really moved.
+	// +required
+	// +kubebuilder:validation:Minimum=-1000000000000000
+	// +kubebuilder:validation:Maximum=1000000000000000
+	Amount int64 `json:"amount"`
+}
+
 // CreditAccountStatus is the account's ledger, kept by the operator.
 type CreditAccountStatus struct {
 	// openedAt is when the operator opened the ledger (set the initial
@@ -361,12 +388,28 @@ type CreditAccountStatus struct {
 	// retiredTopUps are the ids of applied top-ups and adjustments since
 	// removed from the spec, sorted: re-adding one never applies it again.
 	// At most 512 are retired by spec changes (more is refused); a
-	// re-created account may take over up to 1024 from its tombstone.
+	// re-created account takes over from its tombstone as many as fit in
+	// 1024 (MaxRememberedTopUps).
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=1024
 	// +kubebuilder:validation:items:MaxLength=63
 	RetiredTopUps []string `json:"retiredTopUps,omitempty"`
+
+	// appliedAmounts record what each top-up and adjustment this account
+	// applied really moved (an adjustment may be clamped, a movement
+	// saturates at the API's bound), while the account may still take over
+	// the tombstone of a deleted account of the same name: from its
+	// opening (possibly by a spawn, before the operator has seen it) until
+	// the operator has claimed it (added its finalizer) or reopened it.
+	// Taking over a tombstone takes back exactly what this account applied
+	// of the deleted account's ids. Emptied once the account is claimed.
+	// Every id is one of appliedTopUps or retiredTopUps.
+	// +optional
+	// +listType=map
+	// +listMapKey=id
+	// +kubebuilder:validation:MaxItems=1536
+	AppliedAmounts []AppliedAmount `json:"appliedAmounts,omitempty"`
 
 	// reopenedFrom is the UID of the deleted account whose tombstone this
 	// account took its balance and applied top-ups from, once it did.

@@ -230,8 +230,13 @@ func TestReappliedAccountOpenedByASpawnBeforeTheOperatorSawIt(t *testing.T) {
 
 	kubectl(t, ns, accountManifest(ns), "apply", "-f", "-")
 	p2, _ := spawn(t, ns, "alice", "")
-	if a := testutil.GetAccount(t, k8s, ns, "alice"); a.Status.Balance != 150-10 {
+	a := testutil.GetAccount(t, k8s, ns, "alice")
+	if a.Status.Balance != 150-10 {
 		t.Fatalf("the webhook opened the account with %d, want 140 (the spec's 100 + 50, less the reservation)", a.Status.Balance)
+	}
+	// What Reopen will take back, as the API server stored it.
+	if got, want := a.Status.AppliedAmounts, []hcv1.AppliedAmount{{ID: "welcome", Kind: hcv1.LedgerTopUp, Amount: 50}}; !slices.Equal(got, want) {
+		t.Fatalf("status.appliedAmounts = %+v, want %+v", got, want)
 	}
 	startBilling(t, ns, nil)
 	testutil.Eventually(t, 10*time.Second, func() error {
@@ -244,6 +249,9 @@ func TestReappliedAccountOpenedByASpawnBeforeTheOperatorSawIt(t *testing.T) {
 		}
 		if a.Status.TotalToppedUp != 0 {
 			return fmt.Errorf("toppedUp %d: the top-up counts twice", a.Status.TotalToppedUp)
+		}
+		if a.Status.AppliedAmounts != nil {
+			return fmt.Errorf("status.appliedAmounts still %+v after the claim", a.Status.AppliedAmounts)
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/testutil"
@@ -282,4 +284,53 @@ func TestRunawayExpressionIsStopped(t *testing.T) {
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `Cannot price this server: billing policy "runaway" failed on it`) {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// TestOneOffAmountsCannotChange: the API refuses a changed amount of a
+// top-up, as of an adjustment, and an id moved from one list to the
+// other with another amount and sign: otherwise the spec would show
+// movements that never happened (a top-up of 5000 where 50 were added, an
+// adjustment of -1000 never taken). Found by the adversarial review.
+func TestOneOffAmountsCannotChange(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, nil)
+	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).TopUp("t", 50).TopUp("u", 10).Obj())
+	testutil.Eventually(t, 10*time.Second, func() error {
+		if b := testutil.GetAccount(t, k8s, ns, "alice").Status.Balance; b != 160 {
+			return fmt.Errorf("balance %d", b)
+		}
+		return nil
+	})
+	t.Run("a top-up's amount", func(t *testing.T) {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
+		a.Spec.TopUps[0].Amount = 5000
+		if err := k8s.Update(context.Background(), a); err == nil {
+			t.Errorf("the amount of the applied top-up t changed from 50 to 5000; the balance stays %d", a.Status.Balance)
+		}
+	})
+	t.Run("a top-up's reason may change", func(t *testing.T) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			a := testutil.GetAccount(t, k8s, ns, "alice")
+			a.Spec.TopUps[0].Reason = "welcome"
+			return k8s.Update(context.Background(), a)
+		})
+		if err != nil {
+			t.Errorf("changing a top-up's reason was refused: %v", err)
+		}
+	})
+	t.Run("an applied top-up id listed again as an adjustment", func(t *testing.T) {
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			a := testutil.GetAccount(t, k8s, ns, "alice")
+			a.Spec.TopUps = slices.DeleteFunc(a.Spec.TopUps, func(x hcv1.TopUp) bool { return x.ID == "u" })
+			a.Spec.Adjustments = append(a.Spec.Adjustments, hcv1.Adjustment{ID: "u", Amount: -1000, Reason: "moved"})
+			return k8s.Update(context.Background(), a)
+		})
+		if err == nil {
+			a := testutil.GetAccount(t, k8s, ns, "alice")
+			t.Errorf("top-up u (+10, applied) is now listed as an adjustment of -1000 that is never applied (balance %d, totalAdjusted %d)",
+				a.Status.Balance, a.Status.TotalAdjusted)
+		} else {
+			t.Logf("refused: %v", err)
+		}
+	})
 }
