@@ -87,14 +87,16 @@ func TestPodGroups(t *testing.T) {
 		want        []string
 		wantDenial  bool
 	}{
-		"no annotation: no groups":  {},
-		"an empty list":             {annotations: map[string]string{hcv1.AnnotationGroups: `[]`}, want: []string{}},
-		"groups with any character": {annotations: map[string]string{hcv1.AnnotationGroups: `["physics-101","Staff Room","a,b"]`}, want: []string{"physics-101", "Staff Room", "a,b"}},
-		"not JSON":                  {annotations: map[string]string{hcv1.AnnotationGroups: `physics-101,staff`}, wantDenial: true},
-		"not a list of strings":     {annotations: map[string]string{hcv1.AnnotationGroups: `[1,2]`}, wantDenial: true},
-		"an empty name":             {annotations: map[string]string{hcv1.AnnotationGroups: `["a",""]`}, wantDenial: true},
-		"a name too long":           {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("g", MaxGroupLength+1) + `"]`}, wantDenial: true},
-		"too many groups":           {annotations: map[string]string{hcv1.AnnotationGroups: "[" + strings.Join(many, ",") + "]"}, wantDenial: true},
+		"no annotation: no groups":             {},
+		"an empty list":                        {annotations: map[string]string{hcv1.AnnotationGroups: `[]`}, want: []string{}},
+		"groups with any character":            {annotations: map[string]string{hcv1.AnnotationGroups: `["physics-101","Staff Room","a,b"]`}, want: []string{"physics-101", "Staff Room", "a,b"}},
+		"not JSON":                             {annotations: map[string]string{hcv1.AnnotationGroups: `physics-101,staff`}, wantDenial: true},
+		"not a list of strings":                {annotations: map[string]string{hcv1.AnnotationGroups: `[1,2]`}, wantDenial: true},
+		"an empty name":                        {annotations: map[string]string{hcv1.AnnotationGroups: `["a",""]`}, wantDenial: true},
+		"a name too long":                      {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("g", MaxGroupLength+1) + `"]`}, wantDenial: true},
+		"255 non-ASCII characters (510 bytes)": {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("ф", MaxGroupLength) + `"]`}, want: []string{strings.Repeat("ф", MaxGroupLength)}},
+		"256 non-ASCII characters":             {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("ф", MaxGroupLength+1) + `"]`}, wantDenial: true},
+		"too many groups":                      {annotations: map[string]string{hcv1.AnnotationGroups: "[" + strings.Join(many, ",") + "]"}, wantDenial: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

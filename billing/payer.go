@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -73,7 +74,8 @@ func IsMember(a *hcv1.CreditAccount, user string, groups []string) bool {
 }
 
 // Limits of the groups a pod may carry (AnnotationGroups): those of
-// spec.groups' items.
+// spec.groups' items. Lengths count characters (Unicode code points), as
+// the API server counts a string's maxLength.
 const (
 	MaxGroups      = 256
 	MaxGroupLength = 255
@@ -82,7 +84,7 @@ const (
 // PodGroups reads the user's JupyterHub groups from the pod's annotation
 // hubcredits.io/groups (a JSON list of names); none without it. A value
 // that is not such a list, or holds more than MaxGroups names or a name
-// empty or longer than MaxGroupLength, is a Denial: the hub's glue is
+// empty or longer than MaxGroupLength characters, is a Denial: the hub's glue is
 // broken, and guessing would bill the wrong account.
 func PodGroups(annotations map[string]string) ([]string, error) {
 	raw, ok := annotations[hcv1.AnnotationGroups]
@@ -91,7 +93,7 @@ func PodGroups(annotations map[string]string) ([]string, error) {
 	}
 	var groups []string
 	bad := json.Unmarshal([]byte(raw), &groups) != nil || len(groups) > MaxGroups ||
-		slices.ContainsFunc(groups, func(g string) bool { return g == "" || len(g) > MaxGroupLength })
+		slices.ContainsFunc(groups, func(g string) bool { return g == "" || utf8.RuneCountInString(g) > MaxGroupLength })
 	if bad {
 		return nil, &Denial{Reason: DenyInvalidGroups, Message: InvalidGroupsMessage()}
 	}

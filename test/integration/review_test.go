@@ -91,12 +91,12 @@ func TestReviewOneOffAmountsCannotChange(t *testing.T) {
 	})
 }
 
-// TestReviewNonASCIIGroupNameAdmits: spec.groups items are bounded to 255
-// characters (the API server counts runes) and the CRD accepts a Cyrillic
-// course name of 200 letters, but the webhook bounds the pod's group names
-// to 255 bytes (billing.PodGroups: len(g)): every member's spawn is denied
-// InvalidGroups ("the hub's glue is broken").
-func TestReviewNonASCIIGroupNameAdmits(t *testing.T) {
+// TestNonASCIIGroupNameAdmits: spec.groups items are bounded to 255
+// characters (the API server counts code points) and the CRD accepts a
+// Cyrillic course name of 200 letters (400 bytes); the webhook bounds the
+// pod's group names the same way (billing.PodGroups counts characters,
+// not bytes), so a member's spawn is admitted, paid by the pool.
+func TestNonASCIIGroupNameAdmits(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
 	group := strings.Repeat("ф", 200)
@@ -108,12 +108,13 @@ func TestReviewNonASCIIGroupNameAdmits(t *testing.T) {
 	forget(t, p)
 }
 
-// TestReviewReopenedAccountStaysEditable: a re-created account takes over
-// up to 1024 retired ids from its tombstone (status.retiredTopUps), but
-// the CRD refuses every spec change while retired + removed ids exceed
-// 512: past 512 taken over, the admin can no longer top the account up,
-// adjust it or change its cap.
-func TestReviewReopenedAccountStaysEditable(t *testing.T) {
+// TestReopenedAccountWithManyRetiredIDsStaysEditable: a re-created account
+// takes over up to 1024 retired ids from its tombstone
+// (status.retiredTopUps). The CRD's bound on retired ids (512) applies only
+// to an edit that removes an entry from the spec: past 512 taken over, the
+// admin can still top the account up, adjust it or change its cap, but
+// removing an entry (which would retire one more id) is refused.
+func TestReopenedAccountWithManyRetiredIDsStaysEditable(t *testing.T) {
 	ns := newNamespace(t)
 	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(100).Obj())
 	ctx := context.Background()
@@ -134,5 +135,28 @@ func TestReviewReopenedAccountStaysEditable(t *testing.T) {
 	})
 	if err != nil {
 		t.Errorf("a new top-up on a re-created account is refused: %v", err)
+	}
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
+		a.Spec.Cap = 200
+		return k8s.Update(ctx, a)
+	})
+	if err != nil {
+		t.Errorf("a new cap on a re-created account is refused: %v", err)
+	}
+	// The operator would have applied "new" (no operator runs here).
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "alice")
+		a.Status.AppliedTopUps = []string{"new"}
+		return k8s.Status().Update(ctx, a)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a = testutil.GetAccount(t, k8s, ns, "alice")
+	a.Spec.TopUps = nil
+	err = k8s.Update(ctx, a)
+	if err == nil || !strings.Contains(err.Error(), "at most 512 removed ids") {
+		t.Errorf("removing the applied top-up of an account with 600 retired ids: %v, want it refused", err)
 	}
 }
