@@ -54,7 +54,35 @@ const (
 	// DenyInvalidGroups: the pod's hubcredits.io/groups annotation cannot
 	// be read.
 	DenyInvalidGroups = "InvalidGroups"
+	// DenyNameTooLong: the pod's username or server name is longer than a
+	// UsageRecord can hold (RecordableNames).
+	DenyNameTooLong = "NameTooLong"
 )
+
+// Limits of the names a server's UsageRecord holds (its user and
+// serverName, hcv1.UsageRecord): characters (Unicode code points), as the
+// API server counts a string's maxLength. spec.users' and spec.groups'
+// items have the same bound, but a user who reaches a pool through a group
+// is listed nowhere, so the pod's names are checked themselves.
+const (
+	MaxUserLength       = 255
+	MaxServerNameLength = 255
+)
+
+// RecordableNames checks that a server of user named serverName (the pod's
+// AnnotationUsername and AnnotationServerName) can be recorded when it
+// ends: a name longer than the UsageRecord API accepts is a Denial, given
+// at admission, because a server admitted with it could be charged but
+// never recorded.
+func RecordableNames(user, serverName string) error {
+	if n := utf8.RuneCountInString(user); n > MaxUserLength {
+		return &Denial{Reason: DenyNameTooLong, Message: NameTooLongMessage("username", n, MaxUserLength)}
+	}
+	if n := utf8.RuneCountInString(serverName); n > MaxServerNameLength {
+		return &Denial{Reason: DenyNameTooLong, Message: NameTooLongMessage("server name", n, MaxServerNameLength)}
+	}
+	return nil
+}
 
 // Lists reports whether the account lists the user by name.
 func Lists(a *hcv1.CreditAccount, user string) bool {

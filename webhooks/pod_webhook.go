@@ -131,6 +131,9 @@ func (h *PodAdmitter) admit(ctx context.Context, req admission.Request, pod *cor
 	if user == "" {
 		return deny(billing.DenyMissingUser, billing.MissingUserMessage())
 	}
+	if err := billing.RecordableNames(user, pod.Annotations[hcv1.AnnotationServerName]); err != nil {
+		return fail(err)
+	}
 	ns := req.Namespace
 	if pod.Namespace != "" {
 		ns = pod.Namespace

@@ -346,6 +346,13 @@ func TestPodAdmitterDenies(t *testing.T) {
 			wantMsg:    `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
 			wantReason: "InvalidGroups",
 		},
+		"a username longer than a usage record holds, through a group": {
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").User(strings.Repeat("b", 256)).Annotation(hcv1.AnnotationGroups, `["physics-101"]`).Obj(),
+			wantEvent:  "Pod/jupyter-bob NameTooLong",
+			wantMsg:    `This server's JupyterHub username is 256 characters long; hubcredits can record at most 255, so it cannot bill this server — ask your hub admin.`,
+			wantReason: "NameTooLong",
+		},
 		"someone other than the hub creates a user pod": {
 			objs:       []client.Object{openAccount("alice", "alice").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
