@@ -558,29 +558,42 @@ func TestPodAdmitterDryRunDoesNotCreateWallets(t *testing.T) {
 func TestPodAdmitterCreators(t *testing.T) {
 	cases := map[string]struct {
 		creators    []string
+		dryRunIDs   []string
 		by          string
+		dryRun      bool
 		placeholder bool
 		wantAllowed bool
 	}{
-		"no restriction: anyone":          {by: "mallory", wantAllowed: true},
-		"the hub is one of the creators":  {creators: []string{"admin", hubSA}, by: hubSA, wantAllowed: true},
-		"someone else is refused":         {creators: []string{hubSA}, by: "mallory"},
-		"names match exactly":             {creators: []string{hubSA}, by: hubSA + "x"},
-		"others may create unpriced pods": {creators: []string{hubSA}, by: "mallory", placeholder: true, wantAllowed: true},
+		"no restriction: anyone":                   {by: "mallory", wantAllowed: true},
+		"the hub is one of the creators":           {creators: []string{"admin", hubSA}, by: hubSA, wantAllowed: true},
+		"someone else is refused":                  {creators: []string{hubSA}, by: "mallory"},
+		"names match exactly":                      {creators: []string{hubSA}, by: hubSA + "x"},
+		"others may create unpriced pods":          {creators: []string{hubSA}, by: "mallory", placeholder: true, wantAllowed: true},
+		"a dry-run identity's dry run is answered": {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "ta", dryRun: true, wantAllowed: true},
+		"a dry-run identity's real pod is refused": {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "ta"},
+		"someone else's dry run is refused":        {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "mallory", dryRun: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			env := newWebhookEnv(openAccount("alice", "alice").Obj())
-			env.h.Creators = tc.creators
+			env.h.Creators, env.h.DryRunIdentities = tc.creators, tc.dryRunIDs
 			pb := testutil.MakeKubeSpawnerPod(testNS, "alice", "")
 			if tc.placeholder {
 				pb.Label(hcv1.ComponentLabel, "user-placeholder")
 			}
+			req := makeRequest(t, pb.Obj()).By(tc.by)
+			if tc.dryRun {
+				req.DryRun()
+			}
+			before := testutil.GetAccount(t, env.api, testNS, "alice")
 
-			resp := env.h.Handle(context.Background(), makeRequest(t, pb.Obj()).By(tc.by).Obj())
+			resp := env.h.Handle(context.Background(), req.Obj())
 
 			if resp.Allowed != tc.wantAllowed {
 				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+			if after := testutil.GetAccount(t, env.api, testNS, "alice"); tc.dryRun && after.ResourceVersion != before.ResourceVersion {
+				t.Errorf("a dry run wrote the account (resourceVersion %s -> %s)", before.ResourceVersion, after.ResourceVersion)
 			}
 		})
 	}
