@@ -90,9 +90,9 @@ func InvalidGroupsMessage() string {
 }
 
 // NameTooLongMessage is the denial for a pod whose username or server name
-// (what) is n characters long, over max. It does not quote the name.
-func NameTooLongMessage(what string, n, max int) string {
-	return fmt.Sprintf("This server's JupyterHub %s is %d characters long; hubcredits can record at most %d, so it cannot bill this server — ask your hub admin.", what, n, max)
+// (what) is n characters long, over limit. It does not quote the name.
+func NameTooLongMessage(what string, n, limit int) string {
+	return fmt.Sprintf("This server's JupyterHub %s is %d characters long; hubcredits can record at most %d, so it cannot bill this server — ask your hub admin.", what, n, limit)
 }
 
 // AccountMissingMessage is the denial for a pod labelled with an account that

@@ -144,7 +144,7 @@ func TestWhyRoleForATAGrantsDryRunsOnly(t *testing.T) {
 			return fmt.Errorf("the TA created a real pod: the policy is not in force yet")
 		}
 		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may only dry-run pods") {
-			return fmt.Errorf("refused, but not by the chart's policy: %v", err)
+			return fmt.Errorf("refused, but not by the chart's policy: %w", err)
 		}
 		return nil
 	})
