@@ -62,6 +62,7 @@ type flags struct {
 	hubURL           string
 	hubTokenFile     string
 	creators         string
+	dryRunIDs        string
 	shadow           bool
 	freeNeedsAccount bool
 	workers          int
@@ -118,6 +119,7 @@ Flags:
 	fs.StringVar(&f.hubURL, "hub-api-url", "", "JupyterHub API URL used to stop servers (e.g. http://hub:8081/hub/api); '' deletes pods instead.")
 	fs.StringVar(&f.hubTokenFile, "hub-api-token-file", "", "File holding the Hub API token (mounted from a Secret; never pass the token itself).")
 	fs.StringVar(&f.creators, "allowed-creators", "", "Comma-separated users allowed to create billed pods, e.g. system:serviceaccount:jhub:hub ('' allows any).")
+	fs.StringVar(&f.dryRunIDs, "dry-run-identities", "", "Comma-separated users, besides --allowed-creators, whose server-side dry runs of a billed pod the webhook answers (kubectl credits why without impersonating the hub); their real pods are denied like anyone's.")
 	fs.BoolVar(&f.freeNeedsAccount, "free-servers-need-account", false, "Deny a free server (price 0) whose user has no CreditAccount, like a priced one (default: admit it without a payer; there is nothing to bill).")
 	fs.BoolVar(&f.shadow, "shadow", false, "Never deny a spawn or stop a server, but bill as usual: credits are reserved and charged for real.")
 	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
@@ -170,6 +172,9 @@ func (f *flags) options() (operator.Options, error) {
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")
+	}
+	if f.dryRunIDs != "" {
+		o.DryRunIdentities = strings.Split(f.dryRunIDs, ",")
 	}
 	if f.autoCreate {
 		if f.walletCap < 0 || f.walletCap > hcv1.MaxCredits || f.walletInitial > f.walletCap ||

@@ -3,10 +3,12 @@ package billing
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"sigs.k8s.io/yaml"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 )
@@ -87,14 +89,16 @@ func TestPodGroups(t *testing.T) {
 		want        []string
 		wantDenial  bool
 	}{
-		"no annotation: no groups":  {},
-		"an empty list":             {annotations: map[string]string{hcv1.AnnotationGroups: `[]`}, want: []string{}},
-		"groups with any character": {annotations: map[string]string{hcv1.AnnotationGroups: `["physics-101","Staff Room","a,b"]`}, want: []string{"physics-101", "Staff Room", "a,b"}},
-		"not JSON":                  {annotations: map[string]string{hcv1.AnnotationGroups: `physics-101,staff`}, wantDenial: true},
-		"not a list of strings":     {annotations: map[string]string{hcv1.AnnotationGroups: `[1,2]`}, wantDenial: true},
-		"an empty name":             {annotations: map[string]string{hcv1.AnnotationGroups: `["a",""]`}, wantDenial: true},
-		"a name too long":           {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("g", MaxGroupLength+1) + `"]`}, wantDenial: true},
-		"too many groups":           {annotations: map[string]string{hcv1.AnnotationGroups: "[" + strings.Join(many, ",") + "]"}, wantDenial: true},
+		"no annotation: no groups":             {},
+		"an empty list":                        {annotations: map[string]string{hcv1.AnnotationGroups: `[]`}, want: []string{}},
+		"groups with any character":            {annotations: map[string]string{hcv1.AnnotationGroups: `["physics-101","Staff Room","a,b"]`}, want: []string{"physics-101", "Staff Room", "a,b"}},
+		"not JSON":                             {annotations: map[string]string{hcv1.AnnotationGroups: `physics-101,staff`}, wantDenial: true},
+		"not a list of strings":                {annotations: map[string]string{hcv1.AnnotationGroups: `[1,2]`}, wantDenial: true},
+		"an empty name":                        {annotations: map[string]string{hcv1.AnnotationGroups: `["a",""]`}, wantDenial: true},
+		"a name too long":                      {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("g", MaxGroupLength+1) + `"]`}, wantDenial: true},
+		"255 non-ASCII characters (510 bytes)": {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("ф", MaxGroupLength) + `"]`}, want: []string{strings.Repeat("ф", MaxGroupLength)}},
+		"256 non-ASCII characters":             {annotations: map[string]string{hcv1.AnnotationGroups: `["` + strings.Repeat("ф", MaxGroupLength+1) + `"]`}, wantDenial: true},
+		"too many groups":                      {annotations: map[string]string{hcv1.AnnotationGroups: "[" + strings.Join(many, ",") + "]"}, wantDenial: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -113,5 +117,67 @@ func TestPodGroups(t *testing.T) {
 				t.Errorf("groups (-want +got):\n%s", d)
 			}
 		})
+	}
+}
+
+// TestRecordableNames: a username or server name longer than a
+// UsageRecord holds (counted in characters, as the API server counts) is
+// a NameTooLong denial; the bounds are the UsageRecord CRD's.
+func TestRecordableNames(t *testing.T) {
+	cases := map[string]struct {
+		user, server string
+		want         string // the denial's message, "" none
+	}{
+		"short names":                           {user: "alice", server: "gpu"},
+		"255 characters each":                   {user: strings.Repeat("a", 255), server: strings.Repeat("s", 255)},
+		"255 non-ASCII characters (bytes more)": {user: strings.Repeat("ф", 255), server: strings.Repeat("ф", 255)},
+		"a username of 256":                     {user: strings.Repeat("a", 256), want: NameTooLongMessage("username", 256, MaxUserLength)},
+		"a server name of 300 non-ASCII":        {user: "alice", server: strings.Repeat("ф", 300), want: NameTooLongMessage("server name", 300, MaxServerNameLength)},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := RecordableNames(tc.user, tc.server)
+			var denial *Denial
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("denied: %v", err)
+			case tc.want != "" && (!errors.As(err, &denial) || denial.Reason != DenyNameTooLong || denial.Message != tc.want):
+				t.Fatalf("got %v, want the NameTooLong denial %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestRecordableNamesMatchTheUsageRecordCRD: the webhook's bounds are
+// those of the UsageRecord CRD's user and serverName (maxLength).
+func TestRecordableNamesMatchTheUsageRecordCRD(t *testing.T) {
+	raw, err := os.ReadFile("../config/crd/bases/hubcredits.io_usagerecords.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crd struct {
+		Spec struct {
+			Versions []struct {
+				Schema struct {
+					OpenAPIV3Schema struct {
+						Properties map[string]struct {
+							MaxLength *int `json:"maxLength"`
+						} `json:"properties"`
+					} `json:"openAPIV3Schema"`
+				} `json:"schema"`
+			} `json:"versions"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal(raw, &crd); err != nil {
+		t.Fatal(err)
+	}
+	if len(crd.Spec.Versions) != 1 {
+		t.Fatalf("%d versions", len(crd.Spec.Versions))
+	}
+	props := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties
+	for field, want := range map[string]int{"user": MaxUserLength, "serverName": MaxServerNameLength} {
+		if got := props[field].MaxLength; got == nil || *got != want {
+			t.Errorf("UsageRecord %s: maxLength %v, billing's bound %d", field, got, want)
+		}
 	}
 }

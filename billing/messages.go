@@ -89,6 +89,12 @@ func InvalidGroupsMessage() string {
 	return "This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin."
 }
 
+// NameTooLongMessage is the denial for a pod whose username or server name
+// (what) is n characters long, over limit. It does not quote the name.
+func NameTooLongMessage(what string, n, limit int) string {
+	return fmt.Sprintf("This server's JupyterHub %s is %d characters long; hubcredits can record at most %d, so it cannot bill this server — ask your hub admin.", what, n, limit)
+}
+
 // AccountMissingMessage is the denial for a pod labelled with an account that
 // does not exist.
 func AccountMissingMessage(account string) string {

@@ -197,6 +197,11 @@ func TestDenialMessages(t *testing.T) {
 			got:  MissingUserMessage(),
 			want: "This server's pod has no hub.jupyter.org/username annotation, so hubcredits cannot tell who pays for it.",
 		},
+		"name too long": {
+			// The name is not quoted: 300 characters would drown the sentence.
+			got:  NameTooLongMessage("username", 300, 255),
+			want: "This server's JupyterHub username is 300 characters long; hubcredits can record at most 255, so it cannot bill this server — ask your hub admin.",
+		},
 		"price error": {
 			// The evaluation error is not quoted: it may hold values from the pod.
 			got:  PriceErrorMessage("gpu"),

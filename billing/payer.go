@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sort"
 	"time"
+	"unicode/utf8"
 
 	"k8s.io/apimachinery/pkg/types"
 
@@ -53,7 +54,35 @@ const (
 	// DenyInvalidGroups: the pod's hubcredits.io/groups annotation cannot
 	// be read.
 	DenyInvalidGroups = "InvalidGroups"
+	// DenyNameTooLong: the pod's username or server name is longer than a
+	// UsageRecord can hold (RecordableNames).
+	DenyNameTooLong = "NameTooLong"
 )
+
+// Limits of the names a server's UsageRecord holds (its user and
+// serverName, hcv1.UsageRecord): characters (Unicode code points), as the
+// API server counts a string's maxLength. spec.users' and spec.groups'
+// items have the same bound, but a user who reaches a pool through a group
+// is listed nowhere, so the pod's names are checked themselves.
+const (
+	MaxUserLength       = 255
+	MaxServerNameLength = 255
+)
+
+// RecordableNames checks that a server of user named serverName (the pod's
+// AnnotationUsername and AnnotationServerName) can be recorded when it
+// ends: a name longer than the UsageRecord API accepts is a Denial, given
+// at admission, because a server admitted with it could be charged but
+// never recorded.
+func RecordableNames(user, serverName string) error {
+	if n := utf8.RuneCountInString(user); n > MaxUserLength {
+		return &Denial{Reason: DenyNameTooLong, Message: NameTooLongMessage("username", n, MaxUserLength)}
+	}
+	if n := utf8.RuneCountInString(serverName); n > MaxServerNameLength {
+		return &Denial{Reason: DenyNameTooLong, Message: NameTooLongMessage("server name", n, MaxServerNameLength)}
+	}
+	return nil
+}
 
 // Lists reports whether the account lists the user by name.
 func Lists(a *hcv1.CreditAccount, user string) bool {
@@ -73,7 +102,8 @@ func IsMember(a *hcv1.CreditAccount, user string, groups []string) bool {
 }
 
 // Limits of the groups a pod may carry (AnnotationGroups): those of
-// spec.groups' items.
+// spec.groups' items. Lengths count characters (Unicode code points), as
+// the API server counts a string's maxLength.
 const (
 	MaxGroups      = 256
 	MaxGroupLength = 255
@@ -82,7 +112,7 @@ const (
 // PodGroups reads the user's JupyterHub groups from the pod's annotation
 // hubcredits.io/groups (a JSON list of names); none without it. A value
 // that is not such a list, or holds more than MaxGroups names or a name
-// empty or longer than MaxGroupLength, is a Denial: the hub's glue is
+// empty or longer than MaxGroupLength characters, is a Denial: the hub's glue is
 // broken, and guessing would bill the wrong account.
 func PodGroups(annotations map[string]string) ([]string, error) {
 	raw, ok := annotations[hcv1.AnnotationGroups]
@@ -91,7 +121,7 @@ func PodGroups(annotations map[string]string) ([]string, error) {
 	}
 	var groups []string
 	bad := json.Unmarshal([]byte(raw), &groups) != nil || len(groups) > MaxGroups ||
-		slices.ContainsFunc(groups, func(g string) bool { return g == "" || len(g) > MaxGroupLength })
+		slices.ContainsFunc(groups, func(g string) bool { return g == "" || utf8.RuneCountInString(g) > MaxGroupLength })
 	if bad {
 		return nil, &Denial{Reason: DenyInvalidGroups, Message: InvalidGroupsMessage()}
 	}

@@ -2,11 +2,14 @@ package controllers
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -30,6 +33,7 @@ const (
 	usageExisted   = "existed"
 	usageFailed    = "failed"
 	usageNoAPI     = "unavailable"
+	usageInvalid   = "invalid"
 	usageCollected = "collected"
 )
 
@@ -39,7 +43,7 @@ const usageRetry = 10 * time.Second
 
 var usageRecords = prometheus.NewCounterVec(prometheus.CounterOpts{
 	Name: "hubcredits_usage_records_total",
-	Help: "UsageRecords by result: written, existed (written before: a retry or a run after a crash), failed (retried; the server's entry is kept until written), unavailable (no UsageRecord API: the record is lost), collected (deleted after the retention).",
+	Help: "UsageRecords by result: written, existed (written before: a retry or a run after a crash), failed (retried; the server's entry is kept until written), unavailable (no UsageRecord API: the record is lost), invalid (the API's schema refuses the record, e.g. a name too long: the record is lost), collected (deleted after the retention).",
 }, []string{"result"})
 
 var usageWriteSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
@@ -50,7 +54,7 @@ var usageWriteSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 
 func init() {
 	metrics.Registry.MustRegister(usageRecords, usageWriteSeconds)
-	for _, r := range []string{usageWritten, usageExisted, usageFailed, usageNoAPI, usageCollected} {
+	for _, r := range []string{usageWritten, usageExisted, usageFailed, usageNoAPI, usageInvalid, usageCollected} {
 		usageRecords.WithLabelValues(r)
 	}
 }
@@ -63,7 +67,11 @@ func init() {
 // happened (a retry, another replica, a run before a crash) answers
 // AlreadyExists, which is success. Without the UsageRecord API (its CRD
 // not installed: an upgrade that skipped it) the record is lost rather
-// than the ledger kept growing; that is counted and logged.
+// than the ledger kept growing; that is counted and logged. So is a record
+// the API's schema refuses (schemaInvalid: a username or server name
+// longer than the API holds, from a pod admitted before the webhook
+// checked them, or never seen by it): retrying cannot help, and keeping the
+// entry would hold the account's deletion for ever.
 func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.CreditAccount) map[string]bool {
 	var awaiting map[string]bool
 	for i := range wallet.Status.Servers {
@@ -84,6 +92,10 @@ func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.
 			usageRecords.WithLabelValues(usageNoAPI).Inc()
 			log.FromContext(ctx).Error(err, "No UsageRecord API: the record of an ended server is lost (install the UsageRecord CRD)",
 				"account", klog.KObj(wallet), "server", e.Pod, "reservation", e.ID)
+		case schemaInvalid(err):
+			usageRecords.WithLabelValues(usageInvalid).Inc()
+			log.FromContext(ctx).Error(err, "The API refuses the usage record of an ended server; the record is lost",
+				"account", klog.KObj(wallet), "server", e.Pod, "reservation", e.ID)
 		default:
 			usageRecords.WithLabelValues(usageFailed).Inc()
 			log.FromContext(ctx).Info("Could not write a usage record; the server's entry is kept until it is written",
@@ -95,6 +107,22 @@ func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.
 		}
 	}
 	return awaiting
+}
+
+// schemaInvalid reports whether err is the API server refusing an object's
+// own fields (422 Invalid with causes that name a field: the CRD's schema
+// or its CEL rules). An admission policy's denial is Invalid too, by
+// default, but names no field; it may be lifted, so it is retried.
+func schemaInvalid(err error) bool {
+	if !apierrors.IsInvalid(err) {
+		return false
+	}
+	var status apierrors.APIStatus
+	if !errors.As(err, &status) || status.Status().Details == nil {
+		return false
+	}
+	causes := status.Status().Details.Causes
+	return len(causes) > 0 && !slices.ContainsFunc(causes, func(c metav1.StatusCause) bool { return c.Field == "" })
 }
 
 // UsageCollector deletes the UsageRecords older than Retention (0: keeps

@@ -38,7 +38,7 @@ var (
 var denialReasons = []string{
 	billing.DenyNotEnough, billing.DenyNoAccount, billing.DenyNotMember, billing.DenyAccountMissing,
 	billing.DenyAmbiguous, billing.DenyMissingUser, billing.DenyPriceError, billing.DenyProjectMissing,
-	billing.DenyForbidden, billing.DenyInvalidGroups, DenyUnknownUser, DenyWalletLimited,
+	billing.DenyForbidden, billing.DenyInvalidGroups, billing.DenyNameTooLong, DenyUnknownUser, DenyWalletLimited,
 }
 
 func init() {

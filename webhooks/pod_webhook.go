@@ -61,6 +61,15 @@ type PodAdmitter struct {
 	// Creators, when not empty, are the only users (e.g. the hub's service
 	// account) allowed to create billed pods.
 	Creators []string
+	// DryRunIdentities, with Creators set, may also ask for a billed pod,
+	// as a server-side dry run only (kubectl credits why without
+	// impersonating the hub): the webhook answers from its cache and
+	// writes nothing for a dry run (sideEffects: NoneOnDryRun); a real pod
+	// of theirs is denied like anyone else's. Kubernetes RBAC cannot grant
+	// "create pods, dry run only": the chart's ValidatingAdmissionPolicy
+	// refuses their real pods of any kind, including those this webhook
+	// does not see.
+	DryRunIdentities []string
 	// Shadow counts without ever denying: a spawn the accounts cannot pay is
 	// admitted unreserved.
 	Shadow bool
@@ -124,12 +133,16 @@ func (h *PodAdmitter) handle(ctx context.Context, req admission.Request) verdict
 // admit decides on a singleuser pod: who may create it, its price and
 // payer, and (unless it is free or a dry run) its first period reserved.
 func (h *PodAdmitter) admit(ctx context.Context, req admission.Request, pod *corev1.Pod, dryRun bool) verdict {
-	if len(h.Creators) > 0 && !slices.Contains(h.Creators, req.UserInfo.Username) {
+	if len(h.Creators) > 0 && !slices.Contains(h.Creators, req.UserInfo.Username) &&
+		(!dryRun || !slices.Contains(h.DryRunIdentities, req.UserInfo.Username)) {
 		return deny(billing.DenyForbidden, "Only JupyterHub may start user servers in this namespace; "+req.UserInfo.Username+" may not.")
 	}
 	user := pod.Annotations[hcv1.AnnotationUsername]
 	if user == "" {
 		return deny(billing.DenyMissingUser, billing.MissingUserMessage())
+	}
+	if err := billing.RecordableNames(user, pod.Annotations[hcv1.AnnotationServerName]); err != nil {
+		return fail(err)
 	}
 	ns := req.Namespace
 	if pod.Namespace != "" {

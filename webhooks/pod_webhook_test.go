@@ -346,6 +346,13 @@ func TestPodAdmitterDenies(t *testing.T) {
 			wantMsg:    `This server's pod carries a hubcredits.io/groups annotation that is not a list of JupyterHub group names, so hubcredits cannot tell who pays for it — ask your hub admin.`,
 			wantReason: "InvalidGroups",
 		},
+		"a username longer than a usage record holds, through a group": {
+			objs:       []client.Object{openAccount("physics-101").Groups("physics-101").Obj()},
+			pod:        testutil.MakeKubeSpawnerPod(testNS, "bob", "").User(strings.Repeat("b", 256)).Annotation(hcv1.AnnotationGroups, `["physics-101"]`).Obj(),
+			wantEvent:  "Pod/jupyter-bob NameTooLong",
+			wantMsg:    `This server's JupyterHub username is 256 characters long; hubcredits can record at most 255, so it cannot bill this server — ask your hub admin.`,
+			wantReason: "NameTooLong",
+		},
 		"someone other than the hub creates a user pod": {
 			objs:       []client.Object{openAccount("alice", "alice").Obj()},
 			pod:        testutil.MakeKubeSpawnerPod(testNS, "alice", "").Obj(),
@@ -551,29 +558,42 @@ func TestPodAdmitterDryRunDoesNotCreateWallets(t *testing.T) {
 func TestPodAdmitterCreators(t *testing.T) {
 	cases := map[string]struct {
 		creators    []string
+		dryRunIDs   []string
 		by          string
+		dryRun      bool
 		placeholder bool
 		wantAllowed bool
 	}{
-		"no restriction: anyone":          {by: "mallory", wantAllowed: true},
-		"the hub is one of the creators":  {creators: []string{"admin", hubSA}, by: hubSA, wantAllowed: true},
-		"someone else is refused":         {creators: []string{hubSA}, by: "mallory"},
-		"names match exactly":             {creators: []string{hubSA}, by: hubSA + "x"},
-		"others may create unpriced pods": {creators: []string{hubSA}, by: "mallory", placeholder: true, wantAllowed: true},
+		"no restriction: anyone":                   {by: "mallory", wantAllowed: true},
+		"the hub is one of the creators":           {creators: []string{"admin", hubSA}, by: hubSA, wantAllowed: true},
+		"someone else is refused":                  {creators: []string{hubSA}, by: "mallory"},
+		"names match exactly":                      {creators: []string{hubSA}, by: hubSA + "x"},
+		"others may create unpriced pods":          {creators: []string{hubSA}, by: "mallory", placeholder: true, wantAllowed: true},
+		"a dry-run identity's dry run is answered": {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "ta", dryRun: true, wantAllowed: true},
+		"a dry-run identity's real pod is refused": {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "ta"},
+		"someone else's dry run is refused":        {creators: []string{hubSA}, dryRunIDs: []string{"ta"}, by: "mallory", dryRun: true},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			env := newWebhookEnv(openAccount("alice", "alice").Obj())
-			env.h.Creators = tc.creators
+			env.h.Creators, env.h.DryRunIdentities = tc.creators, tc.dryRunIDs
 			pb := testutil.MakeKubeSpawnerPod(testNS, "alice", "")
 			if tc.placeholder {
 				pb.Label(hcv1.ComponentLabel, "user-placeholder")
 			}
+			req := makeRequest(t, pb.Obj()).By(tc.by)
+			if tc.dryRun {
+				req.DryRun()
+			}
+			before := testutil.GetAccount(t, env.api, testNS, "alice")
 
-			resp := env.h.Handle(context.Background(), makeRequest(t, pb.Obj()).By(tc.by).Obj())
+			resp := env.h.Handle(context.Background(), req.Obj())
 
 			if resp.Allowed != tc.wantAllowed {
 				t.Fatalf("allowed %v (%s), want %v", resp.Allowed, message(resp), tc.wantAllowed)
+			}
+			if after := testutil.GetAccount(t, env.api, testNS, "alice"); tc.dryRun && after.ResourceVersion != before.ResourceVersion {
+				t.Errorf("a dry run wrote the account (resourceVersion %s -> %s)", before.ResourceVersion, after.ResourceVersion)
 			}
 		})
 	}

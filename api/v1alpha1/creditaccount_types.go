@@ -387,9 +387,10 @@ type CreditAccountStatus struct {
 
 	// retiredTopUps are the ids of applied top-ups and adjustments since
 	// removed from the spec, sorted: re-adding one never applies it again.
-	// At most 512 are retired by spec changes (more is refused); a
-	// re-created account takes over from its tombstone as many as fit in
-	// 1024 (MaxRememberedTopUps).
+	// At most 512 are retired by spec changes (a change that would retire
+	// more is refused); a re-created account takes over from its tombstone as
+	// many as fit in 1024 (MaxRememberedTopUps), and stays editable then: a change that removes no
+	// entry from spec.topUps or spec.adjustments is always allowed.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=1024
@@ -480,7 +481,7 @@ type CreditAccountStatus struct {
 // +kubebuilder:printcolumn:name="Low",type=string,JSONPath=`.status.conditions[?(@.type=="Low")].status`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="!has(self.spec.project) || self.spec.project != self.metadata.name",message="spec.project must name another account, not this one"
-// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, (!has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)) && (!has(self.spec.adjustments) || !self.spec.adjustments.exists(j, j.id == id))).size() : 0) <= 512",message="this change would remove too many applied top-ups or adjustments from the spec: an account remembers at most 512 removed ids (so that none is ever applied twice); keep old entries in spec.topUps and spec.adjustments instead of removing them",fieldPath=".spec.topUps"
+// +kubebuilder:validation:XValidation:rule="oldSelf.spec == self.spec || !has(self.status) || ((has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) <= 512 ? (has(self.status.retiredTopUps) ? size(self.status.retiredTopUps) : 0) + (has(self.status.appliedTopUps) ? self.status.appliedTopUps.filter(id, (!has(self.spec.topUps) || !self.spec.topUps.exists(t, t.id == id)) && (!has(self.spec.adjustments) || !self.spec.adjustments.exists(j, j.id == id))).size() : 0) <= 512 : ((!has(oldSelf.spec.topUps) || oldSelf.spec.topUps.all(t, ((has(self.spec.topUps) && self.spec.topUps.exists(u, u.id == t.id)) || (has(self.spec.adjustments) && self.spec.adjustments.exists(u, u.id == t.id))))) && (!has(oldSelf.spec.adjustments) || oldSelf.spec.adjustments.all(j, ((has(self.spec.topUps) && self.spec.topUps.exists(u, u.id == j.id)) || (has(self.spec.adjustments) && self.spec.adjustments.exists(u, u.id == j.id)))))))",message="this change would remove too many applied top-ups or adjustments from the spec: an account remembers at most 512 removed ids (so that none is ever applied twice); keep old entries in spec.topUps and spec.adjustments instead of removing them (a change that removes no entry is always allowed)",fieldPath=".spec.topUps"
 type CreditAccount struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

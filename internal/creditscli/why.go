@@ -82,9 +82,11 @@ func newWhyCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Command {
 			"shaped like the one KubeSpawner creates for the user, so the API server sends it through the real " +
 			"hubcredits webhook and the answer is the one a real spawn would get now.\n\n" +
 			"The webhook prices only pods created by the hub when the operator runs with --allowed-creators " +
-			"(the chart's webhooks.allowedCreators): then ask as the hub with --as " +
-			"system:serviceaccount:<hub namespace>:hub, which needs the permission to impersonate that " +
-			"ServiceAccount. Only the dry run is sent as --as; the accounts are read as you.\n\n" +
+			"(the chart's billing.allowedCreators), and the dry runs of the users of --dry-run-identities " +
+			"(billing.dryRunIdentities): be one of those, with a Role that may create pods and read the " +
+			"CreditAccounts; an admin may instead ask as the hub with --as system:serviceaccount:<hub namespace>:hub " +
+			"(impersonating the hub is all of the hub's access). Only the dry run is sent as --as; the accounts " +
+			"are read as you.\n\n" +
 			"Exit status: 0 when the spawn would be admitted and priced, 1 otherwise (like kubectl auth can-i).",
 		Example: "  kubectl credits why --user alice -n jhub --as system:serviceaccount:jhub:hub\n" +
 			"  kubectl credits why --user alice --profile-labels hubcredits.io/account=physics,gpu=a100 -o yaml",
@@ -186,8 +188,9 @@ func notTheHub(who, ns string) error {
 	if who == "" {
 		who = "your user"
 	}
-	return fmt.Errorf("the webhook prices only pods created by the hub (the operator's --allowed-creators) and refused %s; "+
-		"ask as the hub with --as system:serviceaccount:%s:hub (your kubeconfig user needs the permission to impersonate that ServiceAccount)", who, ns)
+	return fmt.Errorf("the webhook prices only pods created by the hub (the operator's --allowed-creators) and the dry runs of its --dry-run-identities, and refused %s; "+
+		"have your admin list you in the chart's billing.dryRunIdentities, or (an admin) ask as the hub with --as system:serviceaccount:%s:hub, "+
+		"which needs the permission to impersonate that ServiceAccount: all of the hub's access", who, ns)
 }
 
 // payer reads account name ("" gives nil).

@@ -42,7 +42,9 @@ type Options struct {
 	// only for a user the hub knows.
 	AutoCreatePerMinute int
 	Creators            []string
-	Shadow              bool
+	// DryRunIdentities: see webhooks.PodAdmitter.
+	DryRunIdentities []string
+	Shadow           bool
 	// FreeNeedsAccount: see webhooks.PodAdmitter.
 	FreeNeedsAccount bool
 	HubURL           string
@@ -216,6 +218,7 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		AutoCreate:       o.AutoCreate,
 		NewWallets:       newWalletGuard(o),
 		Creators:         o.Creators,
+		DryRunIdentities: o.DryRunIdentities,
 		Shadow:           o.Shadow,
 		FreeNeedsAccount: o.FreeNeedsAccount,
 		Denials: &webhooks.DenialReporter{

@@ -174,7 +174,7 @@ func TestWhy(t *testing.T) {
 
 	t.Run("the admin is not the hub", func(t *testing.T) {
 		oneSentence(t, kubectlCredits(t, "why", "--user", "alice", "-n", ns),
-			"refused admin; ask as the hub with --as system:serviceaccount:"+ns+":hub")
+			"refused admin; have your admin list you in the chart's billing.dryRunIdentities, or (an admin) ask as the hub with --as system:serviceaccount:"+ns+":hub")
 	})
 	t.Run("admitted at the default price", func(t *testing.T) {
 		r := kubectlCredits(t, append([]string{"why", "--user", "alice"}, asHub...)...)
@@ -256,36 +256,30 @@ func TestWhy(t *testing.T) {
 			`User "ta" cannot impersonate`)
 	})
 	t.Run("a TA with the documented Role", func(t *testing.T) {
-		// docs/operations.md: impersonate the hub's ServiceAccount (in its
-		// namespace), read the accounts (in the pods' namespace; with Z2JH
-		// both are the hub's namespace).
+		// docs/operations.md: the TA is one of the operator's
+		// --dry-run-identities (startOperator), and a Role in the hub's
+		// namespace lets them create pods (dry runs: the chart's
+		// ValidatingAdmissionPolicy refuses their real pods, see
+		// TestWhyRoleForATAGrantsDryRunsOnly) and read the accounts. No
+		// impersonation.
 		create(t,
 			&rbacv1.Role{
-				ObjectMeta: metav1.ObjectMeta{Namespace: "hub-system", Name: "hubcredits-why"},
-				Rules: []rbacv1.PolicyRule{{
-					APIGroups: []string{""}, Resources: []string{"serviceaccounts"},
-					Verbs: []string{"impersonate"}, ResourceNames: []string{"hub"},
-				}},
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hubcredits-why"},
+				Rules: []rbacv1.PolicyRule{
+					{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create"}},
+					{APIGroups: []string{"hubcredits.io"}, Resources: []string{"creditaccounts"}, Verbs: []string{"get", "list", "watch"}},
+				},
 			},
-			&rbacv1.Role{
-				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hubcredits-viewer"},
-				Rules: []rbacv1.PolicyRule{{
-					APIGroups: []string{"hubcredits.io"}, Resources: []string{"creditaccounts"},
-					Verbs: []string{"get", "list", "watch"},
-				}},
+			&rbacv1.RoleBinding{
+				ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "hubcredits-why-ta2"},
+				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "hubcredits-why"},
+				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: taWhy}},
 			},
 		)
-		for _, b := range []struct{ ns, role string }{{"hub-system", "hubcredits-why"}, {ns, "hubcredits-viewer"}} {
-			create(t, &rbacv1.RoleBinding{
-				ObjectMeta: metav1.ObjectMeta{Namespace: b.ns, Name: b.role + "-ta2"},
-				RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: b.role},
-				Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: "ta2"}},
-			})
-		}
-		cfg := userKubeconfig(t, "ta2")
+		cfg := userKubeconfig(t, taWhy)
 		testutil.Eventually(t, 10*time.Second, func() error {
-			r := kubectlCreditsWith(t, cfg, append([]string{"why", "--user", "alice"}, asHub...)...)
-			if r.code != 0 || !strings.Contains(r.out, "Paid by:    account alice (100 left)") {
+			r := kubectlCreditsWith(t, cfg, "why", "--user", "alice", "-n", ns)
+			if r.code != 0 || !strings.Contains(r.out, "Paid by:    account alice (100 left)") || !strings.Contains(r.out, "Asked as:   "+taWhy) {
 				return fmt.Errorf("exit %d: %s", r.code, r.err)
 			}
 			return nil

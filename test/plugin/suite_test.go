@@ -41,6 +41,9 @@ import (
 // hubSA is the hub's ServiceAccount, the one allowed creator.
 const hubSA = "system:serviceaccount:hub-system:hub"
 
+// taWhy is a TA whose dry runs the webhook answers (--dry-run-identities).
+const taWhy = "ta-why"
+
 var (
 	env *localcp.Env
 	// admin is a cluster-admin client, hub the hub's (impersonated).
@@ -135,11 +138,12 @@ func setup() error {
 // startOperator runs the operator, controllers and webhooks, in-process.
 func startOperator(ctx context.Context) error {
 	o := operator.Options{
-		Webhooks: true,
-		Creators: []string{hubSA},
-		Defaults: billing.DefaultPrice,
-		Billing:  billing.Options{OrphanGrace: 3 * time.Second, StopRetry: 5 * time.Second, LowPeriods: 2},
-		Workers:  2,
+		Webhooks:         true,
+		Creators:         []string{hubSA},
+		DryRunIdentities: []string{taWhy},
+		Defaults:         billing.DefaultPrice,
+		Billing:          billing.Options{OrphanGrace: 3 * time.Second, StopRetry: 5 * time.Second, LowPeriods: 2},
+		Workers:          2,
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
