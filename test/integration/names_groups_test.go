@@ -92,7 +92,6 @@ func TestUsageRecordTheAPIRefusesIsCountedAndDropped(t *testing.T) {
 	}
 }
 
-
 // TestNonASCIIGroupNameAdmits: spec.groups items are bounded to 255
 // characters (the API server counts code points) and the CRD accepts a
 // Cyrillic course name of 200 letters (400 bytes); the webhook bounds the
