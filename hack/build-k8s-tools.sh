@@ -64,7 +64,7 @@ if [ ${#nodeneed[@]} -gt 0 ]; then
 fi
 if [[ " ${need[*]} " == *" kube-router "* ]]; then
   echo ">>> Building kube-router (its network policy controller enforces NetworkPolicies) from source."
-  KRV=$(awk '$1=="github.com/cloudnativelabs/kube-router/v2"{print $2}' "$root/hack/tools/kube-router/go.mod" | head -n1)
+  KRV=$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/cloudnativelabs/kube-router/v2") { print $(i+1); exit }}' "$root/hack/tools/kube-router/go.mod")
   (cd "$root/hack/tools/kube-router" && go build -trimpath \
       -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KRV" \
       -o "$dest/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
