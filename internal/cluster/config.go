@@ -72,7 +72,7 @@ const (
 
 // kubeRouterUser is the user kube-router's client certificate names; Up
 // binds it to a read-only ClusterRole.
-const kubeRouterUser = "hubcredits-cluster:kube-router"
+const kubeRouterUser = "kube-router"
 
 // Config says where the cluster's binaries and state are.
 type Config struct {
