@@ -265,6 +265,8 @@ healthzBindAddress: 127.0.0.1:%d
 metricsBindAddress: 127.0.0.1:%d
 # Service traffic from a pod to a pod on the same bridge comes back
 # through the host: masquerade it, so replies return the same way.
+# NetworkPolicies still see the pod's own address: kube-router filters in
+# FORWARD, after the Service's DNAT and before this masquerade.
 nftables: {masqueradeAll: true}
 iptables: {localhostNodePorts: false}
 # No conntrack sysctls touched.
