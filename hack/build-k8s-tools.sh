@@ -10,7 +10,7 @@
 #                                  (make cluster; about 5 more minutes cold)
 #                                  and kube-router, whose network policy
 #                                  controller enforces NetworkPolicies
-#                                  (hack/tools/kube-router/go.mod; 3-4 min)
+#                                  (hack/tools/kube-router/go.mod; about 8 min cold)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${K8S_ASSETS_DIR:-$root/bin/k8s}
