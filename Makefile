@@ -66,7 +66,7 @@ k8s-tools: ## Build kube-apiserver, etcd and kubectl into bin/k8s (11-14 min col
 	@hack/build-k8s-tools.sh
 
 .PHONY: node-tools
-node-tools: ## Build the control plane and the node (kubelet, kube-scheduler, kube-controller-manager, kube-proxy) into bin/k8s (about 5 min more, cold).
+node-tools: ## Build the control plane and the node (kubelet, kube-scheduler, kube-controller-manager, kube-proxy, and kube-router for NetworkPolicies) into bin/k8s (about 13 min more, cold).
 	@hack/build-k8s-tools.sh node
 
 ##@ Generate

@@ -8,6 +8,9 @@
 #   hack/build-k8s-tools.sh node   also the node: kubelet, kube-scheduler,
 #                                  kube-controller-manager, kube-proxy
 #                                  (make cluster; about 5 more minutes cold)
+#                                  and kube-router, whose network policy
+#                                  controller enforces NetworkPolicies
+#                                  (hack/tools/kube-router/go.mod; about 8 min cold)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dest=${K8S_ASSETS_DIR:-$root/bin/k8s}
@@ -19,7 +22,7 @@ minor=${KV#v1.}; minor=${minor%%.*}
 
 want=(kube-apiserver kubectl etcd)
 node=(kubelet kube-scheduler kube-controller-manager kube-proxy)
-[ "${1:-}" = node ] && want+=("${node[@]}")
+[ "${1:-}" = node ] && want+=("${node[@]}" kube-router)
 need=()
 for b in "${want[@]}"; do
   [ -x "$dest/$b" ] || need+=("$b")
@@ -58,6 +61,13 @@ if [ ${#nodeneed[@]} -gt 0 ]; then
     LDF="$LDF -X $p.gitVersion=$KV -X $p.gitMajor=1 -X $p.gitMinor=$minor"
   done
   (cd "$root/hack/tools/k8s" && go build -trimpath -ldflags "$LDF" -o "$dest/" "${nodeneed[@]}")
+fi
+if [[ " ${need[*]} " == *" kube-router "* ]]; then
+  echo ">>> Building kube-router (its network policy controller enforces NetworkPolicies) from source."
+  KRV=$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/cloudnativelabs/kube-router/v2") { print $(i+1); exit }}' "$root/hack/tools/kube-router/go.mod")
+  (cd "$root/hack/tools/kube-router" && go build -trimpath \
+      -ldflags "-s -w -X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=$KRV" \
+      -o "$dest/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router)
 fi
 if [[ " ${need[*]} " == *" etcd "* ]]; then
   echo ">>> Building etcd from source (about 1 minute)."

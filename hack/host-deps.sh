@@ -10,7 +10,7 @@ set -euo pipefail
 # its proxy, the Kubernetes client, flake8, and chromium for screenshots
 hub=(jupyterhub node-configurable-http-proxy python3-kubernetes python3-websocket python3-requests python3-flake8 chromium)
 # the real node (make cluster, make test-cluster)
-node=(containerd runc containernetworking-plugins conntrack iptables nftables iproute2)
+node=(containerd runc containernetworking-plugins conntrack iptables ipset nftables iproute2)
 # the Z2JH hub and proxy images (hack/images/: debootstrap of Debian 12)
 z2jh=(debootstrap)
 # make image: the CA bundle the image carries

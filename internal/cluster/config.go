@@ -12,6 +12,13 @@
 // kubelet sets) and then compares the host with that record: a teardown
 // that leaves anything behind fails and says what.
 //
+// NetworkPolicies are enforced: kube-router's network policy controller
+// (only that: no routing, no service proxy), built from the Go module
+// proxy like the rest, runs as a host process and keeps iptables chains
+// and ipsets for them. The bridge plugin's pod-to-pod traffic crosses
+// iptables because net.bridge.bridge-nf-call-iptables is 1 while the
+// cluster runs (Up sets it, Down puts it back).
+//
 // Traffic from pods and Services never leaves the machine: an nftables
 // table drops anything from the pod network, or to the pod or Service
 // networks, that would be forwarded or routed out of an interface other
@@ -59,7 +66,13 @@ const (
 	schedulerPort      = 10259
 	proxyHealthzPort   = 10256
 	proxyMetricsPort   = 10249
+	// kube-router's health endpoint (it listens on every address).
+	kubeRouterHealthPort = 20244
 )
+
+// kubeRouterUser is the user kube-router's client certificate names; Up
+// binds it to a read-only ClusterRole.
+const kubeRouterUser = "kube-router"
 
 // Config says where the cluster's binaries and state are.
 type Config struct {
@@ -252,6 +265,8 @@ healthzBindAddress: 127.0.0.1:%d
 metricsBindAddress: 127.0.0.1:%d
 # Service traffic from a pod to a pod on the same bridge comes back
 # through the host: masquerade it, so replies return the same way.
+# NetworkPolicies still see the pod's own address: kube-router filters in
+# FORWARD, after the Service's DNAT and before this masquerade.
 nftables: {masqueradeAll: true}
 iptables: {localhostNodePorts: false}
 # No conntrack sysctls touched.

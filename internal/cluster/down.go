@@ -21,7 +21,7 @@ import (
 
 // components in the order Down stops them: first what makes or uses pods,
 // then containerd (after its pods are removed), then the control plane.
-var components = []string{"kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager", "containerd", "kube-apiserver", "etcd"}
+var components = []string{"kubelet", "kube-router", "kube-proxy", "kube-scheduler", "kube-controller-manager", "containerd", "kube-apiserver", "etcd"}
 
 // Down stops the cluster whose state is in c.StateDir (running, or left by
 // a killed Up) and puts the host back as Up found it; it fails, naming each
@@ -70,7 +70,9 @@ func down(c Config, out io.Writer) error {
 		}
 	}
 	note(deleteNFTable("inet", nftTable))
+	note(removeKubeRouterChains())
 	note(removeKubeletChains(snap))
+	note(removeKubeRouterIPSets(snap))
 
 	// CRI's network namespaces, then every mount under the state directory.
 	if ns, err := filepath.Glob("/run/netns/cni-*"); err == nil {
@@ -98,7 +100,7 @@ func down(c Config, out io.Writer) error {
 		}
 	}
 	note(removeCgroups(snap))
-	note(restoreSysctls(snap, sysctls))
+	note(restoreSysctls(snap, append(append([]string{}, sysctls...), bridgeSysctl)))
 	for p, existed := range snap.Paths {
 		if !existed {
 			note(ignoreNotExist(os.RemoveAll(p)))
@@ -281,6 +283,57 @@ func removeKubeletChains(snap Snapshot) error {
 		}
 		family, name, _ := strings.Cut(t, " ")
 		errs = append(errs, deleteNFTable(family, name))
+	}
+	return errors.Join(errs...)
+}
+
+// removeKubeRouterChains takes kube-router's chains, and the rules that
+// jump to them, out of iptables' filter table (rewriting the table with
+// iptables-restore; a table the cluster made is deleted after, whole).
+func removeKubeRouterChains() error {
+	chains, err := kubeRouterChains()
+	if err != nil || len(chains) == 0 {
+		return err
+	}
+	saved, err := exec.Command("iptables-save", "-t", "filter").Output()
+	if err != nil {
+		return fmt.Errorf("iptables-save -t filter: %w", err)
+	}
+	var keep []string
+	for _, l := range strings.Split(string(saved), "\n") {
+		ours := false
+		for _, p := range kubeRouterChainPrefixes {
+			if strings.Contains(l, p) {
+				ours = true
+			}
+		}
+		if !ours {
+			keep = append(keep, l)
+		}
+	}
+	restore := exec.Command("iptables-restore", "-w", "5")
+	restore.Stdin = strings.NewReader(strings.Join(keep, "\n"))
+	if b, err := restore.CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables-restore without kube-router's chains: %w: %s", err, lastLine(b))
+	}
+	return nil
+}
+
+// removeKubeRouterIPSets destroys kube-router's ipsets that were not there
+// before (after the rules that use them are gone).
+func removeKubeRouterIPSets(snap Snapshot) error {
+	sets, err := ipsets()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, s := range sets {
+		if !hasAnyPrefix(s, kubeRouterIPSetPrefixes) || contains(snap.IPSets, s) {
+			continue
+		}
+		if b, err := exec.Command("ipset", "destroy", s).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ipset destroy %s: %w: %s", s, err, lastLine(b)))
+		}
 	}
 	return errors.Join(errs...)
 }

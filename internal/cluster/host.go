@@ -23,6 +23,18 @@ var sysctls = []string{
 	"kernel/panic_on_oops",
 }
 
+// bridgeSysctl makes bridged pod-to-pod traffic cross iptables, where
+// kube-router enforces NetworkPolicies; Up sets it to 1, Down puts it
+// back. It exists only with br_netfilter loaded.
+const bridgeSysctl = "net/bridge/bridge-nf-call-iptables"
+
+// kubeRouterChainPrefixes name the iptables chains of kube-router's network
+// policy controller; kubeRouterIPSetPrefixes its ipsets.
+var (
+	kubeRouterChainPrefixes = []string{"KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-"}
+	kubeRouterIPSetPrefixes = []string{"KUBE-SRC-", "KUBE-DST-", "kube-router-"}
+)
+
 // hostPaths are the host directories a component may create outside the
 // state directory (containerd's shim sockets, CRI's network namespaces,
 // libcni's cache, kubelet's container-log links).
@@ -52,6 +64,10 @@ type Snapshot struct {
 	Cgroups []string `json:"cgroups"`
 	// Mounts are the mount points outside the state directory.
 	Mounts []string `json:"mounts"`
+	// IPTablesChains are the chains of iptables' filter table.
+	IPTablesChains []string `json:"iptablesChains"`
+	// IPSets are the kernel's ipsets by name.
+	IPSets []string `json:"ipsets"`
 }
 
 // TakeSnapshot reads the host's state the cluster may change; mounts under
@@ -64,6 +80,9 @@ func TakeSnapshot(stateDir string) (Snapshot, error) {
 			return s, err
 		}
 		s.Sysctls[k] = strings.TrimSpace(string(v))
+	}
+	if v, err := readSysctl(bridgeSysctl); err == nil {
+		s.Sysctls[bridgeSysctl] = v
 	}
 	for _, p := range hostPaths {
 		_, err := os.Lstat(p)
@@ -84,6 +103,12 @@ func TakeSnapshot(stateDir string) (Snapshot, error) {
 		return s, err
 	}
 	if s.Mounts, err = mountPoints(stateDir); err != nil {
+		return s, err
+	}
+	if s.IPTablesChains, err = iptablesChains(); err != nil {
+		return s, err
+	}
+	if s.IPSets, err = ipsets(); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -115,6 +140,8 @@ func (s Snapshot) Diff(want Snapshot) []string {
 	}{
 		{"network interface", s.Links, want.Links, func(l string) bool { return l == bridgeName || strings.HasPrefix(l, "veth") }},
 		{"nftables table", s.NFTables, want.NFTables, func(string) bool { return true }},
+		{"iptables chain", s.IPTablesChains, want.IPTablesChains, func(c string) bool { return hasAnyPrefix(c, kubeRouterChainPrefixes) }},
+		{"ipset", s.IPSets, want.IPSets, func(n string) bool { return hasAnyPrefix(n, kubeRouterIPSetPrefixes) }},
 		{"cgroup", s.Cgroups, want.Cgroups, func(c string) bool { return strings.HasPrefix(filepath.Base(c), "kubepods") }},
 		{"mount", s.Mounts, want.Mounts, func(m string) bool {
 			for _, p := range componentMountDirs {
@@ -190,6 +217,49 @@ func loadSnapshot(path string) (Snapshot, error) {
 		return s, err
 	}
 	return s, json.Unmarshal(b, &s)
+}
+
+func hasAnyPrefix(s string, prefixes []string) bool {
+	for _, p := range prefixes {
+		if strings.HasPrefix(s, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// iptablesChains lists the user chains of iptables' filter table (listing
+// does not create the table).
+func iptablesChains() ([]string, error) {
+	out, err := exec.Command("iptables", "-w", "5", "-t", "filter", "-S").Output()
+	if err != nil {
+		return nil, fmt.Errorf("iptables -t filter -S: %w", err)
+	}
+	var cs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "-N" {
+			cs = append(cs, f[1])
+		}
+	}
+	sort.Strings(cs)
+	return cs, nil
+}
+
+// kubeRouterChains are the filter table's chains of kube-router.
+func kubeRouterChains() ([]string, error) {
+	cs, err := iptablesChains()
+	return filter(cs, func(c string) bool { return hasAnyPrefix(c, kubeRouterChainPrefixes) }), err
+}
+
+// ipsets lists the kernel's ipsets by name.
+func ipsets() ([]string, error) {
+	out, err := exec.Command("ipset", "list", "-n").Output()
+	if err != nil {
+		return nil, fmt.Errorf("ipset list -n (apt-get install ipset): %w", err)
+	}
+	ns := strings.Fields(string(out))
+	sort.Strings(ns)
+	return ns, nil
 }
 
 func nftTables() ([]string, error) {
@@ -279,7 +349,7 @@ func unescapeMount(s string) string {
 }
 
 // Packages are the Debian packages make cluster needs.
-var Packages = []string{"containerd", "runc", "containernetworking-plugins", "conntrack", "iptables", "nftables", "iproute2"}
+var Packages = []string{"containerd", "runc", "containernetworking-plugins", "conntrack", "iptables", "ipset", "nftables", "iproute2"}
 
 // CheckHost says, in one sentence, what this machine lacks for a real
 // node; installs the missing Debian packages first when install is set
@@ -360,6 +430,7 @@ func checkPorts(nodeIP net.IP) error {
 		{"127.0.0.1", schedulerPort, "kube-scheduler"},
 		{"127.0.0.1", proxyHealthzPort, "kube-proxy (healthz)"},
 		{"127.0.0.1", proxyMetricsPort, "kube-proxy (metrics)"},
+		{"0.0.0.0", kubeRouterHealthPort, "kube-router (health)"},
 	} {
 		l, err := net.Listen("tcp", net.JoinHostPort(p.ip, fmt.Sprint(p.port)))
 		if err != nil {

@@ -8,12 +8,14 @@ import (
 
 func TestSnapshotDiff(t *testing.T) {
 	base := Snapshot{
-		Sysctls:  map[string]string{"net/ipv4/ip_forward": "0", "kernel/panic": "0"},
-		Paths:    map[string]bool{"/run/containerd": false, "/var/log/containers": true},
-		Links:    []string{"eth0", "lo"},
-		NFTables: []string{"inet filter"},
-		Cgroups:  []string{"/sys/fs/cgroup/memory/system.slice"},
-		Mounts:   []string{"/", "/proc"},
+		Sysctls:        map[string]string{"net/ipv4/ip_forward": "0", "kernel/panic": "0", bridgeSysctl: "0"},
+		Paths:          map[string]bool{"/run/containerd": false, "/var/log/containers": true},
+		Links:          []string{"eth0", "lo"},
+		NFTables:       []string{"inet filter"},
+		Cgroups:        []string{"/sys/fs/cgroup/memory/system.slice"},
+		Mounts:         []string{"/", "/proc"},
+		IPTablesChains: []string{"DOCKER"},
+		IPSets:         []string{"blocklist"},
 	}
 	clone := func(f func(*Snapshot)) Snapshot {
 		s := Snapshot{Sysctls: map[string]string{}, Paths: map[string]bool{}}
@@ -27,6 +29,8 @@ func TestSnapshotDiff(t *testing.T) {
 		s.NFTables = append([]string(nil), base.NFTables...)
 		s.Cgroups = append([]string(nil), base.Cgroups...)
 		s.Mounts = append([]string(nil), base.Mounts...)
+		s.IPTablesChains = append([]string(nil), base.IPTablesChains...)
+		s.IPSets = append([]string(nil), base.IPSets...)
 		f(&s)
 		return s
 	}
@@ -40,6 +44,13 @@ func TestSnapshotDiff(t *testing.T) {
 		{"containerd's run dir left", clone(func(s *Snapshot) { s.Paths["/run/containerd"] = true }), []string{"/run/containerd was created"}},
 		{"a path that was there is gone", clone(func(s *Snapshot) { s.Paths["/var/log/containers"] = false }), []string{"/var/log/containers is gone"}},
 		{"the bridge and a veth left", clone(func(s *Snapshot) { s.Links = append(s.Links, "cni0", "veth1234", "docker0") }), []string{"network interface cni0 is left", "network interface veth1234 is left"}},
+		{"bridged traffic left crossing iptables", clone(func(s *Snapshot) { s.Sysctls[bridgeSysctl] = "1" }), []string{"sysctl net.bridge.bridge-nf-call-iptables is 1, was 0"}},
+		{"kube-router's chains left, another's not ours", clone(func(s *Snapshot) {
+			s.IPTablesChains = append(s.IPTablesChains, "KUBE-ROUTER-FORWARD", "KUBE-POD-FW-ABCDEF", "KUBE-NWPLCY-XYZ", "CILIUM_INPUT")
+		}), []string{"iptables chain KUBE-NWPLCY-XYZ is left", "iptables chain KUBE-POD-FW-ABCDEF is left", "iptables chain KUBE-ROUTER-FORWARD is left"}},
+		{"kube-router's ipsets left, another's not ours", clone(func(s *Snapshot) {
+			s.IPSets = append(s.IPSets, "KUBE-SRC-ABC", "KUBE-DST-DEF", "kube-router-pod-subnets", "fail2ban")
+		}), []string{"ipset KUBE-DST-DEF is left", "ipset KUBE-SRC-ABC is left", "ipset kube-router-pod-subnets is left"}},
 		{"kube-proxy's table left", clone(func(s *Snapshot) { s.NFTables = append(s.NFTables, "ip kube-proxy") }), []string{"nftables table ip kube-proxy is left"}},
 		{"kubepods cgroups left, others not ours", clone(func(s *Snapshot) {
 			s.Cgroups = append(s.Cgroups, "/sys/fs/cgroup/memory/kubepods", "/sys/fs/cgroup/memory/user.slice")

@@ -61,6 +61,9 @@ func writePKI(dir string, nodeIP net.IP, nodeName string) error {
 		{file: "controller-manager", cn: "system:kube-controller-manager", client: true},
 		{file: "scheduler", cn: "system:kube-scheduler", client: true},
 		{file: "kube-proxy", cn: "system:kube-proxy", client: true},
+		// kube-router's network policy controller: ClusterRole
+		// kube-router (Up), read-only.
+		{file: "kube-router", cn: kubeRouterUser, client: true},
 		{file: "kubelet-client", cn: "system:node:" + nodeName, orgs: []string{"system:nodes"}, client: true},
 		{file: "kubelet", cn: nodeName, server: true, ips: []net.IP{nodeIP}, dns: []string{nodeName}},
 	}

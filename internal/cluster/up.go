@@ -15,6 +15,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -35,7 +36,7 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	if _, err := os.Stat(c.path("snapshot.json")); err == nil {
 		return fmt.Errorf("%w: a previous cluster's state is in %s (still running, or killed): run `make cluster-down` first", ErrLeftovers, c.StateDir)
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router"} {
 		if _, err := os.Stat(filepath.Join(c.K8sBin, b)); err != nil {
 			return fmt.Errorf("no %s in %s: run `make node-tools`", b, c.K8sBin)
 		}
@@ -44,6 +45,9 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 		if _, err := os.Stat(img); err != nil {
 			return fmt.Errorf("image archive %s: %w", img, err)
 		}
+	}
+	if _, err := readSysctl(bridgeSysctl); err != nil {
+		return errors.New("no /proc/sys/net/bridge/bridge-nf-call-iptables: load br_netfilter (modprobe br_netfilter), or NetworkPolicies cannot see the traffic between pods on the bridge")
 	}
 	if err := checkPorts(c.NodeIP); err != nil {
 		return err
@@ -211,8 +215,63 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 		return err
 	}
 	done()
+
+	done = step("kube-router (NetworkPolicies)")
+	if err := c.startKubeRouter(ctx, cs); err != nil {
+		return err
+	}
+	done()
 	// kubelet has set its sysctls by now (at start, once): put them back.
 	return restoreSysctls(snap, sysctls[1:])
+}
+
+// kubeRouterRules are what kube-router's network policy controller reads:
+// its informers list and watch these (services, endpoints and slices too,
+// though only the firewall runs), and it gets its own Node. It writes
+// nothing to the API.
+var kubeRouterRules = []rbacv1.PolicyRule{
+	{APIGroups: []string{""}, Resources: []string{"pods", "namespaces", "nodes", "services", "endpoints"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"get", "list", "watch"}},
+}
+
+// startKubeRouter grants kube-router's user its ClusterRole, sets
+// net.bridge.bridge-nf-call-iptables (Down puts it back) and starts the
+// network policy controller alone; it returns once kube-router is healthy
+// and its chains are in the filter table. The node must exist (kube-router
+// reads its addresses at start).
+func (c Config) startKubeRouter(ctx context.Context, cs kubernetes.Interface) error {
+	meta := metav1.ObjectMeta{Name: kubeRouterUser}
+	if _, err := cs.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: meta, Rules: kubeRouterRules}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("ClusterRole %s: %w", kubeRouterUser, err)
+	}
+	if _, err := cs.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: meta,
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: kubeRouterUser},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: kubeRouterUser}},
+	}, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("ClusterRoleBinding %s: %w", kubeRouterUser, err)
+	}
+	if err := writeSysctl(bridgeSysctl, "1"); err != nil {
+		return fmt.Errorf("setting net.bridge.bridge-nf-call-iptables=1: %w", err)
+	}
+	if err := c.start("kube-router", c.bin("kube-router"),
+		"--kubeconfig="+c.path("kube-router.kubeconfig"),
+		"--hostname-override="+NodeName,
+		"--run-firewall=true", "--run-router=false", "--run-service-proxy=false",
+		"--service-cluster-ip-range="+ServiceCIDR,
+		fmt.Sprintf("--health-port=%d", kubeRouterHealthPort), "--metrics-port=0",
+		c.v(),
+	); err != nil {
+		return err
+	}
+	return c.waitFor("kube-router", time.Minute, func() bool {
+		if !httpOK(fmt.Sprintf("http://127.0.0.1:%d/healthz", kubeRouterHealthPort)) {
+			return false
+		}
+		chains, err := kubeRouterChains()
+		return err == nil && contains(chains, "KUBE-ROUTER-FORWARD")
+	})
 }
 
 func (c Config) startKubelet() error {
@@ -311,6 +370,7 @@ func (c Config) writeConfig() error {
 		"controller-manager.kubeconfig":    c.kubeconfig("controller-manager"),
 		"scheduler.kubeconfig":             c.kubeconfig("scheduler"),
 		"kube-proxy.kubeconfig":            c.kubeconfig("kube-proxy"),
+		"kube-router.kubeconfig":           c.kubeconfig("kube-router"),
 		"kubelet.kubeconfig":               c.kubeconfig("kubelet-client"),
 		"containerd.toml":                  c.containerdConfig(),
 		"cni/net.d/10-hubcredits.conflist": c.cniConfig(),
