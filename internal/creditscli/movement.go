@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/util/retry"
@@ -147,11 +149,15 @@ func (o *movementOptions) run(ctx context.Context, k *kube, streams genericioopt
 		fmt.Fprintf(streams.Out, "%s %s: %s to account %s in namespace %s.\n", movementName(m.Kind), m.ID, signed(amount), account, ns)
 	}
 	key := client.ObjectKey{Namespace: ns, Name: account}
-	add := func(a *hcv1.CreditAccount) (bool, error) {
+	add := func(a *hcv1.CreditAccount) (*appendOp, error) {
 		if o.adjust {
-			return addAdjustment(a, hcv1.Adjustment{ID: o.id, Amount: amount, Reason: o.reason})
+			j := hcv1.Adjustment{ID: o.id, Amount: amount, Reason: o.reason}
+			changed, err := addAdjustment(a, j)
+			return appendTo("adjustments", len(a.Spec.Adjustments), j, changed, err)
 		}
-		return addTopUp(a, hcv1.TopUp{ID: o.id, Amount: amount, Reason: o.reason})
+		t := hcv1.TopUp{ID: o.id, Amount: amount, Reason: o.reason}
+		changed, err := addTopUp(a, t)
+		return appendTo("topUps", len(a.Spec.TopUps), t, changed, err)
 	}
 	if m.Recorded, err = recordOnce(ctx, c, key, add); err != nil {
 		var r refusal
@@ -199,27 +205,66 @@ func ledgerAmount(a *hcv1.CreditAccount, kind hcv1.LedgerEntryKind, id string) *
 	return nil
 }
 
-// recordOnce changes the account with add and writes it, retrying from a
+// appendOp appends one entry to a list of the account's spec.
+type appendOp struct {
+	// field is the list: topUps or adjustments.
+	field string
+	// first says the list was empty (absent) before.
+	first bool
+	value any
+}
+
+// appendTo is the appendOp for value, just appended by an add function
+// that reported changed (n is the list's length after it), or nil.
+func appendTo(field string, n int, value any, changed bool, err error) (*appendOp, error) {
+	if err != nil || !changed {
+		return nil, err
+	}
+	return &appendOp{field: field, first: n == 1, value: value}, nil
+}
+
+// patch is a JSON patch that appends the entry to the account read at
+// resourceVersion rv, and only to it: the resourceVersion in the patch is
+// a precondition (a write since makes it fail with a conflict), and
+// nothing else of the object is sent, so fields this plugin does not know
+// (a newer API) are kept.
+func (op *appendOp) patch(rv string) (client.Patch, error) {
+	ops := []map[string]any{{"op": "replace", "path": "/metadata/resourceVersion", "value": rv}}
+	if op.first {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/" + op.field, "value": []any{op.value}})
+	} else {
+		ops = append(ops, map[string]any{"op": "add", "path": "/spec/" + op.field + "/-", "value": op.value})
+	}
+	b, err := json.Marshal(ops)
+	if err != nil {
+		return nil, err
+	}
+	return client.RawPatch(types.JSONPatchType, b), nil
+}
+
+// recordOnce appends the entry add makes to the account, retrying from a
 // fresh read when the write lost to a newer one (or its outcome is
 // unknown): add sees the entry already there after a write that did land,
 // so nothing is added twice. It reports whether it wrote.
-func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add func(*hcv1.CreditAccount) (bool, error)) (bool, error) {
+func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add func(*hcv1.CreditAccount) (*appendOp, error)) (bool, error) {
 	wrote := false
 	err := retry.OnError(writeBackoff, retriable, func() error {
 		a := &hcv1.CreditAccount{}
 		if err := c.Get(ctx, key, a); err != nil {
 			return err
 		}
-		changed, err := add(a)
+		op, err := add(a)
 		if err != nil {
 			return refusal{err}
 		}
-		if !changed {
+		if op == nil {
 			return nil
 		}
-		// Update carries the resourceVersion just read: a concurrent write
-		// makes it fail with a conflict instead of being overwritten.
-		if err := c.Update(ctx, a); err != nil {
+		p, err := op.patch(a.ResourceVersion)
+		if err != nil {
+			return refusal{err}
+		}
+		if err := c.Patch(ctx, a, p); err != nil {
 			return err
 		}
 		wrote = true
