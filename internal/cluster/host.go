@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 )
 
 // sysctls are the host settings the cluster's components change: the
@@ -448,4 +449,36 @@ func readSysctl(k string) (string, error) {
 
 func writeSysctl(k, v string) error {
 	return os.WriteFile(filepath.Join("/proc/sys", k), []byte(v+"\n"), 0o644)
+}
+
+// diskNeed is the free space a node needs on the state directory's
+// filesystem: containerd keeps each image archive's blobs and unpacks
+// them (about twice the archive again), plus 1 GiB for etcd, the
+// components' logs, pod logs and the containers' writable layers.
+func diskNeed(imageBytes int64) uint64 {
+	return uint64(3*imageBytes) + 1<<30
+}
+
+// checkDisk fails, in one sentence, when the state directory's filesystem
+// has less free space than the node needs: a full disk makes components
+// die without a line in their logs.
+func (c Config) checkDisk() error {
+	var images int64
+	for _, img := range c.Images {
+		if fi, err := os.Stat(img); err == nil {
+			images += fi.Size()
+		}
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(c.StateDir, &fs); err != nil {
+		return fmt.Errorf("reading the free space of %s: %w", c.StateDir, err)
+	}
+	return diskEnough(fs.Bavail*uint64(fs.Bsize), diskNeed(images), c.StateDir)
+}
+
+func diskEnough(free, need uint64, dir string) error {
+	if free < need {
+		return fmt.Errorf("only %d MiB free on the filesystem of %s; the node needs about %d MiB (the images unpacked into containerd, etcd, logs): free some space", free>>20, dir, need>>20)
+	}
+	return nil
 }

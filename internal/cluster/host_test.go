@@ -81,3 +81,29 @@ func TestNFTRulesKeepPodTrafficLocal(t *testing.T) {
 		}
 	}
 }
+
+func TestDiskNeed(t *testing.T) {
+	const mib = 1 << 20
+	// The images make cluster loads today: about 225 MiB of archives.
+	need := diskNeed(225 * mib)
+	if need != 225*3*mib+1024*mib {
+		t.Fatalf("diskNeed(225 MiB) = %d MiB", need/mib)
+	}
+	for _, tc := range []struct {
+		free, need uint64
+		ok         bool
+	}{
+		{free: need, need: need, ok: true},
+		{free: need - 1, need: need, ok: false},
+		{free: 287 * mib, need: need, ok: false},
+		{free: 49 << 30, need: need, ok: true},
+	} {
+		err := diskEnough(tc.free, tc.need, "/state")
+		if (err == nil) != tc.ok {
+			t.Errorf("diskEnough(%d MiB free, %d MiB needed) = %v", tc.free/mib, tc.need/mib, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "MiB free on the filesystem of /state") {
+			t.Errorf("unclear error: %v", err)
+		}
+	}
+}

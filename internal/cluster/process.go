@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -38,9 +39,55 @@ func (c Config) start(name, bin string, args ...string) error {
 		_ = cmd.Process.Kill()
 		return err
 	}
-	// Reap it when it exits, so that a dead component is seen as dead.
-	go func() { _ = cmd.Wait() }()
+	// Reap it when it exits, so that a dead component is seen as dead,
+	// and keep how it ended for the error message.
+	go func() {
+		_ = cmd.Wait()
+		exits.Store(name, cmd.ProcessState.String())
+	}()
 	return nil
+}
+
+// exits holds how the components this process started ended ("exit
+// status 1", "signal: killed"), by name.
+var exits sync.Map
+
+// exitNote says how a component ended, and what the machine had left when
+// its log is empty (a component that dies before its first line was
+// killed, or could not write its log: a full disk, memory).
+func (c Config) exitNote(name string) string {
+	var note []string
+	if st, ok := exits.Load(name); ok {
+		note = append(note, st.(string))
+	}
+	if fi, err := os.Stat(c.path("logs", name+".log")); err == nil && fi.Size() == 0 {
+		note = append(note, "its log is empty")
+		var fs syscall.Statfs_t
+		if syscall.Statfs(c.StateDir, &fs) == nil {
+			note = append(note, fmt.Sprintf("%d MiB free on the state directory's filesystem", fs.Bavail*uint64(fs.Bsize)>>20))
+		}
+		if avail := memAvailable(); avail != "" {
+			note = append(note, "MemAvailable "+avail)
+		}
+	}
+	if len(note) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(note, "; ") + ")"
+}
+
+// memAvailable is /proc/meminfo's MemAvailable, or "".
+func memAvailable() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemAvailable:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // pidOf is the component's pid if it is still the process this cluster
@@ -135,7 +182,9 @@ func (c Config) waitFor(name string, timeout time.Duration, ok func() bool) erro
 			return nil
 		}
 		if name != "" && !c.alive(name) {
-			return fmt.Errorf("%s exited; the end of %s:\n%s", name, c.path("logs", name+".log"), c.logTail(name, 15))
+			// The reaper may not have stored the exit yet.
+			time.Sleep(100 * time.Millisecond)
+			return fmt.Errorf("%s exited%s; the end of %s:\n%s", name, c.exitNote(name), c.path("logs", name+".log"), c.logTail(name, 15))
 		}
 		if time.Now().After(deadline) {
 			if name == "" {

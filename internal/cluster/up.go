@@ -55,6 +55,9 @@ func Up(ctx context.Context, c Config, out io.Writer) (err error) {
 	if err := os.MkdirAll(c.StateDir, 0o700); err != nil {
 		return err
 	}
+	if err := c.checkDisk(); err != nil {
+		return err
+	}
 	// A previous run's logs (kept by Down) move aside: logs/ is this run's.
 	if _, err := os.Stat(c.path("logs")); err == nil {
 		_ = os.RemoveAll(c.path("logs.previous"))

@@ -55,6 +55,10 @@ start=$SECONDS
 cleanup() {
   rc=$?
   set +e
+  if [ $rc -ne 0 ]; then
+    echo ">>> test-cluster failed: the machine (disk, memory, kernel messages)"
+    df -h "$(dirname "$state")" 2>&1; free -m 2>&1; dmesg 2>/dev/null | tail -n 15
+  fi
   if [ $rc -ne 0 ] && [ -s "$KUBECONFIG" ]; then
     echo ">>> test-cluster failed: the operator's logs and the pods"
     kubectl -n jhub get pods -o wide 2>&1
