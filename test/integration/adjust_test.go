@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -209,43 +208,12 @@ func TestNegativeAdjustmentRacesSpawns(t *testing.T) {
 	createAccount(t, testutil.MakeAccount(ns, "alice", "alice").Cap(1000).InitialBalance(100).Obj())
 	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "alice", 100))
 	const n, price, cut = 16, 10, 55
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	admitted := 0
-	var other []error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		err := retry.OnError(retry.DefaultRetry, apierrors.IsConflict, func() error {
+	admitted, _, _, other := spawnRace(ns, "alice", n, func() error {
+		return retry.OnError(retry.DefaultRetry, apierrors.IsConflict, func() error {
 			return applyAccount(t, ns, "alice", map[string]any{"users": []string{"alice"}, "cap": 1000, "initialBalance": 100,
 				"adjustments": adjustments(hcv1.Adjustment{ID: "cut", Amount: -cut, Reason: "race"})})
 		})
-		if err != nil {
-			mu.Lock()
-			other = append(other, err)
-			mu.Unlock()
-		}
-	}()
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := createPod(testutil.MakeKubeSpawnerPod(ns, "alice", fmt.Sprintf("s%d", i)).Obj())
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				admitted++
-			case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
-			case strings.Contains(err.Error(), "deadline exceeded"):
-				// The API server gave up on the webhook (a loaded machine):
-				// a reservation may stand without a pod, refunded later.
-			default:
-				other = append(other, err)
-			}
-		}()
-	}
-	wg.Wait()
+	})
 	if len(other) > 0 {
 		t.Fatalf("%d unexpected errors, first: %v", len(other), other[0])
 	}

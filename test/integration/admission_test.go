@@ -254,34 +254,7 @@ func TestAdmissionRaceAdmitsExactlyTheAffordable(t *testing.T) {
 	ns := newNamespace(t)
 	createAccount(t, testutil.MakeAccount(ns, "pool", "u").Cap(500).InitialBalance(500).Obj())
 	const n = 200
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	admitted, denied, timedOut := 0, 0, 0
-	var other []error
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := createPod(testutil.MakeKubeSpawnerPod(ns, "u", fmt.Sprintf("s%d", i)).Obj())
-			mu.Lock()
-			defer mu.Unlock()
-			switch {
-			case err == nil:
-				admitted++
-			case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
-				denied++
-			case strings.Contains(err.Error(), `failed calling webhook "pods.hubcredits.io"`) && strings.Contains(err.Error(), "deadline exceeded"):
-				// The API server gave up after the webhook's 2s timeout (a
-				// loaded 2-core machine, 200 TLS handshakes at once). Its
-				// reservation may have been written; the controller refunds
-				// it once no pod appears.
-				timedOut++
-			default:
-				other = append(other, err)
-			}
-		}()
-	}
-	wg.Wait()
+	admitted, denied, timedOut, other := spawnRace(ns, "u", n, nil)
 	if len(other) > 0 {
 		t.Fatalf("%d unexpected errors, first: %v", len(other), other[0])
 	}
@@ -385,4 +358,49 @@ func wantWarning(t *testing.T, ns string, e event) *corev1.Event {
 		return fmt.Errorf("no Warning %s Event on %s/%s", e.reason, e.kind, e.name)
 	})
 	return found
+}
+
+// spawnRace creates n pods of user at once through the webhook (and runs
+// also, when set, beside them) and counts the outcomes: admitted, denied
+// for lack of credits, timed out at the API server (a loaded 2-core
+// machine, many TLS handshakes at once: the reservation may have been
+// written; the controller refunds it once no pod appears), and any other
+// error.
+func spawnRace(ns, user string, n int, also func() error) (admitted, denied, timedOut int, other []error) {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	record := func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			admitted++
+		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
+			denied++
+		case strings.Contains(err.Error(), `failed calling webhook "pods.hubcredits.io"`) && strings.Contains(err.Error(), "deadline exceeded"):
+			timedOut++
+		default:
+			other = append(other, err)
+		}
+	}
+	if also != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := also(); err != nil {
+				mu.Lock()
+				other = append(other, err)
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			record(createPod(testutil.MakeKubeSpawnerPod(ns, user, fmt.Sprintf("s%d", i)).Obj()))
+		}()
+	}
+	wg.Wait()
+	return admitted, denied, timedOut, other
 }
