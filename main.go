@@ -149,6 +149,11 @@ func (f *flags) options() (operator.Options, error) {
 	if f.unbillablePods != controllers.UnbillableReport && f.unbillablePods != controllers.UnbillableStop {
 		return operator.Options{}, fmt.Errorf("--unbillable-pods must be %q or %q", controllers.UnbillableReport, controllers.UnbillableStop)
 	}
+	if f.certRotation && f.enableWebhooks {
+		if err := f.certRotationConfig().Check(); err != nil {
+			return operator.Options{}, err
+		}
+	}
 	if f.usageRetention < 0 {
 		return operator.Options{}, fmt.Errorf("--usage-retention must be >= 0 (0 keeps usage records for ever)")
 	}
@@ -219,18 +224,20 @@ func main() {
 	// heap under 90 % of it (GOMEMLIMIT) rather than let the pod be killed;
 	// GOMEMLIMIT or AUTOMEMLIMIT in the environment take precedence.
 	_, _ = memlimit.Set(memlimit.WithLogger(slog.New(logr.ToSlogHandler(ctrl.Log.WithName("memlimit")))))
+	// Bad values are refused before anything starts (or is logged).
+	o, err := f.options()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hubcredits:", err)
+		os.Exit(1)
+	}
 	ctrl.Log.Info("Starting hubcredits", "version", version)
-	if err := run(ctrl.SetupSignalHandler(), f); err != nil {
+	if err := run(ctrl.SetupSignalHandler(), f, o); err != nil {
 		fmt.Fprintln(os.Stderr, "hubcredits:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, f *flags) error {
-	o, err := f.options()
-	if err != nil {
-		return err
-	}
+func run(ctx context.Context, f *flags, o operator.Options) error {
 	cfg, err := ctrl.GetConfig()
 	if err != nil {
 		return err
@@ -286,12 +293,17 @@ func rotateCerts(mgr ctrl.Manager, f *flags) (<-chan struct{}, error) {
 	if !f.certRotation {
 		return nil, nil
 	}
-	return operator.AddCertRotation(mgr, operator.CertRotation{
+	return operator.AddCertRotation(mgr, f.certRotationConfig())
+}
+
+// certRotationConfig is the in-process rotation the flags ask for.
+func (f *flags) certRotationConfig() operator.CertRotation {
+	return operator.CertRotation{
 		Namespace:      f.podNamespace,
 		SecretName:     f.webhookSecret,
 		ServiceName:    f.webhookService,
 		MutatingName:   f.mutatingWebhook,
 		ValidatingName: f.validatingWebhook,
 		CertDir:        f.webhookCertDir,
-	})
+	}
 }

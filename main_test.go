@@ -52,8 +52,10 @@ func TestCertRotation(t *testing.T) {
 		"--namespace", "jhub",
 	})
 	must(t, err)
+	o, err := f.options()
+	must(t, err)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, f) }()
+	go func() { done <- run(ctx, f, o) }()
 
 	// The kubelet's part: mount the Secret's keys as files.
 	secret := mountSecret(t, c, ns, certDir)

@@ -352,3 +352,16 @@ func mustValues(t *testing.T, s string) map[string]any {
 	}
 	return vals
 }
+
+func TestShellQuote(t *testing.T) {
+	for in, want := range map[string]string{
+		"--cert-rotation":                   "--cert-rotation",
+		"--usage-retention=-1h":             "--usage-retention=-1h",
+		"--singleuser-selector=a in b":      "--singleuser-selector='a in b'",
+		"--singleuser-selector=it's a in b": `--singleuser-selector='it'\''s a in b'`,
+	} {
+		if got := shellQuote([]string{in}); got != want {
+			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
+		}
+	}
+}

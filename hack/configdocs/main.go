@@ -90,11 +90,18 @@ func run(docPath, valuesPath, pkg string, check bool) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", docPath, err)
 	}
+	checks, err := checksTranscript(bin)
+	if err != nil {
+		return err
+	}
+	if updated, err = replaceBetween(updated, ChecksBeginMarker, ChecksEndMarker, checks); err != nil {
+		return fmt.Errorf("%s: %w", docPath, err)
+	}
 	if updated != string(doc) {
 		if err := os.WriteFile(docPath, []byte(updated), 0o644); err != nil {
 			return err
 		}
-		fmt.Fprintf(os.Stderr, "configdocs: updated the --help block of %s\n", docPath)
+		fmt.Fprintf(os.Stderr, "configdocs: updated the generated blocks of %s\n", docPath)
 	}
 	if !check {
 		return nil
@@ -147,18 +154,76 @@ func managerHelp(bin string, env []string) (string, error) {
 // replaceBlock puts help, as a console block under helpCommand, between
 // the markers of doc.
 func replaceBlock(doc, help string) (string, error) {
-	begin := strings.Index(doc, BeginMarker+"\n")
+	return replaceBetween(doc, BeginMarker, EndMarker, "```console\n"+helpCommand+"\n"+strings.TrimRight(help, "\n")+"\n```\n")
+}
+
+// replaceBetween puts block between the lines beginMarker and endMarker,
+// which doc must hold once.
+func replaceBetween(doc, beginMarker, endMarker, block string) (string, error) {
+	begin := strings.Index(doc, beginMarker+"\n")
 	if begin < 0 {
-		return "", fmt.Errorf("no line %q", BeginMarker)
+		return "", fmt.Errorf("no line %q", beginMarker)
 	}
-	body := begin + len(BeginMarker) + 1
-	end := strings.Index(doc[body:], EndMarker+"\n")
+	body := begin + len(beginMarker) + 1
+	end := strings.Index(doc[body:], endMarker+"\n")
 	if end < 0 {
-		return "", fmt.Errorf("no line %q after %q", EndMarker, BeginMarker)
+		return "", fmt.Errorf("no line %q after %q", endMarker, beginMarker)
 	}
-	if strings.Contains(doc[body+end+len(EndMarker):], BeginMarker) {
-		return "", errors.New("more than one generated --help block")
+	if strings.Contains(doc[body+end+len(endMarker):], beginMarker) {
+		return "", fmt.Errorf("more than one line %q", beginMarker)
 	}
-	block := "```console\n" + helpCommand + "\n" + strings.TrimRight(help, "\n") + "\n```\n"
 	return doc[:body] + block + doc[body+end:], nil
+}
+
+// ChecksBeginMarker and ChecksEndMarker delimit the generated transcript
+// of the manager refusing bad values at start.
+const (
+	ChecksBeginMarker = "<!-- BEGIN GENERATED: checks at start, written by `make manifests` (hack/configdocs); do not edit -->"
+	ChecksEndMarker   = "<!-- END GENERATED: checks at start -->"
+)
+
+// startChecks are the bad command lines the transcript shows.
+var startChecks = [][]string{
+	{"--default-billing-interval=500ms"},
+	{"--usage-retention=-1h"},
+	{"--singleuser-selector=component in singleuser-server"},
+	{"--cert-rotation"},
+}
+
+// checksTranscript runs the manager with each of startChecks, in an empty
+// environment, and renders what it printed; each must exit with status 1
+// and print one line on stderr, before connecting to anything.
+func checksTranscript(bin string) (string, error) {
+	var b strings.Builder
+	b.WriteString("```console\n")
+	for _, args := range startChecks {
+		var out, errOut bytes.Buffer
+		cmd := exec.Command(bin, args...)
+		cmd.Env = []string{}
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			return "", fmt.Errorf("manager %s: want exit status 1, got %v", strings.Join(args, " "), err)
+		}
+		msg := strings.TrimRight(errOut.String(), "\n")
+		if out.Len() > 0 || strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "hubcredits: ") {
+			return "", fmt.Errorf("manager %s: want one line on stderr, got %q and %q", strings.Join(args, " "), out.String(), errOut.String())
+		}
+		fmt.Fprintf(&b, "$ /tmp/hcmanager %s\n%s\n", shellQuote(args), msg)
+	}
+	b.WriteString("```\n")
+	return b.String(), nil
+}
+
+// shellQuote joins args as a reader would type them.
+func shellQuote(args []string) string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		if k, v, ok := strings.Cut(a, "="); ok && strings.ContainsAny(v, " '\"$") {
+			a = k + "='" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+		}
+		out[i] = a
+	}
+	return strings.Join(out, " ")
 }

@@ -28,6 +28,17 @@ type CertRotation struct {
 	ControllerName string
 }
 
+// Check refuses a rotation that lacks where to keep the certificate.
+func (c CertRotation) Check() error {
+	if c.Namespace == "" {
+		return errors.New("--cert-rotation needs --operator-namespace (or POD_NAMESPACE)")
+	}
+	if c.CertDir == "" {
+		return errors.New("--cert-rotation needs --webhook-cert-dir (where the Secret is mounted)")
+	}
+	return nil
+}
+
 // AddCertRotation sets up in-process certificate rotation (as Gatekeeper
 // and Kueue do): a self-signed CA and serving certificate in a Secret, the
 // CA injected into the webhook configurations. It returns a channel closed
@@ -43,11 +54,8 @@ type CertRotation struct {
 // (config/rbac/role.yaml). Its writes go through the manager's client, by
 // name.
 func AddCertRotation(mgr manager.Manager, c CertRotation) (<-chan struct{}, error) {
-	if c.Namespace == "" {
-		return nil, errors.New("--cert-rotation needs --operator-namespace (or POD_NAMESPACE)")
-	}
-	if c.CertDir == "" {
-		return nil, errors.New("--cert-rotation needs --webhook-cert-dir (where the Secret is mounted)")
+	if err := c.Check(); err != nil {
+		return nil, err
 	}
 	cfg := rest.CopyConfig(mgr.GetConfig())
 	cfg.Wrap(NameScopedLists(map[string]string{
