@@ -12,6 +12,8 @@
 //	GET {prefix}api        {"version": ...} as jupyter_server does
 //	GET {prefix}api/status {"started": ..., "last_activity": ...}
 //
+// Every response carries X-JupyterHub-Version, as jupyterhub-singleuser's do.
+//
 // A first argument "jupyterhub-singleuser" (Z2JH's singleuser.cmd) is
 // ignored; any other unknown flag too, as the real server's traitlets would
 // take it. SIGTERM stops it at once: the pod's deletion is what the tests
@@ -37,6 +39,11 @@ import (
 
 // version is what GET {prefix}api answers, like jupyter_server.
 const version = "2.14.0"
+
+// hubVersion is the JupyterHub version jupyterhub-singleuser reports in
+// the X-JupyterHub-Version header of every response: the Hub compares it
+// with its own after a spawn. The tests' hubs run JupyterHub 5.5.
+const hubVersion = "5.5.1"
 
 // config is where to listen and under which prefix, from the environment
 // KubeSpawner sets and the arguments it passes.
@@ -109,7 +116,10 @@ func handler(c config, started time.Time) http.Handler {
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, "<!doctype html><title>stub server</title><h1>Stub single-user server of %s</h1>\n", html.EscapeString(c.user))
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-JupyterHub-Version", hubVersion)
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func main() {

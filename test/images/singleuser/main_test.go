@@ -56,6 +56,9 @@ func TestHandler(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s = %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
 		}
+		if v := resp.Header.Get("X-JupyterHub-Version"); v != hubVersion {
+			t.Errorf("GET %s: X-JupyterHub-Version %q, want %q", path, v, hubVersion)
+		}
 	}
 	resp, err := http.Get(srv.URL + "/user/bob/")
 	if err != nil {
