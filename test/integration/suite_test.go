@@ -7,7 +7,6 @@ package integration
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -15,14 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/hubcredits/hubcredits/billing"
@@ -42,20 +39,10 @@ var (
 const testOrphanGrace = 3 * time.Second
 
 func TestMain(m *testing.M) {
-	flag.Parse()
-	if testing.Short() {
-		fmt.Println("integration: skipped in -short mode")
-		os.Exit(0)
-	}
-	os.Exit(run(m))
+	testutil.Main(m, "integration", run)
 }
 
 func run(m *testing.M) int {
-	level := zapcore.ErrorLevel
-	if os.Getenv("HUBCREDITS_TEST_VERBOSE") != "" {
-		level = zapcore.DebugLevel
-	}
-	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(level)))
 	var err error
 	env, err = localcp.Start(localcp.Options{Webhooks: true})
 	if err != nil {
