@@ -80,6 +80,7 @@ hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
 # Bad input and faults of make cluster itself: a port in use, a previous
 # run's leftovers, a failed image import, a missing binary — one sentence
 # each, a non-zero exit, and nothing left on the host.
+echo ">>> the machine: $(nproc) CPUs, $(awk '/MemAvailable/ {print int($2/1024) " MiB available"}' /proc/meminfo), $(df -Pm "$root" | awk 'NR==2 {print $4 " MiB free on " $6}')"
 echo ">>> make cluster's faults (internal/cluster TestUpFaults)"
 HUBCREDITS_REAL_NODE=1 go test -count=1 -run 'TestUpFaults' ./internal/cluster/
 
