@@ -204,7 +204,7 @@ func checksTranscript(bin string) (string, error) {
 		err := cmd.Run()
 		var exit *exec.ExitError
 		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
-			return "", fmt.Errorf("manager %s: want exit status 1, got %v", strings.Join(args, " "), err)
+			return "", fmt.Errorf("manager %s: want exit status 1, got %w", strings.Join(args, " "), err)
 		}
 		msg := strings.TrimRight(errOut.String(), "\n")
 		if out.Len() > 0 || strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "hubcredits: ") {
