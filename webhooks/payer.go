@@ -2,11 +2,7 @@ package webhooks
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"regexp"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -179,7 +175,7 @@ func (h *PodAdmitter) project(ctx context.Context, ns string, wallet *hcv1.Credi
 	})
 }
 
-// createWallet creates the user's wallet WalletName(user) from tmpl (in a
+// createWallet creates the user's wallet billing.WalletName(user) from tmpl (in a
 // dry run, only in memory). The name is the user's, whatever the template,
 // so concurrent spawns of a new user (on any replica) create one wallet:
 // the API server refuses all creates but the first, and the others pay
@@ -188,7 +184,7 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *W
 	wallet := &hcv1.CreditAccount{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   ns,
-			Name:        WalletName(user),
+			Name:        billing.WalletName(user),
 			Labels:      map[string]string{hcv1.LabelAutoCreated: "true"},
 			Annotations: map[string]string{hcv1.AnnotationUsername: user},
 		},
@@ -239,30 +235,4 @@ func (h *PodAdmitter) existingWallet(ctx context.Context, wallet *hcv1.CreditAcc
 		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
 	return existing, nil
-}
-
-const (
-	// maxPlainWalletSlug keeps "wallet-<user>" within 63 characters, so
-	// the name is also a valid label value (the pod's account label names
-	// a wallet).
-	maxPlainWalletSlug = 50
-	// maxHashedWalletSlug leaves room for "wallet-", "-" and 8 hex digits
-	// of hash within those 63.
-	maxHashedWalletSlug = 40
-)
-
-var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// WalletName is the name of the wallet created for user: "wallet-<user>"
-// when the name is a valid object name, else a slug with a hash.
-func WalletName(user string) string {
-	slug := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(user), "-"), "-")
-	if slug == user && len(slug) <= maxPlainWalletSlug && slug != "" {
-		return "wallet-" + slug
-	}
-	sum := sha256.Sum256([]byte(user))
-	if len(slug) > maxHashedWalletSlug {
-		slug = strings.Trim(slug[:maxHashedWalletSlug], "-")
-	}
-	return "wallet-" + slug + "-" + hex.EncodeToString(sum[:4])
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/internal/testutil/fakeclient"
 )
@@ -173,9 +174,9 @@ func TestPodAdmitterCreatesWalletsFromGroupTemplates(t *testing.T) {
 				}
 			}
 			created := &hcv1.CreditAccount{}
-			err := env.api.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: WalletName(tc.user)}, created)
+			err := env.api.Get(context.Background(), client.ObjectKey{Namespace: testNS, Name: billing.WalletName(tc.user)}, created)
 			switch {
-			case tc.wantSpec == nil && err == nil && tc.wantWallet != WalletName(tc.user):
+			case tc.wantSpec == nil && err == nil && tc.wantWallet != billing.WalletName(tc.user):
 				t.Errorf("created %s (%+v)", created.Name, created.Spec)
 			case tc.wantSpec != nil && err != nil:
 				t.Fatalf("the wallet was not created: %v", err)
