@@ -97,7 +97,7 @@ func newStatusCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Comman
 			"and when none does either, the CreditAccountTemplate their first spawn creates a wallet from.",
 		Example: "  kubectl credits status -n jhub\n  kubectl credits status alice -n jhub\n  kubectl credits status --user alice -o yaml\n" +
 			"  kubectl credits status --user zoe --groups physics-101,staff -n jhub",
-		Args:    cobra.MaximumNArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON, outputYAML); err != nil {
 				return err

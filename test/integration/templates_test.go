@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/testutil"
@@ -150,5 +152,34 @@ func TestTemplateWalletIsCreatedOnceUnderASpawnRace(t *testing.T) {
 	err := createPod(testutil.MakeKubeSpawnerPod(ns, "stranger", "").Annotation(hcv1.AnnotationGroups, `["history"]`).Obj())
 	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), `No credit account for user "stranger"`) {
 		t.Fatalf("a user in no templated group: %v", err)
+	}
+}
+
+// TestTemplateSampleIsValid: the sample of config/samples (and of
+// docs/operations.md) is accepted as it is, strictly.
+func TestTemplateSampleIsValid(t *testing.T) {
+	ns := newNamespace(t)
+	raw, err := os.ReadFile("../../config/samples/hubcredits_v1alpha1_creditaccounttemplate_course.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = clientset.RESTClient().Post().
+		AbsPath("/apis/hubcredits.io/v1alpha1/namespaces", ns, "creditaccounttemplates").
+		Param("fieldValidation", "Strict").
+		SetHeader("Content-Type", "application/json").
+		Body(body).Do(context.Background()).Error()
+	if err != nil {
+		t.Fatalf("the sample was refused: %v", err)
+	}
+	got := &hcv1.CreditAccountTemplate{}
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "physics-101"}, got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Spec.Cap != 50 || got.Spec.Project != "physics" || len(got.Spec.Groups) != 1 {
+		t.Errorf("sample stored as %+v", got.Spec)
 	}
 }
