@@ -175,11 +175,11 @@ func (h *PodAdmitter) project(ctx context.Context, ns string, wallet *hcv1.Credi
 	})
 }
 
-// createWallet creates the user's wallet billing.WalletName(user) from tmpl (in a
-// dry run, only in memory). The name is the user's, whatever the template,
-// so concurrent spawns of a new user (on any replica) create one wallet:
-// the API server refuses all creates but the first, and the others pay
-// from the wallet it made.
+// createWallet creates the user's wallet, billing.WalletName(user), from
+// tmpl (in a dry run, only in memory). The name is the user's, whatever
+// the template, so concurrent spawns of a new user (on any replica) create
+// one wallet: the API server refuses every create but the first, and the
+// others pay from the wallet it made.
 func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *WalletTemplate, dryRun bool) (*hcv1.CreditAccount, error) {
 	wallet := &hcv1.CreditAccount{
 		ObjectMeta: metav1.ObjectMeta{
