@@ -110,8 +110,8 @@ Flags:
 	fs.DurationVar(&f.orphanGrace, "reservation-grace", billing.DefaultOptions.OrphanGrace, "How long a reservation waits for its pod before it is refunded.")
 	fs.DurationVar(&f.stopRetry, "stop-retry", billing.DefaultOptions.StopRetry, "How often a stop that did not take effect is repeated.")
 	fs.Int64Var(&f.lowPeriods, "low-balance-periods", billing.DefaultOptions.LowPeriods, "Low condition when the balance covers fewer than this many periods of the running servers.")
-	fs.BoolVar(&f.autoCreate, "auto-create-wallets", false, "Create a wallet for a user without one (else their spawn is denied).")
-	fs.IntVar(&f.autoCreateRate, "auto-create-per-minute", 10, "At most this many wallets created per minute and replica (0: no limit); with a Hub API, only for users the hub knows.")
+	fs.BoolVar(&f.autoCreate, "auto-create-wallets", false, "Create a wallet for a user without one whose groups no CreditAccountTemplate lists (else their spawn is denied).")
+	fs.IntVar(&f.autoCreateRate, "auto-create-per-minute", 10, "At most this many wallets created per minute and replica, by --auto-create-wallets and CreditAccountTemplates together (0: no limit); with a Hub API, only for users the hub knows.")
 	fs.Int64Var(&f.walletCap, "wallet-cap", 100, "Cap of a created wallet.")
 	fs.Int64Var(&f.walletInitial, "wallet-initial-balance", -1, "Initial balance of a created wallet (-1: the cap).")
 	fs.Int64Var(&f.walletGrant, "wallet-grant-amount", 5, "Grant of a created wallet (0: none).")
@@ -196,8 +196,11 @@ func (f *flags) options() (operator.Options, error) {
 			t.Grant.Interval.Duration = f.walletGrantEvery
 		}
 		o.AutoCreate = t
-		o.AutoCreatePerMinute = f.autoCreateRate
 	}
+	if f.autoCreateRate < 0 {
+		return operator.Options{}, fmt.Errorf("--auto-create-per-minute must be >= 0 (0: no limit)")
+	}
+	o.AutoCreatePerMinute = f.autoCreateRate
 	return o, nil
 }
 

@@ -250,11 +250,11 @@ else
   check "API server: create the test namespaces" k create namespace "$ns"
   k create namespace "$other" >/dev/null 2>&1
   cleanups+=("k delete namespace $ns $other --wait=false")
-  if ! k get crd creditaccounts.hubcredits.io billingpolicies.hubcredits.io >/dev/null 2>&1; then
+  if ! k get crd creditaccounts.hubcredits.io creditaccounttemplates.hubcredits.io billingpolicies.hubcredits.io >/dev/null 2>&1; then
     check "API server: the chart's CRDs are accepted" k apply --server-side --field-manager=helm-test -f $chart/crds
     cleanups+=("k delete -f $chart/crds --wait=false")
   fi
-  k wait --for=condition=Established --timeout=30s crd/creditaccounts.hubcredits.io crd/billingpolicies.hubcredits.io >/dev/null 2>&1
+  k wait --for=condition=Established --timeout=30s crd/creditaccounts.hubcredits.io crd/creditaccounttemplates.hubcredits.io crd/billingpolicies.hubcredits.io >/dev/null 2>&1
 
   "$HELM" template $release $chart -n "$ns" >"$tmp/live.yaml" 2>&1
   cleanups+=("k delete -f $tmp/live.yaml --ignore-not-found --wait=false")

@@ -86,7 +86,7 @@ func denialSubject(v verdict) *corev1.ObjectReference {
 	d := v.denied
 	account := v.account
 	if account == "" && v.reason == billing.DenyNoAccount && d.user != "" {
-		account = WalletName(d.user)
+		account = billing.WalletName(d.user)
 	}
 	if account != "" {
 		return &corev1.ObjectReference{

@@ -2,13 +2,10 @@ package webhooks
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"regexp"
-	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -18,8 +15,10 @@ import (
 )
 
 // The webhook finds the payer in the cache (live when the cache shows none)
-// and creates a wallet for a user who has none, when configured to.
+// and creates a wallet for a user who has none, from the template of one of
+// the user's groups or when configured to.
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounttemplates,verbs=get;list;watch
 
 // wallet finds (or creates) the account that pays for the user's server.
 // groups are the user's JupyterHub groups, as the hub put them on the pod.
@@ -40,10 +39,62 @@ func (h *PodAdmitter) wallet(ctx context.Context, ns, user string, groups []stri
 	if err != nil || w != nil {
 		return w, err
 	}
-	if h.AutoCreate == nil {
+	tmpl, err := h.walletTemplate(ctx, ns, groups)
+	if err != nil {
+		return nil, err
+	}
+	if tmpl == nil {
 		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
-	return h.createWallet(ctx, ns, user, dryRun)
+	return h.createWallet(ctx, ns, user, tmpl, dryRun)
+}
+
+// walletTemplate is the template a user in groups without an account gets
+// a wallet from: the CreditAccountTemplate billing.SelectTemplate picks
+// (from the cache, live when the cache shows none for the groups: it may
+// have been created a moment ago), else the operator's AutoCreate; nil
+// when neither applies.
+func (h *PodAdmitter) walletTemplate(ctx context.Context, ns string, groups []string) (*WalletTemplate, error) {
+	if len(groups) == 0 || h.NoTemplates {
+		return h.AutoCreate, nil
+	}
+	t, err := selectTemplate(ctx, h.Reader, ns, groups)
+	if err == nil && t == nil {
+		t, err = selectTemplate(ctx, h.Reserver.APIReader, ns, groups)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if t == nil {
+		return h.AutoCreate, nil
+	}
+	return &WalletTemplate{
+		Name:           t.Name,
+		Cap:            t.Spec.Cap,
+		InitialBalance: t.Spec.InitialBalance,
+		Grant:          t.Spec.Grant,
+		Project:        t.Spec.Project,
+	}, nil
+}
+
+// selectTemplate lists the namespace's templates from r and picks the
+// one for groups (billing.SelectTemplate). Without the
+// CreditAccountTemplate API (its CRD not applied, or deleted) there is
+// none.
+func selectTemplate(ctx context.Context, r client.Reader, ns string, groups []string) (*hcv1.CreditAccountTemplate, error) {
+	var list hcv1.CreditAccountTemplateList
+	err := r.List(ctx, &list, client.InNamespace(ns))
+	if meta.IsNoMatchError(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	templates := make([]*hcv1.CreditAccountTemplate, len(list.Items))
+	for i := range list.Items {
+		templates[i] = &list.Items[i]
+	}
+	return billing.SelectTemplate(groups, templates), nil
 }
 
 // candidates are the accounts that could pay for user's server: the one the
@@ -124,35 +175,47 @@ func (h *PodAdmitter) project(ctx context.Context, ns string, wallet *hcv1.Credi
 	})
 }
 
-// createWallet creates the user's wallet from the template (in a dry run,
-// only in memory).
-func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun bool) (*hcv1.CreditAccount, error) {
+// createWallet creates the user's wallet, billing.WalletName(user), from
+// tmpl (in a dry run, only in memory). The name is the user's, whatever
+// the template, so concurrent spawns of a new user (on any replica) create
+// one wallet: the API server refuses every create but the first, and the
+// others pay from the wallet it made.
+func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *WalletTemplate, dryRun bool) (*hcv1.CreditAccount, error) {
 	wallet := &hcv1.CreditAccount{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace:   ns,
-			Name:        WalletName(user),
-			Labels:      map[string]string{"hubcredits.io/auto-created": "true"},
+			Name:        billing.WalletName(user),
+			Labels:      map[string]string{hcv1.LabelAutoCreated: "true"},
 			Annotations: map[string]string{hcv1.AnnotationUsername: user},
 		},
 		Spec: hcv1.CreditAccountSpec{
 			Users:          []string{user},
-			Cap:            h.AutoCreate.Cap,
-			InitialBalance: h.AutoCreate.InitialBalance,
-			Grant:          h.AutoCreate.Grant,
+			Cap:            tmpl.Cap,
+			InitialBalance: tmpl.InitialBalance,
+			Grant:          tmpl.Grant,
+			Project:        tmpl.Project,
 		},
+	}
+	if tmpl.Name != "" {
+		wallet.Labels[hcv1.LabelTemplate] = tmpl.Name
 	}
 	if dryRun {
 		return wallet, nil
 	}
 	if err := h.NewWallets.allow(ctx, user); err != nil {
+		var denial *billing.Denial
+		if errors.As(err, &denial) && denial.Reason == DenyWalletLimited {
+			// A concurrent spawn of the same user may have spent the
+			// budget on this very wallet: pay from it if it is there.
+			if existing, gerr := h.existingWallet(ctx, wallet, user); gerr == nil {
+				return existing, nil
+			}
+		}
 		return nil, err
 	}
 	err := h.Reserver.Client.Create(ctx, wallet)
 	if apierrors.IsAlreadyExists(err) {
-		err = h.Reserver.APIReader.Get(ctx, client.ObjectKeyFromObject(wallet), wallet)
-		if err == nil && !billing.Lists(wallet, user) {
-			return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
-		}
+		return h.existingWallet(ctx, wallet, user)
 	}
 	if err != nil {
 		return nil, err
@@ -160,28 +223,16 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, dryRun 
 	return wallet, nil
 }
 
-const (
-	// maxPlainWalletSlug keeps "wallet-<user>" within 63 characters, so
-	// the name is also a valid label value (the pod's account label names
-	// a wallet).
-	maxPlainWalletSlug = 50
-	// maxHashedWalletSlug leaves room for "wallet-", "-" and 8 hex digits
-	// of hash within those 63.
-	maxHashedWalletSlug = 40
-)
-
-var invalidName = regexp.MustCompile(`[^a-z0-9-]+`)
-
-// WalletName is the name of the wallet created for user: "wallet-<user>"
-// when the name is a valid object name, else a slug with a hash.
-func WalletName(user string) string {
-	slug := strings.Trim(invalidName.ReplaceAllString(strings.ToLower(user), "-"), "-")
-	if slug == user && len(slug) <= maxPlainWalletSlug && slug != "" {
-		return "wallet-" + slug
+// existingWallet reads the account named like wallet from the API server:
+// the user's, when it lists them (a concurrent spawn created it); another
+// user's account of that name is no account for user.
+func (h *PodAdmitter) existingWallet(ctx context.Context, wallet *hcv1.CreditAccount, user string) (*hcv1.CreditAccount, error) {
+	existing := &hcv1.CreditAccount{}
+	if err := h.Reserver.APIReader.Get(ctx, client.ObjectKeyFromObject(wallet), existing); err != nil {
+		return nil, err
 	}
-	sum := sha256.Sum256([]byte(user))
-	if len(slug) > maxHashedWalletSlug {
-		slug = strings.Trim(slug[:maxHashedWalletSlug], "-")
+	if !billing.Lists(existing, user) {
+		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
-	return "wallet-" + slug + "-" + hex.EncodeToString(sum[:4])
+	return existing, nil
 }

@@ -35,12 +35,17 @@ import (
 // PodWebhookPath is where the pod webhook is served.
 const PodWebhookPath = "/mutate-v1-pod"
 
-// WalletTemplate is the wallet created for a user who has none, when the
-// operator is configured to create them.
+// WalletTemplate is the wallet created for a user who has none: the
+// operator's (--auto-create-wallets), or a CreditAccountTemplate's.
 type WalletTemplate struct {
+	// Name is the CreditAccountTemplate's name ("" for the operator's
+	// template); the wallet is labelled hubcredits.io/template with it.
+	Name           string
 	Cap            int64
 	InitialBalance *int64
 	Grant          *hcv1.Grant
+	// Project is the pool that pays first for the wallet ("": none).
+	Project string
 }
 
 // +kubebuilder:webhook:path=/mutate-v1-pod,mutating=true,failurePolicy=fail,sideEffects=NoneOnDryRun,groups="",resources=pods,verbs=create,versions=v1,name=pods.hubcredits.io,admissionReviewVersions=v1,timeoutSeconds=2,matchPolicy=Equivalent,reinvocationPolicy=Never
@@ -54,9 +59,14 @@ type PodAdmitter struct {
 	Clock    clock.Clock
 	Policies *billing.PolicyCache
 	Defaults billing.Defaults
-	// AutoCreate, when set, creates a wallet for a user who has none.
+	// AutoCreate, when set, creates a wallet for a user who has none and
+	// whose groups no CreditAccountTemplate lists.
 	AutoCreate *WalletTemplate
-	// NewWallets bounds the wallets AutoCreate makes (nil: unbounded).
+	// NoTemplates ignores CreditAccountTemplates (their CRD is not
+	// installed): only AutoCreate creates wallets.
+	NoTemplates bool
+	// NewWallets bounds the wallets AutoCreate and the templates make
+	// (nil: unbounded).
 	NewWallets *WalletGuard
 	// Creators, when not empty, are the only users (e.g. the hub's service
 	// account) allowed to create billed pods.

@@ -1,7 +1,8 @@
 // Package v1alpha1 contains the hubcredits.io/v1alpha1 API: CreditAccount
-// (a user's wallet or a project's shared pool), BillingPolicy (the price
-// of a JupyterHub user server) and UsageRecord (the record of one ended
-// server).
+// (a user's wallet or a project's shared pool), CreditAccountTemplate (the
+// wallet the members of JupyterHub groups get on their first spawn),
+// BillingPolicy (the price of a JupyterHub user server) and UsageRecord
+// (the record of one ended server).
 //
 // +kubebuilder:object:generate=true
 // +groupName=hubcredits.io

@@ -55,4 +55,11 @@ const (
 	// stopped, and a pool's share of its wallets' servers is from then on
 	// paid by the wallets.
 	AnnotationForceDelete = "hubcredits.io/force-delete"
+	// LabelAutoCreated "true" on a CreditAccount says the webhook created
+	// it on its user's first spawn (from a CreditAccountTemplate or the
+	// operator's --auto-create-wallets template).
+	LabelAutoCreated = "hubcredits.io/auto-created"
+	// LabelTemplate on an auto-created CreditAccount names the
+	// CreditAccountTemplate it was created from.
+	LabelTemplate = "hubcredits.io/template"
 )

@@ -80,6 +80,7 @@ type Event struct {
 
 type statusOptions struct {
 	user   string
+	groups []string
 	output string
 }
 
@@ -91,9 +92,12 @@ func newStatusCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Comman
 		Long: "Without arguments, one line per account of the namespace. With an account name, or --user " +
 			"(every account that lists the user), the account in full: balance, cap, grant schedule, the " +
 			"servers it pays for with their prices and paid-through times, conditions, the last ledger " +
-			"movements and the account's recent Events.",
-		Example: "  kubectl credits status -n jhub\n  kubectl credits status alice -n jhub\n  kubectl credits status --user alice -o yaml",
-		Args:    cobra.MaximumNArgs(1),
+			"movements and the account's recent Events. With --groups, the user's JupyterHub groups: when no " +
+			"account lists the user, the accounts that list one of the groups (as admission picks the payer), " +
+			"and when none does either, the CreditAccountTemplate their first spawn creates a wallet from.",
+		Example: "  kubectl credits status -n jhub\n  kubectl credits status alice -n jhub\n  kubectl credits status --user alice -o yaml\n" +
+			"  kubectl credits status --user zoe --groups physics-101,staff -n jhub",
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := checkOutput(o.output, outputTable, outputJSON, outputYAML); err != nil {
 				return err
@@ -101,10 +105,14 @@ func newStatusCommand(k *kube, streams genericiooptions.IOStreams) *cobra.Comman
 			if len(args) == 1 && o.user != "" {
 				return errors.New("give an account or --user, not both")
 			}
+			if len(o.groups) > 0 && o.user == "" {
+				return errors.New("--groups needs --user")
+			}
 			return o.run(cmd.Context(), k, streams.Out, args)
 		},
 	}
 	cmd.Flags().StringVar(&o.user, "user", "", "Show every account that lists this JupyterHub user.")
+	cmd.Flags().StringSliceVar(&o.groups, "groups", nil, "With --user: the user's JupyterHub groups (e.g. physics-101,staff), for the accounts and CreditAccountTemplates that admit members of a group.")
 	addOutputFlag(cmd, &o.output, outputTable, outputJSON, outputYAML)
 	return cmd
 }
@@ -142,8 +150,15 @@ func (o *statusOptions) run(ctx context.Context, k *kube, out io.Writer, args []
 				accounts = append(accounts, list.Items[i])
 			}
 		}
+		if len(accounts) == 0 { // as admission: groups count only then
+			for i := range list.Items {
+				if billing.ListsGroup(&list.Items[i], o.groups) {
+					accounts = append(accounts, list.Items[i])
+				}
+			}
+		}
 		if len(accounts) == 0 {
-			return fmt.Errorf("no credit account in namespace %s lists user %q", ns, o.user)
+			return o.noAccount(ctx, c, ns)
 		}
 	}
 	views := make([]AccountStatus, 0, len(accounts))
@@ -175,6 +190,46 @@ func (o *statusOptions) run(ctx context.Context, k *kube, out io.Writer, args []
 		}
 	}
 	return nil
+}
+
+// noAccount is the error of --user for a user no account lists (nor, with
+// --groups, one of their groups): with --groups, it names the
+// CreditAccountTemplate the user's first spawn creates a wallet from, if
+// one applies (billing.SelectTemplate, as the webhook picks it).
+func (o *statusOptions) noAccount(ctx context.Context, c client.Client, ns string) error {
+	if len(o.groups) == 0 {
+		return fmt.Errorf("no credit account in namespace %s lists user %q", ns, o.user)
+	}
+	msg := fmt.Sprintf("no credit account in namespace %s lists user %q or one of the groups %s", ns, o.user, strings.Join(o.groups, ","))
+	var list hcv1.CreditAccountTemplateList
+	if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("%s (and the CreditAccountTemplates cannot be read: %w)", msg, err)
+	}
+	templates := make([]*hcv1.CreditAccountTemplate, len(list.Items))
+	for i := range list.Items {
+		templates[i] = &list.Items[i]
+	}
+	t := billing.SelectTemplate(o.groups, templates)
+	if t == nil {
+		return fmt.Errorf("%s, and no CreditAccountTemplate lists one of the groups: a spawn is denied, unless the operator runs with --auto-create-wallets", msg)
+	}
+	return fmt.Errorf("%s; the first spawn creates the wallet %s from the CreditAccountTemplate %s (%s)", msg, billing.WalletName(o.user), t.Name, templateText(t))
+}
+
+// templateText is what a template's wallet gets: cap, initial balance,
+// grant and project.
+func templateText(t *hcv1.CreditAccountTemplate) string {
+	parts := []string{fmt.Sprintf("cap %d", t.Spec.Cap)}
+	if t.Spec.InitialBalance != nil {
+		parts = append(parts, fmt.Sprintf("initial balance %d", *t.Spec.InitialBalance))
+	}
+	if g := t.Spec.Grant; g != nil {
+		parts = append(parts, fmt.Sprintf("+%d every %s", g.Amount, billing.FormatDuration(g.Interval.Duration)))
+	}
+	if t.Spec.Project != "" {
+		parts = append(parts, "project "+t.Spec.Project+" pays first")
+	}
+	return strings.Join(parts, ", ")
 }
 
 // accountEvents lists the Events about account a.

@@ -10,6 +10,7 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -37,9 +38,10 @@ type Options struct {
 	Defaults           billing.Defaults
 	Billing            billing.Options
 	AutoCreate         *webhooks.WalletTemplate
-	// AutoCreatePerMinute bounds the wallets AutoCreate makes per minute
-	// and replica (0: no limit). With a Hub API, a wallet is also created
-	// only for a user the hub knows.
+	// AutoCreatePerMinute bounds the wallets AutoCreate and the
+	// CreditAccountTemplates make per minute and replica (0: no limit).
+	// With a Hub API, a wallet is also created only for a user the hub
+	// knows.
 	AutoCreatePerMinute int
 	Creators            []string
 	// DryRunIdentities: see webhooks.PodAdmitter.
@@ -209,6 +211,10 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Self:     whoAmI(ctx, mgr),
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // core/v1 Events, as the controllers write
 	})
+	noTemplates, err := watchTemplates(ctx, mgr)
+	if err != nil {
+		return err
+	}
 	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
 		Reader:           mgr.GetClient(),
 		Reserver:         &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
@@ -216,6 +222,7 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		Policies:         policies,
 		Defaults:         o.Defaults,
 		AutoCreate:       o.AutoCreate,
+		NoTemplates:      noTemplates,
 		NewWallets:       newWalletGuard(o),
 		Creators:         o.Creators,
 		DryRunIdentities: o.DryRunIdentities,
@@ -228,12 +235,24 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 	return nil
 }
 
-// newWalletGuard bounds automatic wallet creation: by the hub's users
-// when a Hub API is configured, and by a rate.
-func newWalletGuard(o Options) *webhooks.WalletGuard {
-	if o.AutoCreate == nil {
-		return nil
+// watchTemplates starts the informer of CreditAccountTemplates with the
+// cache (the webhook reads them on a new user's first spawn), so it is
+// synced before the webhook serves. Without their CRD (an upgrade that
+// did not apply the chart's crds/) the webhook ignores templates, and says
+// so once: it still serves every other spawn.
+func watchTemplates(ctx context.Context, mgr manager.Manager) (noTemplates bool, err error) {
+	_, err = mgr.GetCache().GetInformer(ctx, &hcv1.CreditAccountTemplate{})
+	if meta.IsNoMatchError(err) {
+		mgr.GetLogger().Error(err, "The CreditAccountTemplate API is not installed: no wallet is created from templates until its CRD is applied and the operator restarted")
+		return true, nil
 	}
+	return false, err
+}
+
+// newWalletGuard bounds automatic wallet creation (AutoCreate's and the
+// CreditAccountTemplates'): by the hub's users when a Hub API is
+// configured, and by a rate.
+func newWalletGuard(o Options) *webhooks.WalletGuard {
 	g := &webhooks.WalletGuard{PerMinute: o.AutoCreatePerMinute}
 	if o.HubURL != "" && o.HubTokenFile != "" {
 		g.Users = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile, HTTP: &http.Client{Timeout: time.Second}}

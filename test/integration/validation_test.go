@@ -23,7 +23,7 @@ import (
 func TestInvalidObjectsRefused(t *testing.T) {
 	ns := newNamespace(t)
 	cases := map[string]struct {
-		kind    string // creditaccounts or billingpolicies
+		kind    string // creditaccounts, creditaccounttemplates or billingpolicies
 		spec    string
 		wantMsg string
 	}{
@@ -207,6 +207,42 @@ func TestInvalidObjectsRefused(t *testing.T) {
 			kind: "billingpolicies", spec: `{"billingValu":5}`,
 			wantMsg: `unknown field "spec.billingValu"`,
 		},
+		"a template for no group": {
+			kind: "creditaccounttemplates", spec: `{"cap":10}`,
+			wantMsg: "spec.groups: Required value",
+		},
+		"a template for an empty list of groups": {
+			kind: "creditaccounttemplates", spec: `{"groups":[],"cap":10}`,
+			wantMsg: "spec.groups: Invalid value: 0: spec.groups in body should have at least 1 items",
+		},
+		"a template's empty group": {
+			kind: "creditaccounttemplates", spec: `{"groups":[""]}`,
+			wantMsg: "spec.groups[0]: Invalid value: \"\": spec.groups[0] in body should be at least 1 chars long",
+		},
+		"a template's duplicate group": {
+			kind: "creditaccounttemplates", spec: `{"groups":["physics","physics"]}`,
+			wantMsg: `spec.groups[1]: Duplicate value: "physics"`,
+		},
+		"a template's initial balance above its cap": {
+			kind: "creditaccounttemplates", spec: `{"groups":["g"],"cap":10,"initialBalance":20}`,
+			wantMsg: "initialBalance must not exceed cap",
+		},
+		"a template's grant above its cap": {
+			kind: "creditaccounttemplates", spec: `{"groups":["g"],"cap":10,"grant":{"amount":20,"interval":"5m"}}`,
+			wantMsg: "grant.amount must not exceed cap",
+		},
+		"a template's grant too often": {
+			kind: "creditaccounttemplates", spec: `{"groups":["g"],"grant":{"amount":1,"interval":"500ms"}}`,
+			wantMsg: "grant.interval must be at least 1s",
+		},
+		"a template's bad project name": {
+			kind: "creditaccounttemplates", spec: `{"groups":["g"],"project":"Bad_Name"}`,
+			wantMsg: "spec.project in body should match",
+		},
+		"a template's unknown field": {
+			kind: "creditaccounttemplates", spec: `{"groups":["g"],"users":["a"]}`,
+			wantMsg: `unknown field "spec.users"`,
+		},
 		"bad label selector": {
 			kind: "billingpolicies", spec: `{"podSelector":{"matchExpressions":[{"key":"a","operator":"Bogus"}]}}`,
 			wantMsg: "spec.podSelector",
@@ -217,7 +253,7 @@ func TestInvalidObjectsRefused(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			i++
 			obj := fmt.Sprintf("bad-%d", i)
-			kind := map[string]string{"creditaccounts": "CreditAccount", "billingpolicies": "BillingPolicy"}[tc.kind]
+			kind := map[string]string{"creditaccounts": "CreditAccount", "billingpolicies": "BillingPolicy", "creditaccounttemplates": "CreditAccountTemplate"}[tc.kind]
 			body := fmt.Sprintf(`{"apiVersion":"hubcredits.io/v1alpha1","kind":%q,"metadata":{"name":%q},"spec":%s}`,
 				kind, obj, strings.ReplaceAll(tc.spec, "NAME", obj))
 			err := clientset.RESTClient().Post().

@@ -152,7 +152,29 @@ func TestStatus(t *testing.T) {
 			return nil
 		})
 	})
+	t.Run("a user without an account, by their groups", func(t *testing.T) {
+		create(t,
+			testutil.MakeAccount(ns, "chem-pool").Groups("chem-201").Cap(500).Obj(),
+			testutil.MakeTemplate(ns, "physics", "physics-101").Cap(50).InitialBalance(30).Grant(5, time.Hour).Project("physics").Obj(),
+			testutil.MakeTemplate(ns, "zz-staff", "staff").Obj(),
+		)
+		oneSentence(t, kubectlCredits(t, "status", "--user", "zoe", "--groups", "staff,physics-101", "-n", ns),
+			`no credit account in namespace `+ns+` lists user "zoe" or one of the groups staff,physics-101; the first spawn creates the wallet wallet-zoe from the CreditAccountTemplate physics (cap 50, initial balance 30, +5 every 1h, project physics pays first).`)
+		oneSentence(t, kubectlCredits(t, "status", "--user", "zoe", "--groups", "history", "-n", ns),
+			`no credit account in namespace `+ns+` lists user "zoe" or one of the groups history, and no CreditAccountTemplate lists one of the groups: a spawn is denied, unless the operator runs with --auto-create-wallets.`)
+		// A pool of one of the groups pays before any template.
+		r := kubectlCredits(t, "status", "--user", "zoe", "--groups", "chem-201,physics-101", "-n", ns)
+		if r.code != 0 || !strings.Contains(r.out, "Account:     chem-pool") {
+			t.Errorf("status --user zoe --groups chem-201,physics-101: exit %d, %s\n%s", r.code, r.err, r.out)
+		}
+		// Listed by name: the groups do not matter.
+		r = kubectlCredits(t, "status", "--user", "bob", "--groups", "chem-201", "-n", ns)
+		if r.code != 0 || !strings.Contains(r.out, "Account:     bob") || strings.Contains(r.out, "chem-pool") {
+			t.Errorf("status --user bob --groups chem-201: exit %d, %s\n%s", r.code, r.err, r.out)
+		}
+	})
 	t.Run("errors are one sentence", func(t *testing.T) {
+		oneSentence(t, kubectlCredits(t, "status", "--groups", "staff", "-n", ns), `--groups needs --user.`)
 		oneSentence(t, kubectlCredits(t, "status", "nobody", "-n", ns), `creditaccounts.hubcredits.io "nobody" not found.`)
 		oneSentence(t, kubectlCredits(t, "status", "--user", "zoe", "-n", ns), `no credit account in namespace `+ns+` lists user "zoe".`)
 		oneSentence(t, kubectlCredits(t, "status", "-o", "wide", "-n", ns), `unknown output format "wide"`)

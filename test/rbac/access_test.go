@@ -81,6 +81,7 @@ func operatorMust(hub, operatorNS, tombstones string) []access {
 	m = append(m, each(hub, hc, "creditaccounts", "status", "", "get", "update")...)
 	m = append(m, each(hub, hc, "billingpolicies", "", "", "get", "list", "watch")...)
 	m = append(m, each(hub, hc, "billingpolicies", "status", "", "get", "update")...)
+	m = append(m, each(hub, hc, "creditaccounttemplates", "", "", "get", "list", "watch")...)
 	m = append(m, each(hub, hc, "usagerecords", "", "", "create", "list", "delete")...)
 	m = append(m, access{ns: operatorNS, verb: "create", group: "coordination.k8s.io", resource: "leases"})
 	m = append(m, each(operatorNS, "coordination.k8s.io", "leases", "", "hubcredits.hubcredits.io", "get", "update")...)
@@ -113,6 +114,11 @@ func operatorMustNot(hub, operatorNS, other string) []access {
 		access{ns: hub, verb: "update", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "delete", group: hc, resource: "creditaccounts"},
 		access{ns: hub, verb: "update", group: hc, resource: "billingpolicies"},
+		// CreditAccountTemplates are the admin's: read, never written.
+		access{ns: hub, verb: "create", group: hc, resource: "creditaccounttemplates"},
+		access{ns: hub, verb: "update", group: hc, resource: "creditaccounttemplates"},
+		access{ns: hub, verb: "delete", group: hc, resource: "creditaccounttemplates"},
+		access{ns: other, verb: "list", group: hc, resource: "creditaccounttemplates"},
 		// UsageRecords: written once, listed live, deleted after the
 		// retention; never edited, watched, or touched elsewhere.
 		access{ns: hub, verb: "update", group: hc, resource: "usagerecords"},

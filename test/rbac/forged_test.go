@@ -202,7 +202,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range accounts.Items {
-		if strings.HasPrefix(a.Name, "wallet-mallory") || a.Name == webhooks.WalletName("erin") {
+		if strings.HasPrefix(a.Name, "wallet-mallory") || a.Name == billing.WalletName("erin") {
 			t.Errorf("account %s was created by a forged review", a.Name)
 		}
 	}
@@ -210,7 +210,7 @@ func TestForgedReviewsAreBounded(t *testing.T) {
 	// Every forged reservation is returned after the grace, and counted.
 	start := time.Now()
 	eventually(t, grace+30*time.Second, func() error {
-		for name, want := range map[string]int64{"frank": 30, webhooks.WalletName("carol"): 20, webhooks.WalletName("dave"): 20} {
+		for name, want := range map[string]int64{"frank": 30, billing.WalletName("carol"): 20, billing.WalletName("dave"): 20} {
 			if err := balance(ctx, hub, name, want); err != nil {
 				return err
 			}

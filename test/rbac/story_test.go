@@ -242,7 +242,7 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	if err := k8s.Create(ctx, bob); err != nil {
 		t.Fatalf("bob's spawn: %v", err)
 	}
-	eventually(t, 20*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
+	eventually(t, 20*time.Second, func() error { return balance(ctx, hub, billing.WalletName("bob"), 10) })
 
 	// The webhook verifies its caller (--webhook-client-ca): every spawn
 	// above came through the API server's client certificate; a review sent
@@ -254,7 +254,7 @@ func TestOperatorUnderItsOwnToken(t *testing.T) {
 	if got := testutil.Counter(t, "hubcredits_webhook_unauthenticated_requests_total", nil) - refusedBefore; got != 1 {
 		t.Errorf("hubcredits_webhook_unauthenticated_requests_total grew by %v, want 1", got)
 	}
-	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, webhooks.WalletName("bob"), 10) })
+	eventually(t, 5*time.Second, func() error { return balance(ctx, hub, billing.WalletName("bob"), 10) })
 
 	// alice's account is deleted (by force: her stopped pod is left to a
 	// kubelet that does not run here): her tombstone goes into the chart's
