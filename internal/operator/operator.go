@@ -115,8 +115,10 @@ func ClientOptions() client.Options {
 
 // TrimPod keeps the parts of a pod that billing reads, and nothing else:
 // its identity (name, namespace, UID, resourceVersion), creation and
-// deletion (billing.ObservePod), the labels and annotations hubcredits
-// uses (the indexes, billing.PinnedPrice, billing.Adoption), and the run
+// deletion (billing.ObservePod), the label and annotations hubcredits
+// reads (the indexes, billing.PinnedPrice, billing.Adoption; not the
+// singleuser label: the informer's selector already filtered on it, and a
+// pod that loses it is deleted from the cache), and the run
 // times of its containers (the phase, the start time, and each
 // container's running and terminated start and finish times). The spec
 // is dropped (it holds the user's Hub API token in the environment; an
@@ -134,7 +136,7 @@ func TrimPod(obj any) (any, error) {
 		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
 		CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
 		DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
-		Labels:                     keep(p.Labels, hcv1.ComponentLabel, hcv1.LabelAccount),
+		Labels:                     keep(p.Labels, hcv1.LabelAccount),
 		Annotations: keep(p.Annotations, hcv1.AnnotationUsername, hcv1.AnnotationServerName,
 			hcv1.AnnotationAccount, hcv1.AnnotationProject, hcv1.AnnotationBillingValue,
 			hcv1.AnnotationBillingInterval, hcv1.AnnotationPolicy, hcv1.AnnotationReservation),

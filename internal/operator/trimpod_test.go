@@ -2,6 +2,7 @@ package operator
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -73,7 +74,7 @@ func TestTrimPod(t *testing.T) {
 		TypeMeta: full.TypeMeta,
 		ObjectMeta: metav1.ObjectMeta{
 			Name: full.Name, Namespace: "jhub", UID: "uid-1", ResourceVersion: "42", CreationTimestamp: full.CreationTimestamp,
-			Labels: map[string]string{hcv1.ComponentLabel: hcv1.SingleuserComponent, hcv1.LabelAccount: "physics"},
+			Labels: map[string]string{hcv1.LabelAccount: "physics"},
 			Annotations: map[string]string{
 				hcv1.AnnotationUsername: "alice", hcv1.AnnotationServerName: "gpu",
 				hcv1.AnnotationAccount: "alice", hcv1.AnnotationProject: "physics",
@@ -170,5 +171,38 @@ func TestTrimPod(t *testing.T) {
 
 	if o, err := TrimPod("not a pod"); err != nil || o != "not a pod" {
 		t.Errorf("a non-pod is returned as is: %v, %v", o, err)
+	}
+}
+
+// BenchmarkTrimPodRetained reports the heap a cached pod keeps after
+// TrimPod (retained-B/pod), for a running KubeSpawner pod on a wallet as
+// the API server returns it (decoded anew for each pod, as an informer does, and dropped
+// once trimmed).
+func BenchmarkTrimPodRetained(b *testing.B) {
+	const n = 10000
+	full := fullPod() // a server on a wallet: no profile label, no pool
+	delete(full.Labels, hcv1.LabelAccount)
+	delete(full.Annotations, hcv1.AnnotationProject)
+	full.Status.ContainerStatuses = full.Status.ContainerStatuses[:1]
+	raw, err := json.Marshal(full)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		kept := make([]any, n)
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for i := range kept {
+			p := &corev1.Pod{}
+			if err := json.Unmarshal(raw, p); err != nil {
+				b.Fatal(err)
+			}
+			kept[i], _ = TrimPod(p)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "retained-B/pod")
+		runtime.KeepAlive(kept)
 	}
 }
