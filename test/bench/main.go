@@ -3,8 +3,8 @@
 // ratio measured within one run, or a count; nothing is a timed pass/fail
 // test.
 //
-//	go run ./test/bench -scenario=all                      # full sizes (25-30 min on 2 cores)
-//	go run ./test/bench -scenario=all -quick -out=/tmp/b.md # small sizes (~5 min)
+//	go run ./test/bench -scenario=all                      # full sizes (40-50 min on 2 cores)
+//	go run ./test/bench -scenario=all -quick -out=/tmp/b.md # small sizes (~8 min)
 //
 // Scenarios (comma-separated, or all):
 //
