@@ -13,6 +13,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -320,6 +321,14 @@ func (b *bench) pool(ctx context.Context) error {
 		"(polling once a second); %d charged more than once; %d reservations without a pod (failed spawns).\n",
 		running, ref.UTC().Format("15:04:05"), durText(allAt), over, orphans)
 	b.rep.addRaw("pool: one project pool for a whole course", t.String())
+	// Leave nothing running for the scenarios after this one: the operator
+	// stops, the servers' pods go (no kubelet: at once).
+	if err := op.stop(); err != nil {
+		logf("bench: pool: stopping the operator: %v", err)
+	}
+	if err := b.cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{}); err != nil {
+		logf("bench: pool: deleting the servers' pods: %v", err)
+	}
 	return nil
 }
 
