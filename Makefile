@@ -154,7 +154,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each (CI runs them briefly through m
 
 BENCH_FLAGS ?=
 .PHONY: bench
-bench: k8s-tools ## Benchmarks on the local control plane (about 25 min at full size); writes docs/benchmarks.md. Quick: make bench BENCH_FLAGS="-quick -out=/tmp/bench.md"
+bench: k8s-tools ## Benchmarks on the local control plane (about 45 min at full size, the pool scenario up to 20 of them); writes docs/benchmarks.md. Quick: make bench BENCH_FLAGS="-quick -out=/tmp/bench.md"
 	$(GO) run ./test/bench -scenario=all $(BENCH_FLAGS)
 
 .PHONY: test-unit

@@ -115,30 +115,58 @@ func ClientOptions() client.Options {
 	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}}}}
 }
 
-// TrimPod keeps the parts of a pod that billing reads: identity, the
-// labels and annotations hubcredits uses, deletion, and the containers' run
-// times. (About 23 KiB of heap per server before, mostly labels and
-// annotations KubeSpawner and Z2JH set.)
+// TrimPod keeps the parts of a pod that billing reads, and nothing else:
+// its identity (name, namespace, UID, resourceVersion), creation and
+// deletion (billing.ObservePod), the label and annotations hubcredits
+// reads (the indexes, billing.PinnedPrice, billing.Adoption; not the
+// singleuser label: the informer's selector already filtered on it, and a
+// pod that loses it is deleted from the cache), and the run
+// times of its containers (the phase, the start time, and each
+// container's running and terminated start and finish times). The spec
+// is dropped (it holds the user's Hub API token in the environment; an
+// adopted pod is priced from a live read), and so are managedFields,
+// owner references, finalizers, conditions, and the containers' names,
+// images, waiting states and termination messages. (About 23 KiB of heap
+// per server untrimmed, mostly labels and annotations KubeSpawner and
+// Z2JH set.) TestTrimPod lists what is kept.
 func TrimPod(obj any) (any, error) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
 		return obj, nil
 	}
-	t := &corev1.Pod{TypeMeta: p.TypeMeta}
-	t.ObjectMeta = p.ObjectMeta
-	t.ManagedFields = nil
-	t.Labels = keep(p.Labels, hcv1.ComponentLabel, hcv1.LabelAccount)
-	t.Annotations = keep(p.Annotations, hcv1.AnnotationUsername, hcv1.AnnotationServerName,
-		hcv1.AnnotationAccount, hcv1.AnnotationProject, hcv1.AnnotationBillingValue,
-		hcv1.AnnotationBillingInterval, hcv1.AnnotationPolicy, hcv1.AnnotationReservation)
+	t := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: metav1.ObjectMeta{
+		Name: p.Name, Namespace: p.Namespace, UID: p.UID, ResourceVersion: p.ResourceVersion,
+		CreationTimestamp: p.CreationTimestamp, DeletionTimestamp: p.DeletionTimestamp,
+		DeletionGracePeriodSeconds: p.DeletionGracePeriodSeconds,
+		Labels:                     keep(p.Labels, hcv1.LabelAccount),
+		Annotations: keep(p.Annotations, hcv1.AnnotationUsername, hcv1.AnnotationServerName,
+			hcv1.AnnotationAccount, hcv1.AnnotationProject, hcv1.AnnotationBillingValue,
+			hcv1.AnnotationBillingInterval, hcv1.AnnotationPolicy, hcv1.AnnotationReservation),
+	}}
 	t.Status.Phase = p.Status.Phase
 	t.Status.StartTime = p.Status.StartTime
-	for _, cs := range p.Status.ContainerStatuses {
-		t.Status.ContainerStatuses = append(t.Status.ContainerStatuses, corev1.ContainerStatus{
-			Name: cs.Name, State: cs.State, LastTerminationState: cs.LastTerminationState,
-		})
+	if n := len(p.Status.ContainerStatuses); n > 0 {
+		t.Status.ContainerStatuses = make([]corev1.ContainerStatus, n)
+		for i, cs := range p.Status.ContainerStatuses {
+			t.Status.ContainerStatuses[i] = corev1.ContainerStatus{
+				State: runTimes(cs.State), LastTerminationState: runTimes(cs.LastTerminationState),
+			}
+		}
 	}
 	return t, nil
+}
+
+// runTimes keeps a container state's start and finish times (a waiting
+// state, reasons, messages and exit codes are dropped).
+func runTimes(s corev1.ContainerState) corev1.ContainerState {
+	var out corev1.ContainerState
+	if s.Running != nil {
+		out.Running = &corev1.ContainerStateRunning{StartedAt: s.Running.StartedAt}
+	}
+	if s.Terminated != nil {
+		out.Terminated = &corev1.ContainerStateTerminated{StartedAt: s.Terminated.StartedAt, FinishedAt: s.Terminated.FinishedAt}
+	}
+	return out
 }
 
 // keep returns the entries of m with the given keys (nil when none).

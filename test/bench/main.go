@@ -3,14 +3,16 @@
 // ratio measured within one run, or a count; nothing is a timed pass/fail
 // test.
 //
-//	go run ./test/bench -scenario=all                      # full sizes (25-30 min on 2 cores)
-//	go run ./test/bench -scenario=all -quick -out=/tmp/b.md # small sizes (~5 min)
+//	go run ./test/bench -scenario=all                      # full sizes (40-50 min on 2 cores)
+//	go run ./test/bench -scenario=all -quick -out=/tmp/b.md # small sizes (~8 min)
 //
 // Scenarios (comma-separated, or all):
 //
 //	admission   pod CREATE latency and throughput: no webhook / ResourceQuota / hubcredits (interleaved)
 //	contention  200 concurrent spawns on one account (balance for 50), 1,000 spawns on 1,000 accounts
 //	handler     the Go benchmark of PodAdmitter.Handle against controller-runtime's allow-all validator
+//	pool        a spawn storm of 16 clients on ONE project pool toward 10,000 servers (members by name
+//	            and by group), then one billing boundary: spawn rate, pool object size, exactly once
 //	billing     10,000 running servers: catch-up after an outage, then billing lag, CPU, RSS and
 //	            writes per charge, then the same with 50,000 unrelated pods in the namespace
 //
@@ -82,12 +84,19 @@ type config struct {
 	opEnv        []string
 	catchupOnly  bool
 	catchupLimit time.Duration
+	// pool
+	poolServers  int
+	poolClients  int
+	poolNamed    int
+	poolInterval time.Duration
+	poolLimit    time.Duration
+	poolMinRate  float64
 }
 
 func parseConfig(args []string) (*config, error) {
 	c := &config{}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.StringVar(&c.scenarios, "scenario", "all", "Scenarios to run: all, or a comma-separated list of writecost, admission, contention, handler, billing.")
+	fs.StringVar(&c.scenarios, "scenario", "all", "Scenarios to run: all, or a comma-separated list of writecost, admission, contention, handler, billing, pool.")
 	fs.BoolVar(&c.quick, "quick", false, "Small sizes for a quick run (flags set explicitly still win).")
 	fs.StringVar(&c.out, "out", "docs/benchmarks.md", "Markdown report to write (relative to the repository root); '' writes none.")
 	fs.StringVar(&c.profile, "profile", "auto", "CPU profile of the billing controllers: auto (when a billing target is missed), always, never.")
@@ -115,6 +124,12 @@ func parseConfig(args []string) (*config, error) {
 	fs.DurationVar(&c.catchupLimit, "catchup-limit", 5*time.Minute, "billing: give up waiting for the catch-up after this long (the target is 60 s).")
 	fs.BoolVar(&c.catchupOnly, "catchup-only", false, "billing: stop after the catch-up (no windows, no unrelated pods).")
 	fs.DurationVar(&c.profileFor, "profile-for", 0, "billing: length of the profiled run (0: two intervals).")
+	fs.IntVar(&c.poolServers, "pool-servers", 10000, "pool: servers to spawn on one project pool.")
+	fs.IntVar(&c.poolClients, "pool-clients", 16, "pool: concurrent clients of the spawn storm.")
+	fs.IntVar(&c.poolNamed, "pool-named", 1000, "pool: members listed by name in spec.users (at most 1000); the others are members by group.")
+	fs.DurationVar(&c.poolInterval, "pool-interval", 2*time.Minute, "pool: billing interval (the boundary after the storm comes one interval after the servers run).")
+	fs.DurationVar(&c.poolLimit, "pool-limit", 15*time.Minute, "pool: stop the storm after this long.")
+	fs.Float64Var(&c.poolMinRate, "pool-min-rate", 2, "pool: stop the storm when fewer spawns per second than this were admitted over 30 s.")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -122,14 +137,18 @@ func parseConfig(args []string) (*config, error) {
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if c.quick {
 		quick := map[string]func(){
-			"pods":       func() { c.pods = 300 },
-			"writes":     func() { c.writes = 100 },
-			"spread":     func() { c.spread = 200 },
-			"servers":    func() { c.servers = 200 },
-			"interval":   func() { c.interval = 20 * time.Second },
-			"outage":     func() { c.outage = 20 * time.Minute },
-			"unrelated":  func() { c.unrelated = 2000 },
-			"bench-time": func() { c.benchTime = "300ms" },
+			"pods":          func() { c.pods = 300 },
+			"writes":        func() { c.writes = 100 },
+			"spread":        func() { c.spread = 200 },
+			"servers":       func() { c.servers = 200 },
+			"interval":      func() { c.interval = 20 * time.Second },
+			"outage":        func() { c.outage = 20 * time.Minute },
+			"unrelated":     func() { c.unrelated = 2000 },
+			"bench-time":    func() { c.benchTime = "300ms" },
+			"pool-servers":  func() { c.poolServers = 300 },
+			"pool-named":    func() { c.poolNamed = 100 },
+			"pool-interval": func() { c.poolInterval = 20 * time.Second },
+			"pool-limit":    func() { c.poolLimit = 3 * time.Minute },
 			"bench-count": func() {
 				c.benchCount = 3
 			},
@@ -141,17 +160,20 @@ func parseConfig(args []string) (*config, error) {
 		}
 	}
 	if c.scenarios == "all" {
-		c.scenarios = "writecost,admission,contention,handler,billing"
+		c.scenarios = "writecost,admission,contention,handler,billing,pool"
 	}
 	for _, s := range strings.Split(c.scenarios, ",") {
 		switch s {
-		case "writecost", "admission", "contention", "handler", "billing":
+		case "writecost", "admission", "contention", "handler", "billing", "pool":
 		default:
 			return nil, fmt.Errorf("unknown scenario %q", s)
 		}
 	}
 	if c.perAccount < 1 || c.servers%c.perAccount != 0 {
 		return nil, fmt.Errorf("-servers must be a multiple of -per-account")
+	}
+	if c.poolNamed > 1000 || c.poolClients < 1 || c.poolInterval < 10*time.Second || c.poolInterval%time.Second != 0 {
+		return nil, fmt.Errorf("-pool-named must be at most 1000 (spec.users), -pool-clients at least 1, -pool-interval whole seconds of at least 10s")
 	}
 	if c.interval < 2*time.Second || c.interval%time.Second != 0 {
 		return nil, fmt.Errorf("-interval must be whole seconds, at least 2s")
@@ -205,6 +227,8 @@ type bench struct {
 	// before a spawn can be admitted).
 	webhookCache client.Reader
 	stopWebhook  func()
+	// operatorBin is the operator binary, once built (operatorBinary).
+	operatorBin string
 	// The control plane's processes, for their CPU time (0 if not found).
 	apiserverPid, etcdPid int
 }
@@ -261,7 +285,7 @@ func run(ctx context.Context, c *config) error {
 			b.rep.fail("handler", err)
 		}
 	}
-	if c.has("admission") || c.has("contention") || c.has("billing") || c.has("writecost") {
+	if c.has("admission") || c.has("contention") || c.has("billing") || c.has("writecost") || c.has("pool") {
 		if err := b.startControlPlane(ctx); err != nil {
 			if b.stopWebhook != nil {
 				b.stopWebhook()
@@ -283,6 +307,7 @@ func run(ctx context.Context, c *config) error {
 			{"writecost", b.writeCost},
 			{"admission", b.admission},
 			{"contention", b.contention},
+			{"pool", b.pool},
 			{"billing", b.billing},
 		}
 		for _, s := range steps {

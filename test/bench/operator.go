@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"syscall"
@@ -179,4 +180,20 @@ func runOperator(args []string) error {
 	err = mgr.Start(ctx)
 	pprof.StopCPUProfile()
 	return err
+}
+
+// operatorBinary builds the operator binary (go build -o <tmp>/manager-pool .)
+// once and returns its path.
+func (b *bench) operatorBinary(ctx context.Context) (string, error) {
+	if b.operatorBin != "" {
+		return b.operatorBin, nil
+	}
+	bin := filepath.Join(b.tmp, "manager-pool")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, ".")
+	cmd.Dir = b.root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build -o %s .: %w\n%s", bin, err, out)
+	}
+	b.operatorBin = bin
+	return bin, nil
 }

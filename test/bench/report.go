@@ -211,6 +211,25 @@ const method = `- **Control plane**: kube-apiserver and etcd from ` + "`bin/k8s`
   is the API server's count of creditaccounts/status updates (` + "`apiserver_request_total`" + ` labels an
   update verb="PUT") over the window divided by the
   periods charged in it.
+- **writecost**: sequential writes of each kind, kinds interleaved in rounds (the first a
+  warm-up); kube-apiserver's CPU from /proc. Then (unless -profile=never) kube-apiserver's
+  CPU profile (` + "`/debug/pprof/profile`" + `, admin credentials) over 15 s of CreditAccount
+  status updates only, for a wallet and for a pool funding 300 servers, split with
+  ` + "`go tool pprof -traces`" + ` into the parts the stacks show (CEL rules, schema
+  validation and ratcheting, coercion, managed fields, JSON, conversion, GC…). The shares
+  are inclusive: a sample counts in every part on its stack.
+- **pool** (P6): one CreditAccount lists -pool-named users (spec.users holds at most 1,000)
+  and one group; every pod carries the group in ` + "`hubcredits.io/groups`" + `, so the
+  other users are members by group. -pool-clients goroutines create KubeSpawner-shaped
+  pods through the webhook toward -pool-servers. The storm stops at the target, at
+  -pool-limit, when fewer than -pool-min-rate spawns a second were admitted over 30 s, or
+  after 10 failed spawns (e.g. the pool object's size limit), and the report says which.
+  **Spawns/s at the end** is the last 500 admitted (half of them when fewer) over the
+  time they took; the **object size** is the pool as the API server serves it (JSON,
+  managedFields included). Then every admitted server is set Running from one second,
+  the operator binary starts, and the pool is read once a second until the first
+  boundary (one -pool-interval later) is charged or the second one nears: every server
+  must show exactly 2 periods paid, and the pool's totals must add up.
 - **profile**: when a billing target is missed, the same controllers (` + "`operator.Setup`" + `
   with the binary's defaults) run in a child process of the harness with runtime/pprof
   on the same namespace for two intervals; ` + "`go tool pprof -top`" + ` of that profile
