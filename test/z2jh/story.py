@@ -40,8 +40,8 @@ Steps, each asserted:
 With --after-uninstall (run.sh, after docs/install.md's Uninstall and a
 restart of the hub): the Hub API answers through the proxy, and ann, denied
 in step 4, starts a server that nothing prices (no hubcredits.io/ annotation
-or label on her pod, no credits event), which answers through the proxy and
-stops.
+or label on her pod, no CreditsReserved event on it), which answers through
+the proxy and stops.
 
 Environment: KUBECONFIG (admin), HUB_NAMESPACE (jhub). Prints PASS/FAIL per
 check, then "N passed, M failed"; exits 1 on any failure.
@@ -498,12 +498,12 @@ def after_uninstall(checks):
     msgs = [e.get("message", "") for e in events]
     observed("ann's progress", " | ".join(msgs))
     checks.check("ann: the spawn is ready", bool(events) and events[-1].get("ready"), msgs[-1:])
-    checks.check("ann: no price in the progress", not any("credits" in m for m in msgs), msgs)
     checks.equal("ann: the pod runs", wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
     pod = cluster.core.read_namespaced_pod("jupyter-ann", NS)
     marks = {k: v for k, v in {**(pod.metadata.annotations or {}), **(pod.metadata.labels or {})}.items()
              if k.startswith("hubcredits.io/")}
     checks.equal("ann: her pod is unpriced (no hubcredits.io/ annotation or label)", marks, {})
+    # (the progress stream shows the events of her earlier pods too: same name)
     evs = cluster.core.list_namespaced_event(
         NS, field_selector="involvedObject.name=jupyter-ann,reason=CreditsReserved").items
     checks.check("ann: no CreditsReserved event on her new pod",
