@@ -197,7 +197,7 @@ test-cluster: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredi
 	test/cluster/run.sh
 
 .PHONY: test-z2jh
-test-z2jh: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredits-cluster ## Next to the real Zero to JupyterHub 4.4.0 chart on a real node (root; ../shared/third_party): Z2JH's hub and proxy as pods, hubcredits installed as docs/install.md says, the story through the proxy as a browser.
+test-z2jh: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredits-cluster ## Next to the real Zero to JupyterHub 4.4.0 chart on a real node (root; ../shared/third_party): Z2JH's hub and proxy as pods, hubcredits installed as docs/install.md says (first the previous chart and image, then its Upgrade section; needs the git history), the story through the proxy as a browser, then its Uninstall and a hub that restarts without hubcredits.
 	test/z2jh/run.sh
 
 .PHONY: cluster-down
