@@ -17,6 +17,9 @@ func TestWalletTemplateOptionsTheAPIRefuses(t *testing.T) {
 		"a negative reservation grace":     {"--reservation-grace=-1m"},
 		"a negative stop retry":            {"--stop-retry=-1s"},
 		"a negative number of low periods": {"--low-balance-periods=-3"},
+		// Without the token file the URL is silently ignored: stops delete
+		// pods, and wallets are created for names the hub does not know.
+		"a Hub API URL without its token file": {"--hub-api-url=http://hub:8081/hub/api"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			f, _, err := parseFlags(args)
