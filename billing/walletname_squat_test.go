@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// TestWalletNameHashedNamesCannotBeSquatted (review5): a hashed wallet name
-// "wallet-<slug>-<8 hex>" is also the plain wallet name of the valid
-// username "<slug>-<8 hex>". Anyone who may pick a username (a GitHub
+// TestWalletNameHashedNamesCannotBeSquatted: a hashed wallet name
+// "wallet-<slug>-<hash>" must never be the plain wallet name of a valid
+// username "<slug>-<hash>": otherwise anyone who may pick a username (a GitHub
 // login may be "alice-smith-1a2b3c4d") computes the hash of a victim's
 // name (sha256, no secret) and gets the victim's wallet name: the
 // victim's first spawn is then denied (NoAccount) for ever, or, when the

@@ -14,14 +14,14 @@ import (
 	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
-// TestReview5SquatterTakesOverAnotherUsersTombstone (review5): the wallet
-// of "alice.smith" is "wallet-alice-smith-<hash>", which is also the plain
-// wallet name of the username "alice-smith-<hash>" (a valid GitHub login,
-// say). Alice's wallet (500 credits) is deleted; the squatter, a member of
-// a course whose template opens wallets at 10, spawns: the wallet created
-// for them takes over Alice's tombstone (keyed by the account name only)
-// and opens with Alice's 500 credits.
-func TestReview5SquatterTakesOverAnotherUsersTombstone(t *testing.T) {
+// TestSquatterCannotTakeOverAnotherUsersTombstone: the wallet of
+// "alice.smith" is "wallet-alice-smith-<hash>". A user who picks the
+// username "alice-smith-<that hash>" (a valid GitHub login, say) must not
+// get that name: Alice's wallet (500 credits) is deleted, the squatter, a
+// member of a course whose template opens wallets at 10, spawns, and the
+// wallet created for them must not take over Alice's tombstone (keyed by
+// the account name) with her 500 credits.
+func TestSquatterCannotTakeOverAnotherUsersTombstone(t *testing.T) {
 	ns := newNamespace(t)
 	startBilling(t, ns, nil)
 	const victim = "alice.smith"
@@ -53,28 +53,30 @@ func TestReview5SquatterTakesOverAnotherUsersTombstone(t *testing.T) {
 	}
 }
 
-// TestReview5TemplateNameLongerThanALabelValue (review5): a template's name
-// may be a DNS subdomain of up to 253 characters, but the created wallet
-// carries it as the value of the label hubcredits.io/template, at most 63.
-// Either the API refuses such a template, or its members get wallets; today
-// the template is accepted and every member's first spawn fails at the
-// wallet's create (and takes a token of --auto-create-per-minute each time).
-func TestReview5TemplateNameLongerThanALabelValue(t *testing.T) {
+// TestTemplateNameIsALabelValue: a template's name labels the wallets it
+// creates (hubcredits.io/template), so it is at most 63 characters; a
+// longer one is refused when it is created, not at its members' spawns.
+func TestTemplateNameIsALabelValue(t *testing.T) {
 	ns := newNamespace(t)
 	tname := "physics-101-winter-term-2026-tutorial-group-seven-monday-morning"
 	if len(tname) <= 63 {
 		t.Fatalf("name %d characters", len(tname))
 	}
-	if err := k8s.Create(context.Background(), testutil.MakeTemplate(ns, tname, "physics-101").Obj()); err != nil {
-		t.Logf("the template is refused: %v", err)
-		return // refusing it at creation is fine
+	err := k8s.Create(context.Background(), testutil.MakeTemplate(ns, tname, "physics-101").Obj())
+	if err == nil || !strings.Contains(err.Error(), "a template's name is at most 63 characters") {
+		t.Fatalf("creating template %q: %v, want it refused", tname, err)
 	}
-	err := createPod(testutil.MakeKubeSpawnerPod(ns, "zoe", "").Annotation(hcv1.AnnotationGroups, `["physics-101"]`).Obj())
-	if err != nil {
-		t.Fatalf("template %q accepted, but its member's spawn fails: %v", tname, err)
+	if err := k8s.Create(context.Background(), testutil.MakeTemplate(ns, tname[:63], "physics-101").Obj()); err != nil {
+		t.Fatal(err)
+	}
+	if err := createPod(testutil.MakeKubeSpawnerPod(ns, "zoe", "").Annotation(hcv1.AnnotationGroups, `["physics-101"]`).Obj()); err != nil {
+		t.Fatalf("a member's spawn: %v", err)
 	}
 	a := &hcv1.CreditAccount{}
 	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: "wallet-zoe"}, a); err != nil {
 		t.Fatal(fmt.Errorf("wallet-zoe: %w", err))
+	}
+	if a.Labels[hcv1.LabelTemplate] != tname[:63] {
+		t.Errorf("wallet-zoe labelled %v", a.Labels)
 	}
 }
