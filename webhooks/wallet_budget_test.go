@@ -7,14 +7,14 @@ import (
 	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
-// TestReview5FailedCreatesDoNotSpendOthersBudget (review5): the creation
-// token is taken before the create, and kept when the create makes no
+// TestFailedCreatesDoNotSpendOthersBudget: the creation
+// token is taken before the create, and given back when the create makes no
 // wallet. mallory's wallet name is held by an account that does not list
 // her (a squatted or admin-made "wallet-mallory"): each of her spawns takes
 // a token and is denied NoAccount; three spawns (a script restarting her
 // server) use up a budget of 3, and carol, a new member of the course, is
 // denied WalletCreationLimited although no wallet was created.
-func TestReview5FailedCreatesDoNotSpendOthersBudget(t *testing.T) {
+func TestFailedCreatesDoNotSpendOthersBudget(t *testing.T) {
 	env := newWebhookEnv(physicsTemplate().Obj(), testutil.MakeAccount(testNS, "wallet-mallory", "someone-else").Obj())
 	env.h.NewWallets = &WalletGuard{PerMinute: 3}
 	for range 3 {
