@@ -2,14 +2,14 @@ package main
 
 import "testing"
 
-// TestWalletTemplateOptionsTheAPIRefuses (review5): values f.options()
-// accepts although the API server refuses every wallet made from them
-// (spec.grant.interval at most 8760h), so each new user's spawn fails at
-// the wallet's create, after taking a token of --auto-create-per-minute;
-// and values that are silently read as something else (an initial balance
-// below -1 is "the cap", a negative grant is "no grant"). Bad values are to
-// be refused at start.
-func TestWalletTemplateOptionsTheAPIRefuses(t *testing.T) {
+// TestOptionsTheAPIRefusesOrMisreads: bad values are refused at start —
+// those the API server would refuse in every wallet made from them
+// (spec.grant.interval at most 8760h: each new user's spawn would fail at
+// the wallet's create), those that would silently read as something else
+// (an initial balance below -1 as "the cap", a negative grant as "no
+// grant"), negative durations and counts, and a Hub API URL without its
+// token (stops would silently delete pods instead).
+func TestOptionsTheAPIRefusesOrMisreads(t *testing.T) {
 	for name, args := range map[string][]string{
 		"a grant interval over a year":     {"--auto-create-wallets", "--wallet-grant-interval=9000h"},
 		"an initial balance below -1":      {"--auto-create-wallets", "--wallet-initial-balance=-5"},
