@@ -96,11 +96,14 @@ fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) $(ACTIONLINT) ## golangci-lint (.golangci.yml) over the root module, hack/tools/helm/chartcheck and hack/tools/image (their own modules); actionlint over .github/workflows.
+lint: $(GOLANGCI_LINT) $(ACTIONLINT) ## golangci-lint (.golangci.yml) over the root module, hack/tools/helm/chartcheck and hack/tools/image (their own modules); actionlint over .github/workflows; flake8 over the hub glue and the Python tests (Debian's python3-flake8, when installed; make test installs it).
 	@rc=0; $(GOLANGCI_LINT) run ./... || rc=1; \
 	  (cd hack/tools/helm && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./chartcheck/...) || rc=1; \
 	  (cd hack/tools/image && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./...) || rc=1; \
 	  $(ACTIONLINT) -shellcheck= -pyflakes= || rc=1; \
+	  if /usr/bin/python3 -m flake8 --version >/dev/null 2>&1; then \
+	    /usr/bin/python3 -m flake8 --max-line-length 100 charts/hubcredits/files test/hub test/cluster test/z2jh || rc=1; \
+	  else echo "lint: python3-flake8 is not installed; the Python lint is left to make test"; fi; \
 	  exit $$rc
 
 .PHONY: lint-fix

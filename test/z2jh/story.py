@@ -481,6 +481,7 @@ def after_uninstall(checks):
     cluster = Cluster(NS, "")
     svc = cluster.core.read_namespaced_service("proxy-public", NS)
     url = f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+
     def hub_api():
         try:
             r = requests.get(f"{url}/hub/api/", timeout=10)
@@ -498,10 +499,11 @@ def after_uninstall(checks):
     msgs = [e.get("message", "") for e in events]
     observed("ann's progress", " | ".join(msgs))
     checks.check("ann: the spawn is ready", bool(events) and events[-1].get("ready"), msgs[-1:])
-    checks.equal("ann: the pod runs", wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
+    checks.equal("ann: the pod runs",
+                 wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
     pod = cluster.core.read_namespaced_pod("jupyter-ann", NS)
-    marks = {k: v for k, v in {**(pod.metadata.annotations or {}), **(pod.metadata.labels or {})}.items()
-             if k.startswith("hubcredits.io/")}
+    meta = {**(pod.metadata.annotations or {}), **(pod.metadata.labels or {})}
+    marks = {k: v for k, v in meta.items() if k.startswith("hubcredits.io/")}
     checks.equal("ann: her pod is unpriced (no hubcredits.io/ annotation or label)", marks, {})
     # (the progress stream shows the events of her earlier pods too: same name)
     evs = cluster.core.list_namespaced_event(
