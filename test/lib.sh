@@ -33,8 +33,11 @@ run_doc() {
 # hubcredits_left NAMESPACE: prints every object of hubcredits left in the
 # cluster and the namespace (CRDs, webhook configurations, cluster RBAC,
 # workloads, RBAC, Secrets, ConfigMaps, Leases, budgets, NetworkPolicies);
-# nothing when the uninstall was complete.
+# nothing when the uninstall was complete. The operator's pods are
+# garbage-collected after helm uninstall returns (their Deployment goes
+# first): up to a minute is given for them to finish terminating.
 hubcredits_left() {
+  kubectl -n "$1" wait --for=delete pod -l app.kubernetes.io/name=hubcredits --timeout=60s >/dev/null 2>&1 || true
   kubectl get crd -o name | grep hubcredits.io || true
   kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations,clusterroles,clusterrolebindings -o name \
     | grep hubcredits || true
