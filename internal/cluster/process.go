@@ -44,14 +44,42 @@ func (c Config) start(name, bin string, args ...string) error {
 	}
 	// Reap it when it exits, so that a dead component is seen as dead,
 	// and keep how it ended for the error message.
+	ch := &child{pid: cmd.Process.Pid, done: make(chan struct{})}
+	children.Store(key, ch)
 	go func() {
 		_ = cmd.Wait()
 		exits.Store(key, cmd.ProcessState.String())
+		close(ch.done)
 	}()
 	return nil
 }
 
+// child is a component this process started: its pid stays its own until
+// the reaper has waited for it (done), whatever /proc says meanwhile.
+type child struct {
+	pid  int
+	done chan struct{}
+}
+
+// ownChild is the pid of the component if this process started it and it
+// has not exited; known says whether this process started it.
+func (c Config) ownChild(name string) (pid int, known bool) {
+	v, ok := children.Load(c.path("logs", name+".log"))
+	if !ok {
+		return 0, false
+	}
+	ch := v.(*child)
+	select {
+	case <-ch.done:
+		return 0, true
+	default:
+		return ch.pid, true
+	}
+}
+
 var (
+	// children holds the components this process started, by log path.
+	children sync.Map
 	// exits holds how the components this process started ended ("exit
 	// status 1", "signal: killed"), by log path.
 	exits sync.Map
@@ -128,8 +156,16 @@ func memAvailable() string {
 }
 
 // pidOf is the component's pid if it is still the process this cluster
-// started (its command line names the state directory), else 0.
+// started, else 0: for a component this process started, until it has
+// been reaped; for one an earlier process started (a detached cluster),
+// when its command line names the state directory. (Right after exec a
+// process's /proc/<pid>/cmdline can read empty for a moment: the parent
+// resumes before the kernel has set up the new arguments. A check there
+// took live components for dead ones.)
 func (c Config) pidOf(name string) int {
+	if pid, known := c.ownChild(name); known {
+		return pid
+	}
 	b, err := os.ReadFile(c.path("run", name+".pid"))
 	if err != nil {
 		return 0
@@ -155,6 +191,9 @@ func (c Config) owns(pid int) bool {
 
 // alive says whether the component is running.
 func (c Config) alive(name string) bool {
+	if pid, known := c.ownChild(name); known {
+		return pid != 0
+	}
 	pid := c.pidOf(name)
 	if pid == 0 {
 		return false

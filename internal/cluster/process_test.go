@@ -59,3 +59,30 @@ func TestSilentDeathIsRestartedOnce(t *testing.T) {
 		})
 	}
 }
+
+// A component this process started is alive until it is reaped, whatever
+// /proc says: right after exec its cmdline can read empty for a moment
+// (the parent resumes before the kernel has set up the new arguments),
+// which made a live kubelet, kube-proxy or kube-router look dead and the
+// whole start fail. Here the command line does not name the state
+// directory at all, as /proc's empty one did not.
+func TestOwnComponentIsAliveUntilReaped(t *testing.T) {
+	c := Config{StateDir: t.TempDir()}
+	if err := c.start("sleeper", "sleep", "30"); err != nil {
+		t.Fatal(err)
+	}
+	if !c.alive("sleeper") || c.pidOf("sleeper") == 0 {
+		t.Fatal("a component just started looks dead")
+	}
+	c.stop("sleeper", time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.alive("sleeper") {
+		if time.Now().After(deadline) {
+			t.Fatal("a stopped component still looks alive")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if c.pidOf("sleeper") != 0 {
+		t.Error("a reaped component still has a pid")
+	}
+}
