@@ -437,6 +437,13 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 			s.poolEntry = &pool.Status.Servers[i]
 		}
 	}
+	if s.poolEntry != nil && s.poolEntry.EndedAt != nil && entry.EndedAt == nil {
+		// The run that marked the end lost its wallet write: the wallet's
+		// entry, the commit record, says the server has not ended (its pod
+		// was only out of sight). This run decides again, for both.
+		s.poolEntry.EndedAt = nil
+		res.ChangedProjects[pool.Name] = true
+	}
 	if entry.EndedAt != nil {
 		if o.AwaitingRecord[entry.ID] {
 			return true, false

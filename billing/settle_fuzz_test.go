@@ -789,6 +789,15 @@ var simScenarios = map[string]struct {
 		world: simWorld{walletBal: 140, poolBal: 14, intervalSec: 600, usePool: true},
 		ops:   []byte("1C0$77"),
 	},
+	// Found by FuzzSettle on 2026-11-27: a running pooled server's pod
+	// leaves the controller's sight; the run that marks it ended writes
+	// the pool and loses the wallet's write; the pod comes back. The pool's
+	// record stayed marked ended while the server ran (not counted, its
+	// charges not seen as outstanding): the next run now clears it.
+	"a pooled server hidden, its end half written, then back": {
+		world: simWorld{walletBal: 100, poolBal: 0, intervalSec: 60, usePool: true},
+		ops:   []byte("1C&\x9e07\x9e"),
+	},
 	// Found by FuzzSettle on 2026-11-27 (seed ebbd19375fb6f9f6): a pooled
 	// reservation whose pod is out of sight past the grace is returned, the
 	// pool's write commits and the wallet's is lost; the pod then starts and
