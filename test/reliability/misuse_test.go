@@ -33,7 +33,7 @@ import (
 // misuse is the state of TestMisuse: what the test put in and what each
 // server ran, from which the expected ledgers are computed.
 type misuse struct {
-	t       *testing.T
+	t *testing.T
 	// deleted: the account deleted by the admin and not applied again yet
 	// (its deletion is held while its servers run).
 	deleted string
