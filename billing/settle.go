@@ -307,6 +307,35 @@ func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAcco
 // the main pass charges whatever is left at once.
 const maxCatchUpBoundaries = 100000
 
+// nextGrantSlot is the account's first grant slot after t that is not
+// applied yet.
+func nextGrantSlot(a *hcv1.CreditAccount, t time.Time) time.Time {
+	last, iv := a.Status.GrantedThrough.Time, a.Spec.Grant.Interval.Duration
+	if t.Before(last) {
+		return last.Add(iv)
+	}
+	return Boundary(last, int64(t.Sub(last)/iv)+1, iv)
+}
+
+// grantDueBetween reports a grant slot of the wallet or of one of its
+// pools after from and at or before to that is not applied yet: a charge
+// at from must be made before it.
+func grantDueBetween(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, from, to time.Time) bool {
+	due := func(a *hcv1.CreditAccount) bool {
+		return a != nil && a.Status.OpenedAt != nil && a.Spec.Grant != nil && a.Spec.Grant.Interval.Duration > 0 &&
+			a.Status.GrantedThrough != nil && !nextGrantSlot(a, from).After(to)
+	}
+	if due(wallet) {
+		return true
+	}
+	for _, pool := range pools {
+		if due(pool) {
+			return true
+		}
+	}
+	return false
+}
+
 // catchUp charges the boundaries that passed since the last run in time
 // order, with the grants that fell due in between, when grants are
 // involved: after an outage a wallet at its cap must not lose the grants it
@@ -349,8 +378,11 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 			due = append(due, boundary{at: Boundary(entry.StartedAt.Time, k, entry.BillingInterval.Duration), id: entry.ID, period: k, ended: pod.EndedAt != nil})
 		}
 	}
-	if len(due) < 2 {
-		return // nothing to interleave
+	if len(due) == 0 {
+		return
+	}
+	if len(due) == 1 && !grantDueBetween(wallet, pools, due[0].at, now) {
+		return // one charge, no grant after it: the main pass makes it
 	}
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
 	blocked := map[string]bool{}
