@@ -49,6 +49,7 @@ func ManagerOptions(o Options, p Process) ctrl.Options {
 	mo := ctrl.Options{
 		Scheme:                        Scheme(),
 		Cache:                         CacheOptions(o),
+		NewCache:                      NewCache,
 		Client:                        ClientOptions(),
 		Metrics:                       metricsserver.Options{BindAddress: orZero(p.MetricsAddr)},
 		HealthProbeBindAddress:        orZero(p.ProbeAddr),

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -327,4 +328,9 @@ func whoAmI(ctx context.Context, mgr manager.Manager) string {
 		return ""
 	}
 	return r.Status.UserInfo.Username
+}
+
+// NewCache is the manager's cache: controller-runtime's.
+func NewCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
+	return cache.New(cfg, opts)
 }
