@@ -2,11 +2,16 @@ package indexer
 
 import (
 	"context"
+	"fmt"
+	"sort"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -89,24 +94,78 @@ func TestPodAccounts(t *testing.T) {
 	}
 }
 
-// recorder is a client.FieldIndexer that records what is registered.
-type recorder []string
+// informers hands out client-go informers (never started) and keeps them
+// by kind, to see what Setup registers on them.
+type informers map[string]toolscache.SharedIndexInformer
 
-func (r *recorder) IndexField(_ context.Context, obj client.Object, field string, _ client.IndexerFunc) error {
-	*r = append(*r, field)
-	return nil
+func (r informers) GetInformer(_ context.Context, obj client.Object, _ ...cache.InformerGetOption) (cache.Informer, error) {
+	kind := fmt.Sprintf("%T", obj)
+	if r[kind] == nil {
+		r[kind] = toolscache.NewSharedIndexInformer(&toolscache.ListWatch{}, obj, 0,
+			toolscache.Indexers{toolscache.NamespaceIndex: toolscache.MetaNamespaceIndexFunc})
+	}
+	return r[kind], nil
 }
 
 // TestEveryIndexIsServed: the manager (Setup) and a fake client
-// (WithIndexes) answer a list by every key.
+// (WithIndexes) answer a list by every key. Setup's indexes hold each
+// value under its object's namespace only.
 func TestEveryIndexIsServed(t *testing.T) {
-	var got recorder
-	if err := Setup(context.Background(), &got); err != nil {
+	got := informers{}
+	if err := Setup(context.Background(), got); err != nil {
 		t.Fatal(err)
 	}
-	want := recorder{AccountUsersKey, AccountGroupsKey, AccountProjectKey, PodAccountKey, UnbilledPodUserKey, AccountServerKey}
-	if d := cmp.Diff(want, got); d != "" {
-		t.Errorf("Setup registered (-want +got):\n%s", d)
+	indexNames := func(inf toolscache.SharedIndexInformer) []string {
+		var names []string
+		for name := range inf.GetIndexer().GetIndexers() {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		return names
+	}
+	want := map[string][]string{
+		"*v1.Pod": {"field:" + PodAccountKey, "field:" + UnbilledPodUserKey, toolscache.NamespaceIndex},
+		"*v1alpha1.CreditAccount": {"field:" + AccountGroupsKey, "field:" + AccountProjectKey,
+			"field:" + AccountServerKey, "field:" + AccountUsersKey, toolscache.NamespaceIndex},
+	}
+	for kind, names := range want {
+		if got[kind] == nil {
+			t.Fatalf("no informer for %s", kind)
+		}
+		if d := cmp.Diff(names, indexNames(got[kind])); d != "" {
+			t.Errorf("indexes of %s (-want +got):\n%s", kind, d)
+		}
+	}
+	accounts := got["*v1alpha1.CreditAccount"].GetIndexer()
+	for _, a := range []*hcv1.CreditAccount{account("alice", "lab", "alice", "bob"), account("carol", "", "carol")} {
+		if err := accounts.Add(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other := account("alice", "", "alice")
+	other.Namespace = "other"
+	if err := accounts.Add(other); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		key, value string
+		want       []string
+	}{
+		{AccountUsersKey, "hub/alice", []string{"hub/alice"}},
+		{AccountUsersKey, "hub/bob", []string{"hub/alice"}},
+		{AccountUsersKey, "other/alice", []string{"other/alice"}},
+		{AccountProjectKey, "hub/lab", []string{"hub/alice"}},
+		{AccountUsersKey, "__all_namespaces/alice", nil}, // not indexed across namespaces
+		{AccountUsersKey, "alice", nil},
+	} {
+		keys, err := accounts.IndexKeys(IndexName(tc.key), tc.value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sort.Strings(keys)
+		if d := cmp.Diff(tc.want, keys, cmpopts.EquateEmpty()); d != "" {
+			t.Errorf("%s=%s (-want +got):\n%s", tc.key, tc.value, d)
+		}
 	}
 
 	c := WithIndexes(fake.NewClientBuilder().WithScheme(scheme.New())).

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -321,6 +322,24 @@ func TestCacheIndexes(t *testing.T) {
 			}
 		}
 		t.Logf("%d lists checked", lists)
+
+		// No list is made across namespaces by an index: the cache says so
+		// rather than finding nothing. Other lists across namespaces work.
+		for key, ix := range keys {
+			var err error
+			if _, isPod := ix.objs[0].(*corev1.Pod); isPod {
+				err = c.List(ctx, &corev1.PodList{}, client.MatchingFields{key: "user-00000"})
+			} else {
+				err = c.List(ctx, &hcv1.CreditAccountList{}, client.MatchingFields{key: "user-00000"})
+			}
+			if err == nil || !strings.Contains(err.Error(), "needs a namespace") {
+				t.Errorf("a list by %s across namespaces: %v, want an error saying it needs a namespace", key, err)
+			}
+		}
+		var all hcv1.CreditAccountList
+		if err := c.List(ctx, &all); err != nil || len(all.Items) != len(accounts) {
+			t.Errorf("listing every account: %d of %d, %v", len(all.Items), len(accounts), err)
+		}
 	}
 
 	t.Run("all namespaces", func(t *testing.T) {

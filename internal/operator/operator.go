@@ -202,7 +202,7 @@ func Setup(ctx context.Context, mgr manager.Manager, o Options) error {
 	}
 	o.Defaults = o.Defaults.OrDefault()
 	o.Billing = o.Billing.OrDefault()
-	if err := indexer.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := indexer.Setup(ctx, mgr.GetCache()); err != nil {
 		return err
 	}
 	policies := &billing.PolicyCache{}
@@ -330,7 +330,13 @@ func whoAmI(ctx context.Context, mgr manager.Manager) string {
 	return r.Status.UserInfo.Username
 }
 
-// NewCache is the manager's cache: controller-runtime's.
+// NewCache is the manager's cache: controller-runtime's, refusing a list
+// by one of hubcredits' indexes without a namespace (indexer.Setup indexes
+// by namespace only).
 func NewCache(cfg *rest.Config, opts cache.Options) (cache.Cache, error) {
-	return cache.New(cfg, opts)
+	c, err := cache.New(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	return indexer.NamespacedOnly(c), nil
 }
