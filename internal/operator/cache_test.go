@@ -183,6 +183,18 @@ func encodeLists(tb testing.TB, pods []corev1.Pod, accounts []hcv1.CreditAccount
 	return map[string][]byte{"Pod": pl, "CreditAccount": al}
 }
 
+// serverLists are the lists of n billed servers' pods and accounts
+// (billedServer).
+func serverLists(tb testing.TB, ns string, n int) map[string][]byte {
+	pods := make([]corev1.Pod, n)
+	accounts := make([]hcv1.CreditAccount, n)
+	for i := range n {
+		p, a := billedServer(ns, i)
+		pods[i], accounts[i] = *p, *a
+	}
+	return encodeLists(tb, pods, accounts)
+}
+
 // BenchmarkCacheRetained reports the heap the operator's informer cache
 // keeps per billed server (retained-B/server) at 10,000 servers, as in the
 // billing benchmark: a pod and a wallet per server, through
@@ -191,14 +203,7 @@ func encodeLists(tb testing.TB, pods []corev1.Pod, accounts []hcv1.CreditAccount
 // any field index).
 func BenchmarkCacheRetained(b *testing.B) {
 	const n = 10000
-	pods := make([]corev1.Pod, n)
-	accounts := make([]hcv1.CreditAccount, n)
-	for i := range n {
-		p, a := billedServer("jhub", i)
-		pods[i], accounts[i] = *p, *a
-	}
-	lists := encodeLists(b, pods, accounts)
-	pods, accounts = nil, nil
+	lists := serverLists(b, "jhub", n)
 	for _, indexed := range []bool{true, false} {
 		name := map[bool]string{true: "indexed", false: "unindexed"}[indexed]
 		b.Run(name, func(b *testing.B) {
