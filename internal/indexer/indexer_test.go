@@ -184,3 +184,26 @@ func TestEveryIndexIsServed(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckNamespaced: a list by an index needs a namespace; other lists
+// do not.
+func TestCheckNamespaced(t *testing.T) {
+	cases := map[string]struct {
+		opts    []client.ListOption
+		wantErr bool
+	}{
+		"by an index in a namespace":       {opts: []client.ListOption{client.InNamespace("hub"), client.MatchingFields{AccountUsersKey: "alice"}}},
+		"by an index across namespaces":    {opts: []client.ListOption{client.MatchingFields{AccountUsersKey: "alice"}}, wantErr: true},
+		"by a pod index across namespaces": {opts: []client.ListOption{client.MatchingFields{PodAccountKey: "alice"}}, wantErr: true},
+		"by another field":                 {opts: []client.ListOption{client.MatchingFields{"metadata.name": "alice"}}},
+		"everything":                       {},
+		"a namespace":                      {opts: []client.ListOption{client.InNamespace("hub")}},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			if err := CheckNamespaced(tc.opts...); (err != nil) != tc.wantErr {
+				t.Errorf("CheckNamespaced = %v, want an error: %v", err, tc.wantErr)
+			}
+		})
+	}
+}

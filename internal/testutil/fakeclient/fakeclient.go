@@ -5,6 +5,8 @@
 package fakeclient
 
 import (
+	"context"
+
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -15,8 +17,9 @@ import (
 )
 
 // New is a fake API server holding objs, with the status subresources and
-// every field index the manager registers (indexer.WithIndexes). funcs
-// injects faults; it may be nil.
+// every field index the manager registers (indexer.WithIndexes), refusing
+// as the manager's cache does a list by one of them without a namespace
+// (indexer.CheckNamespaced). funcs injects faults; it may be nil.
 func New(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
 		WithScheme(scheme.New()).
@@ -25,5 +28,12 @@ func New(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)
 	}
-	return b.Build()
+	return interceptor.NewClient(b.Build(), interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if err := indexer.CheckNamespaced(opts...); err != nil {
+				return err
+			}
+			return c.List(ctx, list, opts...)
+		},
+	})
 }
