@@ -99,8 +99,9 @@ func Setup(ctx context.Context, informers Informers) error {
 // TestCacheIndexes in internal/operator lists through the real reader).
 func IndexName(field string) string { return "field:" + field }
 
-// NamespacedValue: see IndexName. (Every indexed kind is namespaced; an
-// object without a namespace would be indexed as controller-runtime does.)
+// NamespacedValue is the index value of value in namespace ns: see
+// IndexName. (Every indexed kind is namespaced; an object without a
+// namespace would be indexed as controller-runtime does.)
 func NamespacedValue(ns, value string) string {
 	if ns == "" {
 		return "__all_namespaces/" + value

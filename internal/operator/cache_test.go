@@ -129,7 +129,7 @@ func billedServer(ns string, i int) (*corev1.Pod, *hcv1.CreditAccount) {
 	p.Annotations[hcv1.AnnotationPolicy] = "default"
 	p.Annotations[hcv1.AnnotationReservation] = res
 	p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kubespawner", Operation: metav1.ManagedFieldsOperationUpdate,
-		APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: &metav1.FieldsV1{Raw: []byte(`{"f:metadata":{"f:annotations":{}}}`)}}}
+		APIVersion: "v1", FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(`{"f:metadata":{"f:annotations":{}}}`)}}
 	p.Spec.NodeName = "node-1"
 	p.Status = corev1.PodStatus{
 		Phase: corev1.PodRunning, StartTime: &started, HostIP: "10.0.0.1", PodIP: fmt.Sprintf("10.1.%d.%d", i/250, i%250),
