@@ -424,6 +424,36 @@ type CreditAccountStatus struct {
 	// +listMapKey=id
 	Servers []ServerCharge `json:"servers,omitempty"`
 
+	// pages is the number of LedgerPages (<account>-1 .. <account>-<pages>)
+	// that continue status.servers once it holds 64 entries (a pool for a
+	// course). 0: the account keeps every entry in status.servers.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	Pages int32 `json:"pages,omitempty"`
+
+	// pagedServers is the number of server entries on the account's pages,
+	// those of status.pending not applied yet included.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedServers int32 `json:"pagedServers,omitempty"`
+
+	// pagedPaid is what the account has paid for the servers on its pages
+	// (the sum of their entries' paid, status.pending's not applied yet
+	// included).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedPaid int64 `json:"pagedPaid,omitempty"`
+
+	// pending are the transactions on pages that this account committed
+	// (their credits moved here) and that the page may not show yet: at
+	// most one per page. Whoever reads the account next applies each to its
+	// page (when the page's status.seq is one behind) and then drops it.
+	// +optional
+	// +listType=map
+	// +listMapKey=page
+	// +kubebuilder:validation:MaxItems=8
+	Pending []PageTransfer `json:"pending,omitempty"`
+
 	// runningServers is the number of servers currently running on this account.
 	// +optional
 	RunningServers int32 `json:"runningServers"`
