@@ -278,8 +278,17 @@ func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Ti
 // is left alone: that wallet settles it.
 func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
 	now time.Time, o Options, res *Result) {
-	kept := wallet.Status.Servers[:0:0]
-	for _, entry := range wallet.Status.Servers {
+	wallet.Status.Servers = settleEntries(wallet, wallet.Status.Servers, pools, pods, now, o, res)
+}
+
+// settleEntries settles entries, server entries of wallet (its own
+// status.servers, or one of its LedgerPages: SettlePage), moving credits on
+// wallet and its pools, and returns the entries still needed. entries is
+// not modified.
+func settleEntries(wallet *hcv1.CreditAccount, entries []hcv1.ServerCharge, pools map[string]*hcv1.CreditAccount,
+	pods func(hcv1.ServerCharge) PodObservation, now time.Time, o Options, res *Result) []hcv1.ServerCharge {
+	kept := entries[:0:0]
+	for _, entry := range entries {
 		if entry.Wallet != wallet.Name {
 			kept = append(kept, entry)
 			continue
@@ -299,7 +308,7 @@ func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAcco
 			kept = append(kept, entry)
 		}
 	}
-	wallet.Status.Servers = kept
+	return kept
 }
 
 // maxCatchUpBoundaries bounds the boundaries one run interleaves with
@@ -532,10 +541,11 @@ func (s *serverSettlement) recordStart() {
 }
 
 // refundNeverStarted gives the reservation of a server that never ran back,
-// pool first. Release removes the entries from both accounts.
+// pool first. Release removes the pool's entry; the caller drops the
+// wallet's (settleServer does not keep it).
 func (s *serverSettlement) refundNeverStarted() {
 	why := fmt.Sprintf("server %s never started; reservation returned", s.entry.Pod)
-	refunded := Release(s.wallet, s.entry.ID, s.now, why)
+	refunded := refundEntry(s.wallet, s.entry, s.now, why)
 	if s.pool != nil {
 		refunded += Release(s.pool, s.entry.ID, s.now, why)
 	}
