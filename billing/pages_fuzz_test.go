@@ -37,14 +37,14 @@ import (
 // FuzzPages ops: the low 3 bits of a byte pick the event, the rest is its
 // argument.
 const (
-	pgTick  = iota // time passes: (arg+1)/4 of an interval; arg ≥ 28 also tops the pool up
-	pgAdmit        // the webhook reserves (arg&3)+1 servers at simPrices[arg>>3]; arg&4: the first one's pod is never created
-	pgStart        // a pod starts running
-	pgEnd          // a pod ends
-	pgVanish       // a pod disappears unobserved
-	pgPass         // the controller's pass
-	pgCrash        // a pass in which the process dies after account write arg>>1 (arg&1: after the first page write that follows instead)
-	pgMisc         // arg&3: 0 an old replica's page write of the transfer its crash left; 1 an old webhook appends to status.servers; 2, 3 the webhook dies after its account write (2) or its page write (3), its pod never created
+	pgTick   = iota // time passes: (arg+1)/4 of an interval; arg ≥ 28 also tops the pool up
+	pgAdmit         // the webhook reserves (arg&3)+1 servers at simPrices[arg>>3]; arg&4: the first one's pod is never created
+	pgStart         // a pod starts running
+	pgEnd           // a pod ends
+	pgVanish        // a pod disappears unobserved
+	pgPass          // the controller's pass
+	pgCrash         // a pass in which the process dies after account write arg>>1 (arg&1: after the first page write that follows instead)
+	pgMisc          // arg&3: 0 an old replica's page write of the transfer its crash left; 1 an old webhook appends to status.servers; 2, 3 the webhook dies after its account write (2) or its page write (3), its pod never created
 )
 
 // pageStaleWrite is a page write a process that died left in flight: the
@@ -105,7 +105,9 @@ func (s *pageSim) fatalf(format string, args ...any) {
 	s.t.Fatalf("%s run at %s: %s", s.name, s.now.Sub(t0), fmt.Sprintf(format, args...))
 }
 
-func (s *pageSim) readAccount() (*hcv1.CreditAccount, int64) { return s.account.DeepCopy(), s.accountRV }
+func (s *pageSim) readAccount() (*hcv1.CreditAccount, int64) {
+	return s.account.DeepCopy(), s.accountRV
+}
 
 func (s *pageSim) readPage(n int32) (*hcv1.LedgerPage, int64) {
 	if p := s.pages[n]; p != nil {
