@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -346,8 +347,8 @@ func (s *pageSim) admit(n int, value int64, noPod bool, crash int) {
 }
 
 func isInsufficient(err error) bool {
-	_, ok := err.(*InsufficientError)
-	return ok
+	var short *InsufficientError
+	return errors.As(err, &short)
 }
 
 // oldWebhook is a webhook replica of the release before pages: it appends
