@@ -48,7 +48,9 @@ package billing
 //     that co-fund wallets" step. Settle's catch-up (grants interleaved
 //     with the charges of an outage) and updateCounters (runningServers,
 //     Low) still look at status.servers only; ChargesOutstanding
-//     (RefreshForAdmission) too.
+//     (RefreshForAdmission) too. SettlePage honours
+//     Options.AwaitingRecord (UsageRecords before an ended entry is
+//     dropped), but the controller computes it from status.servers.
 //   - next session wires it: the Reserver's queue per (account, page)
 //     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
 //     after the page write), the account controller's pass over the pages
@@ -115,6 +117,9 @@ var (
 	ErrPageGap = errors.New("the page is more than one transaction behind the account's transfer")
 	// ErrPageFull: the page has no room for another entry.
 	ErrPageFull = errors.New("the page is full")
+	// ErrBatchFull: the transaction adds hcv1.MaxReserveBatch entries
+	// already; the rest go into the next one.
+	ErrBatchFull = errors.New("the reservation batch is full")
 )
 
 // PageName is the name of page n (≥ 1) of account.
@@ -267,9 +272,10 @@ type PageReservation struct {
 // ReservePage builds the transaction that reserves the first period of
 // each of rs on page (number n of account, as completed: no pending
 // transfer). The money rule is Take's (reserve). errs[i] is rs[i]'s
-// refusal (an *InsufficientError, ErrPageFull, or a reservation a page
-// cannot hold); a reservation the page already holds takes nothing again
-// (Taken says what it took). Call Refresh (RefreshForAdmission) on the
+// refusal (an *InsufficientError; ErrPageFull or ErrBatchFull: it goes
+// into the next transaction; or a reservation a page cannot hold); a
+// reservation the page already holds takes nothing again (Taken says what
+// it took). Call Refresh (RefreshForAdmission) on the
 // account first.
 func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageReservation, now time.Time, l PageLimits) (*PageTransaction, []error, error) {
 	t, err := begin(account, page, hcv1.TransferReserve, now, l)
@@ -290,6 +296,10 @@ func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageRe
 		}
 		if size >= t.limits.PerPage {
 			errs[i] = fmt.Errorf("reservation %s on page %s: %w", r.ID, page.Name, ErrPageFull)
+			continue
+		}
+		if t.reserved >= hcv1.MaxReserveBatch {
+			errs[i] = fmt.Errorf("reservation %s on page %s: %w", r.ID, page.Name, ErrBatchFull)
 			continue
 		}
 		if r.Wallet != account.Name || r.Project != "" {
@@ -427,6 +437,8 @@ func Commit(account *hcv1.CreditAccount, t *PageTransaction) error {
 		return fmt.Errorf("page %s: %w", t.page, ErrPendingPage)
 	case len(account.Status.Pending) >= t.limits.Pending:
 		return ErrPendingFull
+	case t.Transfer.Kind == hcv1.TransferMove && slices.ContainsFunc(account.Status.Pending, func(p hcv1.PageTransfer) bool { return p.Kind == hcv1.TransferMove }):
+		return fmt.Errorf("one move at a time (a move carries whole entries): %w", ErrPendingFull)
 	case t.create && n != account.Status.Pages+1, !t.create && n > account.Status.Pages:
 		return ErrStaleTransaction
 	}

@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -467,3 +469,71 @@ func TestPageProtocolRefusals(t *testing.T) {
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// TestPendingSize: status.pending at its largest under the bounds (one move
+// of a whole page, the other transfers full reservation batches; or every
+// transfer a charge of a whole page) stays near 100 KB, so a pool with
+// 1,000 users by name, its ledger and 64 inline entries stays within the
+// 256 KiB of issue 14's P6. The entries are large ones: a 36-character
+// reservation id and pod UID, long pod and user names.
+func TestPendingSize(t *testing.T) {
+	stamp := mt(time.Hour)
+	id := func(i int) string { return fmt.Sprintf("%08d-1234-4234-8234-123456789012", i) }
+	entry := func(i int) hcv1.ServerCharge {
+		return hcv1.ServerCharge{ID: id(i), Pod: fmt.Sprintf("jupyter-student-%024d-gpu-large", i), PodUID: types.UID(id(i + 1000)),
+			User: fmt.Sprintf("student-%024d@university.example.org", i), ServerName: "gpu-large", Wallet: "physics-101-pool",
+			Policy: "gpu-large", BillingValue: 120, BillingInterval: metav1.Duration{Duration: 10 * time.Minute}, ReservedAt: *stamp,
+			StartedAt: stamp, PeriodsPaid: 12345, Paid: 1234567, PaidThrough: stamp}
+	}
+	transfer := func(page int32, kind hcv1.PageTransferKind, n int, whole bool) hcv1.PageTransfer {
+		tr := hcv1.PageTransfer{Page: page, Seq: 123456, Kind: kind, Amount: -1234567, Periods: int64(n)}
+		for i := range n {
+			d := hcv1.PageDelta{ID: id(i), PeriodsPaid: 12345, Paid: 1234567, PaidThrough: stamp}
+			if whole {
+				e := entry(i)
+				d = hcv1.PageDelta{ID: e.ID, Add: &e}
+			}
+			tr.Entries = append(tr.Entries, d)
+		}
+		return tr
+	}
+	moveAndBatches := []hcv1.PageTransfer{transfer(1, hcv1.TransferMove, hcv1.MaxPageServers, true)}
+	var charges []hcv1.PageTransfer
+	for n := int32(2); n <= hcv1.MaxPendingTransfers; n++ {
+		moveAndBatches = append(moveAndBatches, transfer(n, hcv1.TransferReserve, hcv1.MaxReserveBatch, true))
+	}
+	for n := int32(1); n <= hcv1.MaxPendingTransfers; n++ {
+		charges = append(charges, transfer(n, hcv1.TransferSettle, hcv1.MaxPageServers, false))
+	}
+	for name, pending := range map[string][]hcv1.PageTransfer{"a move and full batches": moveAndBatches, "charges of full pages": charges} {
+		raw, err := json.Marshal(pending)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(raw) > 100_000 {
+			t.Errorf("%s: status.pending is %d bytes, more than 100 KB", name, len(raw))
+		}
+		t.Logf("%s: %d bytes", name, len(raw))
+	}
+	// The bounds that keep it there.
+	a := labPool(1000, labServer("i1").Obj(), labServer("i2").Obj())
+	page := mustPage(t, a, 1)
+	var rs []PageReservation
+	for i := range hcv1.MaxReserveBatch + 1 {
+		rs = append(rs, labReservation(fmt.Sprintf("r%d", i), 1))
+	}
+	_, errs, err := ReservePage(a, page, rs, t0, PageLimits{Inline: 2, PerPage: 64, Pending: 8})
+	if err != nil || errs[hcv1.MaxReserveBatch-1] != nil || !errors.Is(errs[hcv1.MaxReserveBatch], ErrBatchFull) {
+		t.Fatalf("a batch of %d: %v, the last two %v", len(rs), err, errs[hcv1.MaxReserveBatch-1:])
+	}
+	a = labPool(0, labServer("o1").Obj(), labServer("o2").Obj(), labServer("o3").Obj())
+	a.Status.Pages = 2
+	a.Status.Pending = []hcv1.PageTransfer{{Page: 2, Seq: 1, Kind: hcv1.TransferMove}}
+	tx, err := MovePage(a, mustPage(t, a, 1), t0, smallPages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Commit(a, tx); !errors.Is(err, ErrPendingFull) {
+		t.Fatalf("a second move pending: %v, want ErrPendingFull", err)
+	}
+}

@@ -28,6 +28,12 @@ const MaxPendingTransfers = 8
 // MaxTransferDeltas bounds the entries one transfer changes (a whole page).
 const MaxTransferDeltas = MaxPageServers
 
+// MaxReserveBatch bounds the reservations one transfer adds: a new entry
+// is carried whole (~500 bytes), a change of one in ~120, so that
+// status.pending stays within ~100 KB: 7 transfers of 16 new entries and
+// one move of 64 (one move at a time), or 8 charges of 64 changes.
+const MaxReserveBatch = 16
+
 // LedgerPageSpec names the account whose ledger the page continues.
 type LedgerPageSpec struct {
 	// account is the CreditAccount (in the page's namespace) whose server
