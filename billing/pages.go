@@ -274,8 +274,9 @@ type PageReservation struct {
 // transfer). The money rule is Take's (reserve). errs[i] is rs[i]'s
 // refusal (an *InsufficientError; ErrPageFull or ErrBatchFull: it goes
 // into the next transaction; or a reservation a page cannot hold); a
-// reservation the page already holds takes nothing again (Taken says what
-// it took). Call Refresh (RefreshForAdmission) on the
+// reservation already held (on the page, in status.servers, or added by a
+// pending transfer: heldElsewhere) takes nothing again (Taken says what it
+// took). Call Refresh (RefreshForAdmission) on the
 // account first.
 func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageReservation, now time.Time, l PageLimits) (*PageTransaction, []error, error) {
 	t, err := begin(account, page, hcv1.TransferReserve, now, l)
@@ -287,8 +288,8 @@ func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageRe
 	errs := make([]error, len(rs))
 	size := len(page.Status.Servers)
 	for i, r := range rs {
-		if j := slices.IndexFunc(page.Status.Servers, func(e hcv1.ServerCharge) bool { return e.ID == r.ID }); j >= 0 {
-			t.Taken[r.ID] = page.Status.Servers[j].Paid
+		if paid, held := heldElsewhere(account, page, r.ID); held {
+			t.Taken[r.ID] = paid
 			continue
 		}
 		if _, dup := t.Taken[r.ID]; dup {
@@ -323,6 +324,28 @@ func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageRe
 	t.Transfer.Amount = t.after.balance - t.before.balance
 	t.Transfer.Periods = t.reserved
 	return t, errs, nil
+}
+
+// heldElsewhere finds reservation id in what a transaction on page can
+// see: page, the account's status.servers, and the entries its pending
+// transfers add (an earlier attempt of the same reservation, committed,
+// whose answer was lost). Other pages are the caller's to look up (the
+// index of ledger keys).
+func heldElsewhere(account *hcv1.CreditAccount, page *hcv1.LedgerPage, id string) (int64, bool) {
+	if j := slices.IndexFunc(page.Status.Servers, func(e hcv1.ServerCharge) bool { return e.ID == id }); j >= 0 {
+		return page.Status.Servers[j].Paid, true
+	}
+	if i := FindServer(account, id); i >= 0 {
+		return account.Status.Servers[i].Paid, true
+	}
+	for _, t := range account.Status.Pending {
+		for _, d := range t.Entries {
+			if d.Add != nil && d.ID == id {
+				return d.Add.Paid, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // SettlePage builds the transaction that settles the servers on page

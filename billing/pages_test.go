@@ -191,6 +191,15 @@ func TestPageReservationLifecycle(t *testing.T) {
 	if got := pageLedger(t, a, page); got != ledger {
 		t.Fatalf("confirm: balance + held %d, was %d", got, ledger)
 	}
+	// A retry of a reservation held in status.servers, or added by a
+	// transfer pending for another page, takes nothing either.
+	a.Status.Pages = 2
+	a.Status.Pending = []hcv1.PageTransfer{{Page: 2, Seq: 1, Kind: hcv1.TransferReserve,
+		Entries: []hcv1.PageDelta{{ID: "p2", Add: ptrTo(labServer("p2").Paid(1, 7).Obj())}}}}
+	tx, errs, err = ReservePage(a, page, []PageReservation{labReservation("i1", 10), labReservation("p2", 10)}, at(2*time.Minute), smallPages)
+	if err != nil || errs[0] != nil || errs[1] != nil || !tx.Empty() || tx.Taken["i1"] != 10 || tx.Taken["p2"] != 7 {
+		t.Fatalf("retried reservations: %v %v, empty %t, taken %v", err, errs, tx.Empty(), tx.Taken)
+	}
 }
 
 // TestPageCrashes: the state a crash leaves between two writes, and what
