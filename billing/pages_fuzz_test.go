@@ -41,8 +41,8 @@ const (
 	pgTick   = iota // time passes: (arg+1)/4 of an interval; arg ≥ 28 also tops the pool up
 	pgAdmit         // the webhook reserves (arg&3)+1 servers at simPrices[arg>>3]; arg&4: the first one's pod is never created
 	pgStart         // a pod starts running
-	pgEnd           // a pod ends
-	pgVanish        // a pod disappears unobserved
+	pgEnd           // a pod ends; arg&16: the controller sees it only two passes later (the periods charged after it come back)
+	pgVanish        // a pod disappears unobserved; arg&16: it fails while its container still says running (lost node)
 	pgPass          // the controller's pass
 	pgCrash         // a pass in which the process dies after account write arg>>1 (arg&1: after the first page write that follows instead)
 	pgMisc          // arg&3: 0 an old replica's page write of the transfer its crash left; 1 an old webhook appends to status.servers; 2, 3 the webhook dies after its account write (2) or its page write (3), its pod never created
@@ -453,6 +453,9 @@ func (s *pageSim) pass(crashAt int, afterApply bool) bool {
 			s.commitGroup(a, rv, txs, pages, prvs)
 		}
 	}
+	for _, x := range s.servers {
+		x.staleRuns = max(0, x.staleRuns-1)
+	}
 	return !cmp.Equal(rvs, s.versions())
 }
 
@@ -508,12 +511,21 @@ func (s *pageSim) run(ops []byte) {
 				x.started = &now
 			}
 		case pgEnd:
-			if x := pick(); x != nil && x.hasPod && !x.vanish && x.ended == nil {
+			if x := pick(); x != nil && x.hasPod && !x.vanish && x.ended == nil && !x.lost {
 				now := s.now
 				x.ended = &now
+				if arg&16 != 0 && x.started != nil {
+					x.staleRuns = 2
+				}
 			}
 		case pgVanish:
-			if x := pick(); x != nil {
+			switch x := pick(); {
+			case x == nil:
+			case arg&16 != 0:
+				if x.hasPod && !x.vanish && x.started != nil && x.ended == nil {
+					x.lost = true
+				}
+			default:
 				x.vanish = true
 			}
 		case pgPass:
@@ -592,6 +604,12 @@ var pageScenarios = map[string]struct {
 		world: simWorld{poolBal: 300, intervalSec: 300},
 		ops: []byte{pg(pgMisc, 1|8), pg(pgMisc, 1|8), pg(pgMisc, 1|12), pg(pgMisc, 1|8), pg(pgMisc, 1|16), pg(pgStart, 0), pg(pgStart, 3),
 			pg(pgCrash, 0), pg(pgMisc, 0), pg(pgTick, 6), pg(pgCrash, 1), pg(pgAdmit, 2|8), pg(pgTick, 4), pg(pgPass, 0)},
+	},
+	"ends seen late and lost nodes on pages": {
+		world: simWorld{poolBal: 500, intervalSec: 60},
+		ops: []byte{pg(pgAdmit, 3|16), pg(pgAdmit, 3|16), pg(pgStart, 0), pg(pgStart, 1), pg(pgStart, 2), pg(pgStart, 3), pg(pgStart, 4),
+			pg(pgStart, 5), pg(pgStart, 6), pg(pgPass, 0), pg(pgTick, 3), pg(pgPass, 0), pg(pgEnd, 16+2), pg(pgEnd, 16+5), pg(pgVanish, 16+4),
+			pg(pgTick, 7), pg(pgPass, 0), pg(pgTick, 7), pg(pgCrash, 1), pg(pgTick, 3), pg(pgCrash, 2), pg(pgMisc, 0), pg(pgTick, 3), pg(pgPass, 0)},
 	},
 	"top-ups between charges of a dry pool": {
 		world: simWorld{poolBal: 40, intervalSec: 60},
