@@ -207,12 +207,60 @@ type PageTransaction struct {
 	create         bool
 	servers        int32 // change of pagedServers
 	paid           int64 // change of pagedPaid
+	counts         pageCounts // change of pagedRunning, pagedCost, pagedStopping
+	due            *time.Time // the page's pagedDue after the transaction
 	spent          int64
 	chargedPeriods int64
 	reserved       int64
 	ended          int
 	stops          []string
 	moved          []string // ids leaving status.servers (Move)
+}
+
+// pageCounts are the aggregates of a page's entries that the account's
+// counters (runningServers, Low, Exhausted: updateCounters) and
+// ChargesOutstanding need.
+type pageCounts struct {
+	running, stopping int32
+	cost              int64
+}
+
+// countEntries sums the counters of entries and finds the earliest
+// boundary up to which the running servers that are not free are paid
+// (nil when none runs): what updateCounters and ChargesOutstanding read
+// from status.servers.
+func countEntries(entries []hcv1.ServerCharge) (c pageCounts, due *time.Time) {
+	for i := range entries {
+		e := &entries[i]
+		switch {
+		case e.EndedAt != nil:
+		case e.StopRequestedAt != nil:
+			c.stopping++
+		case e.StartedAt != nil:
+			c.running++
+			c.cost = addSat(c.cost, e.BillingValue)
+			if e.BillingValue > 0 {
+				if b := Boundary(e.StartedAt.Time, e.PeriodsPaid, e.BillingInterval.Duration); due == nil || b.Before(*due) {
+					due = &b
+				}
+			}
+		}
+	}
+	return c, due
+}
+
+// count sets the transaction's change of the account's page counters
+// from the page's entries before it and the transfer's deltas.
+func (t *PageTransaction) count(before []hcv1.ServerCharge) error {
+	after, err := applyDeltas(before, t.Transfer.Entries)
+	if err != nil {
+		return fmt.Errorf("page %s: %w", t.page, err)
+	}
+	was, _ := countEntries(before)
+	now, due := countEntries(after)
+	t.counts = pageCounts{running: now.running - was.running, stopping: now.stopping - was.stopping, cost: now.cost - was.cost}
+	t.due = due
+	return nil
 }
 
 // Empty reports a transaction with nothing to commit.
@@ -331,6 +379,9 @@ func ReservePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, rs []PageRe
 	t.after = moneyOf(a)
 	t.Transfer.Amount = t.after.balance - t.before.balance
 	t.Transfer.Periods = t.reserved
+	if err := t.count(page.Status.Servers); err != nil {
+		return nil, nil, err
+	}
 	return t, errs, nil
 }
 
@@ -418,6 +469,9 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 	}
 	t.after = moneyOf(a)
 	t.Transfer.Amount = t.after.balance - t.before.balance
+	if err := t.count(before); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -451,6 +505,9 @@ func MovePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, now time.Time,
 	}
 	if len(t.moved) == 0 {
 		return nil, nil
+	}
+	if err := t.count(page.Status.Servers); err != nil {
+		return nil, err
 	}
 	return t, nil
 }
@@ -487,11 +544,33 @@ func Commit(account *hcv1.CreditAccount, t *PageTransaction) error {
 	account.Status.Balance, account.Status.TotalCharged, account.Status.TotalRefunded = t.after.balance, t.after.charged, t.after.refunded
 	account.Status.PagedServers += t.servers
 	account.Status.PagedPaid += t.paid
+	account.Status.PagedRunning += t.counts.running
+	account.Status.PagedStopping += t.counts.stopping
+	account.Status.PagedCost += t.counts.cost
+	setPageDue(account, n, t.due)
 	t.ledger(account)
 	transfer := *t.Transfer.DeepCopy()
 	i, _ := slices.BinarySearchFunc(account.Status.Pending, n, func(p hcv1.PageTransfer, n int32) int { return int(p.Page - n) })
 	account.Status.Pending = slices.Insert(account.Status.Pending, i, transfer)
 	return nil
+}
+
+// setPageDue records when the next charge of page n is due (nil: none of
+// its servers runs at a price).
+func setPageDue(a *hcv1.CreditAccount, n int32, due *time.Time) {
+	i, found := slices.BinarySearchFunc(a.Status.PagedDue, n, func(d hcv1.PageDue, n int32) int { return int(d.Page - n) })
+	switch {
+	case due == nil && found:
+		a.Status.PagedDue = slices.Delete(a.Status.PagedDue, i, i+1)
+		if len(a.Status.PagedDue) == 0 {
+			a.Status.PagedDue = nil
+		}
+	case due == nil:
+	case found:
+		a.Status.PagedDue[i].At = metav1.NewTime(*due)
+	default:
+		a.Status.PagedDue = slices.Insert(a.Status.PagedDue, i, hcv1.PageDue{Page: n, At: metav1.NewTime(*due)})
+	}
 }
 
 // ledger appends the transaction's lines: one per kind of movement on the
@@ -724,43 +803,87 @@ func Held(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage) (int64,
 	return held + paid, err
 }
 
+// pagedAggregates are the account's aggregates of its pages.
+type pagedAggregates struct {
+	servers int32
+	paid    int64
+	counts  pageCounts
+	due     []hcv1.PageDue
+}
+
+func aggregatesOf(a *hcv1.CreditAccount) pagedAggregates {
+	return pagedAggregates{servers: a.Status.PagedServers, paid: a.Status.PagedPaid, due: a.Status.PagedDue,
+		counts: pageCounts{running: a.Status.PagedRunning, stopping: a.Status.PagedStopping, cost: a.Status.PagedCost}}
+}
+
 // pagedTotals sums the entries and their paid over the views of the
 // account's pages.
 func pagedTotals(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage) (servers int32, paid int64, err error) {
+	agg, err := pagedSums(account, pages)
+	return agg.servers, agg.paid, err
+}
+
+// pagedSums computes the account's aggregates of its pages from the
+// pages' views: what CheckPaged compares with those Commit kept.
+func pagedSums(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage) (agg pagedAggregates, err error) {
 	for _, t := range account.Status.Pending {
 		if t.Page < 1 || t.Page > account.Status.Pages {
-			return 0, 0, fmt.Errorf("a pending transfer for page %d, the account has %d page(s)", t.Page, account.Status.Pages)
+			return agg, fmt.Errorf("a pending transfer for page %d, the account has %d page(s)", t.Page, account.Status.Pages)
 		}
 	}
 	for n := int32(1); n <= account.Status.Pages; n++ {
 		page := pages[n]
 		if page == nil {
 			if page, err = NewPage(account, n); err != nil {
-				return 0, 0, err
+				return agg, err
 			}
 		}
 		view, err := PageView(account, page)
 		if err != nil {
-			return 0, 0, err
+			return agg, err
 		}
-		servers += int32(len(view.Status.Servers))
+		agg.servers += int32(len(view.Status.Servers))
 		for _, e := range view.Status.Servers {
-			paid += e.Paid
+			agg.paid += e.Paid
+		}
+		c, due := countEntries(view.Status.Servers)
+		agg.counts.running += c.running
+		agg.counts.stopping += c.stopping
+		agg.counts.cost = addSat(agg.counts.cost, c.cost)
+		if due != nil {
+			agg.due = append(agg.due, hcv1.PageDue{Page: n, At: metav1.NewTime(*due)})
 		}
 	}
-	return servers, paid, nil
+	return agg, nil
 }
 
 // CheckPaged checks the account's aggregates of its pages (pagedServers,
-// pagedPaid) against the pages' views.
+// pagedPaid, pagedRunning, pagedCost, pagedStopping, pagedDue) against the
+// pages' views.
 func CheckPaged(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage) error {
-	servers, paid, err := pagedTotals(account, pages)
+	got, err := pagedSums(account, pages)
 	if err != nil {
 		return err
 	}
-	if servers != account.Status.PagedServers || paid != account.Status.PagedPaid {
+	kept := aggregatesOf(account)
+	if got.servers != kept.servers || got.paid != kept.paid {
 		return fmt.Errorf("account %s: pagedServers %d, pagedPaid %d, but its pages hold %d entries that paid %d",
-			account.Name, account.Status.PagedServers, account.Status.PagedPaid, servers, paid)
+			account.Name, kept.servers, kept.paid, got.servers, got.paid)
+	}
+	if got.counts != kept.counts {
+		return fmt.Errorf("account %s: pagedRunning %d, pagedCost %d, pagedStopping %d, but its pages run %d servers costing %d and stop %d",
+			account.Name, kept.counts.running, kept.counts.cost, kept.counts.stopping, got.counts.running, got.counts.cost, got.counts.stopping)
+	}
+	if !equality.Semantic.DeepEqual(got.due, kept.due) && (len(got.due) > 0 || len(kept.due) > 0) {
+		return fmt.Errorf("account %s: pagedDue %v, but its pages are due at %v", account.Name, dueText(kept.due), dueText(got.due))
 	}
 	return nil
+}
+
+func dueText(due []hcv1.PageDue) []string {
+	out := make([]string, 0, len(due))
+	for _, d := range due {
+		out = append(out, fmt.Sprintf("page %d at %s", d.Page, d.At.UTC().Format(time.RFC3339)))
+	}
+	return out
 }

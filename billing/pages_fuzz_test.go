@@ -450,6 +450,7 @@ func (s *pageSim) pass(crashAt int, afterApply bool) bool {
 			txs, pages, prvs = append(txs, tx), append(pages, page), append(prvs, prv)
 		}
 		if len(txs) > 0 {
+			UpdateCounters(a, s.now, 0, testOptions)
 			s.commitGroup(a, rv, txs, pages, prvs)
 		}
 	}
@@ -484,6 +485,33 @@ func (s *pageSim) quiesce() {
 	}
 	if len(s.account.Status.Servers) > s.limits.Inline {
 		s.fatalf("status.servers holds %d entries after the passes settled down", len(s.account.Status.Servers))
+	}
+	s.checkCounters()
+}
+
+// checkCounters checks runningServers and the Low condition against the
+// entries held (status.servers and the pages), and that no charge is
+// outstanding once the passes settled down.
+func (s *pageSim) checkCounters() {
+	s.t.Helper()
+	a := s.account
+	var running int32
+	var cost int64
+	for _, e := range s.entries {
+		if e.EndedAt == nil && e.StopRequestedAt == nil && e.StartedAt != nil {
+			running++
+			cost += e.BillingValue
+		}
+	}
+	if a.Status.RunningServers != running {
+		s.fatalf("runningServers %d, but %d servers run (status.servers and pages)", a.Status.RunningServers, running)
+	}
+	low := cost > 0 && a.Status.Balance < testOptions.LowPeriods*cost
+	if conditionTrue(a, hcv1.ConditionLow) != low {
+		s.fatalf("Low is %t with balance %d and running servers costing %d per period", !low, a.Status.Balance, cost)
+	}
+	if ChargesOutstanding(a, s.now) {
+		s.fatalf("a charge is outstanding after the passes settled down (pagedDue %v)", dueText(a.Status.PagedDue))
 	}
 }
 
@@ -560,10 +588,37 @@ func (s *pageSim) outcome() pageOutcome {
 	return pageOutcome{Status: st, Entries: s.entries}
 }
 
+// inlineLimits keep every entry of a run in status.servers (FuzzPages
+// holds at most 14 servers).
+var inlineLimits = PageLimits{Inline: hcv1.MaxInlineServers, PerPage: 3, Pending: 2}
+
+// sameAsInline is what a run on pages and the same run with every entry
+// in status.servers must agree on: the money, the counters and the
+// entries (the ledger lines and the conditions' messages name pages).
+type sameAsInline struct {
+	Balance, TotalCharged, TotalRefunded, TotalGranted, TotalToppedUp int64
+	RunningServers                                                    int32
+	Entries                                                           map[string]hcv1.ServerCharge
+}
+
+func (s *pageSim) sameAsInline() sameAsInline {
+	st := s.account.Status
+	return sameAsInline{Balance: st.Balance, TotalCharged: st.TotalCharged, TotalRefunded: st.TotalRefunded, TotalGranted: st.TotalGranted,
+		TotalToppedUp: st.TotalToppedUp, RunningServers: st.RunningServers, Entries: s.entries}
+}
+
 func runPageSim(t *testing.T, wd simWorld, ops []byte) {
 	t.Helper()
 	plain := newPageSim(t, "without crashes", false, wd)
 	plain.run(ops)
+	inline := newPageSim(t, "inline", false, wd)
+	inline.limits = inlineLimits
+	inline.run(ops)
+	if plain.stats.moves == 0 {
+		if d := cmp.Diff(inline.sameAsInline(), plain.sameAsInline(), cmpopts.EquateEmpty()); d != "" {
+			t.Fatalf("the run on pages and the same run in status.servers differ (-inline +pages):\n%s", d)
+		}
+	}
 	crashed := newPageSim(t, "with crashes", true, wd)
 	crashed.run(ops)
 	t.Logf("%d pages, %d entries; without crashes %+v; with crashes %+v", crashed.account.Status.Pages, len(crashed.entries), plain.stats, crashed.stats)

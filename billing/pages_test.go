@@ -43,6 +43,27 @@ func mustPage(t *testing.T, a *hcv1.CreditAccount, n int32, servers ...hcv1.Serv
 	return p
 }
 
+// recountPaged sets the account's aggregates of its pages from pages built
+// by hand (Commit keeps them in every other case).
+func recountPaged(t *testing.T, a *hcv1.CreditAccount, pages ...*hcv1.LedgerPage) {
+	t.Helper()
+	byNumber := map[int32]*hcv1.LedgerPage{}
+	for _, p := range pages {
+		n, err := PageNumber(a.Name, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		byNumber[n] = p
+	}
+	agg, err := pagedSums(a, byNumber)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Status.PagedServers, a.Status.PagedPaid = agg.servers, agg.paid
+	a.Status.PagedRunning, a.Status.PagedCost, a.Status.PagedStopping = agg.counts.running, agg.counts.cost, agg.counts.stopping
+	a.Status.PagedDue = agg.due
+}
+
 // pageLedger is balance + Held, after checking the account's aggregates.
 func pageLedger(t *testing.T, a *hcv1.CreditAccount, pages ...*hcv1.LedgerPage) int64 {
 	t.Helper()
@@ -207,8 +228,9 @@ func TestPageReservationLifecycle(t *testing.T) {
 func TestPageCrashes(t *testing.T) {
 	build := func(t *testing.T) (*hcv1.CreditAccount, *hcv1.LedgerPage) {
 		a := labPool(50, labServer("i1").Obj(), labServer("i2").Obj())
-		a.Status.Pages, a.Status.PagedServers, a.Status.PagedPaid = 1, 1, 10
+		a.Status.Pages = 1
 		page := mustPage(t, a, 1, labServer("p1").Running(0).Obj())
+		recountPaged(t, a, page)
 		page.Status.Seq = 4
 		tx, err := SettlePage(a, page, podsByID(map[string]PodObservation{"p1": running("u-p1", 0)}), at(interval+time.Second), testOptions, smallPages)
 		if err != nil {
@@ -325,11 +347,9 @@ func TestSettlePageIsSettle(t *testing.T) {
 			res := Settle(inline, nil, podsByID(tc.pods), nil, at(tc.now), testOptions)
 
 			a := labPool(tc.balance)
-			a.Status.Pages, a.Status.PagedServers = 1, int32(len(tc.servers))
-			for _, e := range tc.servers {
-				a.Status.PagedPaid += e.Paid
-			}
+			a.Status.Pages = 1
 			page := mustPage(t, a, 1, tc.servers...)
+			recountPaged(t, a, page)
 			ledger := pageLedger(t, a, page)
 			tx, err := SettlePage(a, page, podsByID(tc.pods), at(tc.now), testOptions, smallPages)
 			if err != nil {
@@ -405,8 +425,9 @@ func TestPageProtocolRefusals(t *testing.T) {
 	pods := podsByID(map[string]PodObservation{"p1": running("u-p1", 0)})
 	setup := func(t *testing.T) (*hcv1.CreditAccount, *hcv1.LedgerPage, *PageTransaction) {
 		a := labPool(50)
-		a.Status.Pages, a.Status.PagedServers, a.Status.PagedPaid = 1, 1, 10
+		a.Status.Pages = 1
 		page := mustPage(t, a, 1, labServer("p1").Running(0).Obj())
+		recountPaged(t, a, page)
 		tx, err := SettlePage(a, page, pods, at(interval+time.Second), testOptions, smallPages)
 		if err != nil {
 			t.Fatal(err)
