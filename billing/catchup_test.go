@@ -71,3 +71,31 @@ func TestCatchUpInterleavesGrantsAndCharges(t *testing.T) {
 		})
 	}
 }
+
+// TestCatchUpOfOneBoundary: a single boundary seen after a grant slot that
+// followed it is charged before that grant, as two would be (a wallet at
+// its cap lost the grant when the grant was applied first: found while
+// comparing LedgerPages' catch-up with status.servers').
+func TestCatchUpOfOneBoundary(t *testing.T) {
+	created := time.Date(2026, 1, 5, 8, 55, 0, 0, time.UTC) // grant slots at :05, :15, ...
+	start := created.Add(5 * time.Minute)                   // boundaries at :10, :20, ...
+	opened, st, gt := metav1.NewTime(created), metav1.NewTime(start), metav1.NewTime(created.Add(10*time.Minute))
+	a := &hcv1.CreditAccount{
+		ObjectMeta: metav1.ObjectMeta{Name: "alice", CreationTimestamp: opened},
+		Spec: hcv1.CreditAccountSpec{Users: []string{"alice"}, Cap: 100,
+			Grant: &hcv1.Grant{Amount: 10, Interval: metav1.Duration{Duration: 10 * time.Minute}}},
+		// At :05, full after that grant; the reservation was paid before.
+		Status: hcv1.CreditAccountStatus{OpenedAt: &opened, GrantedThrough: &gt, Balance: 100, TotalCharged: 10,
+			Servers: []hcv1.ServerCharge{{ID: "r1", Pod: "jupyter-alice", PodUID: "u1", User: "alice", Wallet: "alice",
+				BillingValue: 10, BillingInterval: metav1.Duration{Duration: 10 * time.Minute},
+				ReservedAt: opened, StartedAt: &st, PeriodsPaid: 1, Paid: 10}}},
+	}
+	running := func(hcv1.ServerCharge) PodObservation {
+		return PodObservation{Exists: true, UID: "u1", StartedAt: &start}
+	}
+	// Seen at :16: -10 at :10, +10 at :15 (applied first: capped, then -10: 90).
+	Settle(a, nil, running, nil, start.Add(16*time.Minute), DefaultOptions)
+	if e := a.Status.Servers[0]; a.Status.Balance != 100 || e.PeriodsPaid != 2 || a.Status.TotalGranted != 10 {
+		t.Fatalf("balance %d, periods paid %d, granted %d; want 100, 2, 10", a.Status.Balance, e.PeriodsPaid, a.Status.TotalGranted)
+	}
+}

@@ -205,8 +205,8 @@ type PageTransaction struct {
 	limits         PageLimits
 	before, after  money
 	create         bool
-	servers        int32 // change of pagedServers
-	paid           int64 // change of pagedPaid
+	servers        int32      // change of pagedServers
+	paid           int64      // change of pagedPaid
 	counts         pageCounts // change of pagedRunning, pagedCost, pagedStopping
 	due            *time.Time // the page's pagedDue after the transaction
 	spent          int64

@@ -358,8 +358,8 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 			due = append(due, boundary{at: Boundary(entry.StartedAt.Time, k, entry.BillingInterval.Duration), id: entry.ID, period: k, ended: pod.EndedAt != nil})
 		}
 	}
-	if len(due) < 2 {
-		return // nothing to interleave
+	if len(due) == 0 {
+		return
 	}
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
 	blocked := map[string]bool{}
