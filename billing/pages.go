@@ -432,6 +432,13 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 	for i := range before {
 		before[i].DeepCopyInto(&work[i])
 	}
+	if g := a.Spec.Grant; g != nil && g.Interval.Duration > 0 && a.Status.GrantedThrough != nil {
+		// The account's catch-up rule (pagedLimit): the page's boundaries
+		// before the next grant slot; the pass after that grant goes on.
+		if next := a.Status.GrantedThrough.Add(g.Interval.Duration); !next.After(now) {
+			o.chargeBefore = next
+		}
+	}
 	after := settleEntries(a, work, nil, endLostAt(pods, now), now, o, &t.Result)
 	deltas, err := diffEntries(before, after)
 	if err != nil {
