@@ -30,42 +30,65 @@ package billing
 // of every page as it is once its pending transfer is applied) moves only
 // by credits added (Refresh) and by credits of ended servers whose entries
 // are dropped (PageTransaction.Spent); CheckPaged checks the account's
-// aggregates (pagedServers, pagedPaid) against its pages.
+// aggregates against its pages: pagedServers, pagedPaid, and the counters
+// pagedRunning, pagedCost, pagedStopping and pagedDue (the earliest unpaid
+// boundary of each page). Commit keeps all of them from the transaction's
+// page before and after it (count): never from pages the account write
+// does not hold.
 //
-// STATUS (session of 2026-11-27, branch wt-pages; not wired yet):
+// Counters and catch-up. updateCounters (runningServers, Low, Exhausted;
+// UpdateCounters after the commits of a pass) adds the counters to
+// status.servers' entries; ChargesOutstanding (RefreshForAdmission) reads
+// pagedDue. After an outage a grant is applied after every charge due
+// before its slot, on whichever page (pagedLimit, settle.go): grants wait
+// for the pages' earliest unpaid boundary, charges (status.servers and
+// SettlePage) for the next grant slot, refunds for a pass without a bound;
+// Result.Waiting asks for the next round at once. A pass goes one grant
+// interval at a time; between two slots the order of the charges does not
+// change the balance, so the result equals Settle's over the same servers
+// in status.servers as long as no server runs short (FuzzPages compares
+// them). Where one runs short, the two can differ: a page stops a server
+// whose boundary is unaffordable in its grant interval, while Settle's
+// catchUp leaves it to its main pass, after every grant.
+//
+// STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2; not
+// wired yet):
 //   - done: the API (LedgerPage CRD; CreditAccount status.pages,
-//     pagedServers, pagedPaid, pending), the pure protocol in this file
-//     with table tests (pages_test.go) and FuzzPages (pages_fuzz_test.go:
-//     crash after every commit and after every page apply, a stale
-//     replica re-applying an old transfer, compared with a run without
-//     crashes; 3-minute runs: ~130,000 executions, no failure), and
-//     test/integration's TestLedgerPageProtocolThroughTheAPIServer (one
-//     batch through the API server; the CRDs' bounds). Settle's
-//     per-server rules serve inline and page entries (settleEntries); the
-//     reservation rule serves Take and ReservePage (reserve). Size bounds:
-//     16 reservations per transfer (hcv1.MaxReserveBatch), one move
-//     pending at a time: status.pending ≤ ~100 KB (TestPendingSize).
+//     pagedServers, pagedPaid, pagedRunning, pagedCost, pagedStopping,
+//     pagedDue, pending), the pure protocol in this file with table tests
+//     (pages_test.go, pages_counters_test.go) and FuzzPages
+//     (pages_fuzz_test.go: crash after every commit and after every page
+//     apply, a stale replica re-applying an old transfer, compared with a
+//     run without crashes and, where no server runs short and nothing
+//     moved, with the same servers in status.servers; the counters and
+//     runningServers/Low checked), and test/integration's
+//     TestLedgerPageProtocolThroughTheAPIServer (one batch through the API
+//     server; the CRDs' bounds). Settle's per-server rules serve inline and
+//     page entries (settleEntries); the reservation rule serves Take and
+//     ReservePage (reserve). Size bounds: 16 reservations per transfer
+//     (hcv1.MaxReserveBatch), one move pending at a time: status.pending ≤
+//     ~100 KB (TestPendingSize). Catch-up over pages (pagedLimit) and the
+//     counters (updateCounters, ChargesOutstanding) as above.
 //   - limits of this step: page entries are the account's own servers
 //     without a project pool (a pool for a course: servers billed to the
 //     pool itself). A pool's records of its wallets' servers stay in
 //     status.servers; moving them to pages is the design's "project pools
-//     that co-fund wallets" step. Settle's catch-up (grants interleaved
-//     with the charges of an outage) and updateCounters (runningServers,
-//     Low) still look at status.servers only; ChargesOutstanding
-//     (RefreshForAdmission) too. SettlePage honours
+//     that co-fund wallets" step. SettlePage honours
 //     Options.AwaitingRecord (UsageRecords before an ended entry is
-//     dropped), but the controller computes it from status.servers.
-//     Suggested for the counters: aggregates pagedRunning, pagedCost and
-//     pagedStopping kept by Commit, added by updateCounters. A retried
-//     reservation is found on its page, in status.servers and in pending
-//     adds (heldElsewhere); on other pages only the index can find it.
+//     dropped), but the controller computes it from status.servers. A
+//     retried reservation is found on its page, in status.servers and in
+//     pending adds (heldElsewhere); on other pages only the index can find
+//     it. An account whose aggregates were never kept (pages written by
+//     hand) fails CheckPaged: none exists, nothing writes pages yet.
 //   - next session wires it: the Reserver's queue per (account, page)
 //     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
 //     after the page write), the account controller's pass over the pages
-//     of an account (list by an index on spec.account; Complete,
-//     SettlePage, up to PageLimits.Pending transactions per account write),
+//     of an account (list by an index on spec.account; Complete, Settle
+//     first, SettlePage, UpdateCounters, up to PageLimits.Pending
+//     transactions per account write, again at once while Result.Waiting),
 //     the index of ledger keys (ids, pod UIDs) on pages for Holds and
-//     adoption, the migration (MovePage) in the controller, RBAC for
+//     adoption, UsageRecords of page entries (AwaitingRecord from the
+//     pages), the migration (MovePage) in the controller, RBAC for
 //     ledgerpages (the operator and the webhook do not use them yet, so the
 //     role has no rule for them), the reliability suite's faults on the
 //     two writes, and the bench pool run (P6).
@@ -411,7 +434,10 @@ func heldElsewhere(account *hcv1.CreditAccount, page *hcv1.LedgerPage, id string
 // (number n of account, as completed: no pending transfer) up to now,
 // with Settle's per-server rules (settleEntries): charges, refunds of
 // reservations that never ran and of periods charged after an end, stops,
-// ends. Call Refresh on the account first (Settle does).
+// ends. Call Settle on the account first: it refreshes the account,
+// holding grants back while the pages catch up (pagedLimit); SettlePage
+// then charges only the boundaries before the account's next grant slot
+// and leaves refunds to the pass without a bound (Result.Waiting).
 func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
 	now time.Time, o Options, l PageLimits) (*PageTransaction, error) {
 	t, err := begin(account, page, hcv1.TransferSettle, now, l)
