@@ -414,7 +414,7 @@ func (s *pageSim) pass(crashAt int, afterApply bool) bool {
 		wrote = wrote || w
 	}
 	for _, x := range s.servers {
-		x.staleRuns = max(0, x.staleRuns-1) // a cache that lags lags for a pass, its rounds included
+		x.staleRuns = max(0, x.staleRuns-1) // a lagging cache lags for a whole pass, its rounds included
 	}
 	return wrote
 }
