@@ -146,6 +146,9 @@ var (
 	// ErrPageGap: a transfer is more than one transaction ahead of its
 	// page (a page that went back: deleted and created again).
 	ErrPageGap = errors.New("the page is more than one transaction behind the account's transfer")
+	// ErrTooManyPages: the account has hcv1.MaxPages pages already, all
+	// of them full.
+	ErrTooManyPages = errors.New("the account has the most ledger pages it may have")
 	// ErrPageFull: the page has no room for another entry.
 	ErrPageFull = errors.New("the page is full")
 	// ErrBatchFull: the transaction adds hcv1.MaxReserveBatch entries
@@ -282,8 +285,24 @@ func (t *PageTransaction) count(before []hcv1.ServerCharge) error {
 	was, _ := countEntries(before)
 	now, due := countEntries(after)
 	t.counts = pageCounts{running: now.running - was.running, stopping: now.stopping - was.stopping, cost: now.cost - was.cost}
-	t.due = due
+	t.due = pageDue(due)
 	return nil
+}
+
+// pageDue is due as status.pagedDue holds it: in microseconds (the API
+// server keeps a MicroTime so; a boundary has whole seconds, or the
+// fraction of a billing interval such as 1500ms), rounded up, so that a
+// page's due never comes before its boundary: pagedLimit's grants stop at
+// or after it, and its charge is made in the round that bound allows.
+func pageDue(due *time.Time) *time.Time {
+	if due == nil {
+		return nil
+	}
+	up := due.Truncate(time.Microsecond)
+	if up.Before(*due) {
+		up = up.Add(time.Microsecond)
+	}
+	return &up
 }
 
 // Empty reports a transaction with nothing to commit.
@@ -311,6 +330,9 @@ func begin(account *hcv1.CreditAccount, page *hcv1.LedgerPage, kind hcv1.PageTra
 	}
 	if n > account.Status.Pages+1 {
 		return nil, fmt.Errorf("page %s: the account has %d page(s); the next new one is %d", page.Name, account.Status.Pages, account.Status.Pages+1)
+	}
+	if n > hcv1.MaxPages {
+		return nil, fmt.Errorf("page %s: %w (%d)", page.Name, ErrTooManyPages, hcv1.MaxPages)
 	}
 	m := moneyOf(account)
 	return &PageTransaction{
@@ -600,9 +622,9 @@ func setPageDue(a *hcv1.CreditAccount, n int32, due *time.Time) {
 		}
 	case due == nil:
 	case found:
-		a.Status.PagedDue[i].At = metav1.NewTime(*due)
+		a.Status.PagedDue[i].At = metav1.NewMicroTime(*due)
 	default:
-		a.Status.PagedDue = slices.Insert(a.Status.PagedDue, i, hcv1.PageDue{Page: n, At: metav1.NewTime(*due)})
+		a.Status.PagedDue = slices.Insert(a.Status.PagedDue, i, hcv1.PageDue{Page: n, At: metav1.NewMicroTime(*due)})
 	}
 }
 
@@ -883,8 +905,8 @@ func pagedSums(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage) (a
 		agg.counts.running += c.running
 		agg.counts.stopping += c.stopping
 		agg.counts.cost = addSat(agg.counts.cost, c.cost)
-		if due != nil {
-			agg.due = append(agg.due, hcv1.PageDue{Page: n, At: metav1.NewTime(*due)})
+		if due = pageDue(due); due != nil {
+			agg.due = append(agg.due, hcv1.PageDue{Page: n, At: metav1.NewMicroTime(*due)})
 		}
 	}
 	return agg, nil

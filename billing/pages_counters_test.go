@@ -1,6 +1,8 @@
 package billing
 
 import (
+	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -50,7 +52,7 @@ func TestCommitKeepsPageCounters(t *testing.T) {
 		}
 	}
 	due := func(d time.Duration) string {
-		return dueText([]hcv1.PageDue{{Page: 1, At: metav1.NewTime(at(d))}})[0]
+		return dueText([]hcv1.PageDue{{Page: 1, At: metav1.NewMicroTime(at(d))}})[0]
 	}
 
 	tx, errs, err := ReservePage(a, page, []PageReservation{labReservation("p1", 10), labReservation("p2", 25), labReservation("p3", 0)}, at(0), smallPages)
@@ -124,7 +126,7 @@ func TestCountersWithPages(t *testing.T) {
 }
 
 func TestChargesOutstandingWithPages(t *testing.T) {
-	due := func(at time.Time) []hcv1.PageDue { return []hcv1.PageDue{{Page: 2, At: metav1.NewTime(at)}} }
+	due := func(at time.Time) []hcv1.PageDue { return []hcv1.PageDue{{Page: 2, At: metav1.NewMicroTime(at)}} }
 	for name, tc := range map[string]struct {
 		due  []hcv1.PageDue
 		want bool
@@ -133,7 +135,7 @@ func TestChargesOutstandingWithPages(t *testing.T) {
 		"a page due later":            {due(at(interval + time.Second)), false},
 		"a page due now":              {due(at(interval)), true},
 		"a page due before":           {due(at(time.Minute)), true},
-		"one of two pages due before": {append(due(at(2*interval)), hcv1.PageDue{Page: 3, At: metav1.NewTime(at(0))}), true},
+		"one of two pages due before": {append(due(at(2*interval)), hcv1.PageDue{Page: 3, At: metav1.NewMicroTime(at(0))}), true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			a := labPool(100, labServer("i1").Running(0).Obj()) // status.servers: due at interval + 10 min
@@ -152,7 +154,7 @@ func TestPagedLimit(t *testing.T) {
 	due := func(ds ...time.Duration) []hcv1.PageDue {
 		var out []hcv1.PageDue
 		for i, d := range ds {
-			out = append(out, hcv1.PageDue{Page: int32(i + 1), At: metav1.NewTime(at(d))})
+			out = append(out, hcv1.PageDue{Page: int32(i + 1), At: metav1.NewMicroTime(at(d))})
 		}
 		return out
 	}
@@ -187,5 +189,54 @@ func TestPagedLimit(t *testing.T) {
 				t.Fatalf("pagedLimit = %+v, want %+v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestPageDueSurvivesTheAPIServer: status.pagedDue is a MicroTime, rounded
+// up: a boundary with a fraction of a second (a 1500ms interval) reads
+// back as CheckPaged computes it, and never before the boundary.
+func TestPageDueSurvivesTheAPIServer(t *testing.T) {
+	a := labPool(100)
+	a.Status.Pages = 1
+	started := 7*time.Second + 300*time.Nanosecond
+	page := mustPage(t, a, 1, labServer("p1").Price(1, 1500*time.Millisecond).Started(started).Obj())
+	recountPaged(t, a, page)
+	boundary := at(started).Add(1500 * time.Millisecond)
+	if got := a.Status.PagedDue[0].At.Time; got.Before(boundary) || got.Sub(boundary) >= time.Microsecond {
+		t.Fatalf("pagedDue %s for the boundary %s", got.Format(time.RFC3339Nano), boundary.Format(time.RFC3339Nano))
+	}
+	raw, err := json.Marshal(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored hcv1.CreditAccount
+	if err := json.Unmarshal(raw, &stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckPaged(&stored, map[int32]*hcv1.LedgerPage{1: page}); err != nil {
+		t.Fatalf("after a round trip: %v", err)
+	}
+	if ChargesOutstanding(&stored, boundary.Add(-time.Nanosecond)) || !ChargesOutstanding(&stored, boundary.Add(time.Microsecond)) {
+		t.Fatal("ChargesOutstanding around the boundary is off")
+	}
+}
+
+// TestTooManyPages: an account has at most hcv1.MaxPages pages; a
+// reservation that would open one more is refused with ErrTooManyPages.
+func TestTooManyPages(t *testing.T) {
+	noInline := PageLimits{Inline: 0, PerPage: hcv1.MaxPageServers, Pending: hcv1.MaxPendingTransfers}
+	a := labPool(100)
+	a.Status.Pages = hcv1.MaxPages
+	n, create := ChoosePage(a, hcv1.MaxPageServers, noInline)
+	if n != hcv1.MaxPages+1 || !create {
+		t.Fatalf("ChoosePage = %d, %t", n, create)
+	}
+	page := mustPage(t, a, n)
+	if _, _, err := ReservePage(a, page, []PageReservation{labReservation("p1", 10)}, at(0), noInline); !errors.Is(err, ErrTooManyPages) {
+		t.Fatalf("ReservePage on page %d: %v, want ErrTooManyPages", n, err)
+	}
+	last := mustPage(t, a, hcv1.MaxPages)
+	if _, _, err := ReservePage(a, last, []PageReservation{labReservation("p1", 10)}, at(0), noInline); err != nil {
+		t.Fatalf("ReservePage on the last page: %v", err)
 	}
 }

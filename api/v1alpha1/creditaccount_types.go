@@ -367,7 +367,7 @@ type PageDue struct {
 	// at is the earliest paidThrough of the page's running servers that
 	// are not free.
 	// +required
-	At metav1.Time `json:"at"`
+	At metav1.MicroTime `json:"at"`
 }
 
 // CreditAccountStatus is the account's ledger, kept by the operator.
@@ -441,6 +441,7 @@ type CreditAccountStatus struct {
 	// course). 0: the account keeps every entry in status.servers.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=256
 	Pages int32 `json:"pages,omitempty"`
 
 	// pagedServers is the number of server entries on the account's pages,
@@ -478,13 +479,13 @@ type CreditAccountStatus struct {
 
 	// pagedDue holds, for each page with a running server that is not
 	// free, the earliest boundary up to which its servers are paid (the
-	// next charge of the page is due then); status.pending's not applied
-	// yet included. Each page transaction sets its page's; nothing else
-	// changes them.
+	// next charge of the page is due then), rounded up to microseconds;
+	// status.pending's not applied yet included. Each page transaction
+	// sets its page's; nothing else changes them.
 	// +optional
 	// +listType=map
 	// +listMapKey=page
-	// +kubebuilder:validation:MaxItems=4096
+	// +kubebuilder:validation:MaxItems=256
 	PagedDue []PageDue `json:"pagedDue,omitempty"`
 
 	// pending are the transactions on pages that this account committed

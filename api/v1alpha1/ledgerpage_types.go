@@ -21,6 +21,10 @@ const MaxInlineServers = 64
 // MaxItems).
 const MaxPageServers = 64
 
+// MaxPages bounds an account's pages (status.pages): 256 pages of 64 are
+// 16,384 servers, and status.pagedDue (one line per page) stays ~15 KB.
+const MaxPages = 256
+
 // MaxPendingTransfers bounds status.pending: at most one transfer per page,
 // and at most this many pages in flight at once.
 const MaxPendingTransfers = 8
