@@ -55,7 +55,8 @@ package billing
 // wired yet):
 //   - done: the API (LedgerPage CRD; CreditAccount status.pages,
 //     pagedServers, pagedPaid, pagedRunning, pagedCost, pagedStopping,
-//     pagedDue, pending), the pure protocol in this file with table tests
+//     pagedDue, pending; at most hcv1.MaxPages pages), the pure protocol
+//     in this file with table tests
 //     (pages_test.go, pages_counters_test.go) and FuzzPages
 //     (pages_fuzz_test.go: crash after every commit and after every page
 //     apply, a stale replica re-applying an old transfer, compared with a
