@@ -93,9 +93,18 @@ func TestCatchUpOfOneBoundary(t *testing.T) {
 	running := func(hcv1.ServerCharge) PodObservation {
 		return PodObservation{Exists: true, UID: "u1", StartedAt: &start}
 	}
+	steady := a.DeepCopy()
 	// Seen at :16: -10 at :10, +10 at :15 (applied first: capped, then -10: 90).
 	Settle(a, nil, running, nil, start.Add(16*time.Minute), DefaultOptions)
 	if e := a.Status.Servers[0]; a.Status.Balance != 100 || e.PeriodsPaid != 2 || a.Status.TotalGranted != 10 {
 		t.Fatalf("balance %d, periods paid %d, granted %d; want 100, 2, 10", a.Status.Balance, e.PeriodsPaid, a.Status.TotalGranted)
+	}
+	// Seen at :14, before the next grant: the usual pass, the charge
+	// written at the time of the pass.
+	now := start.Add(14 * time.Minute)
+	Settle(steady, nil, running, nil, now, DefaultOptions)
+	last := steady.Status.Ledger[len(steady.Status.Ledger)-1]
+	if steady.Status.Balance != 90 || last.Kind != hcv1.LedgerCharge || !last.Time.Time.Equal(now) {
+		t.Fatalf("balance %d, last ledger line %s at %s; want 90, a charge at %s", steady.Status.Balance, last.Kind, last.Time, now)
 	}
 }

@@ -307,6 +307,25 @@ func nextGrantSlot(a *hcv1.CreditAccount, t time.Time) time.Time {
 	return Boundary(last, int64(t.Sub(last)/iv)+1, iv)
 }
 
+// grantDueBetween reports a grant slot of the wallet or of one of its
+// pools after from and at or before to that is not applied yet: a charge
+// at from must be made before it.
+func grantDueBetween(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, from, to time.Time) bool {
+	due := func(a *hcv1.CreditAccount) bool {
+		return a != nil && a.Status.OpenedAt != nil && a.Spec.Grant != nil && a.Spec.Grant.Interval.Duration > 0 &&
+			a.Status.GrantedThrough != nil && !nextGrantSlot(a, from).After(to)
+	}
+	if due(wallet) {
+		return true
+	}
+	for _, pool := range pools {
+		if due(pool) {
+			return true
+		}
+	}
+	return false
+}
+
 // refreshUntil is Refresh with the grants of limit held back.
 func refreshUntil(a *hcv1.CreditAccount, now time.Time, limit catchUpLimit) bool {
 	if limit.grantsUntil.IsZero() {
@@ -435,6 +454,9 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 	}
 	if len(due) == 0 {
 		return
+	}
+	if len(due) == 1 && !grantDueBetween(wallet, pools, due[0].at, now) {
+		return // one charge, no grant after it: the main pass makes it
 	}
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
 	blocked := map[string]bool{}
