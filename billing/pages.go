@@ -46,10 +46,12 @@ package billing
 // Result.Waiting asks for the next round at once. A pass goes one grant
 // interval at a time; between two slots the order of the charges does not
 // change the balance, so the result equals Settle's over the same servers
-// in status.servers as long as no server runs short (FuzzPages compares
-// them). Where one runs short, the two can differ: a page stops a server
-// whose boundary is unaffordable in its grant interval, while Settle's
-// catchUp leaves it to its main pass, after every grant.
+// in status.servers (FuzzPages compares them) except where Settle's
+// catchUp leaves a server to its main pass, after every grant: one that
+// runs short (a page stops it in its grant interval), one whose start or
+// end the controller first sees after the outage (the pages' rounds
+// charge it in time order, and return periods charged after an end at
+// once: the entry holds the bound back until its end is marked).
 //
 // STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2; not
 // wired yet):
@@ -60,9 +62,10 @@ package billing
 //     (pages_test.go, pages_counters_test.go) and FuzzPages
 //     (pages_fuzz_test.go: crash after every commit and after every page
 //     apply, a stale replica re-applying an old transfer, compared with a
-//     run without crashes and, where no server runs short and nothing
-//     moved, with the same servers in status.servers; the counters and
-//     runningServers/Low checked), and test/integration's
+//     run without crashes and, where no server runs short, nothing moved
+//     and no start or end is seen late, with the same servers in
+//     status.servers; the counters and runningServers/Low checked), and
+//     test/integration's
 //     TestLedgerPageProtocolThroughTheAPIServer (one batch through the API
 //     server; the CRDs' bounds). Settle's per-server rules serve inline and
 //     page entries (settleEntries); the reservation rule serves Take and

@@ -568,9 +568,6 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 		s.refundNeverStarted()
 		return false, true
 	}
-	if s.chargedAfterEnd() && s.refundWaits() {
-		return true, s.changed
-	}
 	s.refundChargesAfterEnd()
 	due := s.periodsDue()
 	s.chargeDue(due)
@@ -647,10 +644,13 @@ func (s *serverSettlement) recordStart() {
 		Message: fmt.Sprintf("Server %s of %s started; it costs %s.", e.Pod, e.User, PriceText(s.price))})
 }
 
-// refundWaits reports a refund that waits while the account's pages catch
-// up (opts.chargeBefore): credits given back come after the grants that
-// fell due, as in a pass without pages (Settle refreshes before it
-// settles the servers), so the refund is made in the pass without a bound.
+// refundWaits reports the return of a reservation that never started that
+// waits while the account's pages catch up (opts.chargeBefore): credits
+// given back come after the grants that fell due, as in a pass without
+// pages (Settle refreshes before it settles the servers), so the refund is
+// made in the pass without a bound. (Periods charged after an end are
+// returned at once: the server's entry holds the bound back until its end
+// is marked.)
 func (s *serverSettlement) refundWaits() bool {
 	if s.opts.chargeBefore.IsZero() {
 		return false
