@@ -421,7 +421,7 @@ func (s *pageSim) pass(crashAt int, afterApply bool) bool {
 			continue
 		}
 		s.startSeen[x.id] = true
-		lastSlot := t0.Add(s.now.Sub(t0) / s.interval * s.interval)
+		lastSlot := t0.Add(s.now.Sub(t0).Truncate(s.interval))
 		if s.account.Spec.Grant != nil && lastSlot.After(x.started.Add(interval)) {
 			s.lateStart = true
 		}
