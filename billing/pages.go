@@ -51,7 +51,10 @@ package billing
 // runs short (a page stops it in its grant interval), one whose start or
 // end the controller first sees after the outage (the pages' rounds
 // charge it in time order, and return periods charged after an end at
-// once: the entry holds the bound back until its end is marked).
+// once: the entry holds the bound back until its end is marked). A top-up
+// is applied at the start of a catch-up, before the grants (as catchUp's
+// first Refresh does), so a top-up seen while pages catch up can leave
+// less of the grants under the cap than the same pass without pages.
 //
 // STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2; not
 // wired yet):
