@@ -90,6 +90,54 @@ func TestLedgerPageProtocolThroughTheAPIServer(t *testing.T) {
 		t.Fatalf("the confirming write: %v", err)
 	}
 
+	// 4. The servers start (whole seconds, as the kubelet reports them)
+	// and are charged: the counters (pagedRunning, pagedCost, pagedDue in
+	// microseconds) survive the API server and agree with the stored page.
+	started := now.Truncate(time.Second).Add(-150 * time.Second)
+	pods := func(e hcv1.ServerCharge) billing.PodObservation {
+		return billing.PodObservation{Exists: true, UID: types.UID("u-" + e.ID), StartedAt: &started}
+	}
+	a = testutil.GetAccount(t, k8s, ns, "lab")
+	billing.Refresh(a, now)
+	tx, err = billing.SettlePage(a, stored, pods, now, billing.DefaultOptions, limits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := billing.Commit(a, tx); err != nil {
+		t.Fatal(err)
+	}
+	billing.UpdateCounters(a, now, 0, billing.DefaultOptions)
+	if err := k8s.Status().Update(ctx, a); err != nil {
+		t.Fatalf("the settle commit: %v", err)
+	}
+	a = testutil.GetAccount(t, k8s, ns, "lab")
+	if changed, err := billing.Apply(stored, &a.Status.Pending[0]); !changed || err != nil {
+		t.Fatalf("Apply: %t, %v", changed, err)
+	}
+	if err := k8s.Status().Update(ctx, stored); err != nil {
+		t.Fatalf("the settle application: %v", err)
+	}
+	if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "lab-1"}, stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := billing.CheckPaged(a, map[int32]*hcv1.LedgerPage{1: stored}); err != nil {
+		t.Fatalf("after the settle, read back: %v", err)
+	}
+	// Started 150 s ago, 1-minute periods: 3 periods paid each, the next
+	// due 30 s from now.
+	due := started.Add(3 * time.Minute)
+	if a.Status.PagedRunning != 3 || a.Status.PagedCost != 30 || a.Status.RunningServers != 3 || len(a.Status.PagedDue) != 1 ||
+		!a.Status.PagedDue[0].At.Time.Equal(due) || billing.ChargesOutstanding(a, now) {
+		t.Fatalf("stored counters: running %d (account %d), cost %d, due %v; want 3, 30, one page due at %s",
+			a.Status.PagedRunning, a.Status.RunningServers, a.Status.PagedCost, a.Status.PagedDue, due)
+	}
+	if _, err := billing.Confirm(a, stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Status().Update(ctx, a); err != nil {
+		t.Fatalf("the confirming write: %v", err)
+	}
+
 	t.Run("the bounds of the CRDs", func(t *testing.T) {
 		p := stored.DeepCopy()
 		for i := len(p.Status.Servers); i <= hcv1.MaxPageServers; i++ {
@@ -117,6 +165,19 @@ func TestLedgerPageProtocolThroughTheAPIServer(t *testing.T) {
 		acc.Status.Pending[1].Page = 1
 		if err := k8s.Status().Update(ctx, acc); !apierrors.IsInvalid(err) {
 			t.Errorf("an account with two pending transfers for one page: %v, want it refused as invalid", err)
+		}
+		acc = testutil.GetAccount(t, k8s, ns, "lab")
+		acc.Status.Pages = hcv1.MaxPages + 1
+		if err := k8s.Status().Update(ctx, acc); !apierrors.IsInvalid(err) {
+			t.Errorf("an account with %d pages: %v, want it refused as invalid", acc.Status.Pages, err)
+		}
+		acc = testutil.GetAccount(t, k8s, ns, "lab")
+		acc.Status.PagedDue = nil
+		for i := range hcv1.MaxPages + 1 {
+			acc.Status.PagedDue = append(acc.Status.PagedDue, hcv1.PageDue{Page: int32(i + 1), At: metav1.NewMicroTime(now)})
+		}
+		if err := k8s.Status().Update(ctx, acc); !apierrors.IsInvalid(err) {
+			t.Errorf("an account with %d lines in pagedDue: %v, want it refused as invalid", len(acc.Status.PagedDue), err)
 		}
 	})
 }
