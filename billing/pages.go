@@ -69,7 +69,7 @@ package billing
 //     and no start or end is seen late, with the same servers in
 //     status.servers; the counters and runningServers/Low checked), and
 //     test/integration's
-//     TestLedgerPageProtocolThroughTheAPIServer (one batch through the API
+//     TestLedgerPageProtocolThroughTheAPIServer (a batch and a settle through the API
 //     server; the CRDs' bounds). Settle's per-server rules serve inline and
 //     page entries (settleEntries); the reservation rule serves Take and
 //     ReservePage (reserve). Size bounds: 16 reservations per transfer
