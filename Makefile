@@ -96,11 +96,14 @@ fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 .PHONY: lint
-lint: $(GOLANGCI_LINT) $(ACTIONLINT) ## golangci-lint (.golangci.yml) over the root module, hack/tools/helm/chartcheck and hack/tools/image (their own modules); actionlint over .github/workflows.
+lint: $(GOLANGCI_LINT) $(ACTIONLINT) ## golangci-lint (.golangci.yml) over the root module, hack/tools/helm/chartcheck and hack/tools/image (their own modules); actionlint over .github/workflows; flake8 over the hub glue and the Python tests (Debian's python3-flake8, when installed; make test installs it).
 	@rc=0; $(GOLANGCI_LINT) run ./... || rc=1; \
 	  (cd hack/tools/helm && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./chartcheck/...) || rc=1; \
 	  (cd hack/tools/image && $(GOLANGCI_LINT) run --config $(ROOT)/.golangci.yml ./...) || rc=1; \
 	  $(ACTIONLINT) -shellcheck= -pyflakes= || rc=1; \
+	  if /usr/bin/python3 -m flake8 --version >/dev/null 2>&1; then \
+	    /usr/bin/python3 -m flake8 --max-line-length 100 charts/hubcredits/files test/hub test/cluster test/z2jh || rc=1; \
+	  else echo "lint: python3-flake8 is not installed; the Python lint is left to make test"; fi; \
 	  exit $$rc
 
 .PHONY: lint-fix
@@ -197,7 +200,7 @@ test-cluster: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredi
 	test/cluster/run.sh
 
 .PHONY: test-z2jh
-test-z2jh: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredits-cluster ## Next to the real Zero to JupyterHub 4.4.0 chart on a real node (root; ../shared/third_party): Z2JH's hub and proxy as pods, hubcredits installed as docs/install.md says, the story through the proxy as a browser.
+test-z2jh: node-tools $(HELM) image test-images $(OCI_ROOTFS) $(BIN)/hubcredits-cluster ## Next to the real Zero to JupyterHub 4.4.0 chart on a real node (root; ../shared/third_party): Z2JH's hub and proxy as pods, hubcredits installed as docs/install.md says (first the previous chart and image, then its Upgrade section; needs the git history), the story through the proxy as a browser, then its Uninstall and a hub that restarts without hubcredits.
 	test/z2jh/run.sh
 
 .PHONY: cluster-down

@@ -160,6 +160,12 @@ func (f *flags) options() (operator.Options, error) {
 	if f.defaultValue < 0 || f.defaultInterval < time.Second {
 		return operator.Options{}, fmt.Errorf("--default-billing-value must be >= 0 and --default-billing-interval >= 1s")
 	}
+	if f.orphanGrace < 0 || f.stopRetry < 0 || f.lowPeriods < 0 {
+		return operator.Options{}, fmt.Errorf("--reservation-grace, --stop-retry and --low-balance-periods must be >= 0")
+	}
+	if f.hubURL != "" && f.hubTokenFile == "" {
+		return operator.Options{}, fmt.Errorf("--hub-api-url needs --hub-api-token-file (the Hub API token, mounted from a Secret)")
+	}
 	o := operator.Options{
 		Namespace:          f.namespace,
 		SingleuserSelector: sel,
@@ -182,9 +188,9 @@ func (f *flags) options() (operator.Options, error) {
 		o.DryRunIdentities = strings.Split(f.dryRunIDs, ",")
 	}
 	if f.autoCreate {
-		if f.walletCap < 0 || f.walletCap > hcv1.MaxCredits || f.walletInitial > f.walletCap ||
-			(f.walletGrant > 0 && (f.walletGrant > f.walletCap || f.walletGrantEvery < time.Second)) {
-			return operator.Options{}, fmt.Errorf("the wallet template is invalid: need 0 <= --wallet-initial-balance <= --wallet-cap <= %d, and --wallet-grant-amount <= --wallet-cap with --wallet-grant-interval >= 1s", hcv1.MaxCredits)
+		if f.walletCap < 0 || f.walletCap > hcv1.MaxCredits || f.walletInitial < -1 || f.walletInitial > f.walletCap || f.walletGrant < 0 ||
+			(f.walletGrant > 0 && (f.walletGrant > f.walletCap || f.walletGrantEvery < time.Second || f.walletGrantEvery > 8760*time.Hour)) {
+			return operator.Options{}, fmt.Errorf("the wallet template is invalid: need 0 <= --wallet-initial-balance (or -1: the cap) <= --wallet-cap <= %d, and 0 <= --wallet-grant-amount <= --wallet-cap with 1s <= --wallet-grant-interval <= 8760h", hcv1.MaxCredits)
 		}
 		t := &webhooks.WalletTemplate{Cap: f.walletCap}
 		if f.walletInitial >= 0 {

@@ -545,11 +545,22 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 			s.poolEntry = &pool.Status.Servers[i]
 		}
 	}
+	if s.poolEntry != nil && s.poolEntry.EndedAt != nil && entry.EndedAt == nil {
+		// The run that marked the end lost its wallet write: the wallet's
+		// entry, the commit record, says the server has not ended (its pod
+		// was only out of sight). This run decides again, for both.
+		s.poolEntry.EndedAt = nil
+		res.ChangedProjects[pool.Name] = true
+	}
 	if entry.EndedAt != nil {
 		if o.AwaitingRecord[entry.ID] {
 			return true, false
 		}
 		s.dropEnded()
+		return false, true
+	}
+	if s.poolReturnedItsShare() {
+		s.refundNeverStarted()
 		return false, true
 	}
 	if s.awaitingPod() {
@@ -598,6 +609,24 @@ func (s *serverSettlement) dropEnded() {
 	if s.pool != nil {
 		removeServer(s.pool, s.entry.ID)
 	}
+}
+
+// poolReturnedItsShare reports a reservation that was returned on the pool
+// but whose wallet write was lost: the wallet's entry of a server that
+// never started says the pool paid a share, and the pool holds no record
+// of it (the pool writes first; at admission too, so its record exists
+// whenever the wallet's does, until a return or an end). The return is
+// finished on the wallet (a pod that runs after all is adopted again, and
+// billed from its start). The pool is written as well, unchanged, so that
+// its resourceVersion proves the record really is gone, not just missing
+// from a cache that lags.
+func (s *serverSettlement) poolReturnedItsShare() bool {
+	e := s.entry
+	if s.pool == nil || s.poolEntry != nil || e.Project == "" || e.ProjectPaid <= 0 || e.StartedAt != nil {
+		return false
+	}
+	s.res.ChangedProjects[s.pool.Name] = true
+	return true
 }
 
 // awaitingPod reports a reservation whose pod may still be on its way (or

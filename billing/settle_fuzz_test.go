@@ -789,15 +789,25 @@ var simScenarios = map[string]struct {
 		world: simWorld{walletBal: 140, poolBal: 14, intervalSec: 600, usePool: true},
 		ops:   []byte("1C0$77"),
 	},
+	// Found by FuzzSettle on 2026-11-27: a running pooled server's pod
+	// leaves the controller's sight; the run that marks it ended writes
+	// the pool and loses the wallet's write; the pod comes back. The pool's
+	// record stayed marked ended while the server ran (not counted, its
+	// charges not seen as outstanding): the next run now clears it.
+	"a pooled server hidden, its end half written, then back": {
+		world: simWorld{walletBal: 100, poolBal: 0, intervalSec: 60, usePool: true},
+		ops:   []byte("1C&\x9e07\x9e"),
+	},
 	// Found by FuzzSettle on 2026-11-27 (seed ebbd19375fb6f9f6): a pooled
 	// reservation whose pod is out of sight past the grace is returned, the
 	// pool's write commits and the wallet's is lost; the pod then starts and
-	// comes back. The wallet's entry still says the pool paid the first
-	// period, the pool has returned it: the first period is paid by nobody.
+	// comes back. The wallet's entry said the pool paid the first period,
+	// which the pool had returned: the first period was paid by nobody. The
+	// next run now finishes the return on the wallet (poolReturnedItsShare)
+	// and the running pod is adopted again.
 	"a reservation returned on the pool, the wallet write lost, then the pod runs": {
 		world: simWorld{walletBal: 100, poolBal: 10, grant: 13, intervalSec: 49, usePool: true},
 		ops:   []byte("10\x9e07C\x9e"),
-		bug:   "the first period is unpaid: the pool returned its share, the wallet's entry (its write lost) still counts it",
 	},
 	"the run that drops an ended server loses its wallet write": {
 		world: simWorld{walletBal: 60, poolBal: 25, intervalSec: 300, usePool: true},

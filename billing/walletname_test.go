@@ -12,7 +12,7 @@ import (
 // walletHash is the suffix WalletName gives a name it had to change.
 func walletHash(user string) string {
 	sum := sha256.Sum256([]byte(user))
-	return hex.EncodeToString(sum[:4])
+	return hex.EncodeToString(sum[:8])
 }
 
 func TestWalletName(t *testing.T) {
@@ -30,9 +30,12 @@ func TestWalletName(t *testing.T) {
 		"nothing valid at all":           {user: "@@@", want: "wallet--" + walletHash("@@@")},
 		"non-ASCII":                      {user: "jürgen", want: "wallet-j-rgen-" + walletHash("jürgen")},
 		"50 valid characters are kept":   {user: long[:50], want: "wallet-" + long[:50]},
-		"51 valid characters get a hash": {user: long[:51], want: "wallet-" + long[:40] + "-" + walletHash(long[:51])},
-		"100 characters are cut":         {user: long, want: "wallet-" + long[:40] + "-" + walletHash(long)},
-		"a cut does not end in a hyphen": {user: strings.Repeat("a", 39) + "-.b", want: "wallet-" + strings.Repeat("a", 39) + "-" + walletHash(strings.Repeat("a", 39)+"-.b")},
+		"51 valid characters get a hash": {user: long[:51], want: "wallet-" + long[:32] + "-" + walletHash(long[:51])},
+		"100 characters are cut":         {user: long, want: "wallet-" + long[:32] + "-" + walletHash(long)},
+		"a cut does not end in a hyphen": {user: strings.Repeat("a", 31) + "-.b", want: "wallet-" + strings.Repeat("a", 31) + "-" + walletHash(strings.Repeat("a", 31)+"-.b")},
+		"a name ending like a hash":      {user: "alice-smith-63425827", want: "wallet-alice-smith-63425827-" + walletHash("alice-smith-63425827")},
+		"a name ending like a new hash":  {user: "bob-0123456789abcdef", want: "wallet-bob-0123456789abcdef-" + walletHash("bob-0123456789abcdef")},
+		"hex digits without a hyphen":    {user: "cafe0123", want: "wallet-cafe0123"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -189,10 +189,12 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *W
 			Annotations: map[string]string{hcv1.AnnotationUsername: user},
 		},
 		Spec: hcv1.CreditAccountSpec{
-			Users:          []string{user},
-			Cap:            tmpl.Cap,
-			InitialBalance: tmpl.InitialBalance,
-			Grant:          tmpl.Grant,
+			Users: []string{user},
+			Cap:   tmpl.Cap,
+			// Copies: the create decodes the API server's answer into
+			// them, and the template is shared by concurrent spawns.
+			InitialBalance: copyInt64(tmpl.InitialBalance),
+			Grant:          tmpl.Grant.DeepCopy(),
 			Project:        tmpl.Project,
 		},
 	}
@@ -202,7 +204,8 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *W
 	if dryRun {
 		return wallet, nil
 	}
-	if err := h.NewWallets.allow(ctx, user); err != nil {
+	release, err := h.NewWallets.allow(ctx, user)
+	if err != nil {
 		var denial *billing.Denial
 		if errors.As(err, &denial) && denial.Reason == DenyWalletLimited {
 			// A concurrent spawn of the same user may have spent the
@@ -213,7 +216,10 @@ func (h *PodAdmitter) createWallet(ctx context.Context, ns, user string, tmpl *W
 		}
 		return nil, err
 	}
-	err := h.Reserver.Client.Create(ctx, wallet)
+	err = h.Reserver.Client.Create(ctx, wallet)
+	if err != nil {
+		release() // no wallet was made: the token goes back
+	}
 	if apierrors.IsAlreadyExists(err) {
 		return h.existingWallet(ctx, wallet, user)
 	}
@@ -235,4 +241,12 @@ func (h *PodAdmitter) existingWallet(ctx context.Context, wallet *hcv1.CreditAcc
 		return nil, &billing.Denial{Reason: billing.DenyNoAccount, Message: billing.NoAccountMessage(user)}
 	}
 	return existing, nil
+}
+
+func copyInt64(p *int64) *int64 {
+	if p == nil {
+		return nil
+	}
+	v := *p
+	return &v
 }

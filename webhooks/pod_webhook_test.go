@@ -601,7 +601,7 @@ func TestPodAdmitterCreators(t *testing.T) {
 // walletHash is the suffix WalletName gives a name it had to change.
 func walletHash(user string) string {
 	sum := sha256.Sum256([]byte(user))
-	return hex.EncodeToString(sum[:4])
+	return hex.EncodeToString(sum[:8])
 }
 
 func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
@@ -614,7 +614,7 @@ func TestPodAdmitterAutoCreatesWallets(t *testing.T) {
 		"a plain username": {user: "newbie", wantName: "wallet-newbie"},
 		"an email address": {user: "alice@example.com", wantName: "wallet-alice-example-com-" + walletHash("alice@example.com")},
 		"upper case":       {user: "Alice", wantName: "wallet-alice-" + walletHash("Alice")},
-		"a 100-char name":  {user: long, wantName: "wallet-" + strings.ToLower(long[:40]) + "-" + walletHash(long)},
+		"a 100-char name":  {user: long, wantName: "wallet-" + strings.ToLower(long[:32]) + "-" + walletHash(long)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -254,7 +254,7 @@ func TestPodAdmitterDryRunDoesNotCreateTemplateWallets(t *testing.T) {
 				t.Fatalf("a dry run created accounts %v", got)
 			}
 			// Nor did it spend the creation budget: a real spawn still may.
-			if err := env.h.NewWallets.allow(context.Background(), "bob"); err != nil {
+			if _, err := env.h.NewWallets.allow(context.Background(), "bob"); err != nil {
 				t.Errorf("the dry run spent the wallet budget: %v", err)
 			}
 		})
@@ -322,7 +322,7 @@ func TestPodAdmitterLimitedSpawnFindsTheWalletOfAConcurrentSpawn(t *testing.T) {
 	})
 	env := newWebhookEnvWith(late, api, late)
 	env.h.NewWallets = &WalletGuard{PerMinute: 1}
-	if err := env.h.NewWallets.allow(context.Background(), "someone"); err != nil {
+	if _, err := env.h.NewWallets.allow(context.Background(), "someone"); err != nil {
 		t.Fatal(err) // spends the budget
 	}
 

@@ -47,7 +47,7 @@ func TestWalletGuard(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			for i, u := range tc.users {
-				err := tc.guard.allow(context.Background(), u)
+				_, err := tc.guard.allow(context.Background(), u)
 				got := ""
 				var d *billing.Denial
 				switch {

@@ -55,6 +55,7 @@ type CreditAccountTemplateSpec struct {
 // wallet-<user>, with the template's cap, initial balance, grant and
 // project. It is used only for a user no account lists, by name or by
 // group; changing or deleting it leaves the wallets it created as they are.
+// Its name is at most 63 characters (a label value on those wallets).
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:resource:shortName=cat,categories=hubcredits
@@ -64,6 +65,7 @@ type CreditAccountTemplateSpec struct {
 // +kubebuilder:printcolumn:name="Every",type=string,JSONPath=`.spec.grant.interval`
 // +kubebuilder:printcolumn:name="Project",type=string,JSONPath=`.spec.project`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="a template's name is at most 63 characters: it is the value of the label hubcredits.io/template on the wallets it creates"
 type CreditAccountTemplate struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

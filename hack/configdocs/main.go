@@ -188,6 +188,7 @@ var startChecks = [][]string{
 	{"--usage-retention=-1h"},
 	{"--singleuser-selector=component in singleuser-server"},
 	{"--cert-rotation"},
+	{"--hub-api-url=http://hub:8081/hub/api"},
 }
 
 // checksTranscript runs the manager with each of startChecks, in an empty

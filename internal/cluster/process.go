@@ -28,6 +28,9 @@ func (c Config) start(name, bin string, args ...string) error {
 		return err
 	}
 	defer func() { _ = log.Close() }()
+	key := c.path("logs", name+".log")
+	argv.Store(key, append([]string{bin}, args...))
+	exits.Delete(key)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Dir = c.StateDir
@@ -41,26 +44,88 @@ func (c Config) start(name, bin string, args ...string) error {
 	}
 	// Reap it when it exits, so that a dead component is seen as dead,
 	// and keep how it ended for the error message.
+	ch := &child{pid: cmd.Process.Pid, done: make(chan struct{})}
+	children.Store(key, ch)
 	go func() {
 		_ = cmd.Wait()
-		exits.Store(name, cmd.ProcessState.String())
+		exits.Store(key, cmd.ProcessState.String())
+		close(ch.done)
 	}()
 	return nil
 }
 
-// exits holds how the components this process started ended ("exit
-// status 1", "signal: killed"), by name.
-var exits sync.Map
+// child is a component this process started: its pid stays its own until
+// the reaper has waited for it (done), whatever /proc says meanwhile.
+type child struct {
+	pid  int
+	done chan struct{}
+}
+
+// ownChild is the pid of the component if this process started it and it
+// has not exited; known says whether this process started it.
+func (c Config) ownChild(name string) (pid int, known bool) {
+	v, ok := children.Load(c.path("logs", name+".log"))
+	if !ok {
+		return 0, false
+	}
+	ch := v.(*child)
+	select {
+	case <-ch.done:
+		return 0, true
+	default:
+		return ch.pid, true
+	}
+}
+
+var (
+	// children holds the components this process started, by log path.
+	children sync.Map
+	// exits holds how the components this process started ended ("exit
+	// status 1", "signal: killed"), by log path.
+	exits sync.Map
+	// argv holds how each component was started, by log path, so that
+	// one that dies at once without a word can be started again.
+	argv sync.Map
+	// restarted holds the log paths of the components started again.
+	restarted sync.Map
+)
+
+// logEmpty says whether the component has not written a byte of log.
+func (c Config) logEmpty(name string) bool {
+	fi, err := os.Stat(c.path("logs", name+".log"))
+	return err == nil && fi.Size() == 0
+}
+
+// restartSilent starts again, once, a component that died without a line
+// of log (killed before it wrote one: seen rarely on this shared machine,
+// and once in CI), and says so on stderr with how it ended. It reports
+// whether it did.
+func (c Config) restartSilent(name string) bool {
+	key := c.path("logs", name+".log")
+	if !c.logEmpty(name) {
+		return false
+	}
+	if _, again := restarted.LoadOrStore(key, true); again {
+		return false
+	}
+	a, ok := argv.Load(key)
+	if !ok {
+		return false
+	}
+	cmdline := a.([]string)
+	fmt.Fprintf(os.Stderr, "hubcredits-cluster: %s exited at once without a line of log%s; starting it again\n", name, c.exitNote(name))
+	return c.start(name, cmdline[0], cmdline[1:]...) == nil
+}
 
 // exitNote says how a component ended, and what the machine had left when
 // its log is empty (a component that dies before its first line was
 // killed, or could not write its log: a full disk, memory).
 func (c Config) exitNote(name string) string {
 	var note []string
-	if st, ok := exits.Load(name); ok {
+	if st, ok := exits.Load(c.path("logs", name+".log")); ok {
 		note = append(note, st.(string))
 	}
-	if fi, err := os.Stat(c.path("logs", name+".log")); err == nil && fi.Size() == 0 {
+	if c.logEmpty(name) {
 		note = append(note, "its log is empty")
 		var fs syscall.Statfs_t
 		if syscall.Statfs(c.StateDir, &fs) == nil {
@@ -91,8 +156,16 @@ func memAvailable() string {
 }
 
 // pidOf is the component's pid if it is still the process this cluster
-// started (its command line names the state directory), else 0.
+// started, else 0: for a component this process started, until it has
+// been reaped; for one an earlier process started (a detached cluster),
+// when its command line names the state directory. (Right after exec a
+// process's /proc/<pid>/cmdline can read empty for a moment: the parent
+// resumes before the kernel has set up the new arguments. A check there
+// took live components for dead ones.)
 func (c Config) pidOf(name string) int {
+	if pid, known := c.ownChild(name); known {
+		return pid
+	}
 	b, err := os.ReadFile(c.path("run", name+".pid"))
 	if err != nil {
 		return 0
@@ -118,6 +191,9 @@ func (c Config) owns(pid int) bool {
 
 // alive says whether the component is running.
 func (c Config) alive(name string) bool {
+	if pid, known := c.ownChild(name); known {
+		return pid != 0
+	}
 	pid := c.pidOf(name)
 	if pid == 0 {
 		return false
@@ -184,6 +260,9 @@ func (c Config) waitFor(name string, timeout time.Duration, ok func() bool) erro
 		if name != "" && !c.alive(name) {
 			// The reaper may not have stored the exit yet.
 			time.Sleep(100 * time.Millisecond)
+			if c.restartSilent(name) {
+				continue
+			}
 			return fmt.Errorf("%s exited%s; the end of %s:\n%s", name, c.exitNote(name), c.path("logs", name+".log"), c.logTail(name, 15))
 		}
 		if time.Now().After(deadline) {

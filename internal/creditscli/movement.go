@@ -248,6 +248,9 @@ func (op *appendOp) patch(rv string) (client.Patch, error) {
 // so nothing is added twice. It reports whether it wrote.
 func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add func(*hcv1.CreditAccount) (*appendOp, error)) (bool, error) {
 	wrote := false
+	// sent: an earlier attempt's outcome is unknown (a timeout, a lost
+	// response): if the entry is there now, this command wrote it.
+	sent := false
 	err := retry.OnError(writeBackoff, retriable, func() error {
 		a := &hcv1.CreditAccount{}
 		if err := c.Get(ctx, key, a); err != nil {
@@ -258,6 +261,7 @@ func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add 
 			return refusal{err}
 		}
 		if op == nil {
+			wrote = sent
 			return nil
 		}
 		p, err := op.patch(a.ResourceVersion)
@@ -265,6 +269,9 @@ func recordOnce(ctx context.Context, c client.Client, key client.ObjectKey, add 
 			return refusal{err}
 		}
 		if err := c.Patch(ctx, a, p); err != nil {
+			if !apierrors.IsConflict(err) {
+				sent = true
+			}
 			return err
 		}
 		wrote = true

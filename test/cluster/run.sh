@@ -22,7 +22,9 @@
 #    mid-billing, a lost node, the PodDisruptionBudget; then the guide's
 #    uninstall, and nothing of hubcredits may be left.
 # 5. On the same node: test/z2jh/run.sh (make test-z2jh), next to the real
-#    Zero to JupyterHub 4.4.0 chart, its hub and proxy as pods.
+#    Zero to JupyterHub 4.4.0 chart, its hub and proxy as pods, upgrading
+#    from the previous chart and image (loaded here with the others) and
+#    uninstalling.
 #
 # Needs root (containers, network). In CI (CI=true) nothing may be skipped;
 # elsewhere a missing ../shared or a non-root user skips with one line.
@@ -31,18 +33,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 cd "$root"
 py=/usr/bin/python3
+test_name=test-cluster
+. "$root/test/lib.sh"
 
-skip() {
-  if [ "${CI:-}" = true ]; then echo "test-cluster: $1 (in CI this is a failure)" >&2; exit 1; fi
-  echo "test-cluster: skipped: $1"; exit 0
-}
 [ "$(id -u)" = 0 ] || skip "a real node needs root"
-third_party=${HUBCREDITS_THIRD_PARTY:-}
-if [ -z "$third_party" ]; then
-  for dir in "$root/../shared/third_party" "$root/../../shared/third_party"; do
-    [ -x "$dir/hub5-venv.sh" ] && { third_party=$(cd "$dir" && pwd); break; }
-  done
-fi
+third_party=$(find_third_party hub5-venv.sh)
 [ -n "$third_party" ] || skip "no ../shared/third_party beside the checkout (JupyterHub 5.5 + KubeSpawner 7.1 wheels)"
 
 state=$(realpath -m "${TEST_CLUSTER_DIR:-$root/.cluster-test}")
@@ -73,9 +68,12 @@ cleanup() {
   exit $rc
 }
 
-# The Z2JH hub and proxy images (hack/images/; cached, 2 s when built):
+# The Z2JH hub and proxy images (hack/images/; cached, 2 s when built) and
+# the operator image of the commit test/z2jh upgrades from (cached by sha):
 # loaded with the others, for test/z2jh at the end.
 hack/images/build-z2jh-images.sh "$root/bin/oci-rootfs"
+previous=$(previous_commit)
+hack/build-previous-image.sh "$previous"
 
 # Bad input and faults of make cluster itself: a port in use, a previous
 # run's leftovers, a failed image import, a missing binary — one sentence
@@ -90,7 +88,8 @@ trap cleanup EXIT
 bin/hubcredits-cluster up --detach --state-dir "$state" \
   --image bin/image/test/pause.oci.tar --image bin/image/test/singleuser-stub.oci.tar \
   --image "bin/image/hubcredits-$version.oci.tar" --image bin/image/test/coredns.oci.tar \
-  --image bin/image/test/z2jh-hub.oci.tar --image bin/image/test/z2jh-proxy.oci.tar
+  --image bin/image/test/z2jh-hub.oci.tar --image bin/image/test/z2jh-proxy.oci.tar \
+  --image "bin/image/previous/$previous/hubcredits.oci.tar"
 echo ">>> the cluster's DNS (CoreDNS, test/cluster/coredns.yaml)"
 kubectl apply -f test/cluster/coredns.yaml >/dev/null
 kubectl -n kube-system rollout status deployment/coredns --timeout=120s
@@ -98,18 +97,12 @@ kubectl -n kube-system rollout status deployment/coredns --timeout=120s
 node_ip=$(kubectl get node hubcredits-node -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
 hub_port=${HUB_PORT:-18081}
 token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-doc() { "$py" "$here/docblock.py" docs/install.md "$1"; }
 # The README's block runs with the cluster's state as its .cluster.
 # The guide's commands run in $work as in an admin's directory: the chart and
 # the samples of a checkout (symlinks), and their own hubcredits-values.yaml.
 ln -s "$root/charts" "$root/config" "$root/bin" "$work/"
 ln -s "$state" "$work/.cluster"
 values=$work/hubcredits-values.yaml
-run_doc() { # name: runs the guide's block as a shell script, in $work
-  echo ">>> docs/install.md: $1"
-  doc "$1" > "$work/$1.sh"
-  (cd "$work" && bash -euo pipefail "$work/$1.sh") 2>&1 | tee "$work/$1.out"
-}
 
 # The README's real-node lines first, as a newcomer runs them; then that
 # namespace goes, for the admin's install below.
@@ -165,11 +158,7 @@ CLUSTER_STATE=$state NODE_IP=$node_ip HUB_PORT=$hub_port HUBCREDITS_TOKEN=$token
 run_doc uninstall-webhooks
 run_doc uninstall-release
 run_doc uninstall-data
-left=$(
-  kubectl get crd -o name | grep hubcredits.io || true
-  kubectl get mutatingwebhookconfigurations,validatingwebhookconfigurations,clusterroles,clusterrolebindings -o name | grep hubcredits || true
-  kubectl -n jhub get all,roles,rolebindings,serviceaccounts,secrets,configmaps,leases,poddisruptionbudgets,networkpolicies -o name | grep hubcredits || true
-)
+left=$(hubcredits_left jhub)
 if [ -n "$left" ]; then echo "after the documented uninstall, these are left:"; echo "$left"; exit 1; fi
 echo ">>> the documented uninstall left nothing of hubcredits"
 

@@ -372,12 +372,12 @@ func spawnRace(ns, user string, n int, also func() error) (admitted, denied, tim
 	record := func(err error) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case err == nil:
+		switch testutil.SpawnOutcome(err) {
+		case testutil.Admitted:
 			admitted++
-		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
+		case testutil.Denied:
 			denied++
-		case strings.Contains(err.Error(), `failed calling webhook "pods.hubcredits.io"`) && strings.Contains(err.Error(), "deadline exceeded"):
+		case testutil.TimedOut:
 			timedOut++
 		default:
 			other = append(other, err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/internal/localcp"
 	"github.com/hubcredits/hubcredits/internal/operator"
+	"github.com/hubcredits/hubcredits/internal/testutil"
 	"github.com/hubcredits/hubcredits/webhooks"
 )
 
@@ -96,12 +96,12 @@ func TestTemplateWalletRaceAcrossTwoReplicas(t *testing.T) {
 	wg.Wait()
 	admitted, denied, timedOut := 0, 0, 0
 	for i, err := range errs {
-		switch {
-		case err == nil:
+		switch testutil.SpawnOutcome(err) {
+		case testutil.Admitted:
 			admitted++
-		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "Not enough credits"):
+		case testutil.Denied:
 			denied++
-		case strings.Contains(err.Error(), `failed calling webhook "pods.hubcredits.io"`) && strings.Contains(err.Error(), "deadline exceeded"):
+		case testutil.TimedOut:
 			timedOut++
 		default:
 			t.Fatalf("spawn %d: %v", i, err)

@@ -37,6 +37,12 @@ Steps, each asserted:
    reaches neither the hub's port 8081 nor carol's server (refused or timed
    out in seconds), and reaches the hub once given the label.
 
+With --after-uninstall (run.sh, after docs/install.md's Uninstall and a
+restart of the hub): the Hub API answers through the proxy, and ann, denied
+in step 4, starts a server that nothing prices (no hubcredits.io/ annotation
+or label on her pod, no CreditsReserved event on it), which answers through
+the proxy and stops.
+
 Environment: KUBECONFIG (admin), HUB_NAMESPACE (jhub). Prints PASS/FAIL per
 check, then "N passed, M failed"; exits 1 on any failure.
 """
@@ -471,10 +477,56 @@ def run(checks):
     checks.check("carol: the pod is gone", bool(wait(lambda: pod_gone(cluster, "carol"), 60)))
 
 
+def after_uninstall(checks):
+    cluster = Cluster(NS, "")
+    svc = cluster.core.read_namespaced_service("proxy-public", NS)
+    url = f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+
+    def hub_api():
+        try:
+            r = requests.get(f"{url}/hub/api/", timeout=10)
+        except requests.RequestException:
+            return None
+        return r if r.status_code == 200 else None
+    r = wait(hub_api, 60, step=2)
+    checks.check("the restarted hub's API answers through the proxy",
+                 bool(r) and "version" in r.json(), r and r.text[:200])
+    ann = Browser(url, "ann")
+    status, location = ann.start("")
+    checks.equal("ann: starting a server goes to the pending page",
+                 (status, location), (302, "/hub/spawn-pending/ann"))
+    events = ann.progress()
+    msgs = [e.get("message", "") for e in events]
+    observed("ann's progress", " | ".join(msgs))
+    checks.check("ann: the spawn is ready", bool(events) and events[-1].get("ready"), msgs[-1:])
+    checks.equal("ann: the pod runs",
+                 wait(lambda: pod_phase(cluster, "ann") == "running", 30), True)
+    pod = cluster.core.read_namespaced_pod("jupyter-ann", NS)
+    meta = {**(pod.metadata.annotations or {}), **(pod.metadata.labels or {})}
+    marks = {k: v for k, v in meta.items() if k.startswith("hubcredits.io/")}
+    checks.equal("ann: her pod is unpriced (no hubcredits.io/ annotation or label)", marks, {})
+    # (the progress stream shows the events of her earlier pods too: same name)
+    evs = cluster.core.list_namespaced_event(
+        NS, field_selector="involvedObject.name=jupyter-ann,reason=CreditsReserved").items
+    checks.check("ann: no CreditsReserved event on her new pod",
+                 not any(e.involved_object.uid == pod.metadata.uid for e in evs))
+    r = ann.get("/user/ann/")
+    checks.check("ann: her server answers through Z2JH's proxy",
+                 r.status_code == 200 and "Stub single-user server of ann" in r.text,
+                 f"{r.status_code} {r.text[:200]}")
+    checks.check("ann: she stops her server", ann.stop().status_code in (202, 204))
+    checks.check("ann: the pod is gone", bool(wait(lambda: pod_gone(cluster, "ann"), 60)))
+
+
 def main():
     checks = Checks()
     try:
-        run(checks)
+        if sys.argv[1:] == ["--after-uninstall"]:
+            after_uninstall(checks)
+        elif sys.argv[1:]:
+            sys.exit("usage: story.py [--after-uninstall]")
+        else:
+            run(checks)
     finally:
         print(f"{checks.passed} passed, {checks.failed} failed")
     sys.exit(1 if checks.failed else 0)
