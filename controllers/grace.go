@@ -67,20 +67,20 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, pageEntries []hcv1.Ser
 }
 
 // see records an entry that awaits its pod.
-func (sight *accountSightings) see(e *hcv1.ServerCharge, known bool, now time.Time, grace time.Duration, awaiting map[string]bool) {
+func (a *accountSightings) see(e *hcv1.ServerCharge, known bool, now time.Time, grace time.Duration, awaiting map[string]bool) {
 	if e.PodUID != "" || e.EndedAt != nil {
 		return
 	}
 	awaiting[e.ID] = true
-	if _, ok := sight.first[e.ID]; !ok {
+	if _, ok := a.first[e.ID]; !ok {
 		var t time.Time
 		if known {
 			t = now
 			if !now.Before(e.ReservedAt.Add(grace)) {
-				sight.lagging[e.ID] = *e
+				a.lagging[e.ID] = *e
 			}
 		}
-		sight.first[e.ID] = t
+		a.first[e.ID] = t
 	}
 }
 
