@@ -424,3 +424,67 @@ func TestPagedServersChargedOncePerBoundaryAcrossACrash(t *testing.T) {
 		t.Errorf("%d usage records, want %d (one per server)", len(records.Items), len(pods))
 	}
 }
+
+// TestPagedServersBilledByTheOperator: the same through the operator's
+// controllers (watches, requeues, two workers) in real time: four servers
+// of a pool with Inline 1, PerPage 2 end up on two pages and are charged
+// what they owe, exactly; their ends are recorded and the entries dropped.
+func TestPagedServersBilledByTheOperator(t *testing.T) {
+	ns := newNamespace(t)
+	startBilling(t, ns, func(o *operator.Options) {
+		o.PageLimits = billing.PageLimits{Inline: 1, PerPage: 2, Pending: 8}
+	})
+	users := []string{"v0", "v1", "v2", "v3"}
+	createPolicy(t, testutil.MakePolicy(ns, "fast").Value(10).Every(period).Obj())
+	createAccount(t, testutil.MakeAccount(ns, "lab", users...).Cap(100000).InitialBalance(1000).Obj())
+	testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "lab", 1000))
+	type server struct {
+		pod   *corev1.Pod
+		start time.Time
+	}
+	var servers []server
+	for _, u := range users {
+		p, start := spawn(t, ns, u, "")
+		servers = append(servers, server{p, start})
+	}
+	// Moved to pages, charged through at least two boundaries there.
+	testutil.Eventually(t, 4*period+10*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "lab")
+		if len(a.Status.Servers) != 1 || a.Status.PagedServers != 3 || a.Status.PagedRunning != 3 {
+			return fmt.Errorf("%d inline, %d paged (%d running)", len(a.Status.Servers), a.Status.PagedServers, a.Status.PagedRunning)
+		}
+		if a.Status.TotalCharged < 4*30 {
+			return fmt.Errorf("charged %d so far", a.Status.TotalCharged)
+		}
+		return nil
+	})
+	pagedLedger(t, ns, "lab", 1000, 0)
+	var want int64
+	for _, s := range servers {
+		end := stopPod(t, s.pod, s.start)
+		want += owed(s.start, end, 10)
+	}
+	testutil.Eventually(t, 15*time.Second, func() error {
+		a := testutil.GetAccount(t, k8s, ns, "lab")
+		if len(a.Status.Servers) != 0 || a.Status.PagedServers != 0 || len(a.Status.Pending) != 0 {
+			return fmt.Errorf("%d inline, %d paged, %d pending", len(a.Status.Servers), a.Status.PagedServers, len(a.Status.Pending))
+		}
+		return balanceIs(t, ns, "lab", 1000-want)()
+	})
+	for _, s := range servers {
+		forget(t, s.pod)
+	}
+	testutil.Consistently(t, period+time.Second, balanceIs(t, ns, "lab", 1000-want))
+	pagedLedger(t, ns, "lab", 1000, want)
+	var records hcv1.UsageRecordList
+	if err := k8s.List(context.Background(), &records, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var recorded int64
+	for _, r := range records.Items {
+		recorded += r.Total
+	}
+	if len(records.Items) != len(servers) || recorded != want {
+		t.Errorf("%d usage records totalling %d, want %d totalling %d", len(records.Items), recorded, len(servers), want)
+	}
+}
