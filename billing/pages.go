@@ -56,8 +56,8 @@ package billing
 // first Refresh does), so a top-up seen while pages catch up can leave
 // less of the grants under the cap than the same pass without pages.
 //
-// STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2; not
-// wired yet):
+// STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2;
+// wired into the account controller on wt-p6ctl):
 //   - done: the API (LedgerPage CRD; CreditAccount status.pages,
 //     pagedServers, pagedPaid, pagedRunning, pagedCost, pagedStopping,
 //     pagedDue, pending; at most hcv1.MaxPages pages), the pure protocol
@@ -80,24 +80,27 @@ package billing
 //     without a project pool (a pool for a course: servers billed to the
 //     pool itself). A pool's records of its wallets' servers stay in
 //     status.servers; moving them to pages is the design's "project pools
-//     that co-fund wallets" step. SettlePage honours
-//     Options.AwaitingRecord (UsageRecords before an ended entry is
-//     dropped), but the controller computes it from status.servers. A
+//     that co-fund wallets" step. A
 //     retried reservation is found on its page, in status.servers and in
 //     pending adds (heldElsewhere); on other pages only the index can find
 //     it. An account whose aggregates were never kept (pages written by
-//     hand) fails CheckPaged: none exists, nothing writes pages yet.
-//   - next session wires it: the Reserver's queue per (account, page)
+//     hand) fails CheckPaged: only this protocol writes pages.
+//   - the account controller (branch wt-p6ctl): its pass over an
+//     account's pages (controllers/creditaccount_controller.go: Store.Pages
+//     and Store.Complete, Settle first, SettlePages in pages_pass.go —
+//     SettlePage per page built on a page read live or as written, Commit,
+//     up to PageLimits.Pending transfers per account write, the move of
+//     excess inline entries with MovePage — then the page writes, again at
+//     once while transfers were committed or Result.Waiting), the index of
+//     ledger keys on pages (internal/indexer.PageServerKey) for adoption
+//     and pod events, a LedgerPage watch, UsageRecords of page entries
+//     (AwaitingRecord from the pages), RBAC for ledgerpages; tests:
+//     TestSettlePages, test/integration's
+//     TestPagedServersChargedOncePerBoundaryAcrossACrash and
+//     TestPagedServersBilledByTheOperator.
+//   - next: the Reserver's queue per (account, page)
 //     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
-//     after the page write), the account controller's pass over the pages
-//     of an account (list by an index on spec.account; Complete, Settle
-//     first, SettlePage, UpdateCounters, up to PageLimits.Pending
-//     transactions per account write, again at once while Result.Waiting),
-//     the index of ledger keys (ids, pod UIDs) on pages for Holds and
-//     adoption, UsageRecords of page entries (AwaitingRecord from the
-//     pages), the migration (MovePage) in the controller, RBAC for
-//     ledgerpages (the operator and the webhook do not use them yet, so the
-//     role has no rule for them), the reliability suite's faults on the
+//     after the page write; branch wt-p6web), the reliability suite's faults on the
 //     two writes, and the bench pool run (P6).
 
 import (
