@@ -104,7 +104,7 @@ func TestEveryIndexIsServed(t *testing.T) {
 	if err := Setup(context.Background(), &got); err != nil {
 		t.Fatal(err)
 	}
-	want := recorder{AccountUsersKey, AccountGroupsKey, AccountProjectKey, PodAccountKey, UnbilledPodUserKey, AccountServerKey}
+	want := recorder{AccountUsersKey, AccountGroupsKey, AccountProjectKey, PodAccountKey, UnbilledPodUserKey, AccountServerKey, PageServerKey}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Setup registered (-want +got):\n%s", d)
 	}
@@ -123,5 +123,17 @@ func TestEveryIndexIsServed(t *testing.T) {
 		if err := c.List(ctx, &pods, client.MatchingFields{key: "x"}); err != nil {
 			t.Errorf("listing pods by %s: %v", key, err)
 		}
+	}
+	var pages hcv1.LedgerPageList
+	if err := c.List(ctx, &pages, client.MatchingFields{PageServerKey: "x"}); err != nil {
+		t.Errorf("listing ledger pages by %s: %v", PageServerKey, err)
+	}
+}
+
+// PageServers indexes a page by its entries' ids and bound pod UIDs.
+func TestPageServers(t *testing.T) {
+	p := &hcv1.LedgerPage{Status: hcv1.LedgerPageStatus{Servers: []hcv1.ServerCharge{{ID: "r1", PodUID: "u1"}, {ID: "r2"}}}}
+	if d := cmp.Diff([]string{"r1", "uid:u1", "r2"}, PageServers(p)); d != "" {
+		t.Errorf("PageServers (-want +got):\n%s", d)
 	}
 }

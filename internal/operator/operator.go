@@ -37,7 +37,11 @@ type Options struct {
 	SingleuserSelector labels.Selector
 	Defaults           billing.Defaults
 	Billing            billing.Options
-	AutoCreate         *webhooks.WalletTemplate
+	// PageLimits bound where ledger entries go: inline, per LedgerPage,
+	// pending per account write (zero: billing.DefaultPageLimits; tests
+	// set small ones).
+	PageLimits billing.PageLimits
+	AutoCreate *webhooks.WalletTemplate
 	// AutoCreatePerMinute bounds the wallets AutoCreate and the
 	// CreditAccountTemplates make per minute and replica (0: no limit).
 	// With a Hub API, a wallet is also created only for a user the hub
@@ -298,7 +302,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
 		Policies: policies, Defaults: o.Defaults, UnbillablePods: o.UnbillablePods,
-		TombstoneConfigMap: o.TombstoneConfigMap,
+		TombstoneConfigMap: o.TombstoneConfigMap, PageLimits: o.PageLimits,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err
