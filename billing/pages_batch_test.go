@@ -129,8 +129,8 @@ func TestReserveBatch(t *testing.T) {
 		},
 		"a transfer adds at most MaxReserveBatch: the rest in the next write": {
 			balance: 1000, limits: &PageLimits{Inline: 0, PerPage: 64, Pending: 8},
-			rs: labReservations(ids("r", hcv1.MaxReserveBatch+2)...),
-			want: append(slices.Repeat([]outcome{ok(1)}, hcv1.MaxReserveBatch), next, next),
+			rs:        labReservations(ids("r", hcv1.MaxReserveBatch+2)...),
+			want:      append(slices.Repeat([]outcome{ok(1)}, hcv1.MaxReserveBatch), next, next),
 			wantPages: 1, wantReads: []int32{1},
 		},
 		"a retried reservation takes nothing twice, on a page it was given": {
@@ -151,7 +151,7 @@ func TestReserveBatch(t *testing.T) {
 		},
 		"a reservation a pool co-funds stays off the pages": {
 			balance: 100, inline: []string{"i0", "i1"},
-			rs: []PageReservation{{Reservation: Reservation{ID: "w", Wallet: "alice", Project: "lab"}, Need: 10, Want: 10}},
+			rs:   []PageReservation{{Reservation: Reservation{ID: "w", Wallet: "alice", Project: "lab"}, Need: 10, Want: 10}},
 			want: []outcome{{Err: `entry w (wallet "alice", project "lab") cannot be on a page of account "lab": pages hold the account's own servers without a project pool`}},
 		},
 	} {
