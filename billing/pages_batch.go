@@ -176,8 +176,11 @@ func pageOf(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, page 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := PageNumber(account.Name, p); err != nil || p.Name != PageName(account.Name, n) {
-		return nil, fmt.Errorf("reading page %d of account %s: got %q (%v)", n, account.Name, p.Name, err)
+	if _, err := PageNumber(account.Name, p); err != nil {
+		return nil, fmt.Errorf("reading page %d: %w", n, err)
+	}
+	if p.Name != PageName(account.Name, n) {
+		return nil, fmt.Errorf("reading page %d of account %s: got page %q", n, account.Name, p.Name)
 	}
 	pages[n] = p
 	return p, nil

@@ -18,7 +18,7 @@ import (
 // transfers to it and confirms them (the page writes after the commit).
 type storedPages map[int32]*hcv1.LedgerPage
 
-func (s storedPages) read(t *testing.T, a *hcv1.CreditAccount) func(int32) (*hcv1.LedgerPage, error) {
+func (s storedPages) read(a *hcv1.CreditAccount) func(int32) (*hcv1.LedgerPage, error) {
 	return func(n int32) (*hcv1.LedgerPage, error) {
 		if p := s[n]; p != nil {
 			return p.DeepCopy(), nil
@@ -181,7 +181,7 @@ func TestReserveBatch(t *testing.T) {
 				given[n] = stored[n].DeepCopy()
 			}
 			var reads []int32
-			read := stored.read(t, a)
+			read := stored.read(a)
 			out, err := ReserveBatch(a, given, func(n int32) (*hcv1.LedgerPage, error) {
 				reads = append(reads, n)
 				return read(n)
