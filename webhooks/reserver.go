@@ -85,8 +85,8 @@ type Reserver struct {
 	Budget time.Duration
 	// Pages puts reservations an account pays for alone on its
 	// LedgerPages once status.servers holds PageLimits.Inline entries
-	// (off: status.servers takes every entry, as before pages; the
-	// billing controller must settle pages before this is turned on).
+	// (off: status.servers takes every new entry, and the billing
+	// controller moves those beyond PageLimits.Inline to pages).
 	Pages bool
 	// PageLimits bound status.servers, pages and status.pending (zero:
 	// billing.DefaultPageLimits); tests use small pages.
@@ -289,6 +289,17 @@ func (r *Reserver) build(ctx context.Context, cur *hcv1.CreditAccount, ops []*ac
 			paged = append(paged, i)
 			continue
 		}
+		if op.page != nil && (work.Status.Pages > 0 || len(work.Status.Pending) > 0) {
+			// Pages off, but the controller moved entries to pages: a
+			// retry finds its first attempt there too.
+			held, err := r.heldMoved(ctx, work, op.page.ID)
+			if err != nil {
+				return nil, err
+			}
+			if held {
+				continue
+			}
+		}
 		if b.errs[i] = op.apply(work, now); b.errs[i] == nil {
 			b.changed = true
 		}
@@ -352,6 +363,16 @@ func (r *Reserver) heldOnAPage(ctx context.Context, account *hcv1.CreditAccount,
 		}
 	}
 	return 0, false, nil
+}
+
+// heldMoved finds reservation id in the entries account's pending
+// transfers add, or on one of its pages.
+func (r *Reserver) heldMoved(ctx context.Context, account *hcv1.CreditAccount, id string) (bool, error) {
+	if slices.Contains(billing.LedgerKeys(account), id) {
+		return true, nil
+	}
+	_, held, err := r.heldOnAPage(ctx, account, id)
+	return held, err
 }
 
 // complete confirms on work the transfers of pages this batch wrote, and

@@ -340,3 +340,34 @@ func TestReserverWithoutPages(t *testing.T) {
 		t.Fatalf("%d entries inline, %d pages; want 12 and none", len(a.Status.Servers), a.Status.Pages)
 	}
 }
+
+// Pages off on an account that has pages (the controller moved entries
+// there, or Pages was on before): new entries go to status.servers, and a
+// retry whose first attempt is on a page takes nothing.
+func TestReserverWithoutPagesOnAPagedAccount(t *testing.T) {
+	pool := openAccount("pool", "u").Balance(100).Obj()
+	api := fakeclient.New(nil, pool)
+	fresh := getAccount(t, api, poolKey)
+	on := pagedReserver(api, nil)
+	for _, id := range ids("s", 10) {
+		if err := reserveAlone(on, fresh, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	off := pagedReserver(api, nil)
+	off.Pages = false
+	for _, id := range []string{"s009", "s005", "new"} {
+		if err := reserveAlone(off, fresh, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := checkPagedPool(t, api, 100, billing.PageLimits{Inline: 5, PerPage: 4})
+	for _, id := range append(ids("s", 10), "new") {
+		if held[id] != 1 {
+			t.Errorf("%s is held %d times", id, held[id])
+		}
+	}
+	if a := getAccount(t, api, poolKey); a.Status.Balance != 100-11 || len(a.Status.Servers) != 5 {
+		t.Errorf("balance %d, %d entries inline; want %d, 5", a.Status.Balance, len(a.Status.Servers), 100-11)
+	}
+}
