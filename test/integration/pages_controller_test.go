@@ -488,3 +488,101 @@ func TestPagedServersBilledByTheOperator(t *testing.T) {
 		t.Errorf("%d usage records totalling %d, want %d totalling %d", len(records.Items), recorded, len(servers), want)
 	}
 }
+
+// TestReservedOnPagesByTheWebhookChargedByTheController: reservations the
+// webhook's Reserver places on a pool's pages (Inline 2, PerPage 2) are
+// settled by the account controller: the servers whose pods run are
+// charged at each boundary exactly once, the reservations whose pod never
+// came are returned after the grace, on their pages; CheckPaged and
+// conservation after every step.
+func TestReservedOnPagesByTheWebhookChargedByTheController(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	limits := billing.PageLimits{Inline: 2, PerPage: 2, Pending: 8}
+	createAccount(t, testutil.MakeAccount(ns, "lab", "alice").Cap(100000).InitialBalance(1000).Obj())
+	t0 := time.Now().Truncate(time.Second)
+	b := newPagedBilling(t, ns, t0, limits)
+	b.settled(t, ns, "lab")
+	replica := pagedReplica(t, ns, nil)
+	replica.PageLimits = limits
+
+	// Six reservations through the Reserver: two inline, four on two pages.
+	ids := []string{"r0", "r1", "r2", "r3", "r4", "r5"}
+	for _, id := range ids {
+		res := billing.Reservation{ID: id, Pod: "jupyter-" + id, User: "alice", Wallet: "lab",
+			Price: billing.Price{Value: 10, Interval: time.Minute}}
+		if err := replica.Reserve(ctx, ns, res, testutil.GetAccount(t, k8s, ns, "lab"), nil); err != nil {
+			t.Fatalf("reserving %s: %v", id, err)
+		}
+	}
+	a := testutil.GetAccount(t, k8s, ns, "lab")
+	if len(a.Status.Servers) != 2 || a.Status.Pages != 2 || a.Status.PagedServers != 4 || a.Status.Balance != 940 {
+		t.Fatalf("after the reservations: %d inline, %d pages, %d paged, balance %d; want 2, 2, 4, 940",
+			len(a.Status.Servers), a.Status.Pages, a.Status.PagedServers, a.Status.Balance)
+	}
+	pagedLedger(t, ns, "lab", 1000, 0)
+
+	// The pods of four of them (r1 inline, r2..r4 on pages) run from t0;
+	// r0 and r5 never come. A pod is created out of the webhook's sight
+	// (no singleuser label yet) with its reservation pinned, as the webhook
+	// pins it, then labelled.
+	var pods []*corev1.Pod
+	for _, id := range []string{"r1", "r2", "r3", "r4"} {
+		p := testutil.MakeKubeSpawnerPod(ns, "alice", id).Obj()
+		p.Name = "jupyter-" + id
+		p.Spec.NodeName = "node-1"
+		delete(p.Labels, hcv1.ComponentLabel)
+		p.Annotations[hcv1.AnnotationAccount] = "lab"
+		p.Annotations[hcv1.AnnotationReservation] = id
+		if err := createPod(p); err != nil {
+			t.Fatalf("creating pod %s: %v", p.Name, err)
+		}
+		setRunning(t, p, t0)
+		patchPod(t, p, `{"metadata":{"labels":{"component":"singleuser-server"}}}`)
+		pods = append(pods, p)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { // the controller's cache sees them
+		var list corev1.PodList
+		if err := b.r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexer.PodAccountKey: "lab"}); err != nil {
+			return err
+		}
+		if len(list.Items) != len(pods) {
+			return fmt.Errorf("%d of %d pods in the cache", len(list.Items), len(pods))
+		}
+		return nil
+	})
+
+	// The pods start; past the grace (from when the controller first saw
+	// the reservations) r0 and r5 are returned.
+	b.clock.SetTime(t0.Add(5 * time.Second))
+	b.settled(t, ns, "lab")
+	if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.Balance != 940 || a.Status.RunningServers != 4 {
+		t.Fatalf("within the grace: balance %d, running %d; want 940, 4", a.Status.Balance, a.Status.RunningServers)
+	}
+	b.clock.SetTime(t0.Add(testOrphanGrace + 10*time.Second))
+	b.settled(t, ns, "lab")
+	check := func(step string, periods int64) {
+		t.Helper()
+		entries := pagedLedger(t, ns, "lab", 1000, 0)
+		if len(entries) != len(pods) {
+			t.Fatalf("%s: %d entries, want %d (r0 and r5 returned)", step, len(entries), len(pods))
+		}
+		for _, p := range pods {
+			e, ok := entries[p.Annotations[hcv1.AnnotationReservation]]
+			if !ok || e.PodUID != p.UID || e.StartedAt == nil || e.PeriodsPaid != periods {
+				t.Fatalf("%s: entry of %s: %+v; want bound, started, %d periods paid", step, p.Name, e, periods)
+			}
+		}
+		if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.Balance != 1000-4*10*periods || a.Status.RunningServers != 4 {
+			t.Fatalf("%s: balance %d, running %d; want %d, 4", step, a.Status.Balance, a.Status.RunningServers, 1000-4*10*periods)
+		}
+	}
+	check("past the grace", 1)
+	for k := 1; k <= 3; k++ {
+		b.clock.SetTime(t0.Add(time.Duration(k)*time.Minute + 5*time.Second))
+		b.settled(t, ns, "lab")
+		check(fmt.Sprintf("boundary %d", k), int64(k+1))
+		b.settled(t, ns, "lab")
+		check(fmt.Sprintf("boundary %d, again", k), int64(k+1))
+	}
+}
