@@ -586,3 +586,108 @@ func TestReservedOnPagesByTheWebhookChargedByTheController(t *testing.T) {
 		check(fmt.Sprintf("boundary %d, again", k), int64(k+1))
 	}
 }
+
+// runOutOfSight creates the running pod of reservation id on account,
+// started at start, out of the webhook's sight (labelled singleuser once
+// created, its reservation pinned as the webhook pins it).
+func runOutOfSight(t *testing.T, ns, account, user, id string, start time.Time) *corev1.Pod {
+	t.Helper()
+	p := testutil.MakeKubeSpawnerPod(ns, user, id).Obj()
+	p.Name = "jupyter-" + id
+	p.Spec.NodeName = "node-1"
+	delete(p.Labels, hcv1.ComponentLabel)
+	p.Annotations[hcv1.AnnotationAccount] = account
+	p.Annotations[hcv1.AnnotationReservation] = id
+	if err := createPod(p); err != nil {
+		t.Fatalf("creating pod %s: %v", p.Name, err)
+	}
+	setRunning(t, p, start)
+	patchPod(t, p, `{"metadata":{"labels":{"component":"singleuser-server"}}}`)
+	return p
+}
+
+// TestPagedCatchUpKeepsTheGrants: after an outage of six grant intervals,
+// a pool at its cap whose servers are on pages keeps every grant, as the
+// same pool with its servers inline does (the pages' rounds go one grant
+// interval at a time, Result.Waiting): both end with the same balance,
+// grants and charges, nobody stopped. Granting first would cap the grants
+// and run the servers short.
+func TestPagedCatchUpKeepsTheGrants(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	for _, name := range []string{"paged", "inline"} {
+		createAccount(t, testutil.MakeAccount(ns, name, "alice").Cap(100).InitialBalance(100).Grant(40, time.Minute).Obj())
+	}
+	t0 := time.Now().Truncate(time.Second)
+	paged := newPagedBilling(t, ns, t0, billing.PageLimits{Inline: 1, PerPage: 2, Pending: 8})
+	inline := newPagedBilling(t, ns, t0, billing.PageLimits{})
+	paged.settled(t, ns, "paged")
+	inline.settled(t, ns, "inline")
+	replica := pagedReplica(t, ns, nil)
+	replica.PageLimits = billing.PageLimits{Inline: 1, PerPage: 2, Pending: 8}
+	start := t0.Add(10 * time.Second) // boundaries 10 s after the grant slots
+	for _, name := range []string{"paged", "inline"} {
+		for i := range 4 {
+			id := fmt.Sprintf("%s-%d", name, i)
+			res := billing.Reservation{ID: id, Pod: "jupyter-" + id, User: "alice", Wallet: name,
+				Price: billing.Price{Value: 10, Interval: time.Minute}}
+			if err := replica.Reserve(ctx, ns, res, testutil.GetAccount(t, k8s, ns, name), nil); err != nil {
+				t.Fatalf("reserving %s: %v", id, err)
+			}
+			runOutOfSight(t, ns, name, "alice", id, start)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		var list corev1.PodList
+		if err := paged.r.Client.List(ctx, &list, client.InNamespace(ns), client.MatchingFields{indexer.PodAccountKey: "paged"}); err != nil {
+			return err
+		}
+		var other corev1.PodList
+		if err := inline.r.Client.List(ctx, &other, client.InNamespace(ns), client.MatchingFields{indexer.PodAccountKey: "inline"}); err != nil {
+			return err
+		}
+		if len(list.Items) != 4 || len(other.Items) != 4 {
+			return fmt.Errorf("%d and %d of 4 pods in the caches", len(list.Items), len(other.Items))
+		}
+		return nil
+	})
+	step := func(at time.Time) {
+		t.Helper()
+		paged.clock.SetTime(at)
+		inline.clock.SetTime(at)
+		paged.settled(t, ns, "paged")
+		inline.settled(t, ns, "inline")
+	}
+	step(start.Add(5 * time.Second))
+	if a := testutil.GetAccount(t, k8s, ns, "paged"); a.Status.PagedServers != 3 || a.Status.RunningServers != 4 {
+		t.Fatalf("paged: %d servers on pages, %d running; want 3, 4", a.Status.PagedServers, a.Status.RunningServers)
+	}
+	// The outage: six grant slots and six boundaries pass unseen. One
+	// Reconcile catches up (its rounds go on at once while the catch-up
+	// waits for the pages); the next changes nothing.
+	at := start.Add(6*time.Minute + 30*time.Second)
+	paged.clock.SetTime(at)
+	if _, err := paged.reconcile(t, ns, "paged"); err != nil {
+		t.Fatal(err)
+	}
+	rv := testutil.GetAccount(t, k8s, ns, "paged").ResourceVersion
+	step(at)
+	if got := testutil.GetAccount(t, k8s, ns, "paged"); got.ResourceVersion != rv || len(got.Status.Pending) != 0 {
+		t.Errorf("one Reconcile did not catch up: the next one wrote the account again (%d transfers were pending)", len(got.Status.Pending))
+	}
+	p, in := testutil.GetAccount(t, k8s, ns, "paged"), testutil.GetAccount(t, k8s, ns, "inline")
+	pagedLedger(t, ns, "paged", 100, 0)
+	if p.Status.Balance != in.Status.Balance || p.Status.TotalGranted != in.Status.TotalGranted ||
+		p.Status.TotalCharged != in.Status.TotalCharged || p.Status.TotalRefunded != in.Status.TotalRefunded {
+		t.Fatalf("after the outage: paged balance %d, granted %d, charged %d, refunded %d; inline %d, %d, %d, %d",
+			p.Status.Balance, p.Status.TotalGranted, p.Status.TotalCharged, p.Status.TotalRefunded,
+			in.Status.Balance, in.Status.TotalGranted, in.Status.TotalCharged, in.Status.TotalRefunded)
+	}
+	// Each slot's grant refills the pool to its cap (60 + 40), each
+	// boundary's charges take 40: all six grants kept, balance 60.
+	if p.Status.RunningServers != 4 || p.Status.PagedStopping != 0 || p.Status.TotalCharged != 4*10*7 || p.Status.TotalGranted != 6*40 ||
+		p.Status.Balance != 60 {
+		t.Fatalf("after the outage: running %d, stopping %d, charged %d, granted %d, balance %d; want 4 running, none stopped, 280 charged, 240 granted, 60",
+			p.Status.RunningServers, p.Status.PagedStopping, p.Status.TotalCharged, p.Status.TotalGranted, p.Status.Balance)
+	}
+}
