@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -585,6 +587,28 @@ func TestReservedOnPagesByTheWebhookChargedByTheController(t *testing.T) {
 		b.settled(t, ns, "lab")
 		check(fmt.Sprintf("boundary %d, again", k), int64(k+1))
 	}
+
+	// Deleted while servers on its pages run: the deletion is held.
+	if err := k8s.Delete(ctx, testutil.GetAccount(t, k8s, ns, "lab")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		a := &hcv1.CreditAccount{}
+		if err := b.r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: "lab"}, a); err != nil {
+			return err
+		}
+		if a.DeletionTimestamp == nil {
+			return errors.New("the cache does not see the deletion yet")
+		}
+		return nil
+	})
+	b.settled(t, ns, "lab")
+	a = testutil.GetAccount(t, k8s, ns, "lab")
+	if c := meta.FindStatusCondition(a.Status.Conditions, hcv1.ConditionDeletionHeld); c == nil || c.Status != metav1.ConditionTrue ||
+		!strings.Contains(c.Message, "4 server(s)") {
+		t.Fatalf("deleted with 4 servers running (3 on pages): DeletionHeld %+v", c)
+	}
+	check("deletion held", 4)
 }
 
 // runOutOfSight creates the running pod of reservation id on account,
