@@ -76,7 +76,8 @@ type Reserver struct {
 	// APIReader reads around the cache after a conflict.
 	APIReader client.Reader
 	Clock     clock.Clock
-	// Retries bounds the attempts per batch (0: as many as Budget allows).
+	// Retries bounds the attempts per account write of a batch (0: as
+	// many as Budget allows).
 	Retries int
 	// Budget bounds the time a batch keeps retrying conflicts (0:
 	// defaultConflictBudget). Two replicas writing one account can make the

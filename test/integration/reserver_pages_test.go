@@ -161,18 +161,40 @@ func spawnIDs(prefix string, n int) []string {
 // admitted spawn is paid exactly once, denials only when the pool is
 // empty, the account agrees with its pages and no credit is made or lost.
 func TestReserverPagesStorm(t *testing.T) {
-	for name, replicas := range map[string]int{"one-replica": 1, "two-replicas": 2} {
+	for name, tc := range map[string]struct {
+		replicas   int
+		controller bool
+	}{
+		"one-replica":                   {replicas: 1},
+		"two-replicas":                  {replicas: 2},
+		"two-replicas-a-controller-too": {replicas: 2, controller: true},
+	} {
 		t.Run(name, func(t *testing.T) {
 			ns := newNamespace(t)
 			createAccount(t, testutil.MakeAccount(ns, "course", "alice").Cap(1000).InitialBalance(500).Obj())
 			var rs []*webhooks.Reserver
-			for range replicas {
+			for range tc.replicas {
 				rs = append(rs, pagedReplica(t, ns, nil))
+			}
+			var b *billingManager
+			if tc.controller {
+				// The billing controller's pass over the pages runs
+				// meanwhile (completing, confirming, migrating): more
+				// writers of the account and its pages. No pod comes, and
+				// the grace outlasts the test: nothing is returned.
+				b = startBilling(t, ns, func(o *operator.Options) {
+					o.PageLimits = stormPages
+					o.Billing.OrphanGrace = time.Hour
+				})
+				testutil.Eventually(t, 10*time.Second, balanceIs(t, ns, "course", 500))
 			}
 			pool := testutil.GetAccount(t, k8s, ns, "course")
 			start := time.Now()
 			out := storm(t, rs, pool, spawnIDs("s", 60))
 			t.Logf("60 spawns answered in %s", time.Since(start).Round(time.Millisecond))
+			if b != nil {
+				b.Stop() // the account and its pages are read at rest
+			}
 			for _, err := range out.failed {
 				t.Error(err)
 			}
