@@ -69,6 +69,7 @@ type flags struct {
 	unbillablePods   string
 	tombstones       string
 	usageRetention   time.Duration
+	ledgerPages      bool
 
 	certRotation      bool
 	podNamespace      string
@@ -125,6 +126,7 @@ Flags:
 	fs.StringVar(&f.unbillablePods, "unbillable-pods", controllers.UnbillableReport, "What to do with a singleuser pod no account may pay for (its user is not in the account it names): report (an Event and a metric; it runs unbilled) or stop (also delete the pod).")
 	fs.IntVar(&f.workers, "workers", 16, "Concurrent account reconciles (mostly waiting on API writes).")
 	fs.DurationVar(&f.usageRetention, "usage-retention", operator.DefaultUsageRetention, "How long the UsageRecord of an ended server is kept before it is deleted (0: kept for ever).")
+	fs.BoolVar(&f.ledgerPages, "ledger-pages", false, "Let the webhook put the servers an account pays for alone (a pool for a course) on its LedgerPages once the account holds 64 entries in its status (issue 14: pools of thousands of servers), instead of in its status first. Needs the billing controllers' page pass (this version's, which also moves the entries beyond 64 to pages); off by default while pages are new.")
 	fs.StringVar(&f.tombstones, "tombstone-configmap", controllers.DefaultTombstoneConfigMap, "ConfigMap, in the hub's namespace, that keeps the tombstones of deleted accounts (the Role grants get and update of it by name; the install creates it).")
 	fs.BoolVar(&f.certRotation, "cert-rotation", false, "Generate and rotate the webhook's CA and serving certificate in-process (no cert-manager needed).")
 	fs.StringVar(&f.podNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "Namespace of the operator (its Secret and Service).")
@@ -180,6 +182,7 @@ func (f *flags) options() (operator.Options, error) {
 		UnbillablePods:     f.unbillablePods,
 		TombstoneConfigMap: f.tombstones,
 		UsageRetention:     f.usageRetention,
+		LedgerPages:        f.ledgerPages,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

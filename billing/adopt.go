@@ -22,12 +22,19 @@ func PodUIDKey(uid types.UID) string { return "uid:" + string(uid) }
 // LedgerKeys are the keys under which account a holds servers: every
 // entry's id (a reservation id or an adopted id) and, once bound, its pod's
 // UID. A pool's shares of other wallets' servers count: they are held.
+// So do the entries its pending page transfers carry (pages.go): a moved
+// entry lives only there until its page shows it, and a pod bound by a
+// transfer is held under its UID before the page is written.
 func LedgerKeys(a *hcv1.CreditAccount) []string {
-	var keys []string
-	for _, e := range a.Status.Servers {
-		keys = append(keys, e.ID)
-		if e.PodUID != "" {
-			keys = append(keys, PodUIDKey(e.PodUID))
+	keys := entryKeys(nil, a.Status.Servers)
+	for _, t := range a.Status.Pending {
+		for _, d := range t.Entries {
+			switch {
+			case d.Add != nil:
+				keys = entryKeys(keys, []hcv1.ServerCharge{*d.Add})
+			case d.PodUID != "":
+				keys = append(keys, PodUIDKey(d.PodUID))
+			}
 		}
 	}
 	return keys
@@ -97,6 +104,11 @@ func Adoption(pod *corev1.Pod, wallet *hcv1.CreditAccount, price Price) (Unreser
 // caller passes the pods billed to wallet and the pods named like its
 // entries, wherever their annotations point now.
 func EntryPods(wallet *hcv1.CreditAccount, pods []*corev1.Pod) map[string]*corev1.Pod {
+	return entryPods(wallet.Name, wallet.Status.Servers, pods)
+}
+
+// entryPods is EntryPods over entries held by account.
+func entryPods(account string, entries []hcv1.ServerCharge, pods []*corev1.Pod) map[string]*corev1.Pod {
 	byUID := make(map[types.UID]*corev1.Pod, len(pods))
 	byID := make(map[string]*corev1.Pod, 2*len(pods))
 	for _, p := range pods {
@@ -106,9 +118,9 @@ func EntryPods(wallet *hcv1.CreditAccount, pods []*corev1.Pod) map[string]*corev
 		}
 		byID[AdoptedID(p.UID)] = p
 	}
-	out := make(map[string]*corev1.Pod, len(wallet.Status.Servers))
-	for _, e := range wallet.Status.Servers {
-		if e.Wallet != wallet.Name {
+	out := make(map[string]*corev1.Pod, len(entries))
+	for _, e := range entries {
+		if e.Wallet != account {
 			continue
 		}
 		var p *corev1.Pod

@@ -56,18 +56,16 @@ func RefreshForAdmission(a *hcv1.CreditAccount, now time.Time) bool {
 }
 
 // ChargesOutstanding reports whether a server billed to (or co-funded by)
-// the account has a boundary at or before now that is not paid yet.
+// the account has a boundary at or before now that is not paid yet: one of
+// status.servers, or one on a page (status.pagedDue, kept by Commit).
 func ChargesOutstanding(a *hcv1.CreditAccount, now time.Time) bool {
-	for i := range a.Status.Servers {
-		e := &a.Status.Servers[i]
-		if e.StartedAt == nil || e.StopRequestedAt != nil || e.EndedAt != nil || e.BillingValue == 0 {
-			continue
-		}
-		if !now.Before(Boundary(e.StartedAt.Time, e.PeriodsPaid, e.BillingInterval.Duration)) {
+	for _, d := range a.Status.PagedDue {
+		if !now.Before(d.At.Time) {
 			return true
 		}
 	}
-	return false
+	_, due := countEntries(a.Status.Servers)
+	return due != nil && !now.Before(*due)
 }
 
 func open(a *hcv1.CreditAccount, now time.Time) bool {

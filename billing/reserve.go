@@ -44,9 +44,23 @@ func Take(a *hcv1.CreditAccount, r Reservation, need, want, projectPaid int64, n
 	if i := FindServer(a, r.ID); i >= 0 {
 		return a.Status.Servers[i].Paid, nil
 	}
+	e, err := reserve(a, r, need, want, projectPaid, now)
+	if err != nil {
+		return 0, err
+	}
+	a.Status.Servers = append(a.Status.Servers, e)
+	return e.Paid, nil
+}
+
+// reserve is the money rule of a reservation, wherever its entry goes
+// (status.servers: Take; a LedgerPage: ReservePage): it takes from account
+// a as much as it holds up to want, and at least need (else an
+// *InsufficientError and no change), records the movement in the ledger,
+// and returns the server's entry with the first period paid.
+func reserve(a *hcv1.CreditAccount, r Reservation, need, want, projectPaid int64, now time.Time) (hcv1.ServerCharge, error) {
 	taken := min(want, a.Status.Balance)
 	if taken < need || taken < 0 {
-		return 0, &InsufficientError{Account: a.Name, Balance: a.Status.Balance, Need: need}
+		return hcv1.ServerCharge{}, &InsufficientError{Account: a.Name, Balance: a.Status.Balance, Need: need}
 	}
 	a.Status.Balance -= taken
 	a.Status.TotalCharged = addSat(a.Status.TotalCharged, taken)
@@ -67,10 +81,9 @@ func Take(a *hcv1.CreditAccount, r Reservation, need, want, projectPaid int64, n
 		e.Project = r.Project
 		e.ProjectPaid = projectPaid
 	}
-	a.Status.Servers = append(a.Status.Servers, e)
 	appendLedger(a, now, hcv1.LedgerReserve, -taken, r.Pod,
 		fmt.Sprintf("first period of %s reserved for %s", r.Pod, r.User))
-	return taken, nil
+	return e, nil
 }
 
 // Release gives back everything account a took for reservation id and
@@ -83,6 +96,12 @@ func Release(a *hcv1.CreditAccount, id string, now time.Time, why string) int64 
 	}
 	e := a.Status.Servers[i]
 	a.Status.Servers = append(a.Status.Servers[:i:i], a.Status.Servers[i+1:]...)
+	return refundEntry(a, &e, now, why)
+}
+
+// refundEntry gives back to account a everything it paid for entry e
+// (wherever e is kept: the caller removes it) and returns e.Paid.
+func refundEntry(a *hcv1.CreditAccount, e *hcv1.ServerCharge, now time.Time, why string) int64 {
 	if e.Paid > 0 {
 		// Signed: a refund to a negative balance does not forgive the debt.
 		before := a.Status.Balance

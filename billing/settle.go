@@ -58,6 +58,11 @@ type Options struct {
 	// webhook replica wrote with its own clock: a replica whose clock lags
 	// cannot make a reservation look older than it is.
 	Seen ReservationClock
+
+	// chargeBefore, when set, is the next grant slot of an account whose
+	// pages catch up (pagedLimit): boundaries at or after it wait until
+	// every charge due before it is made and the grant applied.
+	chargeBefore time.Time
 }
 
 // ReservationClock tells when the caller first saw reservation id, on its
@@ -146,6 +151,10 @@ type Result struct {
 	// Unbillable are the pods offered for adoption that no account may pay
 	// for (their Denial set); the caller reports or stops them.
 	Unbillable []Unreserved
+	// Waiting: charges due by now wait for a grant that waits for charges
+	// on the account's pages (pagedLimit); settle again at once, after the
+	// pages (RequeueAfter is then at most a second).
+	Waiting bool
 }
 
 func (r *Result) requeueAt(now, t time.Time) {
@@ -190,9 +199,11 @@ func Settle(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, po
 	res := Result{ChangedProjects: map[string]bool{}}
 	pods = endLostAt(pods, now)
 	addedBefore, adjustedBefore := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp, wallet.Status.TotalAdjusted
+	limit := pagedLimit(wallet, now)
+	o.chargeBefore = limit.chargeBefore
 	completeRefunds(wallet, pools, now, &res)
-	catchUp(wallet, pools, pods, now, &res)
-	if Refresh(wallet, now) {
+	catchUp(wallet, pools, pods, now, limit.chargeBefore, &res)
+	if refreshUntil(wallet, now, limit) {
 		res.WalletChanged = true
 	}
 	creditsAdded := wallet.Status.TotalGranted+wallet.Status.TotalToppedUp > addedBefore || wallet.Status.TotalAdjusted > adjustedBefore
@@ -244,6 +255,88 @@ func endLostAt(pods func(hcv1.ServerCharge) PodObservation, now time.Time) func(
 	}
 }
 
+// catchUpLimit bounds a pass of an account whose pages have charges
+// outstanding (the zero value: no bound).
+type catchUpLimit struct {
+	// grantsUntil: grants whose slot is later wait.
+	grantsUntil time.Time
+	// chargeBefore: boundaries at or after it wait (the first grant slot
+	// after grantsUntil).
+	chargeBefore time.Time
+}
+
+// pagedLimit is the catch-up rule of an account with LedgerPages
+// (pages.go). A grant is applied after every charge whose boundary comes
+// before its slot, whichever page holds the server, as Settle's catchUp
+// does for status.servers. The account sees only the earliest unpaid
+// boundary of each page (status.pagedDue, kept by Commit), so a pass goes
+// one grant interval at a time: grants up to the earliest unpaid boundary
+// of the pages, charges (status.servers and every page) before the next
+// grant slot; the next pass applies that grant and goes on. Between two
+// grant slots the order of the charges does not change the balance.
+// Without a grant, or without a page boundary due before now, there is no
+// bound.
+func pagedLimit(a *hcv1.CreditAccount, now time.Time) catchUpLimit {
+	g := a.Spec.Grant
+	if g == nil || g.Interval.Duration <= 0 || a.Status.GrantedThrough == nil || len(a.Status.PagedDue) == 0 {
+		return catchUpLimit{}
+	}
+	earliest := a.Status.PagedDue[0].At.Time
+	for _, d := range a.Status.PagedDue[1:] {
+		if d.At.Time.Before(earliest) {
+			earliest = d.At.Time
+		}
+	}
+	if !earliest.Before(now) {
+		return catchUpLimit{}
+	}
+	next := nextGrantSlot(a, earliest)
+	if next.After(now) {
+		return catchUpLimit{} // no grant slot between: the order does not matter
+	}
+	return catchUpLimit{grantsUntil: earliest, chargeBefore: next}
+}
+
+// nextGrantSlot is the account's first grant slot after t that is not
+// applied yet.
+func nextGrantSlot(a *hcv1.CreditAccount, t time.Time) time.Time {
+	last, iv := a.Status.GrantedThrough.Time, a.Spec.Grant.Interval.Duration
+	if t.Before(last) {
+		return last.Add(iv)
+	}
+	return Boundary(last, int64(t.Sub(last)/iv)+1, iv)
+}
+
+// grantDueBetween reports a grant slot of the wallet or of one of its
+// pools after from and at or before to that is not applied yet: a charge
+// at from must be made before it.
+func grantDueBetween(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, from, to time.Time) bool {
+	due := func(a *hcv1.CreditAccount) bool {
+		return a != nil && a.Status.OpenedAt != nil && a.Spec.Grant != nil && a.Spec.Grant.Interval.Duration > 0 &&
+			a.Status.GrantedThrough != nil && !nextGrantSlot(a, from).After(to)
+	}
+	if due(wallet) {
+		return true
+	}
+	for _, pool := range pools {
+		if due(pool) {
+			return true
+		}
+	}
+	return false
+}
+
+// refreshUntil is Refresh with the grants of limit held back.
+func refreshUntil(a *hcv1.CreditAccount, now time.Time, limit catchUpLimit) bool {
+	if limit.grantsUntil.IsZero() {
+		return Refresh(a, now)
+	}
+	opened := open(a, now)
+	granted := applyGrants(a, limit.grantsUntil)
+	toppedUp := applyTopUps(a, now)
+	return opened || granted || toppedUp
+}
+
 // adoptUnreserved adds an entry for each unreserved pod the wallet does not
 // hold yet; it is billed from when it starts.
 func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Time, res *Result) {
@@ -278,8 +371,17 @@ func adoptUnreserved(wallet *hcv1.CreditAccount, adopt []Unreserved, now time.Ti
 // is left alone: that wallet settles it.
 func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation,
 	now time.Time, o Options, res *Result) {
-	kept := wallet.Status.Servers[:0:0]
-	for _, entry := range wallet.Status.Servers {
+	wallet.Status.Servers = settleEntries(wallet, wallet.Status.Servers, pools, pods, now, o, res)
+}
+
+// settleEntries settles entries, server entries of wallet (its own
+// status.servers, or one of its LedgerPages: SettlePage), moving credits on
+// wallet and its pools, and returns the entries still needed. entries is
+// not modified.
+func settleEntries(wallet *hcv1.CreditAccount, entries []hcv1.ServerCharge, pools map[string]*hcv1.CreditAccount,
+	pods func(hcv1.ServerCharge) PodObservation, now time.Time, o Options, res *Result) []hcv1.ServerCharge {
+	kept := entries[:0:0]
+	for _, entry := range entries {
 		if entry.Wallet != wallet.Name {
 			kept = append(kept, entry)
 			continue
@@ -299,7 +401,7 @@ func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAcco
 			kept = append(kept, entry)
 		}
 	}
-	wallet.Status.Servers = kept
+	return kept
 }
 
 // maxCatchUpBoundaries bounds the boundaries one run interleaves with
@@ -307,43 +409,15 @@ func settleServers(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAcco
 // the main pass charges whatever is left at once.
 const maxCatchUpBoundaries = 100000
 
-// nextGrantSlot is the account's first grant slot after t that is not
-// applied yet.
-func nextGrantSlot(a *hcv1.CreditAccount, t time.Time) time.Time {
-	last, iv := a.Status.GrantedThrough.Time, a.Spec.Grant.Interval.Duration
-	if t.Before(last) {
-		return last.Add(iv)
-	}
-	return Boundary(last, int64(t.Sub(last)/iv)+1, iv)
-}
-
-// grantDueBetween reports a grant slot of the wallet or of one of its
-// pools after from and at or before to that is not applied yet: a charge
-// at from must be made before it.
-func grantDueBetween(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, from, to time.Time) bool {
-	due := func(a *hcv1.CreditAccount) bool {
-		return a != nil && a.Status.OpenedAt != nil && a.Spec.Grant != nil && a.Spec.Grant.Interval.Duration > 0 &&
-			a.Status.GrantedThrough != nil && !nextGrantSlot(a, from).After(to)
-	}
-	if due(wallet) {
-		return true
-	}
-	for _, pool := range pools {
-		if due(pool) {
-			return true
-		}
-	}
-	return false
-}
-
 // catchUp charges the boundaries that passed since the last run in time
 // order, with the grants that fell due in between, when grants are
 // involved: after an outage a wallet at its cap must not lose the grants it
 // would have received between the charges (applying all grants first, then
 // all charges, would). Without grants the order does not matter and the main
 // pass charges everything at once. Unaffordable boundaries are left to the
-// main pass, which stops the server.
-func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation, now time.Time, res *Result) {
+// main pass, which stops the server. Boundaries at or after chargeBefore
+// (when set: pagedLimit) wait for a later pass.
+func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, pods func(hcv1.ServerCharge) PodObservation, now, chargeBefore time.Time, res *Result) {
 	if wallet.Status.OpenedAt == nil {
 		return
 	}
@@ -387,7 +461,7 @@ func catchUp(wallet *hcv1.CreditAccount, pools map[string]*hcv1.CreditAccount, p
 	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
 	blocked := map[string]bool{}
 	for _, b := range due {
-		if blocked[b.id] || !b.at.Before(now) {
+		if blocked[b.id] || !b.at.Before(now) || (!chargeBefore.IsZero() && !b.at.Before(chargeBefore)) {
 			continue
 		}
 		entry := &wallet.Status.Servers[FindServer(wallet, b.id)]
@@ -454,6 +528,8 @@ type serverSettlement struct {
 	res       *Result
 	// changed reports a change of the entry or of either account.
 	changed bool
+	// deferred: boundaries due by now wait for a grant (opts.chargeBefore).
+	deferred bool
 }
 
 // settleServer handles one server; it returns whether to keep its entry and
@@ -497,6 +573,9 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 		if !ended {
 			return true, s.changed // pending: the reservation covers it
 		}
+		if s.refundWaits() {
+			return true, s.changed
+		}
 		s.refundNeverStarted()
 		return false, true
 	}
@@ -510,6 +589,8 @@ func settleServer(wallet, pool *hcv1.CreditAccount, entry *hcv1.ServerCharge, po
 	}
 	s.recordPaidThrough()
 	switch {
+	case ended && s.deferred:
+		res.requeueAt(now, now) // its last periods wait for a grant: ended once they are charged
 	case ended:
 		s.markEnded()
 		return true, true
@@ -592,11 +673,35 @@ func (s *serverSettlement) recordStart() {
 		Message: fmt.Sprintf("Server %s of %s started; it costs %s.", e.Pod, e.User, PriceText(s.price))})
 }
 
+// refundWaits reports the return of a reservation that never started that
+// waits while the account's pages catch up (opts.chargeBefore): credits
+// given back come after the grants that fell due, as in a pass without
+// pages (Settle refreshes before it settles the servers), so the refund is
+// made in the pass without a bound. (Periods charged after an end are
+// returned at once: the server's entry holds the bound back until its end
+// is marked.)
+func (s *serverSettlement) refundWaits() bool {
+	if s.opts.chargeBefore.IsZero() {
+		return false
+	}
+	s.res.Waiting = true
+	s.res.requeueAt(s.now, s.now)
+	return true
+}
+
+// chargedAfterEnd reports periods charged after the server's end
+// (refundChargesAfterEnd gives them back).
+func (s *serverSettlement) chargedAfterEnd() bool {
+	return s.pod.Exists && s.pod.EndedAt != nil &&
+		PeriodsDue(s.entry.StartedAt.Time, *s.pod.EndedAt, s.entry.BillingInterval.Duration, false) < s.entry.PeriodsPaid
+}
+
 // refundNeverStarted gives the reservation of a server that never ran back,
-// pool first. Release removes the entries from both accounts.
+// pool first. Release removes the pool's entry; the caller drops the
+// wallet's (settleServer does not keep it).
 func (s *serverSettlement) refundNeverStarted() {
 	why := fmt.Sprintf("server %s never started; reservation returned", s.entry.Pod)
-	refunded := Release(s.wallet, s.entry.ID, s.now, why)
+	refunded := refundEntry(s.wallet, s.entry, s.now, why)
 	if s.pool != nil {
 		refunded += Release(s.pool, s.entry.ID, s.now, why)
 	}
@@ -610,14 +715,12 @@ func (s *serverSettlement) refundNeverStarted() {
 // A period charged at a boundary that is the end itself is kept: it was
 // charged while the server ran (the end has whole seconds).
 func (s *serverSettlement) refundChargesAfterEnd() {
-	if !s.pod.Exists || s.pod.EndedAt == nil {
+	if !s.chargedAfterEnd() {
 		return
 	}
 	owed := PeriodsDue(s.entry.StartedAt.Time, *s.pod.EndedAt, s.entry.BillingInterval.Duration, false)
-	if owed < s.entry.PeriodsPaid {
-		refundAfterEnd(s.wallet, s.pool, s.entry, s.poolEntry, owed, s.now)
-		s.changed = true
-	}
+	refundAfterEnd(s.wallet, s.pool, s.entry, s.poolEntry, owed, s.now)
+	s.changed = true
 }
 
 // periodsDue is how many periods the server owes by now (or by its end).
@@ -636,7 +739,17 @@ func (s *serverSettlement) periodsDue() int64 {
 	if s.pod.EndedAt != nil && s.pod.EndedAt.Before(s.now) {
 		until = *s.pod.EndedAt
 	}
-	return PeriodsDue(s.entry.StartedAt.Time, until, s.entry.BillingInterval.Duration, s.pod.EndedAt != nil)
+	due := PeriodsDue(s.entry.StartedAt.Time, until, s.entry.BillingInterval.Duration, s.pod.EndedAt != nil)
+	if before := s.opts.chargeBefore; !before.IsZero() {
+		// Only the periods that begin before the next grant slot.
+		if now := PeriodsDue(s.entry.StartedAt.Time, before, s.entry.BillingInterval.Duration, true); now < due {
+			s.deferred = true
+			s.res.Waiting = true
+			s.res.requeueAt(s.now, s.now)
+			return max(now, s.entry.PeriodsPaid)
+		}
+	}
+	return due
 }
 
 // chargeDue charges the periods up to due that the accounts can pay, and

@@ -27,27 +27,17 @@ func SetReady(wallet, pool *hcv1.CreditAccount, now time.Time) bool {
 }
 
 // updateCounters recomputes runningServers and the Low and Exhausted
-// conditions from the entries. extra is what a co-funding pool holds. A
-// Note is added to res (when not nil) as Low turns true. Exhausted, once
-// true, stays true until credits are added (creditsAdded).
+// conditions from the entries of status.servers and the aggregates of the
+// account's pages (pagedRunning, pagedCost, pagedStopping, kept by
+// Commit). extra is what a co-funding pool holds. A Note is added to res
+// (when not nil) as Low turns true. Exhausted, once true, stays true until
+// credits are added (creditsAdded).
 func updateCounters(a *hcv1.CreditAccount, now time.Time, extra int64, o Options, res *Result, creditsAdded bool) bool {
 	changed := false
-	var running int32
-	var cost int64
-	stopping := false
-	for _, e := range a.Status.Servers {
-		if e.EndedAt != nil {
-			continue
-		}
-		if e.StopRequestedAt != nil {
-			stopping = true
-			continue
-		}
-		if e.StartedAt != nil {
-			running++
-			cost = addSat(cost, e.BillingValue)
-		}
-	}
+	c, _ := countEntries(a.Status.Servers)
+	running := c.running + a.Status.PagedRunning
+	cost := addSat(c.cost, a.Status.PagedCost)
+	stopping := c.stopping+a.Status.PagedStopping > 0
 	if a.Status.RunningServers != running {
 		a.Status.RunningServers = running
 		changed = true
@@ -86,6 +76,15 @@ func setCondition(a *hcv1.CreditAccount, now time.Time, t string, st metav1.Cond
 		Type: t, Status: st, Reason: reason, Message: msg, ObservedGeneration: a.Generation,
 		LastTransitionTime: metav1.NewTime(now),
 	})
+}
+
+// UpdateCounters is updateCounters for a writer of page transactions
+// (after Commit, before the account write): runningServers, Low and
+// Exhausted with the pages' aggregates as they are now. extra is what a
+// co-funding pool holds. Exhausted, once true, stays true here; the next
+// Settle that adds credits clears it.
+func UpdateCounters(a *hcv1.CreditAccount, now time.Time, extra int64, o Options) bool {
+	return updateCounters(a, now, extra, o.OrDefault(), nil, false)
 }
 
 // SetCondition is setCondition for callers outside billing.

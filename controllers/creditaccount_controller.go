@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -34,6 +35,7 @@ import (
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/indexer"
+	"github.com/hubcredits/hubcredits/internal/ledgerpages"
 	"github.com/hubcredits/hubcredits/internal/metrics"
 )
 
@@ -77,6 +79,13 @@ type CreditAccountReconciler struct {
 	// UnbillableReport (default) or UnbillableStop.
 	UnbillablePods string
 
+	// Pages reads and writes the accounts' LedgerPages (nil: a
+	// ledgerpages.Store on Client and APIReader).
+	Pages PageStore
+	// PageLimits bound where entries go (zero: billing.DefaultPageLimits).
+	PageLimits billing.PageLimits
+	pagesOnce  sync.Once
+
 	// reported remembers the pods already reported (by reason and UID).
 	reported      sync.Map
 	reportedCount atomic.Int64
@@ -108,6 +117,8 @@ var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get;list;watch
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=ledgerpages,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=ledgerpages/status,verbs=get;update
 // +kubebuilder:rbac:groups="",namespace=system,resources=pods,verbs=get;list;watch;delete
 // +kubebuilder:rbac:groups="",namespace=system,resources=events,verbs=create;patch
 
@@ -116,28 +127,38 @@ var _ reconcile.Reconciler = (*CreditAccountReconciler)(nil)
 // retry reads live.
 const maxConflictRetries = 5
 
-// Reconcile settles the account's servers and requeues at the next boundary.
+// maxRounds bounds the rounds of one Reconcile over an account's pages
+// (each commits up to PageLimits.Pending page transactions in one account
+// write, then writes the pages): 256 pages, 8 a round, and a grant
+// interval a round while they catch up. The rest goes on in a second.
+const maxRounds = 64
+
+// Reconcile settles the account's servers, inline and on its LedgerPages,
+// and requeues at the next boundary. A round commits the account (one
+// status write), then writes the pages it committed transfers for; the
+// next round, at once and from the objects as written, confirms them and
+// goes on while pages are left or the catch-up waits (Result.Waiting).
 func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var l *ledgers
 	var out *outcome
-	var err error
-	for attempt := range maxConflictRetries {
-		out, err = r.settle(ctx, req.NamespacedName, attempt > 0)
-		if !apierrors.IsConflict(err) {
+	for round := 0; ; round++ {
+		var err error
+		out, err = r.settle(ctx, req.NamespacedName, l)
+		if out != nil {
+			r.reportRound(ctx, out)
+		}
+		if apierrors.IsNotFound(err) && out == nil {
+			r.seen.forget(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		if !out.again || round+1 >= maxRounds {
 			break
 		}
+		l = out.next
 	}
-	if apierrors.IsNotFound(err) {
-		r.seen.forget(req.NamespacedName)
-		return ctrl.Result{}, nil
-	}
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	for _, lag := range out.result.Lags {
-		billingLag.Observe(lag.Seconds())
-	}
-	r.act(ctx, out)
-	r.actOnLife(ctx, out)
 	if out.release {
 		held, err := r.release(ctx, out.account, out.forcedRunning > 0)
 		if err != nil {
@@ -148,7 +169,21 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			return ctrl.Result{RequeueAfter: tombstoneRetry}, nil
 		}
 	}
-	return ctrl.Result{RequeueAfter: out.result.RequeueAfter}, nil
+	requeue := out.result.RequeueAfter
+	if out.again && (requeue == 0 || requeue > time.Second) {
+		requeue = time.Second
+	}
+	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// reportRound acts on a committed round: lags, Events, stops, the account's
+// life.
+func (r *CreditAccountReconciler) reportRound(ctx context.Context, out *outcome) {
+	for _, lag := range out.result.Lags {
+		billingLag.Observe(lag.Seconds())
+	}
+	r.act(ctx, out)
+	r.actOnLife(ctx, out)
 }
 
 // outcome is what a committed settle asks for.
@@ -158,6 +193,10 @@ type outcome struct {
 	life
 	// moved are the pods this ledger bills that name another account now.
 	moved []*corev1.Pod
+	// again: the round committed page transfers (or waits for its pages'
+	// catch-up): go on at once from next.
+	again bool
+	next  *ledgers
 }
 
 // ledgers is what one settle reads and changes: the account, the project
@@ -177,27 +216,111 @@ type ledgers struct {
 	// awaitingRecord are the ended servers whose usage record could not
 	// be written (recordUsage): their entries stay until it is.
 	awaitingRecord map[string]bool
+	// recorded are the ended servers whose usage record exists.
+	recorded map[string]bool
+	// pages are the account's LedgerPages by number, as completed (no
+	// transfer pending for them once Complete ran, or as written); fresh
+	// are those read live, returned by the store's Complete or Write: a
+	// transaction is committed only on a fresh page (a cached one may lag
+	// the account, and a transfer built on it would be lost).
+	pages map[int32]*hcv1.LedgerPage
+	fresh map[int32]bool
+	// committed are the pages whose transfer the round committed.
+	committed []int32
+	// more: pages or a move were left to the next round.
+	more bool
+	// wrote: the round wrote the account.
+	wrote bool
 }
 
-// settle is one attempt: load the ledgers (live after a conflict), compute
-// the settle, and commit it, pools first and the account last.
-func (r *CreditAccountReconciler) settle(ctx context.Context, key types.NamespacedName, live bool) (*outcome, error) {
-	l, err := r.load(ctx, key, live)
+// settle is one round: load the ledgers (cached, or live after a
+// conflict; l continues a previous round from the objects as written),
+// compute the settle, commit it (pools first, the account last), then
+// write the pages it committed transfers for. A page write that fails
+// after the commit returns the outcome with the error: the round is
+// committed (its stops are carried out), the next pass completes the page.
+func (r *CreditAccountReconciler) settle(ctx context.Context, key types.NamespacedName, l *ledgers) (*outcome, error) {
+	var err error
+	for attempt := range maxConflictRetries {
+		if l == nil {
+			if l, err = r.load(ctx, key, attempt > 0); err != nil {
+				if apierrors.IsConflict(err) {
+					continue
+				}
+				return nil, err
+			}
+		}
+		var out *outcome
+		out, err = r.round(ctx, l)
+		if out != nil || !apierrors.IsConflict(err) {
+			return out, err
+		}
+		l = nil // start over, live
+	}
+	return nil, err
+}
+
+// round computes and commits one round on l.
+func (r *CreditAccountReconciler) round(ctx context.Context, l *ledgers) (*outcome, error) {
+	res, err := r.compute(ctx, l)
 	if err != nil {
 		return nil, err
 	}
-	res := r.compute(ctx, l)
 	if err := r.commit(ctx, l); err != nil {
 		return nil, err
 	}
+	out := &outcome{account: l.wallet, result: res, life: l.life, moved: l.moved}
 	if err := r.claim(ctx, l); err != nil {
-		return nil, err
+		return out, err
 	}
-	return &outcome{account: l.wallet, result: res, life: l.life, moved: l.moved}, nil
+	if err := r.writePages(ctx, l); err != nil {
+		return out, err
+	}
+	if len(l.committed) > 0 || (res.Waiting && l.wrote) {
+		out.again, out.next = true, l.continued()
+	}
+	return out, nil
 }
 
-// load reads the account, its pools and its pods, and finds the pods to
-// adopt.
+// writePages writes each page the round committed a transfer for, and
+// confirms it on the account in memory (the next round's write carries
+// it).
+func (r *CreditAccountReconciler) writePages(ctx context.Context, l *ledgers) error {
+	for _, n := range l.committed {
+		i := slices.IndexFunc(l.wallet.Status.Pending, func(t hcv1.PageTransfer) bool { return t.Page == n })
+		if i < 0 {
+			continue
+		}
+		page, err := r.pageStore().Write(ctx, l.wallet, l.wallet.Status.Pending[i].DeepCopy())
+		if err != nil {
+			return err
+		}
+		l.pages[n], l.fresh[n] = page, true
+	}
+	return nil
+}
+
+// continued is the ledgers of the next round: the objects as written, the
+// account's written pages confirmed in memory.
+func (l *ledgers) continued() *ledgers {
+	next := &ledgers{
+		wallet: l.wallet, walletBefore: l.wallet.Status.DeepCopy(),
+		pools: l.pools, poolsBefore: map[string]*hcv1.CreditAccountStatus{},
+		pods: l.pods, recorded: l.recorded, pages: l.pages, fresh: l.fresh,
+	}
+	for name, p := range l.pools {
+		next.poolsBefore[name] = p.Status.DeepCopy()
+	}
+	for _, n := range l.committed {
+		if p := l.pages[n]; p != nil {
+			_, _ = billing.Confirm(next.wallet, p) // the page as written
+		}
+	}
+	return next
+}
+
+// load reads the account, its pools, its pages (completing the transfers
+// the account holds pending) and its pods, and finds the pods to adopt.
 func (r *CreditAccountReconciler) load(ctx context.Context, key types.NamespacedName, live bool) (*ledgers, error) {
 	reader := client.Reader(r.Client)
 	if live {
@@ -207,7 +330,8 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if err := reader.Get(ctx, key, wallet); err != nil {
 		return nil, err
 	}
-	l := &ledgers{wallet: wallet, walletBefore: wallet.Status.DeepCopy()}
+	l := &ledgers{wallet: wallet, walletBefore: wallet.Status.DeepCopy(), recorded: map[string]bool{},
+		pages: map[int32]*hcv1.LedgerPage{}, fresh: map[int32]bool{}}
 	var err error
 	if l.tombstone, err = r.loadTombstone(ctx, wallet); err != nil {
 		return nil, err
@@ -215,17 +339,26 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if l.pools, l.poolsBefore, err = r.projects(ctx, reader, wallet); err != nil {
 		return nil, err
 	}
-	candidates, err := r.pods(ctx, wallet)
+	if err := l.loadPages(ctx, r.pageStore(), live); err != nil {
+		return nil, err
+	}
+	pageEntries, err := billing.PageEntries(wallet, l.pages)
 	if err != nil {
 		return nil, err
 	}
-	l.pods = billing.EntryPods(wallet, slices.Collect(maps.Values(candidates)))
+	candidates, err := r.pods(ctx, wallet, pageEntries)
+	if err != nil {
+		return nil, err
+	}
+	list := slices.Collect(maps.Values(candidates))
+	l.pods = billing.EntryPods(wallet, list)
+	maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
 	for _, pod := range l.pods {
 		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
 			l.moved = append(l.moved, pod)
 		}
 	}
-	adopt, offered, err := r.unreserved(ctx, wallet, candidates)
+	adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
 	if err != nil {
 		return nil, err
 	}
@@ -233,23 +366,52 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	for id, pod := range offered {
 		l.pods[id] = pod
 	}
-	l.awaitingRecord = r.recordUsage(ctx, wallet)
 	return l, nil
 }
 
+// loadPages reads the account's pages (live after a conflict) and
+// completes the transfers the account holds pending: each is applied to
+// its page (written) and confirmed on the account in memory.
+func (l *ledgers) loadPages(ctx context.Context, store PageStore, live bool) error {
+	a := l.wallet
+	if a.Status.Pages == 0 && len(a.Status.Pending) == 0 {
+		return nil
+	}
+	pages, err := store.Pages(ctx, a, live)
+	if err != nil {
+		return err
+	}
+	for n, p := range pages {
+		l.pages[n], l.fresh[n] = p, live
+	}
+	completed, _, err := store.Complete(ctx, a)
+	if err != nil {
+		return err
+	}
+	for n, p := range completed {
+		l.pages[n], l.fresh[n] = p, true
+	}
+	return nil
+}
+
 // compute settles the ledgers in memory: a tombstone taken over, the pure
-// billing core, then the pool's orphaned shares, the Ready condition and
-// the decision about an account being deleted.
-func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billing.Result {
+// billing core on status.servers, then the account's pages (one
+// transaction each, committed on the account, PageLimits.Pending at
+// most), the pool's orphaned shares, the Ready condition and the decision
+// about an account being deleted.
+func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) (billing.Result, error) {
 	wallet := l.wallet
 	now := r.Clock.Now()
 	l.reopen(now)
+	pageEntries, err := billing.PageEntries(wallet, l.pages)
+	if err != nil {
+		return billing.Result{}, err
+	}
 	opts := r.Options
-	opts.Seen = r.seen.observe(wallet, now, r.Options.OrphanGrace)
+	opts.Seen = r.seen.observe(wallet, pageEntries, now, r.Options.OrphanGrace)
+	l.awaitingRecord = r.recordUsage(ctx, wallet, pageEntries, l.recorded)
 	opts.AwaitingRecord = l.awaitingRecord
-	res := billing.Settle(wallet, l.pools, func(e hcv1.ServerCharge) billing.PodObservation {
-		return billing.ObserveEntry(l.pods[e.ID], e)
-	}, l.adopt, now, opts)
+	res := billing.Settle(wallet, l.pools, l.observe, l.adopt, now, opts)
 	// Whether anything changed is answered by commit (statusChanged).
 	_, wait := billing.SettleOrphans(wallet, func(owner, id string) bool {
 		return r.walletHas(ctx, wallet.Namespace, owner, id)
@@ -257,13 +419,71 @@ func (r *CreditAccountReconciler) compute(ctx context.Context, l *ledgers) billi
 	if wait > 0 && (res.RequeueAfter == 0 || wait < res.RequeueAfter) {
 		res.RequeueAfter = wait
 	}
+	pass, err := r.settlePages(ctx, l, now, opts)
+	if err != nil {
+		return billing.Result{}, err
+	}
+	res.Merge(pass.Result)
+	l.committed, l.more = pass.Committed, pass.More
+	if len(pass.Committed) > 0 {
+		var poolBalance int64
+		if pool := l.pools[wallet.Spec.Project]; pool != nil && wallet.Spec.Project != "" {
+			poolBalance = pool.Status.Balance
+		}
+		billing.UpdateCounters(wallet, now, poolBalance, opts)
+	}
 	if len(l.awaitingRecord) > 0 && (res.RequeueAfter == 0 || usageRetry < res.RequeueAfter) {
 		res.RequeueAfter = usageRetry
 	}
 	billing.SetReady(wallet, l.pools[wallet.Spec.Project], now)
-	l.release = l.deletion(now)
+	if pageEntries, err = billing.PageEntries(wallet, l.pages); err != nil {
+		return billing.Result{}, err
+	}
+	l.release = l.deletion(pageEntries, now)
 	wallet.Status.ObservedGeneration = wallet.Generation
-	return res
+	return res, nil
+}
+
+// observe is what is known about the pod of entry e.
+func (l *ledgers) observe(e hcv1.ServerCharge) billing.PodObservation {
+	return billing.ObserveEntry(l.pods[e.ID], e)
+}
+
+// settlePages runs billing.SettlePages on the account's pages. A
+// transaction is committed only on a page read live (or as written) since
+// the account was read: one from the cache may lag the account (it may
+// miss a transfer another writer committed and confirmed), and a transfer
+// built on it would carry a seq the page has reached already, its credits
+// moved and its entries never applied. So the pass is tried on a copy of
+// the account; the pages it would commit on that are not fresh are read
+// live (their ended entries' usage records written) and the pass tried
+// again, until every page it commits on is fresh.
+func (r *CreditAccountReconciler) settlePages(ctx context.Context, l *ledgers, now time.Time, opts billing.Options) (billing.PagesPass, error) {
+	for {
+		trial := l.wallet.DeepCopy()
+		pass, err := billing.SettlePages(trial, l.pages, l.observe, now, opts, r.PageLimits)
+		if err != nil {
+			return pass, err
+		}
+		stale := slices.DeleteFunc(slices.Clone(pass.Committed), func(n int32) bool { return l.fresh[n] })
+		if len(stale) == 0 {
+			trial.DeepCopyInto(l.wallet)
+			return pass, nil
+		}
+		for _, n := range stale {
+			p, err := r.pageStore().Page(ctx, l.wallet, n, true)
+			if err != nil {
+				return pass, err
+			}
+			l.pages[n], l.fresh[n] = p, true
+		}
+		entries, err := billing.PageEntries(l.wallet, l.pages)
+		if err != nil {
+			return pass, err
+		}
+		maps.Copy(l.awaitingRecord, r.recordUsage(ctx, l.wallet, entries, l.recorded))
+		opts.AwaitingRecord = l.awaitingRecord
+	}
 }
 
 // commit writes every changed status, each with the resourceVersion it was
@@ -279,7 +499,10 @@ func (r *CreditAccountReconciler) commit(ctx context.Context, l *ledgers) error 
 		}
 	}
 	if statusChanged(l.walletBefore, &l.wallet.Status) {
-		return r.Client.Status().Update(ctx, l.wallet)
+		if err := r.Client.Status().Update(ctx, l.wallet); err != nil {
+			return err
+		}
+		l.wrote = true
 	}
 	return nil
 }
@@ -319,10 +542,10 @@ func (r *CreditAccountReconciler) projects(ctx context.Context, reader client.Re
 }
 
 // pods returns the singleuser pods billed to the account, and the pods
-// named like its own entries whatever account they name now (an edit of a
-// running pod's account annotation must not take it off this ledger;
-// billing.EntryPods binds each entry to its pod).
-func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount) (map[string]*corev1.Pod, error) {
+// named like its own entries (inline and on its pages) whatever account
+// they name now (an edit of a running pod's account annotation must not
+// take it off this ledger; billing.EntryPods binds each entry to its pod).
+func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccount, pageEntries []hcv1.ServerCharge) (map[string]*corev1.Pod, error) {
 	var list corev1.PodList
 	if err := r.Client.List(ctx, &list, client.InNamespace(a.Namespace),
 		client.MatchingFields{indexer.PodAccountKey: a.Name}); err != nil {
@@ -334,7 +557,7 @@ func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccoun
 		pods[list.Items[i].Name] = &list.Items[i]
 		listed[list.Items[i].Name] = true
 	}
-	for _, e := range a.Status.Servers {
+	for _, e := range slices.Concat(a.Status.Servers, pageEntries) {
 		if e.Wallet != a.Name || listed[e.Pod] {
 			continue
 		}
@@ -362,14 +585,20 @@ func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccoun
 // when they run, and returns the others as unbillable. It also returns the
 // offered pods by adopted entry id (pods that name no account but belong
 // to this wallet among them). A pod that cannot be priced is skipped (a
-// policy that fails on it); a failed read is an error.
-func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pods map[string]*corev1.Pod) ([]billing.Unreserved, map[string]*corev1.Pod, error) {
+// policy that fails on it); a failed read is an error. A pod held by the
+// account's pages (pageEntries), or by any account's or page's ledger (the
+// indexes), is never adopted: it would be charged twice.
+func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.CreditAccount, pageEntries []hcv1.ServerCharge,
+	pods map[string]*corev1.Pod) ([]billing.Unreserved, map[string]*corev1.Pod, error) {
 	pricer := &podPricer{r: r, namespace: a.Namespace}
 	var adopt []billing.Unreserved
 	offered := map[string]*corev1.Pod{}
 	var readErr error
 	own := map[string]bool{}
 	for _, k := range billing.LedgerKeys(a) {
+		own[k] = true
+	}
+	for _, k := range billing.PageLedgerKeys(&hcv1.LedgerPage{Status: hcv1.LedgerPageStatus{Servers: pageEntries}}) {
 		own[k] = true
 	}
 	held := func(keys []string) bool {
@@ -433,7 +662,7 @@ func (r *CreditAccountReconciler) unreserved(ctx context.Context, a *hcv1.Credit
 }
 
 // heldElsewhere reports whether any account's ledger holds a server under
-// one of keys (from the cache).
+// one of keys, inline or on one of its LedgerPages (from the cache).
 func (r *CreditAccountReconciler) heldElsewhere(ctx context.Context, ns string, keys []string) (bool, error) {
 	for _, k := range keys {
 		var accts hcv1.CreditAccountList
@@ -442,6 +671,14 @@ func (r *CreditAccountReconciler) heldElsewhere(ctx context.Context, ns string, 
 			return true, err
 		}
 		if len(accts.Items) > 0 {
+			return true, nil
+		}
+		var pages hcv1.LedgerPageList
+		if err := r.Client.List(ctx, &pages, client.InNamespace(ns), client.MatchingFields{indexer.PageServerKey: k},
+			client.UnsafeDisableDeepCopy); err != nil {
+			return true, err
+		}
+		if len(pages.Items) > 0 {
 			return true, nil
 		}
 	}
@@ -615,6 +852,25 @@ func (r *CreditAccountReconciler) stop(ctx context.Context, a *hcv1.CreditAccoun
 	})
 }
 
+// PageStore reads and writes accounts' LedgerPages
+// (internal/ledgerpages.Store).
+type PageStore interface {
+	Page(ctx context.Context, account *hcv1.CreditAccount, n int32, live bool) (*hcv1.LedgerPage, error)
+	Pages(ctx context.Context, account *hcv1.CreditAccount, live bool) (map[int32]*hcv1.LedgerPage, error)
+	Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.PageTransfer) (*hcv1.LedgerPage, error)
+	Complete(ctx context.Context, account *hcv1.CreditAccount) (map[int32]*hcv1.LedgerPage, bool, error)
+}
+
+// pageStore is Pages, or a ledgerpages.Store on the reconciler's clients.
+func (r *CreditAccountReconciler) pageStore() PageStore {
+	r.pagesOnce.Do(func() {
+		if r.Pages == nil {
+			r.Pages = &ledgerpages.Store{Client: r.Client, APIReader: r.APIReader}
+		}
+	})
+	return r.Pages
+}
+
 // stopper is Stops, or (in tests that build the reconciler by hand) one
 // that stops inline.
 func (r *CreditAccountReconciler) stopper() *Stopper {
@@ -661,6 +917,15 @@ func (r *CreditAccountReconciler) SetupWithManager(mgr ctrl.Manager, workers int
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.podToLedgers)).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.unbilledPodToWallets)).
 		Watches(&hcv1.CreditAccount{}, handler.EnqueueRequestsFromMapFunc(r.accountToRelated)).
+		// A page wakes its account when entries come or go (the webhook's
+		// reservations on it; the account's own charges need no second
+		// look, as above).
+		Watches(&hcv1.LedgerPage{}, handler.EnqueueRequestsFromMapFunc(pageToAccount), builder.WithPredicates(predicate.Funcs{
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				o, n := e.ObjectOld.(*hcv1.LedgerPage), e.ObjectNew.(*hcv1.LedgerPage)
+				return !sameEntries(o.Status.Servers, n.Status.Servers)
+			},
+		})).
 		// No low priority for the initial list: after an outage, catching up
 		// on every account must not be starved by the boundaries of the
 		// accounts already done.
@@ -680,15 +945,21 @@ func lifeChanged(o, n *hcv1.CreditAccount) bool {
 // sameServers reports whether two versions of an account hold the same
 // server entries (by id).
 func sameServers(a, b *hcv1.CreditAccount) bool {
-	if len(a.Status.Servers) != len(b.Status.Servers) {
-		return false
+	return sameEntries(a.Status.Servers, b.Status.Servers)
+}
+
+// sameEntries reports whether two lists hold the same entries (by id).
+func sameEntries(a, b []hcv1.ServerCharge) bool {
+	return slices.EqualFunc(a, b, func(x, y hcv1.ServerCharge) bool { return x.ID == y.ID })
+}
+
+// pageToAccount maps a LedgerPage to its account.
+func pageToAccount(_ context.Context, o client.Object) []reconcile.Request {
+	p, ok := o.(*hcv1.LedgerPage)
+	if !ok || p.Spec.Account == "" {
+		return nil
 	}
-	for i := range a.Status.Servers {
-		if a.Status.Servers[i].ID != b.Status.Servers[i].ID {
-			return false
-		}
-	}
-	return true
+	return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: p.Spec.Account}}}
 }
 
 // podToAccounts maps a pod to the accounts it is billed to.
@@ -721,6 +992,13 @@ func (r *CreditAccountReconciler) podToLedgers(ctx context.Context, o client.Obj
 		client.UnsafeDisableDeepCopy); err == nil {
 		for i := range accts.Items {
 			add(accts.Items[i].Name)
+		}
+	}
+	var pages hcv1.LedgerPageList
+	if err := r.Client.List(ctx, &pages, client.InNamespace(o.GetNamespace()), client.MatchingFields{indexer.PageServerKey: key},
+		client.UnsafeDisableDeepCopy); err == nil {
+		for i := range pages.Items {
+			add(pages.Items[i].Spec.Account)
 		}
 	}
 	return out

@@ -697,7 +697,7 @@ func TestUnreserved(t *testing.T) {
 	env.r.Defaults = billing.DefaultPrice
 	pods := map[string]*corev1.Pod{}
 
-	adopt, adopted, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), pods)
+	adopt, adopted, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), nil, pods)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -715,7 +715,7 @@ func TestUnreserved(t *testing.T) {
 		return c.List(ctx, list, opts...)
 	}}, openAccount("alice", "alice").Obj(), unbilled)
 	env = newControllerEnv(failing, at(time.Minute))
-	if _, _, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), pods); err == nil {
+	if _, _, err := env.r.unreserved(context.Background(), openAccount("alice", "alice").Obj(), nil, pods); err == nil {
 		t.Errorf("a failed list of the user's accounts was dropped")
 	}
 }

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -105,34 +106,36 @@ func (l *ledgers) reopen(now time.Time) {
 }
 
 // deletion decides, after the settle, what happens to an account being
-// deleted: kept (DeletionHeld) while servers it funds are in its ledger,
-// else released; with the force annotation released at once, its own
-// running servers to be stopped. It reports whether to release it.
-func (l *ledgers) deletion(now time.Time) bool {
+// deleted: kept (DeletionHeld) while servers it funds are in its ledger
+// (inline or on its pages: pageEntries, as the pages show them after the
+// settle), else released; with the force annotation released at once, its
+// own running servers to be stopped. It reports whether to release it.
+func (l *ledgers) deletion(pageEntries []hcv1.ServerCharge, now time.Time) bool {
 	a := l.wallet
 	if a.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
 		return false
 	}
-	if len(a.Status.Servers) == 0 {
+	all := slices.Concat(a.Status.Servers, pageEntries)
+	if len(all) == 0 && a.Status.PagedServers == 0 {
 		return true
 	}
 	if a.Annotations[hcv1.AnnotationForceDelete] == "true" {
-		for _, e := range a.Status.Servers {
+		for _, e := range all {
 			if e.Wallet == a.Name && e.EndedAt == nil && e.PodUID != "" {
 				l.forced = append(l.forced, e)
 			}
 		}
-		l.forcedRunning = len(a.Status.Servers)
+		l.forcedRunning = max(len(all), len(a.Status.Servers)+int(a.Status.PagedServers))
 		return true
 	}
 	var pods []string
-	for _, e := range a.Status.Servers {
+	for _, e := range all {
 		if len(pods) < 5 {
 			pods = append(pods, e.Pod)
 		}
 	}
 	msg := fmt.Sprintf("Deletion held: %d server(s) funded by this account are still billed (%s); it is deleted when they end, or at once with the annotation %s=true (its own servers are then stopped).",
-		len(a.Status.Servers), strings.Join(pods, ", "), hcv1.AnnotationForceDelete)
+		max(len(all), len(a.Status.Servers)+int(a.Status.PagedServers)), strings.Join(pods, ", "), hcv1.AnnotationForceDelete)
 	was := meta.IsStatusConditionTrue(a.Status.Conditions, hcv1.ConditionDeletionHeld)
 	billing.SetCondition(a, now, hcv1.ConditionDeletionHeld, metav1.ConditionTrue, hcv1.ReasonServersRunning, msg)
 	if !was {

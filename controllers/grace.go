@@ -33,12 +33,13 @@ type accountSightings struct {
 	lagging map[string]hcv1.ServerCharge
 }
 
-// observe records the account's reservations that await their pod, and
+// observe records the account's reservations that await their pod (inline
+// and on its pages: pageEntries), and
 // forgets the others; it returns the account's clock for billing. A
 // reservation that appeared already older than the grace (its writer's
 // clock lags: without this clock it would be refunded at once) is kept for
 // takeLagging.
-func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time, grace time.Duration) *accountSightings {
+func (s *reservationsSeen) observe(a *hcv1.CreditAccount, pageEntries []hcv1.ServerCharge, now time.Time, grace time.Duration) *accountSightings {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.accounts == nil {
@@ -51,21 +52,9 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time, grace t
 		s.accounts[key] = sight
 	}
 	awaiting := make(map[string]bool, len(sight.first))
-	for i := range a.Status.Servers {
-		e := &a.Status.Servers[i]
-		if e.PodUID != "" || e.EndedAt != nil {
-			continue
-		}
-		awaiting[e.ID] = true
-		if _, ok := sight.first[e.ID]; !ok {
-			var t time.Time
-			if known {
-				t = now
-				if !now.Before(e.ReservedAt.Add(grace)) {
-					sight.lagging[e.ID] = *e
-				}
-			}
-			sight.first[e.ID] = t
+	for _, entries := range [][]hcv1.ServerCharge{a.Status.Servers, pageEntries} {
+		for i := range entries {
+			sight.see(&entries[i], known, now, grace, awaiting)
 		}
 	}
 	for id := range sight.first {
@@ -75,6 +64,24 @@ func (s *reservationsSeen) observe(a *hcv1.CreditAccount, now time.Time, grace t
 		}
 	}
 	return sight
+}
+
+// see records an entry that awaits its pod.
+func (a *accountSightings) see(e *hcv1.ServerCharge, known bool, now time.Time, grace time.Duration, awaiting map[string]bool) {
+	if e.PodUID != "" || e.EndedAt != nil {
+		return
+	}
+	awaiting[e.ID] = true
+	if _, ok := a.first[e.ID]; !ok {
+		var t time.Time
+		if known {
+			t = now
+			if !now.Before(e.ReservedAt.Add(grace)) {
+				a.lagging[e.ID] = *e
+			}
+		}
+		a.first[e.ID] = t
+	}
 }
 
 // takeLagging returns the account's lagging reservations not reported yet,

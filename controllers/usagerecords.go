@@ -60,9 +60,12 @@ func init() {
 }
 
 // recordUsage writes the UsageRecord of each server whose end the wallet,
-// as read, has committed (billing.NeedsUsageRecord), before the settle that
-// drops its entry. It returns the ids whose record is not written: Settle
-// keeps their entries, and the account is looked at again in usageRetry.
+// as read, has committed (billing.NeedsUsageRecord), inline or on its
+// pages (pageEntries, as the pages show them), before the settle that
+// drops its entry; recorded holds (and gets) the ids whose record exists,
+// not written again. It returns the ids whose record is not written:
+// Settle and SettlePage keep their entries, and the account is looked at
+// again in usageRetry.
 // The record's name comes from the reservation, so a write that already
 // happened (a retry, another replica, a run before a crash) answers
 // AlreadyExists, which is success. Without the UsageRecord API (its CRD
@@ -72,11 +75,13 @@ func init() {
 // longer than the API holds, from a pod admitted before the webhook
 // checked them, or never seen by it): retrying cannot help, and keeping the
 // entry would hold the account's deletion for ever.
-func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.CreditAccount) map[string]bool {
-	var awaiting map[string]bool
-	for i := range wallet.Status.Servers {
-		e := &wallet.Status.Servers[i]
-		if !billing.NeedsUsageRecord(wallet, e) {
+func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.CreditAccount, pageEntries []hcv1.ServerCharge,
+	recorded map[string]bool) map[string]bool {
+	awaiting := map[string]bool{}
+	entries := slices.Concat(wallet.Status.Servers, pageEntries)
+	for i := range entries {
+		e := &entries[i]
+		if recorded[e.ID] || !billing.NeedsUsageRecord(wallet, e) {
 			continue
 		}
 		rec := billing.UsageOf(wallet, e)
@@ -100,11 +105,10 @@ func (r *CreditAccountReconciler) recordUsage(ctx context.Context, wallet *hcv1.
 			usageRecords.WithLabelValues(usageFailed).Inc()
 			log.FromContext(ctx).Info("Could not write a usage record; the server's entry is kept until it is written",
 				"account", klog.KObj(wallet), "server", e.Pod, "error", err.Error())
-			if awaiting == nil {
-				awaiting = map[string]bool{}
-			}
 			awaiting[e.ID] = true
+			continue
 		}
+		recorded[e.ID] = true
 	}
 	return awaiting
 }

@@ -10,7 +10,7 @@
 //	decision.go     the price of a pod (BillingPolicies, live when the cache shows none)
 //	payer.go        who pays: the wallet (created when configured) and its project pool
 //	reservation.go  the first period paid: pool first, then the wallet
-//	reserver.go     batched, conflict-retried writes to one account
+//	reserver.go     batched, conflict-retried writes to one account and its LedgerPages
 //	patch.go        the price pinned on the pod
 package webhooks
 

@@ -87,13 +87,19 @@ func (r *Reserver) takeFromPool(ctx context.Context, ns string, res billing.Rese
 }
 
 // takeFromWallet takes the wallet's part of the price (what the pool did
-// not pay), all or nothing.
+// not pay), all or nothing. A server the wallet pays for alone (no project
+// pool: a pool for a course, billed itself) may go to a LedgerPage
+// (Reserver.Pages).
 func (r *Reserver) takeFromWallet(ctx context.Context, ns string, res billing.Reservation, poolPaid int64) (*hcv1.CreditAccount, error) {
 	_, fromWallet := billing.SplitCost(res.Price.Value, poolPaid)
-	return r.Do(ctx, key(ns, res.Wallet), func(a *hcv1.CreditAccount, now time.Time) error {
+	take := func(a *hcv1.CreditAccount, now time.Time) error {
 		_, err := billing.Take(a, res, fromWallet, fromWallet, poolPaid, now)
 		return err
-	})
+	}
+	if res.Project == "" {
+		return r.doReservation(ctx, key(ns, res.Wallet), billing.PageReservation{Reservation: res, Need: fromWallet, Want: fromWallet}, take)
+	}
+	return r.Do(ctx, key(ns, res.Wallet), take)
 }
 
 // returnPoolShare releases the pool's entry for the reservation, even when

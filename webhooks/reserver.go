@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -16,12 +17,18 @@ import (
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
+	"github.com/hubcredits/hubcredits/internal/indexer"
+	"github.com/hubcredits/hubcredits/internal/ledgerpages"
 )
 
 // The Reserver writes reservations to account status, reading an account
-// live after a conflict.
+// live after a conflict, and (with Pages) to the account's LedgerPages:
+// it reads them (from the cache, live where the cache may lag), creates a
+// new one and writes their status.
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts,verbs=get
 // +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=creditaccounts/status,verbs=get;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=ledgerpages,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=hubcredits.io,namespace=system,resources=ledgerpages/status,verbs=get;update
 
 const (
 	// defaultConflictBudget is how long a batch keeps retrying conflicts
@@ -51,18 +58,40 @@ const (
 // A conflict (another replica, or the billing controller, wrote first) is
 // retried from a live read. A request is answered only after its write
 // succeeded, so two spawns racing for the last credits can never both pass.
+//
+// With Pages, a reservation the account pays for alone (no project pool)
+// goes to a LedgerPage once the account holds PageLimits.Inline entries in
+// status.servers (billing.ReserveBatch; the protocol is billing/pages.go's).
+// A batch is then a series of rounds, each one account write: the
+// transfers of earlier writers that their pages do not show are completed
+// and confirmed (ledgerpages.Store.Complete); the round's reservations are
+// placed, one transaction per page; the account is written (the commit
+// point); then each page the round committed a transfer for is written;
+// then the round's requests are answered. Reservations a round could not
+// place (a page takes one transfer of at most hcv1.MaxReserveBatch new
+// entries per account write; status.pending holds PageLimits.Pending) go
+// into the next round.
 type Reserver struct {
 	Client client.Client
 	// APIReader reads around the cache after a conflict.
 	APIReader client.Reader
 	Clock     clock.Clock
-	// Retries bounds the attempts per batch (0: as many as Budget allows).
+	// Retries bounds the attempts per account write of a batch (0: as
+	// many as Budget allows).
 	Retries int
 	// Budget bounds the time a batch keeps retrying conflicts (0:
 	// defaultConflictBudget). Two replicas writing one account can make the
 	// same replica lose several times in a row; a count alone would turn
 	// that into a denial.
 	Budget time.Duration
+	// Pages puts reservations an account pays for alone on its
+	// LedgerPages once status.servers holds PageLimits.Inline entries
+	// (off: status.servers takes every new entry, and the billing
+	// controller moves those beyond PageLimits.Inline to pages).
+	Pages bool
+	// PageLimits bound status.servers, pages and status.pending (zero:
+	// billing.DefaultPageLimits); tests use small pages.
+	PageLimits billing.PageLimits
 
 	mu     sync.Mutex
 	queues map[types.NamespacedName]*accountQueue
@@ -75,7 +104,11 @@ type Reserver struct {
 // found it when it returns an error.
 type accountOp struct {
 	apply func(a *hcv1.CreditAccount, now time.Time) error
-	done  chan opResult
+	// page, when set, is the reservation apply makes, paid by the account
+	// alone: with Pages it is placed by billing.ReserveBatch instead (in
+	// status.servers or on a page).
+	page *billing.PageReservation
+	done chan opResult
 }
 
 type opResult struct {
@@ -94,7 +127,18 @@ var ErrAccountGone = errors.New("credit account not found")
 // returns the account as written. An error from fn is returned as is (and
 // nothing of fn's is written).
 func (r *Reserver) Do(ctx context.Context, key types.NamespacedName, fn func(a *hcv1.CreditAccount, now time.Time) error) (*hcv1.CreditAccount, error) {
-	op := &accountOp{apply: fn, done: make(chan opResult, 1)}
+	return r.do(ctx, key, &accountOp{apply: fn, done: make(chan opResult, 1)})
+}
+
+// doReservation is Do for a reservation that the account pays for alone:
+// take applies it in status.servers; with Pages, billing.ReserveBatch
+// places res there or on a page.
+func (r *Reserver) doReservation(ctx context.Context, key types.NamespacedName, res billing.PageReservation,
+	take func(a *hcv1.CreditAccount, now time.Time) error) (*hcv1.CreditAccount, error) {
+	return r.do(ctx, key, &accountOp{apply: take, page: &res, done: make(chan opResult, 1)})
+}
+
+func (r *Reserver) do(ctx context.Context, key types.NamespacedName, op *accountOp) (*hcv1.CreditAccount, error) {
 	r.mu.Lock()
 	if r.queues == nil {
 		r.queues = map[types.NamespacedName]*accountQueue{}
@@ -136,8 +180,8 @@ func (r *Reserver) drain(key types.NamespacedName, q *accountQueue) {
 	}
 }
 
-// process applies one batch to the newest copy of the account and writes
-// it, retrying conflicts within the budget, then answers every op.
+// process answers one batch: round after round (one account write
+// each) until every op is answered.
 func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
 	defer cancel()
@@ -146,16 +190,42 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 		budget = defaultConflictBudget
 	}
 	giveUp := time.Now().Add(budget)
+	known := &knownPages{}
+	for len(ops) > 0 {
+		next, err := r.round(ctx, key, ops, giveUp, known)
+		if err == nil && len(next) == len(ops) {
+			err = errors.New("no reservation of the batch could be placed on a ledger page")
+		}
+		if err != nil {
+			if apierrors.IsNotFound(err) {
+				err = ErrAccountGone
+			}
+			for _, op := range ops {
+				op.done <- opResult{err: fmt.Errorf("updating credit account %s: %w", key.Name, err)}
+			}
+			return
+		}
+		ops = next
+	}
+}
+
+// round applies ops to the newest copy of the account and writes it,
+// retrying conflicts within the budget (from scratch, from a live read);
+// then writes the pages of the transfers it committed and answers every
+// op it placed or refused. It returns the ops left for the next round.
+func (r *Reserver) round(ctx context.Context, key types.NamespacedName, ops []*accountOp, giveUp time.Time, known *knownPages) ([]*accountOp, error) {
 	var lastErr error
 	for attempt := 0; r.Retries <= 0 || attempt < r.Retries; attempt++ {
 		cur, err := r.current(ctx, key, attempt > 0)
 		if err != nil {
-			lastErr = err
-			break
+			return nil, err
 		}
-		work, errs, applied := applyBatch(cur, ops, r.Clock.Now())
-		if applied > 0 {
-			err = r.Client.Status().Update(ctx, work)
+		b, err := r.build(ctx, cur, ops, r.Clock.Now(), known)
+		if err != nil {
+			return nil, err
+		}
+		if b.changed {
+			err = r.Client.Status().Update(ctx, b.account)
 			if apierrors.IsConflict(err) {
 				recordConflict()
 				lastErr = err
@@ -166,38 +236,209 @@ func (r *Reserver) process(key types.NamespacedName, ops []*accountOp) {
 				continue
 			}
 			if err != nil {
-				lastErr = err
-				break
+				return nil, err
 			}
-			r.remember(key, work)
+			r.remember(key, b.account)
 		}
-		snapshot := work.DeepCopy()
+		r.writePages(ctx, b, known)
+		snapshot := b.account.DeepCopy()
 		for i, op := range ops {
-			op.done <- opResult{account: snapshot, err: errs[i]}
+			if !b.next[i] {
+				op.done <- opResult{account: snapshot, err: b.errs[i]}
+			}
 		}
-		return
+		var next []*accountOp
+		for i, op := range ops {
+			if b.next[i] {
+				next = append(next, op)
+			}
+		}
+		return next, nil
 	}
-	if apierrors.IsNotFound(lastErr) {
-		lastErr = ErrAccountGone
+	return nil, lastErr
+}
+
+// roundPlan is one round built on a copy of the account.
+type roundPlan struct {
+	account *hcv1.CreditAccount
+	// changed says the account must be written.
+	changed bool
+	// errs, page and next are per op: its refusal; the page its entry is
+	// on (0: status.servers, or none); placed in a later round.
+	errs []error
+	page []int32
+	next []bool
+}
+
+// build applies ops to a refreshed copy of cur: with Pages, after the
+// pending transfers are completed, the reservations the account pays for
+// alone by billing.ReserveBatch and the others by their apply.
+func (r *Reserver) build(ctx context.Context, cur *hcv1.CreditAccount, ops []*accountOp, now time.Time, known *knownPages) (*roundPlan, error) {
+	work := cur.DeepCopy()
+	billing.RefreshForAdmission(work, now)
+	b := &roundPlan{account: work, errs: make([]error, len(ops)), page: make([]int32, len(ops)), next: make([]bool, len(ops))}
+	var pages map[int32]*hcv1.LedgerPage
+	if r.Pages {
+		var err error
+		if pages, err = r.complete(ctx, work, known); err != nil {
+			return nil, err
+		}
 	}
-	for _, op := range ops {
-		op.done <- opResult{err: fmt.Errorf("updating credit account %s: %w", key.Name, lastErr)}
+	var paged []int
+	for i, op := range ops {
+		if r.Pages && op.page != nil {
+			paged = append(paged, i)
+			continue
+		}
+		if op.page != nil && (work.Status.Pages > 0 || len(work.Status.Pending) > 0) {
+			// Pages off, but the controller moved entries to pages: a
+			// retry finds its first attempt there too.
+			held, err := r.heldMoved(ctx, work, op.page.ID)
+			if err != nil {
+				return nil, err
+			}
+			if held {
+				continue
+			}
+		}
+		if b.errs[i] = op.apply(work, now); b.errs[i] == nil {
+			b.changed = true
+		}
+	}
+	if len(paged) == 0 {
+		return b, nil
+	}
+	var rs []billing.PageReservation
+	var placed []int
+	for _, i := range paged {
+		n, held, err := r.heldOnAPage(ctx, work, ops[i].page.ID)
+		if err != nil {
+			return nil, err
+		}
+		if held {
+			b.page[i] = n // a retry: its first attempt is on page n
+			continue
+		}
+		rs = append(rs, *ops[i].page)
+		placed = append(placed, i)
+	}
+	servers, pending := len(work.Status.Servers), len(work.Status.Pending)
+	// A retried reservation (the same id: the API server calling the
+	// webhook again for one request) takes nothing twice: ReserveBatch
+	// looks for it in status.servers, in the pending transfers and on the
+	// pages this batch sees (those it completed, wrote, or read to place
+	// reservations: the last page, live); heldOnAPage finds it on any
+	// other page of the account, through the cache's index of the ledger
+	// keys on pages (indexer.PageServerKey, the one the controller adopts
+	// pods by). A page is answered for only after its write, so a retry
+	// finds the entry unless it comes before the cache has seen that
+	// write.
+	out, err := billing.ReserveBatch(work, pages, func(n int32) (*hcv1.LedgerPage, error) {
+		return r.store().Page(ctx, work, n, true)
+	}, rs, now, r.pageLimits())
+	if err != nil {
+		return nil, err
+	}
+	for j, i := range placed {
+		b.errs[i], b.page[i], b.next[i] = out[j].Err, out[j].Page, out[j].Next
+	}
+	b.changed = b.changed || len(work.Status.Servers) != servers || len(work.Status.Pending) != pending
+	return b, nil
+}
+
+// heldOnAPage finds reservation id on a page of account in the cache's
+// index of the ledger keys on pages.
+func (r *Reserver) heldOnAPage(ctx context.Context, account *hcv1.CreditAccount, id string) (int32, bool, error) {
+	var list hcv1.LedgerPageList
+	if err := r.Client.List(ctx, &list, client.InNamespace(account.Namespace), client.MatchingFields{indexer.PageServerKey: id}); err != nil {
+		return 0, false, fmt.Errorf("looking for reservation %s on ledger pages: %w", id, err)
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		n, err := billing.PageNumber(account.Name, p)
+		if err != nil {
+			continue // another account's page
+		}
+		if slices.ContainsFunc(p.Status.Servers, func(e hcv1.ServerCharge) bool { return e.ID == id }) {
+			return n, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// heldMoved finds reservation id in the entries account's pending
+// transfers add, or on one of its pages.
+func (r *Reserver) heldMoved(ctx context.Context, account *hcv1.CreditAccount, id string) (bool, error) {
+	if slices.Contains(billing.LedgerKeys(account), id) {
+		return true, nil
+	}
+	_, held, err := r.heldOnAPage(ctx, account, id)
+	return held, err
+}
+
+// complete confirms on work the transfers of pages this batch wrote, and
+// completes the rest (ledgerpages.Store.Complete). It returns the pages it
+// knows, completed and at least as new as work: a transaction may be built
+// on them.
+func (r *Reserver) complete(ctx context.Context, work *hcv1.CreditAccount, known *knownPages) (map[int32]*hcv1.LedgerPage, error) {
+	pages := map[int32]*hcv1.LedgerPage{}
+	if known.account == work.ResourceVersion {
+		// The account as this batch wrote it: nobody else committed on
+		// it, so no page moved past the copy this batch wrote.
+		for n, p := range known.pages {
+			if _, err := billing.Confirm(work, p); err != nil {
+				return nil, err
+			}
+			pages[n] = p
+		}
+	}
+	completed, _, err := r.store().Complete(ctx, work)
+	if err != nil {
+		return nil, err
+	}
+	for n, p := range completed {
+		pages[n] = p
+	}
+	return pages, nil
+}
+
+// writePages writes the page of every transfer b's account holds (those
+// its round committed: the earlier ones were completed first) and fails
+// the ops whose entries are on a page whose write failed. The account's
+// next writer completes that page.
+func (r *Reserver) writePages(ctx context.Context, b *roundPlan, known *knownPages) {
+	known.account, known.pages = b.account.ResourceVersion, map[int32]*hcv1.LedgerPage{}
+	for i := range b.account.Status.Pending {
+		t := &b.account.Status.Pending[i]
+		p, err := r.store().Write(ctx, b.account, t)
+		if err == nil {
+			known.pages[t.Page] = p
+			continue
+		}
+		for j := range b.errs {
+			if b.page[j] == t.Page && b.errs[j] == nil && !b.next[j] {
+				b.errs[j] = err
+			}
+		}
 	}
 }
 
-// applyBatch applies ops in order to a refreshed copy of cur. It returns
-// the copy, each op's error, and how many ops changed it.
-func applyBatch(cur *hcv1.CreditAccount, ops []*accountOp, now time.Time) (*hcv1.CreditAccount, []error, int) {
-	work := cur.DeepCopy()
-	billing.RefreshForAdmission(work, now)
-	errs := make([]error, len(ops))
-	applied := 0
-	for i, op := range ops {
-		if errs[i] = op.apply(work, now); errs[i] == nil {
-			applied++
-		}
+// knownPages are the pages a batch wrote in its last round, for the
+// account as it wrote it (resourceVersion account).
+type knownPages struct {
+	account string
+	pages   map[int32]*hcv1.LedgerPage
+}
+
+func (r *Reserver) store() *ledgerpages.Store {
+	return &ledgerpages.Store{Client: r.Client, APIReader: r.APIReader}
+}
+
+func (r *Reserver) pageLimits() billing.PageLimits {
+	if r.PageLimits == (billing.PageLimits{}) {
+		return billing.DefaultPageLimits
 	}
-	return work, errs, applied
+	return r.PageLimits
 }
 
 // pauseBeforeRetry waits a little, at random, so two replicas stop

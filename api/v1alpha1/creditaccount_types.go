@@ -358,6 +358,18 @@ type AppliedAmount struct {
 	Amount int64 `json:"amount"`
 }
 
+// PageDue is when the next charge of a page's servers is due.
+type PageDue struct {
+	// page is the page's number n (its name is <account>-<n>).
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	Page int32 `json:"page"`
+	// at is the earliest paidThrough of the page's running servers that
+	// are not free.
+	// +required
+	At metav1.MicroTime `json:"at"`
+}
+
 // CreditAccountStatus is the account's ledger, kept by the operator.
 type CreditAccountStatus struct {
 	// openedAt is when the operator opened the ledger (set the initial
@@ -423,6 +435,68 @@ type CreditAccountStatus struct {
 	// +listType=map
 	// +listMapKey=id
 	Servers []ServerCharge `json:"servers,omitempty"`
+
+	// pages is the number of LedgerPages (<account>-1 .. <account>-<pages>)
+	// that continue status.servers once it holds 64 entries (a pool for a
+	// course). 0: the account keeps every entry in status.servers.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=256
+	Pages int32 `json:"pages,omitempty"`
+
+	// pagedServers is the number of server entries on the account's pages,
+	// those of status.pending not applied yet included.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedServers int32 `json:"pagedServers,omitempty"`
+
+	// pagedPaid is what the account has paid for the servers on its pages
+	// (the sum of their entries' paid, status.pending's not applied yet
+	// included).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedPaid int64 `json:"pagedPaid,omitempty"`
+
+	// pagedRunning is the number of servers on the account's pages that
+	// run (started, no stop requested, not ended), status.pending's not
+	// applied yet included. runningServers counts them with those of
+	// status.servers.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedRunning int32 `json:"pagedRunning,omitempty"`
+
+	// pagedCost is what the servers of pagedRunning cost per period
+	// together (the sum of their billingValue).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedCost int64 `json:"pagedCost,omitempty"`
+
+	// pagedStopping is the number of servers on the account's pages whose
+	// stop was requested and that have not ended yet.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PagedStopping int32 `json:"pagedStopping,omitempty"`
+
+	// pagedDue holds, for each page with a running server that is not
+	// free, the earliest boundary up to which its servers are paid (the
+	// next charge of the page is due then), rounded up to microseconds;
+	// status.pending's not applied yet included. Each page transaction
+	// sets its page's; nothing else changes them.
+	// +optional
+	// +listType=map
+	// +listMapKey=page
+	// +kubebuilder:validation:MaxItems=256
+	PagedDue []PageDue `json:"pagedDue,omitempty"`
+
+	// pending are the transactions on pages that this account committed
+	// (their credits moved here) and that the page may not show yet: at
+	// most one per page. Whoever reads the account next applies each to its
+	// page (when the page's status.seq is one behind) and then drops it.
+	// +optional
+	// +listType=map
+	// +listMapKey=page
+	// +kubebuilder:validation:MaxItems=8
+	Pending []PageTransfer `json:"pending,omitempty"`
 
 	// runningServers is the number of servers currently running on this account.
 	// +optional

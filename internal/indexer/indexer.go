@@ -47,6 +47,10 @@ const (
 	// adopted only when no ledger holds it, and wakes the account that
 	// holds it whatever its annotations say now.
 	AccountServerKey = "hubcredits.io/server"
+	// PageServerKey indexes LedgerPages by the servers they hold
+	// (billing.PageLedgerKeys), as AccountServerKey does accounts: a pod
+	// whose entry is on a page is held, never adopted (charged twice).
+	PageServerKey = "hubcredits.io/page-server"
 )
 
 // index is one field index.
@@ -64,6 +68,7 @@ var indexes = []index{
 	{func() client.Object { return &corev1.Pod{} }, PodAccountKey, PodAccounts},
 	{func() client.Object { return &corev1.Pod{} }, UnbilledPodUserKey, UnbilledPodUser},
 	{func() client.Object { return &hcv1.CreditAccount{} }, AccountServerKey, AccountServers},
+	{func() client.Object { return &hcv1.LedgerPage{} }, PageServerKey, PageServers},
 }
 
 // Informers is where Setup registers the indexes: the manager's cache.
@@ -198,6 +203,11 @@ func AccountProject(o client.Object) []string {
 // AccountServers is the AccountServerKey extractor.
 func AccountServers(o client.Object) []string {
 	return billing.LedgerKeys(o.(*hcv1.CreditAccount))
+}
+
+// PageServers is the PageServerKey extractor.
+func PageServers(o client.Object) []string {
+	return billing.PageLedgerKeys(o.(*hcv1.LedgerPage))
 }
 
 // PodAccounts is the PodAccountKey extractor: the account a pod is billed

@@ -127,6 +127,7 @@ func TestEveryIndexIsServed(t *testing.T) {
 		"*v1.Pod": {"field:" + PodAccountKey, "field:" + UnbilledPodUserKey, toolscache.NamespaceIndex},
 		"*v1alpha1.CreditAccount": {"field:" + AccountGroupsKey, "field:" + AccountProjectKey,
 			"field:" + AccountServerKey, "field:" + AccountUsersKey, toolscache.NamespaceIndex},
+		"*v1alpha1.LedgerPage": {"field:" + PageServerKey, toolscache.NamespaceIndex},
 	}
 	for kind, names := range want {
 		if got[kind] == nil {
@@ -182,6 +183,18 @@ func TestEveryIndexIsServed(t *testing.T) {
 		if err := c.List(ctx, &pods, client.MatchingFields{key: "x"}); err != nil {
 			t.Errorf("listing pods by %s: %v", key, err)
 		}
+	}
+	var pages hcv1.LedgerPageList
+	if err := c.List(ctx, &pages, client.InNamespace("hub"), client.MatchingFields{PageServerKey: "x"}); err != nil {
+		t.Errorf("listing ledger pages by %s: %v", PageServerKey, err)
+	}
+}
+
+// PageServers indexes a page by its entries' ids and bound pod UIDs.
+func TestPageServers(t *testing.T) {
+	p := &hcv1.LedgerPage{Status: hcv1.LedgerPageStatus{Servers: []hcv1.ServerCharge{{ID: "r1", PodUID: "u1"}, {ID: "r2"}}}}
+	if d := cmp.Diff([]string{"r1", "uid:u1", "r2"}, PageServers(p)); d != "" {
+		t.Errorf("PageServers (-want +got):\n%s", d)
 	}
 }
 

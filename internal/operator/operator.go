@@ -38,7 +38,16 @@ type Options struct {
 	SingleuserSelector labels.Selector
 	Defaults           billing.Defaults
 	Billing            billing.Options
-	AutoCreate         *webhooks.WalletTemplate
+	// PageLimits bound where ledger entries go: inline, per LedgerPage,
+	// pending per account write (zero: billing.DefaultPageLimits; tests
+	// set small ones).
+	PageLimits billing.PageLimits
+	// LedgerPages lets the webhook put the servers an account pays for
+	// alone on its LedgerPages once status.servers holds
+	// PageLimits.Inline entries (--ledger-pages; off: every reservation
+	// is kept in status.servers).
+	LedgerPages bool
+	AutoCreate  *webhooks.WalletTemplate
 	// AutoCreatePerMinute bounds the wallets AutoCreate and the
 	// CreditAccountTemplates make per minute and replica (0: no limit).
 	// With a Hub API, a wallet is also created only for a user the hub
@@ -245,8 +254,9 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 		return err
 	}
 	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
-		Reader:           mgr.GetClient(),
-		Reserver:         &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock},
+		Reader: mgr.GetClient(),
+		Reserver: &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+			Pages: o.LedgerPages, PageLimits: o.PageLimits},
 		Clock:            o.Clock,
 		Policies:         policies,
 		Defaults:         o.Defaults,
@@ -299,7 +309,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
 		Policies: policies, Defaults: o.Defaults, UnbillablePods: o.UnbillablePods,
-		TombstoneConfigMap: o.TombstoneConfigMap,
+		TombstoneConfigMap: o.TombstoneConfigMap, PageLimits: o.PageLimits,
 	}
 	if err := acct.SetupWithManager(mgr, o.Workers); err != nil {
 		return err

@@ -23,7 +23,7 @@ import (
 func New(funcs *interceptor.Funcs, objs ...client.Object) client.WithWatch {
 	b := fake.NewClientBuilder().
 		WithScheme(scheme.New()).
-		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{})
+		WithStatusSubresource(&hcv1.CreditAccount{}, &hcv1.BillingPolicy{}, &hcv1.LedgerPage{})
 	b = indexer.WithIndexes(b).WithObjects(objs...)
 	if funcs != nil {
 		b = b.WithInterceptorFuncs(*funcs)
