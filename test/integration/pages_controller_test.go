@@ -56,7 +56,7 @@ func newPagedBilling(t *testing.T, ns string, now time.Time, limits billing.Page
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := indexer.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+	if err := indexer.Setup(ctx, mgr.GetCache()); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
