@@ -56,6 +56,8 @@ func memCache(tb testing.TB, o Options, lists map[string][]byte, indexed bool) (
 	mapper.Add(hcv1.GroupVersion.WithKind("CreditAccount"), meta.RESTScopeNamespace)
 	mapper.Add(corev1.SchemeGroupVersion.WithKind("PodList"), meta.RESTScopeNamespace)
 	mapper.Add(hcv1.GroupVersion.WithKind("CreditAccountList"), meta.RESTScopeNamespace)
+	mapper.Add(hcv1.GroupVersion.WithKind("LedgerPage"), meta.RESTScopeNamespace)
+	mapper.Add(hcv1.GroupVersion.WithKind("LedgerPageList"), meta.RESTScopeNamespace)
 	decoder := serializer.NewCodecFactory(s).UniversalDeserializer()
 	co := CacheOptions(o)
 	co.Scheme, co.Mapper = s, mapper
@@ -168,7 +170,7 @@ func billedServer(ns string, i int) (*corev1.Pod, *hcv1.CreditAccount) {
 }
 
 // encodeLists returns the JSON lists memCache serves.
-func encodeLists(tb testing.TB, pods []corev1.Pod, accounts []hcv1.CreditAccount) map[string][]byte {
+func encodeLists(tb testing.TB, pods []corev1.Pod, accounts []hcv1.CreditAccount, pages []hcv1.LedgerPage) map[string][]byte {
 	tb.Helper()
 	pl, err := json.Marshal(&corev1.PodList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PodList"},
 		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: pods})
@@ -180,7 +182,12 @@ func encodeLists(tb testing.TB, pods []corev1.Pod, accounts []hcv1.CreditAccount
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return map[string][]byte{"Pod": pl, "CreditAccount": al}
+	ll, err := json.Marshal(&hcv1.LedgerPageList{TypeMeta: metav1.TypeMeta{APIVersion: hcv1.GroupVersion.String(), Kind: "LedgerPageList"},
+		ListMeta: metav1.ListMeta{ResourceVersion: "1"}, Items: pages})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return map[string][]byte{"Pod": pl, "CreditAccount": al, "LedgerPage": ll}
 }
 
 // serverLists are the lists of n billed servers' pods and accounts
@@ -192,7 +199,7 @@ func serverLists(tb testing.TB, ns string, n int) map[string][]byte {
 		p, a := billedServer(ns, i)
 		pods[i], accounts[i] = *p, *a
 	}
-	return encodeLists(tb, pods, accounts)
+	return encodeLists(tb, pods, accounts, nil)
 }
 
 // BenchmarkCacheRetained reports the heap the operator's informer cache
@@ -230,7 +237,7 @@ func BenchmarkCacheRetained(b *testing.B) {
 // in two namespaces (a list must not cross them), both with a cache of
 // all namespaces and with one restricted to the hub's (--namespace).
 func TestCacheIndexes(t *testing.T) {
-	objects := func(ns string) ([]corev1.Pod, []hcv1.CreditAccount) {
+	objects := func(ns string) ([]corev1.Pod, []hcv1.CreditAccount, []hcv1.LedgerPage) {
 		var pods []corev1.Pod
 		var accounts []hcv1.CreditAccount
 		for i := range 3 {
@@ -254,9 +261,19 @@ func TestCacheIndexes(t *testing.T) {
 		pods[3].Name, pods[3].UID = "jupyter-profile", types.UID(ns+"-profile")
 		delete(pods[3].Annotations, hcv1.AnnotationAccount)
 		pods[3].Labels[hcv1.LabelAccount] = "lab"
-		return pods, accounts
+		// The lab pool's first ledger page holds the profile pod's server
+		// and a reservation whose pod is not bound yet.
+		page := hcv1.LedgerPage{
+			ObjectMeta: metav1.ObjectMeta{Name: "lab-1", Namespace: ns, UID: types.UID(ns + "-lab-1"), ResourceVersion: "1"},
+			Spec:       hcv1.LedgerPageSpec{Account: "lab"},
+			Status: hcv1.LedgerPageStatus{Servers: []hcv1.ServerCharge{
+				{ID: "paged-a", Pod: pods[3].Name, PodUID: pods[3].UID, Wallet: "lab"},
+				{ID: "paged-b", Pod: "jupyter-next", Wallet: "lab"},
+			}},
+		}
+		return pods, accounts, []hcv1.LedgerPage{page}
 	}
-	check := func(t *testing.T, c cache.Cache, pods []corev1.Pod, accounts []hcv1.CreditAccount) {
+	check := func(t *testing.T, c cache.Cache, pods []corev1.Pod, accounts []hcv1.CreditAccount, pages []hcv1.LedgerPage) {
 		ctx := context.Background()
 		var podObjs, accountObjs []client.Object
 		for i := range pods {
@@ -264,6 +281,10 @@ func TestCacheIndexes(t *testing.T) {
 		}
 		for i := range accounts {
 			accountObjs = append(accountObjs, &accounts[i])
+		}
+		var pageObjs []client.Object
+		for i := range pages {
+			pageObjs = append(pageObjs, &pages[i])
 		}
 		keys := map[string]struct {
 			extract client.IndexerFunc
@@ -275,6 +296,7 @@ func TestCacheIndexes(t *testing.T) {
 			indexer.AccountServerKey:   {indexer.AccountServers, accountObjs},
 			indexer.PodAccountKey:      {indexer.PodAccounts, podObjs},
 			indexer.UnbilledPodUserKey: {indexer.UnbilledPodUser, podObjs},
+			indexer.PageServerKey:      {indexer.PageServers, pageObjs},
 		}
 		lists := 0
 		for key, ix := range keys {
@@ -303,6 +325,14 @@ func TestCacheIndexes(t *testing.T) {
 					for _, p := range l.Items {
 						got = append(got, p.Name)
 					}
+				case *hcv1.LedgerPage:
+					var l hcv1.LedgerPageList
+					if err := c.List(ctx, &l, client.InNamespace(k[0]), client.MatchingFields{key: k[1]}); err != nil {
+						t.Fatalf("listing ledger pages by %s=%s in %s: %v", key, k[1], k[0], err)
+					}
+					for _, p := range l.Items {
+						got = append(got, p.Name)
+					}
 				default:
 					var l hcv1.CreditAccountList
 					if err := c.List(ctx, &l, client.InNamespace(k[0]), client.MatchingFields{key: k[1]}); err != nil {
@@ -320,7 +350,7 @@ func TestCacheIndexes(t *testing.T) {
 			}
 			// A value no object has finds nothing.
 			var l hcv1.CreditAccountList
-			if _, isPod := kindOf.(*corev1.Pod); !isPod {
+			if _, isAccount := kindOf.(*hcv1.CreditAccount); isAccount {
 				if err := c.List(ctx, &l, client.InNamespace(kindOf.GetNamespace()), client.MatchingFields{key: "nobody"}); err != nil || len(l.Items) != 0 {
 					t.Errorf("list by %s=nobody: %d accounts, %v", key, len(l.Items), err)
 				}
@@ -332,9 +362,12 @@ func TestCacheIndexes(t *testing.T) {
 		// rather than finding nothing. Other lists across namespaces work.
 		for key, ix := range keys {
 			var err error
-			if _, isPod := ix.objs[0].(*corev1.Pod); isPod {
+			switch ix.objs[0].(type) {
+			case *corev1.Pod:
 				err = c.List(ctx, &corev1.PodList{}, client.MatchingFields{key: "user-00000"})
-			} else {
+			case *hcv1.LedgerPage:
+				err = c.List(ctx, &hcv1.LedgerPageList{}, client.MatchingFields{key: "user-00000"})
+			default:
 				err = c.List(ctx, &hcv1.CreditAccountList{}, client.MatchingFields{key: "user-00000"})
 			}
 			if err == nil || !strings.Contains(err.Error(), "needs a namespace") {
@@ -348,17 +381,17 @@ func TestCacheIndexes(t *testing.T) {
 	}
 
 	t.Run("all namespaces", func(t *testing.T) {
-		p1, a1 := objects("jhub")
-		p2, a2 := objects("other")
-		pods, accounts := slices.Concat(p1, p2), slices.Concat(a1, a2)
-		c, stop := memCache(t, Options{}, encodeLists(t, pods, accounts), true)
+		p1, a1, l1 := objects("jhub")
+		p2, a2, l2 := objects("other")
+		pods, accounts, pages := slices.Concat(p1, p2), slices.Concat(a1, a2), slices.Concat(l1, l2)
+		c, stop := memCache(t, Options{}, encodeLists(t, pods, accounts, pages), true)
 		defer stop()
-		check(t, c, pods, accounts)
+		check(t, c, pods, accounts, pages)
 	})
 	t.Run("the hub's namespace", func(t *testing.T) {
-		pods, accounts := objects("jhub")
-		c, stop := memCache(t, Options{Namespace: "jhub"}, encodeLists(t, pods, accounts), true)
+		pods, accounts, pages := objects("jhub")
+		c, stop := memCache(t, Options{Namespace: "jhub"}, encodeLists(t, pods, accounts, pages), true)
 		defer stop()
-		check(t, c, pods, accounts)
+		check(t, c, pods, accounts, pages)
 	})
 }
