@@ -182,7 +182,7 @@ func (f *flags) options() (operator.Options, error) {
 		UnbillablePods:     f.unbillablePods,
 		TombstoneConfigMap: f.tombstones,
 		UsageRetention:     f.usageRetention,
-		LedgerPages:        f.ledgerPages,
+		InlineOnly:         !f.ledgerPages,
 	}
 	if f.creators != "" {
 		o.Creators = strings.Split(f.creators, ",")

@@ -42,12 +42,13 @@ type Options struct {
 	// pending per account write (zero: billing.DefaultPageLimits; tests
 	// set small ones).
 	PageLimits billing.PageLimits
-	// LedgerPages lets the webhook put the servers an account pays for
-	// alone on its LedgerPages once status.servers holds
-	// PageLimits.Inline entries (--ledger-pages; off: every reservation
-	// is kept in status.servers).
-	LedgerPages bool
-	AutoCreate  *webhooks.WalletTemplate
+	// InlineOnly keeps every reservation in the account's status.servers
+	// (--ledger-pages=false). By default (false) the webhook puts the
+	// servers an account pays for alone on its LedgerPages once
+	// status.servers holds PageLimits.Inline entries; the billing
+	// controllers settle pages either way.
+	InlineOnly bool
+	AutoCreate *webhooks.WalletTemplate
 	// AutoCreatePerMinute bounds the wallets AutoCreate and the
 	// CreditAccountTemplates make per minute and replica (0: no limit).
 	// With a Hub API, a wallet is also created only for a user the hub
@@ -256,7 +257,7 @@ func setupWebhooks(ctx context.Context, mgr manager.Manager, o Options, policies
 	webhooks.SetupPodWebhook(mgr, &webhooks.PodAdmitter{
 		Reader: mgr.GetClient(),
 		Reserver: &webhooks.Reserver{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
-			Pages: o.LedgerPages, PageLimits: o.PageLimits},
+			Pages: !o.InlineOnly, PageLimits: o.PageLimits},
 		Clock:            o.Clock,
 		Policies:         policies,
 		Defaults:         o.Defaults,

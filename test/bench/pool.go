@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
+	"github.com/hubcredits/hubcredits/billing"
 	"github.com/hubcredits/hubcredits/internal/testutil"
 )
 
@@ -246,15 +248,17 @@ func (b *bench) pool(ctx context.Context) error {
 	for _, p := range pods {
 		byPod[p.Name] = true
 	}
-	var pool hcv1.CreditAccount
+	var pool *hcv1.CreditAccount
+	var all []hcv1.ServerCharge
+	var pages map[int32]*hcv1.LedgerPage
 	var seen, over, entries, orphans int
 	var allAt time.Duration
 	for {
-		if err := b.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: poolName}, &pool); err != nil {
+		if pool, pages, all, err = b.poolLedger(ctx, ns); err != nil {
 			return err
 		}
 		seen, over, entries, orphans = 0, 0, 0, 0
-		for _, e := range pool.Status.Servers {
+		for _, e := range all {
 			if !byPod[e.Pod] {
 				orphans++ // a reservation whose spawn failed: refunded after the grace, never charged
 				continue
@@ -286,7 +290,7 @@ func (b *bench) pool(ctx context.Context) error {
 	// paid amount is its periods at the price (1 credit).
 	var sumPaid int64
 	badEntries := 0
-	for _, e := range pool.Status.Servers {
+	for _, e := range all {
 		sumPaid += e.Paid
 		if e.Paid != e.PeriodsPaid*e.BillingValue {
 			badEntries++
@@ -295,10 +299,16 @@ func (b *bench) pool(ctx context.Context) error {
 	st := pool.Status
 	conserved := poolCredit+st.TotalGranted+st.TotalToppedUp+st.TotalAdjusted-st.TotalCharged+st.TotalRefunded == st.Balance
 	held := st.TotalCharged - st.TotalRefunded
-	exact := conserved && badEntries == 0 && sumPaid == held
-	b.rep.add(sc, "P6: ledger exact (balance = initial − charged + refunded; Σ entries paid = charged − refunded)",
-		fmt.Sprintf("%s (balance %d, charged %d, refunded %d, Σ paid %d)", yesNo(exact), st.Balance, st.TotalCharged, st.TotalRefunded, sumPaid),
-		"exact", boolVerdict(exact, "not exact"))
+	pagedErr := billing.CheckPaged(pool, pages)
+	exact := conserved && badEntries == 0 && sumPaid == held && pagedErr == nil
+	exactCause := "not exact"
+	if pagedErr != nil {
+		exactCause = pagedErr.Error()
+	}
+	b.rep.add(sc, "P6: ledger exact (balance = initial − charged + refunded; Σ entries paid, inline and on pages = charged − refunded; the pool's page aggregates match its pages)",
+		fmt.Sprintf("%s (balance %d, charged %d, refunded %d, Σ paid %d; %d inline, %d on %d pages)", yesNo(exact), st.Balance, st.TotalCharged, st.TotalRefunded, sumPaid,
+			len(st.Servers), len(all)-len(st.Servers), len(pages)),
+		"exact", boolVerdict(exact, exactCause))
 
 	var t strings.Builder
 	fmt.Fprintf(&t, "One pool `%s` (spec.users: %d names; spec.groups: [%s], which the other users reach through the `hubcredits.io/groups` annotation), "+
@@ -370,3 +380,47 @@ func durText(d time.Duration) string {
 }
 
 func kib(n int) string { return fmt.Sprintf("%.1f KiB", float64(n)/1024) }
+
+// poolLedger reads the pool and its LedgerPages as one consistent view
+// (the pool read again after its pages, until it did not change between):
+// the pool, its pages by number, and every entry, inline then on the pages
+// as they are once the pool's pending transfers are applied.
+func (b *bench) poolLedger(ctx context.Context, ns string) (*hcv1.CreditAccount, map[int32]*hcv1.LedgerPage, []hcv1.ServerCharge, error) {
+	for attempt := 0; ; attempt++ {
+		pool := &hcv1.CreditAccount{}
+		if err := b.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: poolName}, pool); err != nil {
+			return nil, nil, nil, err
+		}
+		var list hcv1.LedgerPageList
+		if err := b.c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return nil, nil, nil, err
+		}
+		again := &hcv1.CreditAccount{}
+		if err := b.c.Get(ctx, client.ObjectKey{Namespace: ns, Name: poolName}, again); err != nil {
+			return nil, nil, nil, err
+		}
+		if again.ResourceVersion != pool.ResourceVersion && attempt < 20 {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		pages := map[int32]*hcv1.LedgerPage{}
+		all := slices.Clone(pool.Status.Servers)
+		for i := range list.Items {
+			p := &list.Items[i]
+			if p.Spec.Account != poolName {
+				continue
+			}
+			n, err := billing.PageNumber(poolName, p)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			view, err := billing.PageView(pool, p)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			pages[n] = p
+			all = append(all, view.Status.Servers...)
+		}
+		return pool, pages, all, nil
+	}
+}
