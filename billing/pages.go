@@ -182,14 +182,19 @@ func PageNumber(account string, p *hcv1.LedgerPage) (int32, error) {
 
 // NewPage is page n of account as it is created (whoever first needs it
 // creates it; the name is the arbiter), and as a reader takes a page that
-// does not exist yet: empty, at seq 0.
+// does not exist yet: empty, at seq 0, owned by the account and with the
+// finalizer hcv1.FinalizerLedger.
 func NewPage(account *hcv1.CreditAccount, n int32) (*hcv1.LedgerPage, error) {
 	name := PageName(account.Name, n)
 	if n < 1 || len(name) > 253 {
 		return nil, fmt.Errorf("account %q cannot have a ledger page %d (name %q: n ≥ 1, at most 253 characters)", account.Name, n, name)
 	}
 	p := &hcv1.LedgerPage{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: account.Namespace},
+		// The finalizer keeps the page, and the entries only it holds, until
+		// its account is released (controllers: the account's release): a
+		// foreground deletion of the account deletes its dependents while
+		// the account's own finalizer still holds it.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: account.Namespace, Finalizers: []string{hcv1.FinalizerLedger}},
 		Spec:       hcv1.LedgerPageSpec{Account: account.Name},
 	}
 	if account.UID != "" {

@@ -149,7 +149,7 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		if apierrors.IsNotFound(err) && out == nil {
 			r.seen.forget(req.NamespacedName)
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, r.releaseOrphanedPages(ctx, req.NamespacedName)
 		}
 		if err != nil {
 			return ctrl.Result{}, err
@@ -859,6 +859,26 @@ type PageStore interface {
 	Pages(ctx context.Context, account *hcv1.CreditAccount, live bool) (map[int32]*hcv1.LedgerPage, error)
 	Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.PageTransfer) (*hcv1.LedgerPage, error)
 	Complete(ctx context.Context, account *hcv1.CreditAccount) (map[int32]*hcv1.LedgerPage, bool, error)
+	Release(ctx context.Context, account *hcv1.CreditAccount) error
+}
+
+// releaseOrphanedPages releases the pages left by an account that is gone
+// without its release (its finalizer removed by hand): they carry the
+// finalizer hcv1.FinalizerLedger, and their owner's garbage collection
+// would wait on it for ever. The cache says whether there are any; the
+// store reads them live.
+func (r *CreditAccountReconciler) releaseOrphanedPages(ctx context.Context, key types.NamespacedName) error {
+	var pages hcv1.LedgerPageList
+	if err := r.Client.List(ctx, &pages, client.InNamespace(key.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(pages.Items, func(p hcv1.LedgerPage) bool {
+		return p.Spec.Account == key.Name && controllerutil.ContainsFinalizer(&p, hcv1.FinalizerLedger)
+	}) {
+		return nil
+	}
+	gone := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	return r.pageStore().Release(ctx, gone)
 }
 
 // pageStore is Pages, or a ledgerpages.Store on the reconciler's clients.
