@@ -154,6 +154,11 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		if err != nil {
 			return ctrl.Result{}, err
 		}
+		if a := out.account; a.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
+			// Let go (its tombstone written), and held by another
+			// finalizer: a foreground deletion waits for its pages.
+			return ctrl.Result{}, r.pageStore().Release(ctx, a)
+		}
 		if !out.again || round+1 >= maxRounds {
 			break
 		}

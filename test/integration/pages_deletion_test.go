@@ -129,3 +129,60 @@ func TestPagesOutliveAForegroundDeletion(t *testing.T) {
 		}
 	}
 }
+
+// TestPagesOfAnAccountGoneWithoutItsRelease: an account whose finalizer
+// an admin removed by hand goes without its release; its pages, which
+// hold their own finalizer, are released by the next pass for the name
+// (else its garbage collection would wait on them for ever).
+func TestPagesOfAnAccountGoneWithoutItsRelease(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	createPolicy(t, testutil.MakePolicy(ns, "course").Value(10).Every(time.Minute).Obj())
+	users := []string{"x0", "x1"}
+	createAccount(t, testutil.MakeAccount(ns, "lab", users...).Cap(100000).InitialBalance(1000).Obj())
+	t0 := time.Now().Truncate(time.Second)
+	b := newPagedBilling(t, ns, t0, billing.PageLimits{Inline: 1, PerPage: 2, Pending: 8})
+	b.settled(t, ns, "lab")
+	for _, u := range users {
+		p := testutil.MakeKubeSpawnerPod(ns, u, "").Obj()
+		p.Spec.NodeName = "node-1"
+		if err := createPod(p); err != nil {
+			t.Fatalf("spawn of %s refused: %v", p.Name, err)
+		}
+		setRunning(t, p, t0)
+	}
+	b.clock.SetTime(t0.Add(5 * time.Second))
+	b.settled(t, ns, "lab")
+	a := testutil.GetAccount(t, k8s, ns, "lab")
+	pages := livePages(t, a)
+	if len(pages) != 1 {
+		t.Fatalf("%d pages, want 1", len(pages))
+	}
+	before := a.DeepCopy()
+	a.Finalizers = nil
+	if err := k8s.Patch(ctx, a, client.MergeFrom(before)); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 10*time.Second, func() error {
+		err := b.r.Client.Get(ctx, client.ObjectKeyFromObject(a), &hcv1.CreditAccount{})
+		if !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the account in the cache: %v", err)
+		}
+		return nil
+	})
+	if _, err := b.reconcile(t, ns, "lab"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pages {
+		got := &hcv1.LedgerPage{}
+		if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), got); err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Finalizers) != 0 {
+			t.Errorf("page %s of the account gone: finalizers %v, want none", p.Name, got.Finalizers)
+		}
+	}
+}
