@@ -347,32 +347,72 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if err := l.loadPages(ctx, r.pageStore(), live); err != nil {
 		return nil, err
 	}
-	pageEntries, err := billing.PageEntries(wallet, l.pages)
-	if err != nil {
-		return nil, err
+	for {
+		pageEntries, err := billing.PageEntries(wallet, l.pages)
+		if err != nil {
+			return nil, err
+		}
+		candidates, err := r.pods(ctx, wallet, pageEntries)
+		if err != nil {
+			return nil, err
+		}
+		list := slices.Collect(maps.Values(candidates))
+		l.pods = billing.EntryPods(wallet, list)
+		maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
+		adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
+		if err != nil {
+			return nil, err
+		}
+		if len(adopt) > 0 && l.stalePages() {
+			// A page from the cache may lag the account (the page's watch
+			// behind the account's, which has confirmed its write): a pod
+			// whose entry is on it would look held by no ledger, and be
+			// billed twice. Adopt only what the pages as they are hold not.
+			if err := l.readPagesLive(ctx, r.pageStore()); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		l.adopt = adopt
+		for id, pod := range offered {
+			l.pods[id] = pod
+		}
+		break
 	}
-	candidates, err := r.pods(ctx, wallet, pageEntries)
-	if err != nil {
-		return nil, err
-	}
-	list := slices.Collect(maps.Values(candidates))
-	l.pods = billing.EntryPods(wallet, list)
-	maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
 	for _, pod := range l.pods {
 		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
 			l.moved = append(l.moved, pod)
 		}
 	}
-	adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
-	if err != nil {
-		return nil, err
-	}
-	l.adopt = adopt
-	for id, pod := range offered {
-		l.pods[id] = pod
-	}
 	return l, nil
 }
+
+// stalePages reports whether one of the account's pages was read from the
+// cache (not live, nor as completed or written).
+func (l *ledgers) stalePages() bool {
+	for n := int32(1); n <= l.wallet.Status.Pages; n++ {
+		if !l.fresh[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// readPagesLive reads the account's pages that are not fresh, live.
+func (l *ledgers) readPagesLive(ctx context.Context, store PageStore) error {
+	for n := int32(1); n <= l.wallet.Status.Pages; n++ {
+		if l.fresh[n] {
+			continue
+		}
+		p, err := store.Page(ctx, l.wallet, n, true)
+		if err != nil {
+			return err
+		}
+		l.pages[n], l.fresh[n] = p, true
+	}
+	return nil
+}
+
 
 // loadPages reads the account's pages (live after a conflict) and
 // completes the transfers the account holds pending: each is applied to

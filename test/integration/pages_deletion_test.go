@@ -186,3 +186,66 @@ func TestPagesOfAnAccountGoneWithoutItsRelease(t *testing.T) {
 		}
 	}
 }
+
+// TestAdoptionReadsThePagesLive: the controller's cache of LedgerPages
+// may lag its cache of accounts (two watches): a page written, then the
+// account's confirmation of it seen first. A pod whose entry was just
+// moved to that page looks held by no ledger in the cache; adopted, it
+// would be billed twice (its entry on the page, and the adopted one).
+// Before adopting, the account's pages are read live.
+func TestAdoptionReadsThePagesLive(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const minute = time.Minute
+	createPolicy(t, testutil.MakePolicy(ns, "course").Value(10).Every(minute).Obj())
+	users := []string{"y0", "y1", "y2"}
+	createAccount(t, testutil.MakeAccount(ns, "lab", users...).Cap(100000).InitialBalance(1000).Obj())
+	t0 := time.Now().Truncate(time.Second)
+	b := newPagedBilling(t, ns, t0, billing.PageLimits{Inline: 1, PerPage: 4, Pending: 8})
+	b.settled(t, ns, "lab")
+	spawnAt := func(u string) *corev1.Pod {
+		p := testutil.MakeKubeSpawnerPod(ns, u, "").Obj()
+		p.Spec.NodeName = "node-1"
+		if err := createPod(p); err != nil {
+			t.Fatalf("spawn of %s refused: %v", p.Name, err)
+		}
+		setRunning(t, p, t0)
+		return p
+	}
+	spawnAt("y0")
+	spawnAt("y1")
+	b.clock.SetTime(t0.Add(5 * time.Second))
+	b.settled(t, ns, "lab") // y1's entry moves to page 1
+	if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.PagedServers != 1 {
+		t.Fatalf("%d paged servers, want 1", a.Status.PagedServers)
+	}
+	// The cache's pages stop here; y2's entry moves to page 1.
+	b.freezePages(t, ns)
+	spawnAt("y2")
+	b.settled(t, ns, "lab")
+	a := testutil.GetAccount(t, k8s, ns, "lab")
+	if a.Status.PagedServers != 2 || len(a.Status.Pending) != 0 {
+		t.Fatalf("%d paged servers, %d pending; want 2, 0", a.Status.PagedServers, len(a.Status.Pending))
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { // the account's cache is current
+		cached := &hcv1.CreditAccount{}
+		if err := b.r.Client.Get(ctx, client.ObjectKeyFromObject(a), cached); err != nil {
+			return err
+		}
+		if cached.ResourceVersion != a.ResourceVersion {
+			return fmt.Errorf("cached at %s, live at %s", cached.ResourceVersion, a.ResourceVersion)
+		}
+		return nil
+	})
+	b.clock.SetTime(t0.Add(minute + 5*time.Second))
+	b.settled(t, ns, "lab")
+	b.thawPages()
+	b.settled(t, ns, "lab")
+	entries := pagedLedger(t, ns, "lab", 1000, 0)
+	if len(entries) != len(users) {
+		t.Errorf("%d entries for %d servers (a pod adopted while its entry was on a page the cache had not seen)", len(entries), len(users))
+	}
+	if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.Balance != 1000-3*20 {
+		t.Errorf("balance %d after one boundary of three servers at 10, want %d", a.Status.Balance, 1000-3*20)
+	}
+}
