@@ -413,7 +413,6 @@ func (l *ledgers) readPagesLive(ctx context.Context, store PageStore) error {
 	return nil
 }
 
-
 // loadPages reads the account's pages (live after a conflict) and
 // completes the transfers the account holds pending: each is applied to
 // its page (written) and confirmed on the account in memory.
