@@ -477,6 +477,15 @@ func heldElsewhere(account *hcv1.CreditAccount, page *hcv1.LedgerPage, id string
 // and leaves refunds to the pass without a bound (Result.Waiting).
 func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
 	now time.Time, o Options, l PageLimits) (*PageTransaction, error) {
+	return settlePage(account, page, pods, now, o, l, nil)
+}
+
+// settlePage is SettlePage; heldBefore reports a reservation id the
+// account's ledger holds before this page (in status.servers, or on a
+// page of a lower number): the page's entry of it is a second one, billing
+// the same pod again, and is returned whole (refundEntry).
+func settlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
+	now time.Time, o Options, l PageLimits, heldBefore func(id string) bool) (*PageTransaction, error) {
 	t, err := begin(account, page, hcv1.TransferSettle, now, l)
 	if err != nil {
 		return nil, err
@@ -502,6 +511,19 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 			o.chargeBefore = next
 		}
 	}
+	returned := map[string]bool{}
+	if heldBefore != nil {
+		work = slices.DeleteFunc(work, func(e hcv1.ServerCharge) bool {
+			if !heldBefore(e.ID) {
+				return false
+			}
+			msg := HeldTwiceMessage(e.ID, page.Name, e.Paid)
+			refundEntry(a, &e, now, msg)
+			returned[e.ID] = true
+			t.Result.Notes = append(t.Result.Notes, Note{Pod: e.Pod, PodUID: e.PodUID, Warning: true, Reason: EventHeldTwice, Message: msg})
+			return true
+		})
+	}
 	after := settleEntries(a, work, nil, endLostAt(pods, now), now, o, &t.Result)
 	deltas, err := diffEntries(before, after)
 	if err != nil {
@@ -518,7 +540,7 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 		case d.Remove:
 			t.servers--
 			t.paid -= old.Paid
-			if old.EndedAt != nil {
+			if old.EndedAt != nil && !returned[d.ID] {
 				t.spent += old.Paid // settled: paid for good
 			} else {
 				t.Transfer.Periods -= old.PeriodsPaid // returned
