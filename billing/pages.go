@@ -480,12 +480,12 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 	return settlePage(account, page, pods, now, o, l, nil)
 }
 
-// settlePage is SettlePage; heldBefore reports a reservation id the
-// account's ledger holds before this page (in status.servers, or on a
-// page of a lower number): the page's entry of it is a second one, billing
-// the same pod again, and is returned whole (refundEntry).
+// settlePage is SettlePage; heldBefore reports an entry whose reservation
+// id or pod the account's ledger holds before this page (in
+// status.servers, or on a page of a lower number): it is a second entry,
+// billing the same pod again, and is returned whole (refundEntry).
 func settlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
-	now time.Time, o Options, l PageLimits, heldBefore func(id string) bool) (*PageTransaction, error) {
+	now time.Time, o Options, l PageLimits, heldBefore func(e *hcv1.ServerCharge) bool) (*PageTransaction, error) {
 	t, err := begin(account, page, hcv1.TransferSettle, now, l)
 	if err != nil {
 		return nil, err
@@ -514,7 +514,7 @@ func settlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 	returned := map[string]bool{}
 	if heldBefore != nil {
 		work = slices.DeleteFunc(work, func(e hcv1.ServerCharge) bool {
-			if !heldBefore(e.ID) {
+			if !heldBefore(&e) {
 				return false
 			}
 			msg := HeldTwiceMessage(e.ID, page.Name, e.Paid)

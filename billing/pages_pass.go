@@ -66,7 +66,12 @@ func SettlePages(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, 
 		if err != nil {
 			return p, err
 		}
-		t, err := settlePage(account, pg, pods, now, o, l, func(id string) bool { return first[id] < n })
+		t, err := settlePage(account, pg, pods, now, o, l, func(e *hcv1.ServerCharge) bool {
+			return slices.ContainsFunc(entryKeys(nil, []hcv1.ServerCharge{*e}), func(k string) bool {
+				at, held := first[k]
+				return held && at < n
+			})
+		})
 		if err != nil {
 			return p, err
 		}
@@ -96,13 +101,14 @@ func SettlePages(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, 
 	return p, nil
 }
 
-// firstHolders maps every reservation id of the account's ledger to where
-// it is held first: 0 for status.servers, else the lowest page number (as
-// PageView shows the pages). An id on a later page is held twice.
+// firstHolders maps every ledger key (entryKeys: reservation id, bound pod
+// UID) of the account's ledger to where it is held first: 0 for
+// status.servers, else the lowest page number (as PageView shows the
+// pages). A key on a later page is held twice.
 func firstHolders(account *hcv1.CreditAccount, page func(int32) (*hcv1.LedgerPage, error)) (map[string]int32, error) {
 	first := map[string]int32{}
-	for _, e := range account.Status.Servers {
-		first[e.ID] = 0
+	for _, k := range entryKeys(nil, account.Status.Servers) {
+		first[k] = 0
 	}
 	for n := int32(1); n <= account.Status.Pages; n++ {
 		pg, err := page(n)
@@ -113,9 +119,9 @@ func firstHolders(account *hcv1.CreditAccount, page func(int32) (*hcv1.LedgerPag
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range view.Status.Servers {
-			if _, held := first[e.ID]; !held {
-				first[e.ID] = n
+		for _, k := range entryKeys(nil, view.Status.Servers) {
+			if _, held := first[k]; !held {
+				first[k] = n
 			}
 		}
 	}

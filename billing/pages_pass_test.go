@@ -139,6 +139,17 @@ func TestSettlePages(t *testing.T) {
 			want:    90,
 			periods: map[string]int64{"a": 2, "b": 2},
 		},
+		"a pod billed by an entry inline and one on a page (adopted while its entry was out of sight)": {
+			limits: PageLimits{Inline: 2, PerPage: 2, Pending: 8},
+			inline: []hcv1.ServerCharge{labServer("pod-u-a").UID("u-a").Running(0).Obj()},
+			pages:  [][]hcv1.ServerCharge{{labServer("a").Running(0).Obj()}},
+			pods:   map[string]PodObservation{"a": running("u-a", 0), "pod-u-a": running("u-a", 0)},
+			now:    interval / 2, balance: 100,
+			rounds:  [][]int32{{1}, nil},
+			want:    110,
+			periods: map[string]int64{"pod-u-a": 1},
+			inlineN: 1,
+		},
 		"migration: the excess inline entries move, one move at a time": {
 			limits: PageLimits{Inline: 1, PerPage: 2, Pending: 8},
 			inline: []hcv1.ServerCharge{labServer("a").Running(0).Obj(), labServer("b").Running(0).Obj(),
