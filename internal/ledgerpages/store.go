@@ -107,16 +107,17 @@ func (s *Store) Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.
 				return nil, fmt.Errorf("creating ledger page %s: %w", page.Name, err)
 			}
 		}
-		if kept, err := s.keep(ctx, page); apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		kept, err := s.keep(ctx, page)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			if page, live, err = s.reread(ctx, account, t.Page); err != nil {
 				return nil, err
 			}
 			continue
-		} else if err != nil {
-			return nil, err
-		} else {
-			page = kept
 		}
+		if err != nil {
+			return nil, err
+		}
+		page = kept
 		changed, err := billing.Apply(page, t)
 		if errors.Is(err, billing.ErrPageGap) && !live {
 			// The cache is behind the page: ask the API server.

@@ -169,7 +169,7 @@ func TestPagesOfAnAccountGoneWithoutItsRelease(t *testing.T) {
 	testutil.Eventually(t, 10*time.Second, func() error {
 		err := b.r.Client.Get(ctx, client.ObjectKeyFromObject(a), &hcv1.CreditAccount{})
 		if !apierrors.IsNotFound(err) {
-			return fmt.Errorf("the account in the cache: %v", err)
+			return fmt.Errorf("the account in the cache: %w", err)
 		}
 		return nil
 	})
@@ -203,14 +203,13 @@ func TestAdoptionReadsThePagesLive(t *testing.T) {
 	t0 := time.Now().Truncate(time.Second)
 	b := newPagedBilling(t, ns, t0, billing.PageLimits{Inline: 1, PerPage: 4, Pending: 8})
 	b.settled(t, ns, "lab")
-	spawnAt := func(u string) *corev1.Pod {
+	spawnAt := func(u string) {
 		p := testutil.MakeKubeSpawnerPod(ns, u, "").Obj()
 		p.Spec.NodeName = "node-1"
 		if err := createPod(p); err != nil {
 			t.Fatalf("spawn of %s refused: %v", p.Name, err)
 		}
 		setRunning(t, p, t0)
-		return p
 	}
 	spawnAt("y0")
 	spawnAt("y1")
