@@ -910,7 +910,7 @@ type PageStore interface {
 // without its release (its finalizer removed by hand): they carry the
 // finalizer hcv1.FinalizerLedger, and their owner's garbage collection
 // would wait on it for ever. The cache says whether there are any; the
-// store reads them live.
+// account's absence is checked live, and the store reads them live.
 func (r *CreditAccountReconciler) releaseOrphanedPages(ctx context.Context, key types.NamespacedName) error {
 	var pages hcv1.LedgerPageList
 	if err := r.Client.List(ctx, &pages, client.InNamespace(key.Namespace), client.UnsafeDisableDeepCopy); err != nil {
@@ -922,6 +922,9 @@ func (r *CreditAccountReconciler) releaseOrphanedPages(ctx context.Context, key 
 		return nil
 	}
 	gone := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	if err := r.APIReader.Get(ctx, key, &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
+		return err // there is an account of that name (or no answer): its pass keeps its pages
+	}
 	return r.pageStore().Release(ctx, gone)
 }
 
