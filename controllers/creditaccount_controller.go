@@ -527,6 +527,9 @@ func (r *CreditAccountReconciler) settlePages(ctx context.Context, l *ledgers, n
 		}
 		maps.Copy(l.awaitingRecord, r.recordUsage(ctx, l.wallet, entries, l.recorded))
 		opts.AwaitingRecord = l.awaitingRecord
+		// A reservation the cached page did not show yet is seen now: its
+		// grace runs from here, not from its reservedAt.
+		opts.Seen = r.seen.observe(l.wallet, entries, now, r.Options.OrphanGrace)
 	}
 }
 
