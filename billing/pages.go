@@ -26,7 +26,13 @@ package billing
 //     transfer from status.pending.
 //
 // A crash between any two writes leaves a state the next reader completes
-// (step 1). Conservation: balance + Held (the paid of status.servers and
+// (step 1). A page holds the only copy of its entries: it carries the
+// finalizer hcv1.FinalizerLedger until its account is released (a
+// foreground deletion of the account deletes its pages first), so its seq
+// never goes back. A server held twice (the same reservation or pod inline
+// and on a page, or on two pages: a retried admission that could not see
+// the page of its first attempt) is returned on the later page
+// (SettlePages, EventHeldTwice). Conservation: balance + Held (the paid of status.servers and
 // of every page as it is once its pending transfer is applied) moves only
 // by credits added (Refresh) and by credits of ended servers whose entries
 // are dropped (PageTransaction.Spent); CheckPaged checks the account's
