@@ -162,6 +162,13 @@ func ReadoptedMessage(reservation string, price Price, account string) string {
 		reservation, PriceText(price), account)
 }
 
+// HeldTwiceMessage is the Event of a reservation held twice in one
+// account's ledger: the later entry (on page) is returned.
+func HeldTwiceMessage(reservation, page string, paid int64) string {
+	return fmt.Sprintf("Reservation %s was held twice by this account's ledger; its entry on %s is returned (%d credits), the other bills the server.",
+		reservation, page, paid)
+}
+
 // UnbillableMessage is the Event of a pod that no account may pay for:
 // what admission would have said, and what the operator does about it.
 func UnbillableMessage(denial string, stopped bool) string {

@@ -26,7 +26,13 @@ package billing
 //     transfer from status.pending.
 //
 // A crash between any two writes leaves a state the next reader completes
-// (step 1). Conservation: balance + Held (the paid of status.servers and
+// (step 1). A page holds the only copy of its entries: it carries the
+// finalizer hcv1.FinalizerLedger until its account is released (a
+// foreground deletion of the account deletes its pages first), so its seq
+// never goes back. A server held twice (the same reservation or pod inline
+// and on a page, or on two pages: a retried admission that could not see
+// the page of its first attempt) is returned on the later page
+// (SettlePages, EventHeldTwice). Conservation: balance + Held (the paid of status.servers and
 // of every page as it is once its pending transfer is applied) moves only
 // by credits added (Refresh) and by credits of ended servers whose entries
 // are dropped (PageTransaction.Spent); CheckPaged checks the account's
@@ -182,14 +188,19 @@ func PageNumber(account string, p *hcv1.LedgerPage) (int32, error) {
 
 // NewPage is page n of account as it is created (whoever first needs it
 // creates it; the name is the arbiter), and as a reader takes a page that
-// does not exist yet: empty, at seq 0.
+// does not exist yet: empty, at seq 0, owned by the account and with the
+// finalizer hcv1.FinalizerLedger.
 func NewPage(account *hcv1.CreditAccount, n int32) (*hcv1.LedgerPage, error) {
 	name := PageName(account.Name, n)
 	if n < 1 || len(name) > 253 {
 		return nil, fmt.Errorf("account %q cannot have a ledger page %d (name %q: n ≥ 1, at most 253 characters)", account.Name, n, name)
 	}
 	p := &hcv1.LedgerPage{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: account.Namespace},
+		// The finalizer keeps the page, and the entries only it holds, until
+		// its account is released (controllers: the account's release): a
+		// foreground deletion of the account deletes its dependents while
+		// the account's own finalizer still holds it.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: account.Namespace, Finalizers: []string{hcv1.FinalizerLedger}},
 		Spec:       hcv1.LedgerPageSpec{Account: account.Name},
 	}
 	if account.UID != "" {
@@ -472,6 +483,15 @@ func heldElsewhere(account *hcv1.CreditAccount, page *hcv1.LedgerPage, id string
 // and leaves refunds to the pass without a bound (Result.Waiting).
 func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
 	now time.Time, o Options, l PageLimits) (*PageTransaction, error) {
+	return settlePage(account, page, pods, now, o, l, nil)
+}
+
+// settlePage is SettlePage; heldBefore reports an entry whose reservation
+// id or pod the account's ledger holds before this page (in
+// status.servers, or on a page of a lower number): it is a second entry,
+// billing the same pod again, and is returned whole (refundEntry).
+func settlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hcv1.ServerCharge) PodObservation,
+	now time.Time, o Options, l PageLimits, heldBefore func(e *hcv1.ServerCharge) bool) (*PageTransaction, error) {
 	t, err := begin(account, page, hcv1.TransferSettle, now, l)
 	if err != nil {
 		return nil, err
@@ -497,6 +517,19 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 			o.chargeBefore = next
 		}
 	}
+	returned := map[string]bool{}
+	if heldBefore != nil {
+		work = slices.DeleteFunc(work, func(e hcv1.ServerCharge) bool {
+			if !heldBefore(&e) {
+				return false
+			}
+			msg := HeldTwiceMessage(e.ID, page.Name, e.Paid)
+			refundEntry(a, &e, now, msg)
+			returned[e.ID] = true
+			t.Result.Notes = append(t.Result.Notes, Note{Pod: e.Pod, PodUID: e.PodUID, Warning: true, Reason: EventHeldTwice, Message: msg})
+			return true
+		})
+	}
 	after := settleEntries(a, work, nil, endLostAt(pods, now), now, o, &t.Result)
 	deltas, err := diffEntries(before, after)
 	if err != nil {
@@ -513,7 +546,7 @@ func SettlePage(account *hcv1.CreditAccount, page *hcv1.LedgerPage, pods func(hc
 		case d.Remove:
 			t.servers--
 			t.paid -= old.Paid
-			if old.EndedAt != nil {
+			if old.EndedAt != nil && !returned[d.ID] {
 				t.spent += old.Paid // settled: paid for good
 			} else {
 				t.Transfer.Periods -= old.PeriodsPaid // returned

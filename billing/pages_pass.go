@@ -53,6 +53,10 @@ func SettlePages(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, 
 		}
 		return NewPage(account, n)
 	}
+	first, err := firstHolders(account, page)
+	if err != nil {
+		return p, err
+	}
 	for n := int32(1); n <= account.Status.Pages; n++ {
 		if pendingFor(account, n) >= 0 || len(account.Status.Pending) >= l.Pending {
 			p.More = true
@@ -62,7 +66,12 @@ func SettlePages(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, 
 		if err != nil {
 			return p, err
 		}
-		t, err := SettlePage(account, pg, pods, now, o, l)
+		t, err := settlePage(account, pg, pods, now, o, l, func(e *hcv1.ServerCharge) bool {
+			return slices.ContainsFunc(entryKeys(nil, []hcv1.ServerCharge{*e}), func(k string) bool {
+				at, held := first[k]
+				return held && at < n
+			})
+		})
 		if err != nil {
 			return p, err
 		}
@@ -90,6 +99,33 @@ func SettlePages(account *hcv1.CreditAccount, pages map[int32]*hcv1.LedgerPage, 
 		p.Result.requeueAt(now, *due)
 	}
 	return p, nil
+}
+
+// firstHolders maps every ledger key (entryKeys: reservation id, bound pod
+// UID) of the account's ledger to where it is held first: 0 for
+// status.servers, else the lowest page number (as PageView shows the
+// pages). A key on a later page is held twice.
+func firstHolders(account *hcv1.CreditAccount, page func(int32) (*hcv1.LedgerPage, error)) (map[string]int32, error) {
+	first := map[string]int32{}
+	for _, k := range entryKeys(nil, account.Status.Servers) {
+		first[k] = 0
+	}
+	for n := int32(1); n <= account.Status.Pages; n++ {
+		pg, err := page(n)
+		if err != nil {
+			return nil, err
+		}
+		view, err := PageView(account, pg)
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range entryKeys(nil, view.Status.Servers) {
+			if _, held := first[k]; !held {
+				first[k] = n
+			}
+		}
+	}
+	return first, nil
 }
 
 // movePass commits the migration's next move: the oldest inline entries

@@ -111,6 +111,45 @@ func TestSettlePages(t *testing.T) {
 			periods: map[string]int64{"a": 2, "b": 1},
 			stops:   1,
 		},
+		// A reservation held twice (the same id inline and on a page, or
+		// on two pages: a retried admission whose first attempt was on a
+		// page the retry could not see, a pod adopted while its entry was
+		// on a page the cache had not seen) bills one pod twice: the
+		// later entry is returned whole, the first bills the pod.
+		"a reservation held inline and on a page: the page's returned": {
+			limits: PageLimits{Inline: 2, PerPage: 2, Pending: 8},
+			inline: []hcv1.ServerCharge{labServer("a").Running(0).Obj()},
+			pages:  [][]hcv1.ServerCharge{{labServer("a").Running(0).Obj(), labServer("b").Running(0).Obj()}},
+			pods:   map[string]PodObservation{"a": running("u-a", 0), "b": running("u-b", 0)},
+			now:    interval / 2, balance: 100,
+			rounds:  [][]int32{{1}, nil},
+			want:    110,
+			periods: map[string]int64{"a": 1, "b": 1},
+			inlineN: 1,
+		},
+		"a reservation held on two pages, at a boundary: charged once, the later returned": {
+			limits: PageLimits{Inline: 2, PerPage: 2, Pending: 8},
+			pages: [][]hcv1.ServerCharge{
+				{labServer("a").Running(0).Obj()},
+				{labServer("b").Running(0).Obj(), labServer("a").Running(0).Obj()},
+			},
+			pods: map[string]PodObservation{"a": running("u-a", 0), "b": running("u-b", 0)},
+			now:  interval + time.Second, balance: 100,
+			rounds:  [][]int32{{1, 2}, nil},
+			want:    90,
+			periods: map[string]int64{"a": 2, "b": 2},
+		},
+		"a pod billed by an entry inline and one on a page (adopted while its entry was out of sight)": {
+			limits: PageLimits{Inline: 2, PerPage: 2, Pending: 8},
+			inline: []hcv1.ServerCharge{labServer("pod-u-a").UID("u-a").Running(0).Obj()},
+			pages:  [][]hcv1.ServerCharge{{labServer("a").Running(0).Obj()}},
+			pods:   map[string]PodObservation{"a": running("u-a", 0), "pod-u-a": running("u-a", 0)},
+			now:    interval / 2, balance: 100,
+			rounds:  [][]int32{{1}, nil},
+			want:    110,
+			periods: map[string]int64{"pod-u-a": 1},
+			inlineN: 1,
+		},
 		"migration: the excess inline entries move, one move at a time": {
 			limits: PageLimits{Inline: 1, PerPage: 2, Pending: 8},
 			inline: []hcv1.ServerCharge{labServer("a").Running(0).Obj(), labServer("b").Running(0).Obj(),

@@ -133,6 +133,10 @@ const (
 	// EventAccountEditIgnored: a billed pod names another account than the
 	// one that admitted it (its annotation was edited); that one bills on.
 	EventAccountEditIgnored = "AccountEditIgnored"
+	// EventHeldTwice: a reservation held twice in one account's ledger
+	// (inline and on a page, or on two pages) bills its pod twice; the
+	// later entry is returned (SettlePages).
+	EventHeldTwice = "ReservationHeldTwice"
 )
 
 // Result is the outcome of Settle.

@@ -149,10 +149,15 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		}
 		if apierrors.IsNotFound(err) && out == nil {
 			r.seen.forget(req.NamespacedName)
-			return ctrl.Result{}, nil
+			return ctrl.Result{}, r.releaseOrphanedPages(ctx, req.NamespacedName)
 		}
 		if err != nil {
 			return ctrl.Result{}, err
+		}
+		if a := out.account; a.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
+			// Let go (its tombstone written), and held by another
+			// finalizer: a foreground deletion waits for its pages.
+			return ctrl.Result{}, r.pageStore().Release(ctx, a)
 		}
 		if !out.again || round+1 >= maxRounds {
 			break
@@ -342,31 +347,70 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if err := l.loadPages(ctx, r.pageStore(), live); err != nil {
 		return nil, err
 	}
-	pageEntries, err := billing.PageEntries(wallet, l.pages)
-	if err != nil {
-		return nil, err
+	for {
+		pageEntries, err := billing.PageEntries(wallet, l.pages)
+		if err != nil {
+			return nil, err
+		}
+		candidates, err := r.pods(ctx, wallet, pageEntries)
+		if err != nil {
+			return nil, err
+		}
+		list := slices.Collect(maps.Values(candidates))
+		l.pods = billing.EntryPods(wallet, list)
+		maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
+		adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
+		if err != nil {
+			return nil, err
+		}
+		if len(adopt) > 0 && l.stalePages() {
+			// A page from the cache may lag the account (the page's watch
+			// behind the account's, which has confirmed its write): a pod
+			// whose entry is on it would look held by no ledger, and be
+			// billed twice. Adopt only what the pages as they are hold not.
+			if err := l.readPagesLive(ctx, r.pageStore()); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		l.adopt = adopt
+		for id, pod := range offered {
+			l.pods[id] = pod
+		}
+		break
 	}
-	candidates, err := r.pods(ctx, wallet, pageEntries)
-	if err != nil {
-		return nil, err
-	}
-	list := slices.Collect(maps.Values(candidates))
-	l.pods = billing.EntryPods(wallet, list)
-	maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
 	for _, pod := range l.pods {
 		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
 			l.moved = append(l.moved, pod)
 		}
 	}
-	adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
-	if err != nil {
-		return nil, err
-	}
-	l.adopt = adopt
-	for id, pod := range offered {
-		l.pods[id] = pod
-	}
 	return l, nil
+}
+
+// stalePages reports whether one of the account's pages was read from the
+// cache (not live, nor as completed or written).
+func (l *ledgers) stalePages() bool {
+	for n := int32(1); n <= l.wallet.Status.Pages; n++ {
+		if !l.fresh[n] {
+			return true
+		}
+	}
+	return false
+}
+
+// readPagesLive reads the account's pages that are not fresh, live.
+func (l *ledgers) readPagesLive(ctx context.Context, store PageStore) error {
+	for n := int32(1); n <= l.wallet.Status.Pages; n++ {
+		if l.fresh[n] {
+			continue
+		}
+		p, err := store.Page(ctx, l.wallet, n, true)
+		if err != nil {
+			return err
+		}
+		l.pages[n], l.fresh[n] = p, true
+	}
+	return nil
 }
 
 // loadPages reads the account's pages (live after a conflict) and
@@ -483,6 +527,9 @@ func (r *CreditAccountReconciler) settlePages(ctx context.Context, l *ledgers, n
 		}
 		maps.Copy(l.awaitingRecord, r.recordUsage(ctx, l.wallet, entries, l.recorded))
 		opts.AwaitingRecord = l.awaitingRecord
+		// A reservation the cached page did not show yet is seen now: its
+		// grace runs from here, not from its reservedAt.
+		opts.Seen = r.seen.observe(l.wallet, entries, now, r.Options.OrphanGrace)
 	}
 }
 
@@ -859,6 +906,29 @@ type PageStore interface {
 	Pages(ctx context.Context, account *hcv1.CreditAccount, live bool) (map[int32]*hcv1.LedgerPage, error)
 	Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.PageTransfer) (*hcv1.LedgerPage, error)
 	Complete(ctx context.Context, account *hcv1.CreditAccount) (map[int32]*hcv1.LedgerPage, bool, error)
+	Release(ctx context.Context, account *hcv1.CreditAccount) error
+}
+
+// releaseOrphanedPages releases the pages left by an account that is gone
+// without its release (its finalizer removed by hand): they carry the
+// finalizer hcv1.FinalizerLedger, and their owner's garbage collection
+// would wait on it for ever. The cache says whether there are any; the
+// account's absence is checked live, and the store reads them live.
+func (r *CreditAccountReconciler) releaseOrphanedPages(ctx context.Context, key types.NamespacedName) error {
+	var pages hcv1.LedgerPageList
+	if err := r.Client.List(ctx, &pages, client.InNamespace(key.Namespace), client.UnsafeDisableDeepCopy); err != nil {
+		return err
+	}
+	if !slices.ContainsFunc(pages.Items, func(p hcv1.LedgerPage) bool {
+		return p.Spec.Account == key.Name && controllerutil.ContainsFinalizer(&p, hcv1.FinalizerLedger)
+	}) {
+		return nil
+	}
+	gone := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	if err := r.APIReader.Get(ctx, key, &hcv1.CreditAccount{}); !apierrors.IsNotFound(err) {
+		return err // there is an account of that name (or no answer): its pass keeps its pages
+	}
+	return r.pageStore().Release(ctx, gone)
 }
 
 // pageStore is Pages, or a ledgerpages.Store on the reconciler's clients.

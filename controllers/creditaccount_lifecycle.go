@@ -200,7 +200,15 @@ func (r *CreditAccountReconciler) release(ctx context.Context, a *hcv1.CreditAcc
 			tomb.Balance, len(tomb.TopUps), r.tombstonesName(), a.Name))
 	before := a.DeepCopy()
 	controllerutil.RemoveFinalizer(a, hcv1.FinalizerLedger)
-	return false, r.Client.Patch(ctx, a, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{}))
+	if err := r.Client.Patch(ctx, a, client.MergeFromWithOptions(before, client.MergeFromWithOptimisticLock{})); err != nil {
+		return false, err
+	}
+	// Then its pages, which hold their finalizer until now (a foreground
+	// deletion of the account deletes them while it is held): after the
+	// account's write, so that no transfer is committed for a page that is
+	// gone. Should this fail, the next pass (the account deleted without
+	// the finalizer, or gone) releases them.
+	return false, r.pageStore().Release(ctx, a)
 }
 
 // holdForTombstone keeps an account whose tombstone cannot be written:

@@ -48,7 +48,9 @@ const (
 	// FinalizerLedger is on every CreditAccount the operator keeps: an
 	// account is removed only once no server it funds runs any more (or an
 	// admin forces it), and its balance and applied top-ups are written to
-	// a tombstone first.
+	// a tombstone first. Every LedgerPage carries it too, until its
+	// account is released: a page holds the only copy of its entries, and
+	// a foreground deletion of the account deletes the pages first.
 	FinalizerLedger = "hubcredits.io/ledger"
 	// AnnotationForceDelete set to "true" on an account being deleted
 	// releases it although servers it funds still run: its own servers are

@@ -313,3 +313,41 @@ func TestSentence(t *testing.T) {
 		})
 	}
 }
+
+// TestAccountStatusShowsPagedServers: a pool's servers beyond the 64 of
+// status.servers are on its LedgerPages; status shows them too (as the
+// pages are once the account's pending transfers are applied), not only
+// the inline ones.
+func TestAccountStatusShowsPagedServers(t *testing.T) {
+	entry := func(id, user string, ended bool) hcv1.ServerCharge {
+		e := hcv1.ServerCharge{ID: id, Pod: "jupyter-" + user, User: user, Wallet: "lab", PeriodsPaid: 1, Paid: 10}
+		if ended {
+			e.EndedAt = &metav1.Time{Time: now}
+		}
+		return e
+	}
+	a := &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Name: "lab", Namespace: "jhub"}}
+	a.Status.Servers = []hcv1.ServerCharge{entry("r0", "u0", false)}
+	a.Status.Pages = 2
+	added := entry("r3", "u3", false)
+	a.Status.Pending = []hcv1.PageTransfer{{Page: 2, Seq: 1, Kind: hcv1.TransferReserve, Entries: []hcv1.PageDelta{{ID: "r3", Add: &added}}}}
+	page := &hcv1.LedgerPage{ObjectMeta: metav1.ObjectMeta{Name: "lab-1", Namespace: "jhub"}, Spec: hcv1.LedgerPageSpec{Account: "lab"},
+		Status: hcv1.LedgerPageStatus{Seq: 4, Servers: []hcv1.ServerCharge{entry("r1", "u1", false), entry("r2", "u2", true)}}}
+	v, err := accountStatus(a, []hcv1.LedgerPage{*page}, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for _, s := range v.Servers {
+		users = append(users, s.User)
+	}
+	if d := cmp.Diff([]string{"u0", "u1", "u3"}, users); d != "" {
+		t.Errorf("servers shown (-want +got):\n%s", d)
+	}
+	// A page of another account of the namespace is not this one's.
+	other := page.DeepCopy()
+	other.Name, other.Spec.Account = "lab2-1", "lab2"
+	if v, err = accountStatus(a, []hcv1.LedgerPage{*other}, nil, now); err != nil || len(v.Servers) != 2 {
+		t.Errorf("with another account's page: %d servers (%v), want 2", len(v.Servers), err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -42,7 +43,7 @@ type AccountStatus struct {
 	Grant  *GrantStatus `json:"grant,omitempty"`
 	Totals Totals       `json:"totals"`
 	// Servers are the servers the account pays for (or co-funds) that
-	// have not ended.
+	// have not ended: in its status.servers and on its LedgerPages.
 	Servers    []hcv1.ServerCharge `json:"servers,omitempty"`
 	Conditions []metav1.Condition  `json:"conditions,omitempty"`
 	Ledger     []hcv1.LedgerEntry  `json:"ledger,omitempty"`
@@ -162,14 +163,22 @@ func (o *statusOptions) run(ctx context.Context, k *kube, out io.Writer, args []
 		}
 	}
 	views := make([]AccountStatus, 0, len(accounts))
+	var pages []hcv1.LedgerPage
 	for i := range accounts {
 		var events []corev1.Event
 		if detailed {
 			if events, err = accountEvents(ctx, c, &accounts[i]); err != nil {
 				return err
 			}
+			if pages, err = ledgerPages(ctx, c, &accounts[i], pages); err != nil {
+				return err
+			}
 		}
-		views = append(views, accountStatus(&accounts[i], events, now))
+		v, err := accountStatus(&accounts[i], pages, events, now)
+		if err != nil {
+			return err
+		}
+		views = append(views, v)
 	}
 	if o.output != outputTable {
 		return printStructured(out, o.output, map[string]any{"items": views})
@@ -245,8 +254,26 @@ func accountEvents(ctx context.Context, c client.Client, a *hcv1.CreditAccount) 
 	return list.Items, nil
 }
 
-// accountStatus is the view of account a with its Events.
-func accountStatus(a *hcv1.CreditAccount, events []corev1.Event, now time.Time) AccountStatus {
+// ledgerPages lists the namespace's LedgerPages once the first account
+// that has pages needs them (listed is what an earlier call returned).
+func ledgerPages(ctx context.Context, c client.Client, a *hcv1.CreditAccount, listed []hcv1.LedgerPage) ([]hcv1.LedgerPage, error) {
+	if (a.Status.Pages == 0 && len(a.Status.Pending) == 0) || listed != nil {
+		return listed, nil
+	}
+	var list hcv1.LedgerPageList
+	if err := c.List(ctx, &list, client.InNamespace(a.Namespace)); err != nil {
+		return nil, fmt.Errorf("account %s keeps the entries of %d server(s) on its LedgerPages, which cannot be read: %w",
+			a.Name, a.Status.PagedServers, err)
+	}
+	if list.Items == nil {
+		list.Items = []hcv1.LedgerPage{}
+	}
+	return list.Items, nil
+}
+
+// accountStatus is the view of account a with its LedgerPages (those of
+// pages that are a's: billing.PageEntries) and its Events.
+func accountStatus(a *hcv1.CreditAccount, pages []hcv1.LedgerPage, events []corev1.Event, now time.Time) (AccountStatus, error) {
 	v := AccountStatus{
 		Namespace: a.Namespace, Name: a.Name, Users: a.Spec.Users, Groups: a.Spec.Groups, Project: a.Spec.Project,
 		Balance: a.Status.Balance, Cap: a.Spec.Cap, Opened: a.Status.OpenedAt != nil,
@@ -265,13 +292,23 @@ func accountStatus(a *hcv1.CreditAccount, events []corev1.Event, now time.Time) 
 			NextAt: at.UTC(), NextAmount: amount,
 		}
 	}
-	for _, s := range a.Status.Servers {
+	own := map[int32]*hcv1.LedgerPage{}
+	for i := range pages {
+		if n, err := billing.PageNumber(a.Name, &pages[i]); err == nil {
+			own[n] = &pages[i]
+		}
+	}
+	paged, err := billing.PageEntries(a, own)
+	if err != nil {
+		return v, fmt.Errorf("account %s: its LedgerPages: %w", a.Name, err)
+	}
+	for _, s := range slices.Concat(a.Status.Servers, paged) {
 		if s.EndedAt == nil {
 			v.Servers = append(v.Servers, s)
 		}
 	}
 	v.Events = recentEvents(events, maxEvents)
-	return v
+	return v, nil
 }
 
 // recentEvents are the n most recent events, oldest first.

@@ -20,6 +20,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
@@ -106,6 +107,17 @@ func (s *Store) Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.
 				return nil, fmt.Errorf("creating ledger page %s: %w", page.Name, err)
 			}
 		}
+		kept, err := s.keep(ctx, page)
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			if page, live, err = s.reread(ctx, account, t.Page); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		page = kept
 		changed, err := billing.Apply(page, t)
 		if errors.Is(err, billing.ErrPageGap) && !live {
 			// The cache is behind the page: ask the API server.
@@ -134,6 +146,50 @@ func (s *Store) Write(ctx context.Context, account *hcv1.CreditAccount, t *hcv1.
 	}
 	return nil, fmt.Errorf("writing ledger page %s: other writers kept changing it (%d attempts)",
 		billing.PageName(account.Name, t.Page), maxWriteAttempts)
+}
+
+// keep adds the finalizer hcv1.FinalizerLedger to a page created without
+// it (before the finalizer was introduced), with its resourceVersion. A
+// page being deleted cannot take one any more: it is left as it is (its
+// account's finalizer, or its own, holds it). It returns the page as
+// written, or page.
+func (s *Store) keep(ctx context.Context, page *hcv1.LedgerPage) (*hcv1.LedgerPage, error) {
+	if page.DeletionTimestamp != nil || controllerutil.ContainsFinalizer(page, hcv1.FinalizerLedger) {
+		return page, nil
+	}
+	kept := page.DeepCopy()
+	controllerutil.AddFinalizer(kept, hcv1.FinalizerLedger)
+	if err := s.Client.Update(ctx, kept); err != nil {
+		return nil, fmt.Errorf("adding the finalizer to ledger page %s: %w", page.Name, err)
+	}
+	return kept, nil
+}
+
+// Release removes the finalizer hcv1.FinalizerLedger from every page of
+// account (read live: 1..status.pages, and any other page whose spec names
+// it), so that they go once the account is gone (their owner reference).
+// Call it when the account is let go, before its own finalizer is
+// removed, or once it is gone. A page another account of the same name
+// owns (a later one) is left alone.
+func (s *Store) Release(ctx context.Context, account *hcv1.CreditAccount) error {
+	var list hcv1.LedgerPageList
+	if err := s.APIReader.List(ctx, &list, client.InNamespace(account.Namespace)); err != nil {
+		return fmt.Errorf("listing the ledger pages of account %s: %w", account.Name, err)
+	}
+	for i := range list.Items {
+		p := &list.Items[i]
+		if p.Spec.Account != account.Name || !controllerutil.ContainsFinalizer(p, hcv1.FinalizerLedger) {
+			continue
+		}
+		if account.UID != "" && belongs(account, p) != nil {
+			continue
+		}
+		controllerutil.RemoveFinalizer(p, hcv1.FinalizerLedger)
+		if err := s.Client.Update(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("releasing ledger page %s: %w", p.Name, err)
+		}
+	}
+	return nil
 }
 
 // reread reads page n live.

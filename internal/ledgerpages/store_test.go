@@ -354,3 +354,42 @@ func TestPageOfAnotherAccount(t *testing.T) {
 		t.Errorf("a page read for an account without a uid: %v", err)
 	}
 }
+
+// TestPageFinalizer: a page created before the finalizer gets it on its
+// next write; Release takes it off the account's own pages (an earlier
+// account's of the same name, or another account's, are left alone).
+func TestPageFinalizer(t *testing.T) {
+	ctx := context.Background()
+	a := account()
+	bare, _ := billing.NewPage(a, 1)
+	bare.Finalizers = nil
+	old := account()
+	old.UID = "uid-old"
+	earlier, _ := billing.NewPage(old, 2)
+	other, _ := billing.NewPage(&hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lab2", UID: "uid-2"}}, 1)
+	c := fakeclient.New(nil, bare, earlier, other)
+	s := &Store{Client: c, APIReader: c}
+	a.Status.Pages = 1
+	tr := committed(t, a, getPage(t, c, "lab-1"), "r1")
+	if _, err := s.Write(ctx, a, tr); err != nil {
+		t.Fatal(err)
+	}
+	if p := getPage(t, c, "lab-1"); p.Status.Seq != 1 || len(p.Finalizers) != 1 || p.Finalizers[0] != hcv1.FinalizerLedger {
+		t.Fatalf("written: seq %d, finalizers %v; want 1, [%s]", p.Status.Seq, p.Finalizers, hcv1.FinalizerLedger)
+	}
+	if err := s.Release(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]int{"lab-1": 0, "lab-2": 1, "lab2-1": 1} {
+		if p := getPage(t, c, name); len(p.Finalizers) != want {
+			t.Errorf("after Release: page %s has finalizers %v, want %d", name, p.Finalizers, want)
+		}
+	}
+	// Once the account is gone (no uid known), every page naming it.
+	if err := s.Release(ctx, &hcv1.CreditAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lab"}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := getPage(t, c, "lab-2"); len(p.Finalizers) != 0 {
+		t.Errorf("page lab-2 of the account gone: finalizers %v", p.Finalizers)
+	}
+}

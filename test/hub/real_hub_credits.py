@@ -163,7 +163,8 @@ class Cluster:
             ],
         }
         if credits:
-            roles["hub-read"] = [{"apiGroups": ["hubcredits.io"], "resources": ["creditaccounts"],
+            roles["hub-read"] = [{"apiGroups": ["hubcredits.io"],
+                                  "resources": ["creditaccounts", "ledgerpages"],
                                   "verbs": ["get", "list", "watch"]}]
         for role, rules in roles.items():
             name = f"{self.p}{role}-{service_account}"

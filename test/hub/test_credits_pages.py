@@ -281,11 +281,14 @@ class FakeAPIServer:
 
     def __init__(self, port=0):
         self.items = []
+        self.pages = []  # LedgerPages, listed (their watch sends nothing)
         self.rv = 10
         self.forbidden = False
+        self.pages_forbidden = False
         self.events = queue.Queue()
         self.lists = 0
         self.requests = []
+        self.closed = threading.Event()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -296,6 +299,8 @@ class FakeAPIServer:
 
             def do_GET(self):
                 fake.requests.append((self.path, self.headers.get("Authorization")))
+                if "/ledgerpages" in self.path:
+                    return self.ledger_pages()
                 if fake.forbidden:
                     return self.reply(403, {"kind": "Status", "code": 403,
                                             "message": "creditaccounts is forbidden"})
@@ -304,6 +309,20 @@ class FakeAPIServer:
                 fake.lists += 1
                 self.reply(200, {"kind": "CreditAccountList", "items": fake.items,
                                  "metadata": {"resourceVersion": str(fake.rv)}})
+
+            def ledger_pages(self):
+                if fake.pages_forbidden:
+                    return self.reply(403, {"kind": "Status", "code": 403,
+                                            "message": "ledgerpages is forbidden"})
+                if "watch=1" not in self.path:
+                    return self.reply(200, {"kind": "LedgerPageList", "items": fake.pages,
+                                            "metadata": {"resourceVersion": str(fake.rv)}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                while not fake.closed.wait(0.05):
+                    pass
 
             def reply(self, code, body):
                 data = json.dumps(body).encode()
@@ -332,6 +351,7 @@ class FakeAPIServer:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
+        self.closed.set()
         self.events.put(None)
         self.server.shutdown()
         self.server.server_close()
@@ -395,6 +415,27 @@ class CacheThreadTest(unittest.TestCase):
         self.assertNotIn("t0ken", logs.output[0])
         self.api.forbidden = False  # the Role was added: it recovers by itself
         self.assertTrue(eventually(lambda: cache.available))
+
+    def test_pages_forbidden_is_one_log_line_and_the_status_is_shown(self):
+        self.api.pages_forbidden = True
+        self.api.items = [make_account("alice", ["alice"], balance=7)]
+        with self.assertLogs("JupyterHub", "WARNING") as logs:
+            cache = self.start()
+            self.assertTrue(eventually(lambda: cache.available))
+            self.assertTrue(eventually(
+                lambda: sum("/ledgerpages" in p for p, _ in self.api.requests) >= 3))
+        self.assertEqual(len(logs.output), 1)
+        self.assertIn("may not list LedgerPages in namespace ns", logs.output[0])
+        self.assertEqual(hh.user_credits(cache, "alice")["accounts"][0]["balance"], 7)
+
+    def test_pages_listed_and_shown(self):
+        account = make_account("physics", ["bob"], balance=50, servers=[])
+        account["status"]["pages"] = 1
+        self.api.items = [account]
+        self.api.pages = [make_page("physics", 1, [server("bob", wallet="physics")])]
+        cache = self.start()
+        self.assertTrue(eventually(lambda: cache.available and cache.pages.available))
+        self.assertEqual(hh.user_credits(cache, "bob")["accounts"][0]["running_servers"], 1)
 
     def test_api_server_restart_shows_what_is_known(self):
         self.api.items = [make_account("alice", ["alice"], balance=7)]
@@ -701,3 +742,66 @@ def _squash(page):
 if __name__ == "__main__":
     logging.basicConfig()
     unittest.main()
+
+
+def make_page(account, n, servers, rv="1"):
+    """A LedgerPage as the API server returns it."""
+    return {
+        "apiVersion": "hubcredits.io/v1alpha1",
+        "kind": "LedgerPage",
+        "metadata": {"name": f"{account}-{n}", "namespace": "ns", "resourceVersion": rv},
+        "spec": {"account": account},
+        "status": {"seq": 3, "servers": servers},
+    }
+
+
+class LedgerPagesTest(unittest.TestCase):
+    """A course pool's servers beyond the 64 of its status are on its LedgerPages."""
+
+    def pool(self, pages=1):
+        account = make_account("physics", (), balance=200, cap=1000, groups=["physics-101"],
+                               servers=[server("alice", wallet="physics")])
+        account["status"]["pages"] = pages
+        return account
+
+    def test_servers_on_pages_are_shown_and_counted(self):
+        cache = cache_of(self.pool())
+        ended = server("carol", wallet="physics")
+        ended["endedAt"] = iso(NOW - 5)
+        cache.pages.replace_all([
+            make_page("physics", 1, [server("bob", wallet="physics"), ended]),
+            make_page("other", 1, [server("dave", wallet="other")]),
+        ], "1")
+        cache.pages.state = "synced"
+        got = hh.user_credits(cache, "bob", now=NOW, groups=["physics-101"])
+        view = got["accounts"][0]
+        self.assertEqual(view["running_servers"], 2)
+        self.assertEqual([s["user"] for s in view["servers"]], ["bob"])
+        self.assertEqual(view["cost_text"], "10 credits / 10 min + 10 credits / 10 min")
+        self.assertEqual(view["lasts_seconds"], 200 * 600 // 20)
+        # A page changes, then goes.
+        cache.pages.apply("MODIFIED", make_page("physics", 1, [], rv="2"))
+        self.assertEqual(hh.user_credits(cache, "bob", now=NOW, groups=["physics-101"])
+                         ["accounts"][0]["running_servers"], 1)
+        cache.pages.apply("ADDED", make_page("physics", 2, [server("bob", wallet="physics")]))
+        cache.pages.apply("DELETED", make_page("physics", 1, []))
+        self.assertEqual(len(cache.get("physics").servers), 2)
+
+    def test_a_stop_on_a_page_is_told_to_its_user(self):
+        account = self.pool()
+        account["status"]["conditions"].append(
+            {"type": "Exhausted", "status": "True", "reason": "ServerStopped",
+             "message": "Stopped: not enough credits.", "lastTransitionTime": iso(NOW - 20)})
+        cache = cache_of(account)
+        stopping = server("bob", wallet="physics", stopping=True)
+        cache.pages.replace_all([make_page("physics", 1, [stopping])], "1")
+        cache.pages.state = "synced"
+        got = hh.user_credits(cache, "bob", now=NOW, groups=["physics-101"])
+        self.assertIsNotNone(got["stop"])
+        self.assertIn("not enough credits", got["stop"]["text"])
+
+    def test_pages_not_readable_shows_the_status(self):
+        cache = cache_of(self.pool())
+        self.assertFalse(cache.pages.available)
+        got = hh.user_credits(cache, "alice", now=NOW, groups=["physics-101"])
+        self.assertEqual(got["accounts"][0]["running_servers"], 1)

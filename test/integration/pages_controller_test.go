@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -46,6 +48,60 @@ type pagedBilling struct {
 	// UsageRecord create.
 	dropPages, failRecords atomic.Bool
 	pageWrites             atomic.Int32
+	// frozen, when set, is what the reconciler's cache shows of the
+	// LedgerPages (an informer that lags); the API reader stays live.
+	frozen atomic.Pointer[hcv1.LedgerPageList]
+}
+
+// freezePages makes the reconciler's cache show the LedgerPages of ns as
+// they are now, until thawPages.
+func (b *pagedBilling) freezePages(t *testing.T, ns string) {
+	t.Helper()
+	list := &hcv1.LedgerPageList{}
+	if err := k8s.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	b.frozen.Store(list)
+}
+
+func (b *pagedBilling) thawPages() { b.frozen.Store(nil) }
+
+// frozenGet answers a Get of a LedgerPage from the frozen pages.
+func (b *pagedBilling) frozenGet(key client.ObjectKey, obj client.Object) (bool, error) {
+	frozen, page := b.frozen.Load(), obj.(*hcv1.LedgerPage)
+	if frozen == nil {
+		return false, nil
+	}
+	for i := range frozen.Items {
+		if client.ObjectKeyFromObject(&frozen.Items[i]) == key {
+			frozen.Items[i].DeepCopyInto(page)
+			return true, nil
+		}
+	}
+	return true, apierrors.NewNotFound(hcv1.GroupVersion.WithResource("ledgerpages").GroupResource(), key.Name)
+}
+
+// frozenList answers a List of LedgerPages (by namespace, and by the page
+// index) from the frozen pages.
+func (b *pagedBilling) frozenList(list *hcv1.LedgerPageList, opts ...client.ListOption) bool {
+	frozen := b.frozen.Load()
+	if frozen == nil {
+		return false
+	}
+	lo := (&client.ListOptions{}).ApplyOptions(opts)
+	list.Items = nil
+	for _, p := range frozen.Items {
+		if lo.Namespace != "" && p.Namespace != lo.Namespace {
+			continue
+		}
+		if lo.FieldSelector != nil {
+			if key, ok := lo.FieldSelector.RequiresExactMatch(indexer.PageServerKey); ok && !slices.Contains(billing.PageLedgerKeys(&p), key) {
+				continue
+			}
+		}
+		list.Items = append(list.Items, *p.DeepCopy())
+	}
+	return true
 }
 
 func newPagedBilling(t *testing.T, ns string, now time.Time, limits billing.PageLimits) *pagedBilling {
@@ -74,6 +130,20 @@ func newPagedBilling(t *testing.T, ns string, now time.Time, limits billing.Page
 	b := &pagedBilling{clock: clocktesting.NewFakeClock(now)}
 	dropped := errors.New("dropped: the process crashed before this write")
 	c := interceptor.NewClient(noWatch{mgr.GetClient()}, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*hcv1.LedgerPage); ok {
+				if frozen, err := b.frozenGet(key, obj); frozen {
+					return err
+				}
+			}
+			return c.Get(ctx, key, obj, opts...)
+		},
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if pages, ok := list.(*hcv1.LedgerPageList); ok && b.frozenList(pages, opts...) {
+				return nil
+			}
+			return c.List(ctx, list, opts...)
+		},
 		Create: func(ctx context.Context, c client.WithWatch, obj client.Object, opts ...client.CreateOption) error {
 			switch obj.(type) {
 			case *hcv1.LedgerPage:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -83,6 +84,10 @@ func operatorMust(hub, operatorNS, tombstones string) []access {
 	m = append(m, each(hub, hc, "billingpolicies", "status", "", "get", "update")...)
 	m = append(m, each(hub, hc, "creditaccounttemplates", "", "", "get", "list", "watch")...)
 	m = append(m, each(hub, hc, "usagerecords", "", "", "create", "list", "delete")...)
+	// LedgerPages: created and written by the webhook and the controllers,
+	// updated for their finalizer (held until the account is released).
+	m = append(m, each(hub, hc, "ledgerpages", "", "", "get", "list", "watch", "create", "update")...)
+	m = append(m, each(hub, hc, "ledgerpages", "status", "", "get", "update")...)
 	m = append(m, access{ns: operatorNS, verb: "create", group: "coordination.k8s.io", resource: "leases"})
 	m = append(m, each(operatorNS, "coordination.k8s.io", "leases", "", "hubcredits.hubcredits.io", "get", "update")...)
 	m = append(m, each(operatorNS, "", "events", "", "", "create", "patch")...)
@@ -129,6 +134,14 @@ func operatorMustNot(hub, operatorNS, other string) []access {
 		access{ns: other, verb: "list", group: hc, resource: "usagerecords"},
 		access{ns: other, verb: "delete", group: hc, resource: "usagerecords"},
 		access{verb: "list", group: hc, resource: "usagerecords"}, // all namespaces
+		// LedgerPages: the account owns them (its garbage collection
+		// deletes them); never patched, deleted, or touched elsewhere.
+		access{ns: hub, verb: "delete", group: hc, resource: "ledgerpages"},
+		access{ns: hub, verb: "patch", group: hc, resource: "ledgerpages"},
+		access{ns: hub, verb: "deletecollection", group: hc, resource: "ledgerpages"},
+		access{ns: other, verb: "create", group: hc, resource: "ledgerpages"},
+		access{ns: other, verb: "update", group: hc, resource: "ledgerpages", sub: "status"},
+		access{verb: "list", group: hc, resource: "ledgerpages"}, // all namespaces
 		access{ns: hub, verb: "create", resource: "pods"},
 		access{ns: hub, verb: "update", resource: "pods"},
 		access{ns: hub, verb: "patch", resource: "pods"},
@@ -236,11 +249,16 @@ func TestChartRBACAllOn(t *testing.T) {
 	)
 	checkAccess(t, sa, operatorMust(hub, opNS, "hubcredits-all-on-tombstones"), mustNot)
 
-	// hubReadAccess: the hub reads CreditAccounts and changes nothing.
+	// hubReadAccess: the hub reads CreditAccounts and LedgerPages and
+	// changes nothing.
 	hubSA := serviceAccount{hub, "hub"}
 	mustNotHub := each(hub, hc, "creditaccounts", "", "", "create", "update", "patch", "delete", "deletecollection")
 	mustNotHub = append(mustNotHub, each(hub, hc, "creditaccounts", "status", "", "update", "patch")...)
 	mustNotHub = append(mustNotHub, each(hub, hc, "billingpolicies", "", "", "create", "update", "delete")...)
 	mustNotHub = append(mustNotHub, access{ns: "other", verb: "list", group: hc, resource: "creditaccounts"})
-	checkAccess(t, hubSA, each(hub, hc, "creditaccounts", "", "", "get", "list", "watch"), mustNotHub)
+	mustNotHub = append(mustNotHub, each(hub, hc, "ledgerpages", "", "", "create", "update", "patch", "delete")...)
+	mustNotHub = append(mustNotHub, each(hub, hc, "ledgerpages", "status", "", "update", "patch")...)
+	mustNotHub = append(mustNotHub, access{ns: "other", verb: "list", group: hc, resource: "ledgerpages"})
+	checkAccess(t, hubSA, slices.Concat(each(hub, hc, "creditaccounts", "", "", "get", "list", "watch"),
+		each(hub, hc, "ledgerpages", "", "", "get", "list", "watch")), mustNotHub)
 }

@@ -380,6 +380,7 @@ def install_log_filter(*loggers):
 #: Where the CreditAccount API lives.
 CA_GROUP_VERSION = "hubcredits.io/v1alpha1"
 CA_PLURAL = "creditaccounts"
+LP_PLURAL = "ledgerpages"
 
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -592,7 +593,7 @@ class Account:
 
     __slots__ = ("name", "users", "groups", "cap", "balance", "grant_amount", "grant_interval",
                  "granted_through", "project", "servers", "low", "low_message",
-                 "exhausted_at", "exhausted_message", "stops", "opened")
+                 "exhausted_at", "exhausted_message", "stops", "opened", "pages")
 
     def __init__(self, obj):
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
@@ -608,6 +609,9 @@ class Account:
         self.grant_interval = parse_go_duration(grant.get("interval")) or 0
         self.granted_through = _parse_time(status.get("grantedThrough"))
         self.project = str(spec.get("project") or "")
+        # LedgerPages (<name>-1 .. <name>-<pages>) hold the entries of a course pool's
+        # servers beyond the 64 of status.servers (LedgerPageCache).
+        self.pages = _int(status.get("pages"))
         self.servers = tuple(
             ServerCharge(e)
             for e in status.get("servers") or ()
@@ -631,6 +635,14 @@ class Account:
             for e in status.get("ledger") or ()
             if isinstance(e, dict) and e.get("kind") == "Stop"
         )
+
+    def with_servers(self, extra):
+        """A copy of the account that also holds the server entries ``extra``."""
+        copy = Account.__new__(Account)
+        for slot in Account.__slots__:
+            setattr(copy, slot, getattr(self, slot))
+        copy.servers = self.servers + tuple(extra)
+        return copy
 
     def next_grant(self, now):
         """(epoch, amount) of the next grant that adds credits, or None."""
@@ -661,8 +673,19 @@ class CreditAccountCache:
     (401/403/404) hides it at once.
     """
 
+    #: What the cache lists and watches (``_path``), as its log lines name it.
+    KIND = "CreditAccounts"
+
     def __init__(self, namespace=None, client_factory=KubeClient.from_environment,
-                 page_size=500, watch_timeout=240, max_backoff=30.0, stale_grace=300.0):
+                 page_size=500, watch_timeout=240, max_backoff=30.0, stale_grace=300.0,
+                 pages=True):
+        # The LedgerPages of the namespace, in a second watch: a course pool's servers
+        # beyond 64 are on them (shown when readable, else the status' alone).
+        self.pages = (
+            LedgerPageCache(namespace, client_factory, page_size, watch_timeout, max_backoff,
+                            stale_grace, pages=False)
+            if pages else None
+        )
         self.namespace = namespace
         self._client_factory = client_factory
         self._page_size = page_size
@@ -702,7 +725,13 @@ class CreditAccountCache:
         return None if self.state == "synced" else self.last_ok
 
     def get(self, name):
-        return self._accounts.get(name)
+        return self._paged(self._accounts.get(name))
+
+    def _paged(self, account):
+        """``account`` with the servers on its LedgerPages, when they can be read."""
+        if account is None or not account.pages or self.pages is None or not self.pages.available:
+            return account
+        return account.with_servers(self.pages.servers_of(account.name))
 
     def __len__(self):
         return len(self._accounts)
@@ -722,7 +751,7 @@ class CreditAccountCache:
             for item in (account, self._accounts.get(account.project) if account else None):
                 if item is not None and item.name not in seen:
                     seen.add(item.name)
-                    found.append(item)
+                    found.append(self._paged(item))
         return found
 
     # -- writing (the cache thread, or tests) ----------------------------------------
@@ -772,8 +801,8 @@ class CreditAccountCache:
         was = self.state
         self.state, self.reason = state, reason
         if state == "synced" and was != "synced":
-            log.info("hubcredits: watching %d CreditAccounts in namespace %s",
-                     len(self._accounts), self.namespace)
+            log.info("hubcredits: watching %d %s in namespace %s",
+                     len(self), self.KIND, self.namespace)
         elif state == "unavailable" and was != "unavailable":
             log.warning("hubcredits: no credits shown on hub pages: %s", reason)
 
@@ -782,13 +811,17 @@ class CreditAccountCache:
     def start(self):
         if self._thread is None:
             self._thread = threading.Thread(
-                target=self._run, name="hubcredits-creditaccounts", daemon=True
+                target=self._run, name="hubcredits-" + self.KIND.lower(), daemon=True
             )
             self._thread.start()
+        if self.pages is not None:
+            self.pages.start()
         return self
 
     def stop(self):
         self._stop.set()
+        if self.pages is not None:
+            self.pages.stop()
 
     def _run(self):
         backoff = 0.5
@@ -799,6 +832,8 @@ class CreditAccountCache:
                     client = self._client_factory()
                     if not self.namespace:
                         self.namespace = client.namespace
+                    if self.pages is not None and not self.pages.namespace:
+                        self.pages.namespace = self.namespace
                 self._list(client)
                 self._set_state("synced")
                 backoff = 0.5
@@ -825,6 +860,10 @@ class CreditAccountCache:
     def _path(self):
         return f"/apis/{CA_GROUP_VERSION}/namespaces/{self.namespace}/{CA_PLURAL}"
 
+    @staticmethod
+    def _parse(obj):
+        return Account(obj)
+
     def _list(self, client):
         # Page by page into Accounts: the raw objects (managedFields, ledgers) of one
         # page at a time are alive, never the whole namespace's.
@@ -834,7 +873,7 @@ class CreditAccountCache:
             if cont:
                 query["continue"] = cont
             page = client.call("GET", self._path(), query, timeout=30)
-            accounts.extend(Account(obj) for obj in page.get("items") or ())
+            accounts.extend(self._parse(obj) for obj in page.get("items") or ())
             meta = page.get("metadata") or {}
             cont = meta.get("continue")
             page = None
@@ -902,7 +941,114 @@ class CreditAccountCache:
                 total += sum(size(getattr(obj, a, None)) for a in obj.__slots__)
             return total
 
-        return size(self._accounts) + size(self._by_user) + size(self._by_group)
+        return sum(size(o) for o in self._owned())
+
+    def _owned(self):
+        return self._accounts, self._by_user, self._by_group
+
+
+class _Page:
+    """What the hub needs of one LedgerPage: its account and its servers still running."""
+
+    __slots__ = ("name", "account", "servers")
+
+    def __init__(self, obj):
+        meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+        status = obj.get("status") or {}
+        self.name = str(meta.get("name") or "")
+        self.account = str(spec.get("account") or "")
+        self.servers = tuple(
+            ServerCharge(e)
+            for e in status.get("servers") or ()
+            if isinstance(e, dict) and e.get("endedAt") is None
+        )
+
+
+class LedgerPageCache(CreditAccountCache):
+    """The LedgerPages of one namespace, kept by one list + watch (as the accounts are).
+
+    A page may lag its account by the one transaction the account committed and the
+    page does not show yet (a reservation of the last second): good enough to show.
+    """
+
+    KIND = "LedgerPages"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pages = {}  # page name -> _Page
+        self._by_account = {}  # account name -> {page name: _Page}
+
+    def __len__(self):
+        return len(self._pages)
+
+    def servers_of(self, account):
+        """The running (or stopping) servers on the pages of ``account``."""
+        pages = self._by_account.get(account) or {}
+        return tuple(s for name in sorted(pages) for s in pages[name].servers)
+
+    def replace_all(self, objects, resource_version=""):
+        pages = {}
+        for obj in objects:
+            page = obj if isinstance(obj, _Page) else _Page(obj)
+            if page.name and page.account:
+                pages[page.name] = page
+        by_account = {}
+        for page in pages.values():
+            by_account.setdefault(page.account, {})[page.name] = page
+        with self._lock:
+            self._pages, self._by_account = pages, by_account
+            self.resource_version = resource_version
+
+    def apply(self, kind, obj):
+        page = _Page(obj)
+        if not page.name or not page.account:
+            return
+        with self._lock:
+            by_account = dict(self._by_account)
+            pages = dict(by_account.get(page.account) or {})
+            if kind == "DELETED":
+                self._pages.pop(page.name, None)
+                pages.pop(page.name, None)
+            else:
+                self._pages[page.name] = page
+                pages[page.name] = page
+            if pages:
+                by_account[page.account] = pages
+            else:
+                by_account.pop(page.account, None)
+            self._by_account = by_account
+            rv = (obj.get("metadata") or {}).get("resourceVersion")
+            if rv:
+                self.resource_version = rv
+
+    def _set_state(self, state, reason=""):
+        # The account cache tells of an API server that cannot be reached; this one
+        # only of a refusal of the pages themselves (the Role lacks them).
+        if state == self.state and reason == self.reason:
+            return
+        was = self.state
+        self.state, self.reason = state, reason
+        if state == "unavailable" and was != "unavailable" and not self._stale_ok:
+            log.warning("hubcredits: %s", reason)
+
+    def _explain(self, e):
+        if e.status == 403:
+            return (f"the hub may not list LedgerPages in namespace {self.namespace} "
+                    "(the chart's hubReadAccess Role grants it): the servers of a course "
+                    "pool beyond 64 are not shown")
+        if e.status == 404:
+            return "the LedgerPage API is not installed (hubcredits.io/v1alpha1)"
+        return str(e)
+
+    def _path(self):
+        return f"/apis/{CA_GROUP_VERSION}/namespaces/{self.namespace}/{LP_PLURAL}"
+
+    @staticmethod
+    def _parse(obj):
+        return _Page(obj)
+
+    def _owned(self):
+        return self._pages, self._by_account
 
 
 def _reindex(index, name, old_keys, new_keys):
