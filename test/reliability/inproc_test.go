@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,73 +37,125 @@ type writeKind string
 
 const (
 	writeAny     writeKind = "any write"
-	writeAccount writeKind = "account status write" // the commit point
-	writePage    writeKind = "page write"           // after a commit
-	writeNow     writeKind = "now"
+	writeAccount writeKind = "account status write"
+	// writeCommit is an account status write that holds page transfers
+	// (status.pending): a page transaction's commit point.
+	writeCommit writeKind = "commit of page transfers"
+	writePage   writeKind = "page write" // after a commit
+	writeNow    writeKind = "now"
 )
 
-// crashPoint is where an armed process dies: at its next write of kind,
-// before the write is sent or after it was applied (the answer lost).
+// fault is what happens at a crash point.
+type fault string
+
+const (
+	// faultKill: the process dies (that write and every later one fail).
+	faultKill fault = "killed"
+	// faultLose: the write is applied, its answer lost (a timeout); the
+	// process goes on.
+	faultLose fault = "answer lost"
+	// faultRestartAPI: kube-apiserver is killed with the write in flight
+	// (before it reached etcd, or after) and restarted; the process gets
+	// an error and goes on against the new API server.
+	faultRestartAPI fault = "kube-apiserver restarted"
+)
+
+// crashPoint is where an armed fault strikes: at the process's next write
+// of kind, before the write is sent or after it was applied.
 type crashPoint struct {
 	kind  writeKind
 	after bool
+	fault fault
 }
 
 func (p crashPoint) String() string {
+	f := p.fault
+	if f == "" {
+		f = faultKill
+	}
 	if p.kind == writeNow {
-		return "at once"
+		return string(f) + " at once"
 	}
 	if p.after {
-		return "after the " + string(p.kind) + " was applied (answer lost)"
+		return string(f) + " after the " + string(p.kind) + " was applied"
 	}
-	return "before the " + string(p.kind)
+	return string(f) + " before the " + string(p.kind)
 }
 
 var errKilled = errors.New("connection reset: the process was killed (test)")
+
+// errLost is a write's answer lost after it was applied.
+var errLost = errors.New("the request timed out: its answer was lost (test)")
 
 // faults decides the fate of one process's writes.
 type faults struct {
 	dead  atomic.Bool
 	armed atomic.Pointer[crashPoint]
-	hit   chan crashPoint // the point the process died at
+	hit   chan crashPoint // the points struck
 	once  sync.Once
+	// restartAPI restarts kube-apiserver (faultRestartAPI).
+	restartAPI func()
 }
 
-func newFaults() *faults { return &faults{hit: make(chan crashPoint, 1)} }
+func newFaults() *faults { return &faults{hit: make(chan crashPoint, 16)} }
 
 func (f *faults) die(p crashPoint) {
 	f.once.Do(func() {
 		f.dead.Store(true)
-		f.hit <- p
+		f.struck(p)
 	})
 }
 
-// kindOf classifies a write: the account's status (a commit) or a page.
-func kindOf(obj client.Object, status bool) writeKind {
-	switch obj.(type) {
-	case *hcv1.CreditAccount:
-		if status {
-			return writeAccount
-		}
-	case *hcv1.LedgerPage:
-		return writePage
+func (f *faults) struck(p crashPoint) {
+	select {
+	case f.hit <- p:
+	default:
 	}
-	return writeAny
 }
 
-// write runs do unless the process is dead, or dies around it.
+// kindOf reports whether a write is of kind k.
+func kindOf(obj client.Object, status bool, k writeKind) bool {
+	switch o := obj.(type) {
+	case *hcv1.CreditAccount:
+		return status && (k == writeAccount || k == writeCommit && len(o.Status.Pending) > 0)
+	case *hcv1.LedgerPage:
+		return k == writePage
+	}
+	return false
+}
+
+// write runs do unless the process is dead, or strikes the armed fault
+// around it.
 func (f *faults) write(obj client.Object, status bool, do func() error) error {
 	if f.dead.Load() {
 		return errKilled
 	}
-	if p := f.armed.Load(); p != nil && (p.kind == writeAny || p.kind == kindOf(obj, status)) && f.armed.CompareAndSwap(p, nil) {
-		if p.after {
-			_ = do()
+	p := f.armed.Load()
+	if p == nil || !(p.kind == writeAny || kindOf(obj, status, p.kind)) || !f.armed.CompareAndSwap(p, nil) {
+		return do()
+	}
+	if p.after {
+		if err := do(); err != nil {
+			// Not applied: nothing to strike after; arm again.
+			f.armed.CompareAndSwap(nil, p)
+			return err
 		}
+	}
+	switch p.fault {
+	case faultLose:
+		if !p.after {
+			return do()
+		}
+		f.struck(*p)
+		return errLost
+	case faultRestartAPI:
+		f.restartAPI()
+		f.struck(*p)
+		return errKilled
+	default:
 		f.die(*p)
 		return errKilled
 	}
-	return do()
 }
 
 func (f *faults) funcs() interceptor.Funcs {
@@ -160,6 +213,11 @@ func startInProc(t *testing.T, e *localcp.Env, o operator.Options, webhook bool)
 func (p *inProc) start() {
 	p.t.Helper()
 	f := newFaults()
+	f.restartAPI = func() {
+		if err := p.e.RestartAPIServer(context.Background(), time.Duration(rand.IntN(1500))*time.Millisecond); err != nil {
+			p.t.Errorf("restarting kube-apiserver: %v", err)
+		}
+	}
 	proc := operator.Process{SeveralManagers: true}
 	o := p.o
 	if p.webhook {
@@ -247,6 +305,26 @@ func (p *inProc) crash(point crashPoint, wait, down time.Duration) crashPoint {
 	time.Sleep(down)
 	p.start()
 	return got
+}
+
+// strike arms a fault that does not kill the process (faultLose,
+// faultRestartAPI) and waits up to wait for it to strike; it returns
+// whether it did (else it is disarmed).
+func (p *inProc) strike(point crashPoint, wait time.Duration) bool {
+	p.mu.Lock()
+	f := p.f
+	p.mu.Unlock()
+	f.armed.Store(&point)
+	select {
+	case <-f.hit:
+		return true
+	case <-time.After(wait):
+		if f.armed.CompareAndSwap(&point, nil) {
+			return false
+		}
+		<-f.hit // struck meanwhile
+		return true
+	}
 }
 
 func (p *inProc) String() string {

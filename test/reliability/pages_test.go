@@ -254,7 +254,9 @@ func (p *pagedPool) final() {
 			fmt.Fprintf(&b, "the pool is not settled to the pods' due: balance %d, want %d (off by %d); %d inline, %d paged, %d pending",
 				a.Status.Balance, want, a.Status.Balance-want, len(a.Status.Servers), a.Status.PagedServers, len(a.Status.Pending))
 			writeLedger(&b, "course", a.Status.Ledger)
-			t.Fatal(b.String())
+			t.Error(b.String())
+			checkUsageRecordsOf(t, p.c, p.ns, servers, true)
+			t.FailNow()
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -286,12 +288,13 @@ func TestCrashAnywhereOnPages(t *testing.T) {
 		defer close(spawned)
 		for i := range servers {
 			p.spawn(fmt.Sprintf("s%d", i))
-			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
+			// Spawns arrive over most of the kills.
+			time.Sleep(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
 		}
 	}()
 	points := []crashPoint{
-		{kind: writePage}, {kind: writePage, after: true}, {kind: writeAccount}, {kind: writeAccount, after: true},
-		{kind: writeAny}, {kind: writeAny, after: true}, {kind: writeNow},
+		{kind: writePage}, {kind: writePage, after: true}, {kind: writeCommit}, {kind: writeCommit, after: true},
+		{kind: writeAccount}, {kind: writeAccount, after: true}, {kind: writeAny}, {kind: writeAny, after: true}, {kind: writeNow},
 	}
 	tally := crashTally{}
 	halfN, halfDone := -1, make(chan struct{})
@@ -305,11 +308,14 @@ func TestCrashAnywhereOnPages(t *testing.T) {
 		if i%6 == 5 {
 			down = period + time.Duration(rng.IntN(1000))*time.Millisecond // catch-up on start
 		}
-		tally.add(proc, proc.crash(points[rng.IntN(len(points))], 3*time.Second, down))
+		point := points[rng.IntN(len(points))]
+		if proc == p.webhook && i%2 == 0 {
+			point = points[rng.IntN(4)] // a webhook round between its commit and its page write
+		}
+		tally.add(proc, proc.crash(point, 3*time.Second, down))
 		switch i {
 		case kills / 3:
-			// Half the servers end while the kills go on.
-			<-spawned
+			// Half the servers spawned so far end while the kills go on.
 			p.mu.Lock()
 			halfN = len(p.servers) / 2
 			half := append([]*server(nil), p.servers[:halfN]...)
@@ -340,10 +346,82 @@ func TestCrashAnywhereOnPages(t *testing.T) {
 	}
 	var between int
 	for _, who := range []string{"controller", "webhook"} {
-		between += tally[who+" "+crashPoint{kind: writePage}.String()] + tally[who+" "+crashPoint{kind: writeAccount, after: true}.String()]
+		// Before a page write, or after a commit was applied.
+		between += tally[who+" "+points[0].String()] + tally[who+" "+points[3].String()]
 	}
 	if between == 0 {
 		t.Errorf("no kill fell between an account's commit and its page write: %v", tally)
 	}
 	t.Logf("%d servers on %d pages, %d failed spawns (pods that never came), kills: %v", len(p.servers), a.Status.Pages, p.failed, tally)
+}
+
+// TestAPIServerRestartOnPages: kube-apiserver is killed and restarted with
+// a page write or a commit of page transfers in flight (before the write
+// reached etcd, or after it was applied: the writer gets an error either
+// way), and writes of both kinds time out after they were applied (the
+// answer lost), in the webhook's rounds and the controller's passes, while
+// spawns arrive and servers end. Neither process is killed: each goes on
+// from its error against the API server as it finds it. Every server is
+// charged exactly once per boundary it ran, reservations of failed spawns
+// returned, the account agrees with its pages, credits are conserved.
+func TestAPIServerRestartOnPages(t *testing.T) {
+	servers, faults := 16, 16
+	if full() {
+		servers, faults = 40, 40
+	}
+	p := newPagedPool(t)
+	rng := rand.New(rand.NewPCG(4, uint64(time.Now().UnixNano())))
+	spawned := make(chan struct{})
+	go func() {
+		defer close(spawned)
+		for i := range servers {
+			p.spawn(fmt.Sprintf("s%d", i))
+			time.Sleep(time.Duration(500+rng.IntN(1000)) * time.Millisecond)
+		}
+	}()
+	points := []crashPoint{
+		{kind: writePage, fault: faultRestartAPI}, {kind: writePage, after: true, fault: faultRestartAPI},
+		{kind: writeCommit, fault: faultRestartAPI}, {kind: writeCommit, after: true, fault: faultRestartAPI},
+		{kind: writePage, after: true, fault: faultLose}, {kind: writeCommit, after: true, fault: faultLose},
+	}
+	tally := crashTally{}
+	halfN, halfDone := -1, make(chan struct{})
+	for i := range faults {
+		time.Sleep(time.Duration(100+rng.IntN(900)) * time.Millisecond)
+		proc := p.controller
+		if i%2 == 1 {
+			proc = p.webhook
+		}
+		point := points[rng.IntN(len(points))]
+		if proc.strike(point, 4*time.Second) {
+			tally.add(proc, point)
+		}
+		if i == faults/3 {
+			p.mu.Lock()
+			halfN = len(p.servers) / 2
+			half := append([]*server(nil), p.servers[:halfN]...)
+			p.mu.Unlock()
+			go func() { defer close(halfDone); stopAllWith(t, p.c, half) }()
+		}
+	}
+	<-spawned
+	<-halfDone
+	time.Sleep(2 * period)
+	p.mu.Lock()
+	rest := append([]*server(nil), p.servers[halfN:]...)
+	p.mu.Unlock()
+	stopAllWith(t, p.c, rest)
+	p.final()
+	var restarts, lost int
+	for k, n := range tally {
+		if strings.HasPrefix(strings.TrimPrefix(strings.TrimPrefix(k, "controller "), "webhook "), string(faultRestartAPI)) {
+			restarts += n
+		} else {
+			lost += n
+		}
+	}
+	if restarts == 0 || lost == 0 {
+		t.Errorf("the faults did not strike: %v", tally)
+	}
+	t.Logf("%d servers, %d failed spawns, faults: %v", len(p.servers), p.failed, tally)
 }
