@@ -21,6 +21,7 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -275,11 +276,17 @@ func stopAllWith(t *testing.T, c client.Client, servers []*server) {
 				continue
 			}
 			if err := c.Delete(ctx, s.pod, client.GracePeriodSeconds(1)); err != nil {
+				// The API server away (restarted by a test): try again
+				// in the next window.
+				if transient(err) && !apierrors.IsNotFound(err) {
+					later = append(later, s)
+					continue
+				}
 				t.Error(err)
 				return
 			}
 			got := &corev1.Pod{}
-			if err := c.Get(ctx, client.ObjectKeyFromObject(s.pod), got); err != nil {
+			if err := retryTransient(func() error { return c.Get(ctx, client.ObjectKeyFromObject(s.pod), got) }); err != nil {
 				t.Error(err)
 				return
 			}

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -195,11 +200,13 @@ type inProc struct {
 	o       operator.Options
 	webhook bool // serve admission on the control plane's webhook port
 
-	mu     sync.Mutex
-	f      *faults
-	cancel context.CancelFunc
-	done   chan struct{}
-	starts int
+	mu      sync.Mutex
+	f       *faults
+	cancel  context.CancelFunc
+	done    chan struct{}
+	starts  int
+	logOnce sync.Once
+	log     io.Writer
 }
 
 func startInProc(t *testing.T, e *localcp.Env, o operator.Options, webhook bool) *inProc {
@@ -227,6 +234,7 @@ func (p *inProc) start() {
 		o.Webhooks, o.DisableControllers = true, true
 	}
 	mo := operator.ManagerOptions(o, proc)
+	mo.Logger = zap.New(zap.WriteTo(p.logFile()), zap.UseDevMode(false))
 	mo.NewClient = func(cfg *rest.Config, co client.Options) (client.Client, error) {
 		c, err := client.NewWithWatch(cfg, co)
 		if err != nil {
@@ -325,6 +333,22 @@ func (p *inProc) strike(point crashPoint, wait time.Duration) bool {
 		<-f.hit // struck meanwhile
 		return true
 	}
+}
+
+// logFile is the process's log: in HUBCREDITS_KEEP_LOGS when set.
+func (p *inProc) logFile() io.Writer {
+	p.logOnce.Do(func() {
+		dir := os.Getenv("HUBCREDITS_KEEP_LOGS")
+		if dir == "" {
+			dir = p.t.TempDir()
+		}
+		f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("inproc-%s-%s-%d.log", strings.ReplaceAll(p.t.Name(), "/", "_"), p, time.Now().UnixNano())),
+			os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		must(p.t, err)
+		p.t.Cleanup(func() { _ = f.Close() })
+		p.log = f
+	})
+	return p.log
 }
 
 func (p *inProc) String() string {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -63,13 +64,21 @@ type pagedPool struct {
 
 func newPagedPool(t *testing.T) *pagedPool {
 	t.Helper()
+	return newPool(t, pagedLimits)
+}
+
+// newPool is newPagedPool with limits.
+func newPool(t *testing.T, limits billing.PageLimits) *pagedPool {
+	t.Helper()
 	e, c, _ := isolated(t, true, "")
 	ns := "default"
 	pool := testutil.MakeAccount(ns, "course", "u").Cap(10*poolInitial).InitialBalance(poolInitial).Grant(poolGrant, 3*time.Second).Obj()
 	must(t, c.Create(context.Background(), pool))
 	p := &pagedPool{t: t, e: e, c: c, ns: ns}
-	p.controller = startInProc(t, e, pagedOptions(ns), false)
-	p.webhook = startInProc(t, e, pagedOptions(ns), true)
+	o := pagedOptions(ns)
+	o.PageLimits = limits
+	p.controller = startInProc(t, e, o, false)
+	p.webhook = startInProc(t, e, o, true)
 	testutil.Eventually(t, 20*time.Second, func() error {
 		a := testutil.GetAccount(t, c, ns, "course")
 		if a.Status.OpenedAt == nil {
@@ -88,6 +97,11 @@ func (p *pagedPool) spawn(name string) {
 	for attempt := 0; ; attempt++ {
 		pod := userPod(p.ns, "u", name)
 		err := p.c.Create(ctx, pod)
+		if apierrors.IsAlreadyExists(err) {
+			// An earlier attempt was stored and its answer lost (the API
+			// server restarted): that pod is the server.
+			err = p.c.Get(ctx, client.ObjectKeyFromObject(pod), pod)
+		}
 		if err != nil {
 			p.mu.Lock()
 			p.failed++
@@ -254,6 +268,13 @@ func (p *pagedPool) final() {
 			fmt.Fprintf(&b, "the pool is not settled to the pods' due: balance %d, want %d (off by %d); %d inline, %d paged, %d pending",
 				a.Status.Balance, want, a.Status.Balance-want, len(a.Status.Servers), a.Status.PagedServers, len(a.Status.Pending))
 			writeLedger(&b, "course", a.Status.Ledger)
+			var evs corev1.EventList
+			_ = p.c.List(context.Background(), &evs, client.InNamespace(p.ns))
+			for _, e := range evs.Items {
+				if e.Type == corev1.EventTypeWarning {
+					fmt.Fprintf(&b, "event %s %s x%d: %s\n", e.InvolvedObject.Name, e.Reason, e.Count, e.Message)
+				}
+			}
 			t.Error(b.String())
 			checkUsageRecordsOf(t, p.c, p.ns, servers, true)
 			t.FailNow()
