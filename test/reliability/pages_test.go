@@ -446,3 +446,92 @@ func TestAPIServerRestartOnPages(t *testing.T) {
 	}
 	t.Logf("%d servers, %d failed spawns, faults: %v", len(p.servers), p.failed, tally)
 }
+
+// TestTwoWebhookReplicasRaceOnPages: TestTwoWebhookReplicasRace on a pool
+// with LedgerPages (4 inline, 4 a page), the billing controller running
+// on the same pool meanwhile (completing, confirming, migrating: a third
+// writer of the account and its pages). 200 concurrent spawns through the
+// API server, credits for 50: never more reserved than the balance
+// covers, every admitted pod held exactly once (inline or on a page), the
+// account agrees with its pages, balance + held is the initial balance.
+// (test/integration's TestReserverPagesStorm drives the Reserver
+// directly; this one goes through admission and a balancer.)
+func TestTwoWebhookReplicasRaceOnPages(t *testing.T) {
+	e, c, _ := isolated(t, true, "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := "default"
+	o := operator.Options{
+		Namespace:   ns,
+		Defaults:    billing.Defaults{Value: 10, Interval: 10 * time.Minute},
+		Billing:     billing.Options{OrphanGrace: time.Hour, StopRetry: 5 * time.Second, LowPeriods: 2},
+		Workers:     2,
+		LedgerPages: true,
+		PageLimits:  billing.PageLimits{Inline: 4, PerPage: 4, Pending: 8},
+	}
+	must(t, c.Create(ctx, testutil.MakeAccount(ns, "pool", "u").Cap(500).InitialBalance(500).Obj()))
+	controller := startInProc(t, e, o, false)
+	testutil.Eventually(t, 20*time.Second, func() error {
+		if a := testutil.GetAccount(t, c, ns, "pool"); a.Status.OpenedAt == nil {
+			return fmt.Errorf("the pool's ledger is not open")
+		}
+		return nil
+	})
+	startReplicas(t, ctx, e, 2, o)
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	outcomes := map[string]int{}
+	var admitted []*corev1.Pod
+	for i := range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pod := userPod(ns, "u", fmt.Sprint(i))
+			err := c.Create(ctx, pod)
+			out := testutil.SpawnOutcome(err)
+			mu.Lock()
+			defer mu.Unlock()
+			outcomes[out]++
+			if out == testutil.Admitted {
+				admitted = append(admitted, pod)
+			} else if out != testutil.Denied && out != testutil.TimedOut && outcomes[out] == 1 {
+				t.Logf("unexpected: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	controller.stop() // the account and its pages at rest
+	a := testutil.GetAccount(t, c, ns, "pool")
+	pages, err := (&ledgerpages.Store{Client: c, APIReader: c}).Pages(ctx, a, true)
+	must(t, err)
+	if err := billing.CheckPaged(a, pages); err != nil {
+		t.Error(err)
+	}
+	held, err := billing.Held(a, pages)
+	must(t, err)
+	entries, err := billing.PageEntries(a, pages)
+	must(t, err)
+	count := map[string]int{}
+	for _, e := range append(entries, a.Status.Servers...) {
+		count[e.ID]++
+	}
+	for _, pod := range admitted {
+		if id := pod.Annotations[hcv1.AnnotationReservation]; count[id] != 1 {
+			t.Errorf("admitted %s (reservation %s) is held %d times", pod.Name, id, count[id])
+		}
+	}
+	n := len(count)
+	timedOut := outcomes[testutil.TimedOut]
+	exhausted := timedOut == 0 || outcomes[testutil.Denied] > 0
+	if outcomes[testutil.Admitted] > 50 || n > 50 || a.Status.Balance < 0 || a.Status.Balance+held != 500 ||
+		(exhausted && (a.Status.Balance != 0 || n != 50)) ||
+		(timedOut == 0 && (outcomes[testutil.Admitted] != 50 || outcomes[testutil.Denied] != 150)) {
+		t.Fatalf("outcomes %v; balance %d, held %d by %d reservations (%d inline, %d on %d pages); want 50 admitted, 150 denied, 0 + 500 by 50",
+			outcomes, a.Status.Balance, held, n, len(a.Status.Servers), a.Status.PagedServers, a.Status.Pages)
+	}
+	if a.Status.Pages < 2 {
+		t.Errorf("%d page(s): the race did not reach the pages", a.Status.Pages)
+	}
+	t.Logf("outcomes %v; %d inline, %d on %d pages", outcomes, len(a.Status.Servers), a.Status.PagedServers, a.Status.Pages)
+}
