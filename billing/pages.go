@@ -100,8 +100,16 @@ package billing
 //     TestPagedServersBilledByTheOperator.
 //   - next: the Reserver's queue per (account, page)
 //     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
-//     after the page write; branch wt-p6web), the reliability suite's faults on the
-//     two writes, and the bench pool run (P6).
+//     after the page write; branch wt-p6web), and the bench pool run (P6).
+//   - the reliability suite (branch wt-p6rel): TestCrashAnywhereOnPages
+//     (the webhook and the controller killed at their writes, between the
+//     commit and the page write among them), TestAPIServerRestartOnPages
+//     (kube-apiserver restarted with a page write or a commit in flight,
+//     answers of applied writes lost), TestTwoWebhookReplicasRaceOnPages,
+//     TestMisuseOnPages: a page deleted (MissingPage), edited (CheckPaged
+//     on a consistent live read: ErrPagesEdited) or squatted by another
+//     account (ErrForeignPage) stops the account's billing with a
+//     LedgerPageInconsistent Warning until it is repaired (PageIntegrity).
 
 import (
 	"errors"
