@@ -588,13 +588,13 @@ func TestMissingPage(t *testing.T) {
 		n       int32
 		missing bool
 	}{
-		"the next page, not created yet":            {account(2), 3, false},
-		"beyond the next one":                       {account(2), 5, false},
+		"the next page, not created yet":             {account(2), 3, false},
+		"beyond the next one":                        {account(2), 5, false},
 		"a new page whose first transfer is pending": {account(3, hcv1.PageTransfer{Page: 3, Seq: 1}), 3, false},
-		"a counted page, nothing pending":           {account(2), 1, true},
-		"the last counted page":                     {account(2), 2, true},
-		"a later transfer pending for it":           {account(2, hcv1.PageTransfer{Page: 2, Seq: 4}), 2, true},
-		"another page's first transfer pending":     {account(3, hcv1.PageTransfer{Page: 3, Seq: 1}), 2, true},
+		"a counted page, nothing pending":            {account(2), 1, true},
+		"the last counted page":                      {account(2), 2, true},
+		"a later transfer pending for it":            {account(2, hcv1.PageTransfer{Page: 2, Seq: 4}), 2, true},
+		"another page's first transfer pending":      {account(3, hcv1.PageTransfer{Page: 3, Seq: 1}), 2, true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := MissingPage(tc.account, tc.n)

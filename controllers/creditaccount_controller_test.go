@@ -736,7 +736,7 @@ func TestReservationKeptWhileTheCacheLacksItsPod(t *testing.T) {
 		wantBalance int64
 		wantHeld    bool
 	}{
-		"the pod runs: billed":                       {singleuser: true, wantBalance: 80, wantHeld: true},
+		"the pod runs: billed":                        {singleuser: true, wantBalance: 80, wantHeld: true},
 		"the pod lost its singleuser label: returned": {singleuser: false, wantBalance: 100, wantHeld: false},
 	} {
 		t.Run(name, func(t *testing.T) {

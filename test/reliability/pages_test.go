@@ -147,8 +147,8 @@ func retryTransient(f func() error) error {
 // (both processes stopped) and checks billing.CheckPaged and the
 // conservation of credits: initial + grants + top-ups == balance + held
 // (inline and on pages, pending transfers applied) + spent (the usage
-// records of the servers whose entries are gone). It returns the account.
-func (p *pagedPool) stateAtRest(stage string) *hcv1.CreditAccount {
+// records of the servers whose entries are gone).
+func (p *pagedPool) stateAtRest(stage string) {
 	t := p.t
 	t.Helper()
 	ctx := context.Background()
@@ -196,7 +196,6 @@ func (p *pagedPool) stateAtRest(stage string) *hcv1.CreditAccount {
 	checkLedgerLines(t, stage, a)
 	t.Logf("%s: balance %d, held %d (%d inline, %d on %d pages, %d pending), spent %d, granted %d", stage, a.Status.Balance, held,
 		len(a.Status.Servers), a.Status.PagedServers, a.Status.Pages, len(a.Status.Pending), spent, a.Status.TotalGranted)
-	return a
 }
 
 // checkLedgerLines: each line moves the balance by its amount (from the
