@@ -106,8 +106,16 @@ package billing
 //     TestPagedServersBilledByTheOperator.
 //   - next: the Reserver's queue per (account, page)
 //     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
-//     after the page write; branch wt-p6web), the reliability suite's faults on the
-//     two writes, and the bench pool run (P6).
+//     after the page write; branch wt-p6web), and the bench pool run (P6).
+//   - the reliability suite (branch wt-p6rel): TestCrashAnywhereOnPages
+//     (the webhook and the controller killed at their writes, between the
+//     commit and the page write among them), TestAPIServerRestartOnPages
+//     (kube-apiserver restarted with a page write or a commit in flight,
+//     answers of applied writes lost), TestTwoWebhookReplicasRaceOnPages,
+//     TestMisuseOnPages: a page deleted (MissingPage), edited (CheckPaged
+//     on a consistent live read: ErrPagesEdited) or squatted by another
+//     account (ErrForeignPage) stops the account's billing with a
+//     LedgerPageInconsistent Warning until it is repaired (PageIntegrity).
 
 import (
 	"errors"
@@ -170,7 +178,51 @@ var (
 	// ErrBatchFull: the transaction adds hcv1.MaxReserveBatch entries
 	// already; the rest go into the next one.
 	ErrBatchFull = errors.New("the reservation batch is full")
+	// ErrPageMissing: a page the account counts (n ≤ status.pages) does
+	// not exist and no pending transfer creates it: it was deleted. Its
+	// entries (servers and the credits they hold) are known only to it;
+	// nothing is billed on the account until it is restored.
+	ErrPageMissing = errors.New("the ledger page was deleted: restore it (from a backup of the LedgerPage with its status); until then the account is not billed, and its charges wait")
+	// ErrPagesEdited: the account's aggregates of its pages (CheckPaged)
+	// do not match the pages, read consistently: a page's status was
+	// edited by hand. Nothing of the account is billed until the page is
+	// put back as it was.
+	ErrPagesEdited = errors.New("the account's pages do not match its aggregates (a LedgerPage's status was edited): put the page back as it was; until then the account is not billed, and its charges wait")
+	// ErrForeignPage: an object named like one of the account's pages is
+	// not its page (another account's, or an earlier account's of the
+	// same name); the account cannot use that page number until it is
+	// removed.
+	ErrForeignPage = errors.New("the LedgerPage of that name is not this account's page: delete it (the account's pages are named <account>-<n>)")
 )
+
+// EventPageIntegrity is the Warning Event on an account whose pages fail
+// PageIntegrity.
+const EventPageIntegrity = "LedgerPageInconsistent"
+
+// PageIntegrity reports whether err means that an account's LedgerPages
+// were changed by someone else than this protocol (ErrPageMissing,
+// ErrForeignPage, ErrPagesEdited, ErrPageGap): the account is not billed until an admin
+// repairs them, and the operator says so (an Event on the account).
+func PageIntegrity(err error) bool {
+	return errors.Is(err, ErrPageMissing) || errors.Is(err, ErrForeignPage) || errors.Is(err, ErrPageGap) || errors.Is(err, ErrPagesEdited)
+}
+
+// MissingPage is the verdict on page n of account when the API server has
+// no page of that name: nil when the page is not yet created (n beyond
+// status.pages, or the account's pending transfer for it is its first,
+// seq 1, and creates it), else ErrPageMissing. A page the account counts
+// is created by its first transfer's write, before that transfer is
+// confirmed, and never deleted by the operator while the account lives.
+func MissingPage(account *hcv1.CreditAccount, n int32) error {
+	if n > account.Status.Pages {
+		return nil
+	}
+	if i := pendingFor(account, n); i >= 0 && account.Status.Pending[i].Seq == 1 {
+		return nil
+	}
+	return fmt.Errorf("ledger page %s of account %s (page %d of %d, %d servers on pages): %w",
+		PageName(account.Name, n), account.Name, n, account.Status.Pages, account.Status.PagedServers, ErrPageMissing)
+}
 
 // PageName is the name of page n (≥ 1) of account.
 func PageName(account string, n int32) string { return fmt.Sprintf("%s-%d", account, n) }
@@ -181,7 +233,7 @@ func PageNumber(account string, p *hcv1.LedgerPage) (int32, error) {
 	rest, ok := strings.CutPrefix(p.Name, account+"-")
 	n, err := strconv.ParseInt(rest, 10, 32)
 	if !ok || err != nil || n < 1 || PageName(account, int32(n)) != p.Name || p.Spec.Account != account {
-		return 0, fmt.Errorf("ledger page %q is not a page of account %q (name <account>-<n>, n ≥ 1, spec.account %q)", p.Name, account, p.Spec.Account)
+		return 0, fmt.Errorf("ledger page %q is not a page of account %q (name <account>-<n>, n ≥ 1, spec.account %q): %w", p.Name, account, p.Spec.Account, ErrForeignPage)
 	}
 	return int32(n), nil
 }

@@ -110,6 +110,9 @@ func TestPageNumber(t *testing.T) {
 			if got != tc.want || (err == nil) != (tc.want > 0) {
 				t.Fatalf("PageNumber(%q) = %d, %v; want %d", tc.page.Name, got, err, tc.want)
 			}
+			if err != nil && (!errors.Is(err, ErrForeignPage) || !PageIntegrity(err)) {
+				t.Fatalf("PageNumber(%q): %v, want ErrForeignPage", tc.page.Name, err)
+			}
 		})
 	}
 	long := labPool(0)
@@ -565,5 +568,42 @@ func TestPendingSize(t *testing.T) {
 	}
 	if err := Commit(a, tx); !errors.Is(err, ErrPendingFull) {
 		t.Fatalf("a second move pending: %v, want ErrPendingFull", err)
+	}
+}
+
+// TestMissingPage: a page the API server does not have is new only when
+// the account does not count it yet or its first transfer (seq 1), pending,
+// creates it; any other is a page deleted by hand (ErrPageMissing), which
+// a reader must not take as empty (its entries and their credits would be
+// lost, its servers adopted and charged again, and a writer would start it
+// over at seq 0).
+func TestMissingPage(t *testing.T) {
+	account := func(pages int32, pending ...hcv1.PageTransfer) *hcv1.CreditAccount {
+		a := labPool(0)
+		a.Status.Pages, a.Status.PagedServers, a.Status.Pending = pages, 3*pages, pending
+		return a
+	}
+	for name, tc := range map[string]struct {
+		account *hcv1.CreditAccount
+		n       int32
+		missing bool
+	}{
+		"the next page, not created yet":             {account(2), 3, false},
+		"beyond the next one":                        {account(2), 5, false},
+		"a new page whose first transfer is pending": {account(3, hcv1.PageTransfer{Page: 3, Seq: 1}), 3, false},
+		"a counted page, nothing pending":            {account(2), 1, true},
+		"the last counted page":                      {account(2), 2, true},
+		"a later transfer pending for it":            {account(2, hcv1.PageTransfer{Page: 2, Seq: 4}), 2, true},
+		"another page's first transfer pending":      {account(3, hcv1.PageTransfer{Page: 3, Seq: 1}), 2, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := MissingPage(tc.account, tc.n)
+			if (err != nil) != tc.missing || err != nil && (!errors.Is(err, ErrPageMissing) || !PageIntegrity(err)) {
+				t.Fatalf("MissingPage(page %d of %d, pending %v) = %v; missing %v", tc.n, tc.account.Status.Pages, tc.account.Status.Pending, err, tc.missing)
+			}
+		})
+	}
+	if PageIntegrity(ErrPendingFull) || PageIntegrity(ErrStaleTransaction) {
+		t.Fatal("PageIntegrity: a retryable protocol error taken for a page changed by hand")
 	}
 }

@@ -6,6 +6,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
@@ -51,9 +53,13 @@ type CreditAccountReconciler struct {
 	Client client.Client
 	// APIReader reads around the cache after a conflict.
 	APIReader client.Reader
-	Clock     clock.Clock
-	Recorder  record.EventRecorder
-	Options   billing.Options
+	// Singleuser selects the user pods as the cache does (nil: Z2JH's
+	// component=singleuser-server): a pod read live around the cache
+	// counts only when it matches.
+	Singleuser labels.Selector
+	Clock      clock.Clock
+	Recorder   record.EventRecorder
+	Options    billing.Options
 	// Tombstones reads tombstones live (the API reader: the cache holds no
 	// ConfigMaps); nil reads them through Client.
 	Tombstones client.Reader
@@ -152,6 +158,7 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 			return ctrl.Result{}, r.releaseOrphanedPages(ctx, req.NamespacedName)
 		}
 		if err != nil {
+			r.reportPageIntegrity(ctx, req.NamespacedName, out, err)
 			return ctrl.Result{}, err
 		}
 		if a := out.account; a.DeletionTimestamp != nil && !controllerutil.ContainsFinalizer(a, hcv1.FinalizerLedger) {
@@ -179,6 +186,27 @@ func (r *CreditAccountReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 		requeue = time.Second
 	}
 	return ctrl.Result{RequeueAfter: requeue}, nil
+}
+
+// reportPageIntegrity says on the account (a Warning Event; the error is
+// logged by the caller's return) that its LedgerPages were changed by
+// hand (billing.PageIntegrity): nothing of it is billed until an admin
+// repairs them, and nothing is charged or returned meanwhile.
+func (r *CreditAccountReconciler) reportPageIntegrity(ctx context.Context, key types.NamespacedName, out *outcome, err error) {
+	if !billing.PageIntegrity(err) || r.Recorder == nil {
+		return
+	}
+	var a client.Object
+	if out != nil {
+		a = out.account
+	} else {
+		acct := &hcv1.CreditAccount{}
+		if r.Client.Get(ctx, key, acct) != nil {
+			return
+		}
+		a = acct
+	}
+	r.Recorder.Event(a, corev1.EventTypeWarning, billing.EventPageIntegrity, err.Error())
 }
 
 // reportRound acts on a committed round: lags, Events, stops, the account's
@@ -347,6 +375,11 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 	if err := l.loadPages(ctx, r.pageStore(), live); err != nil {
 		return nil, err
 	}
+	if err := billing.CheckPaged(wallet, l.pages); err != nil {
+		if err := r.checkPagesLive(ctx, key); err != nil {
+			return nil, err
+		}
+	}
 	for {
 		pageEntries, err := billing.PageEntries(wallet, l.pages)
 		if err != nil {
@@ -359,6 +392,12 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 		list := slices.Collect(maps.Values(candidates))
 		l.pods = billing.EntryPods(wallet, list)
 		maps.Copy(l.pods, billing.EntryPodsOf(wallet.Name, pageEntries, list))
+		l.moved = nil
+		for _, pod := range l.pods {
+			if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
+				l.moved = append(l.moved, pod)
+			}
+		}
 		adopt, offered, err := r.unreserved(ctx, wallet, pageEntries, candidates)
 		if err != nil {
 			return nil, err
@@ -378,11 +417,6 @@ func (r *CreditAccountReconciler) load(ctx context.Context, key types.Namespaced
 			l.pods[id] = pod
 		}
 		break
-	}
-	for _, pod := range l.pods {
-		if names := indexer.PodAccounts(pod); len(names) > 0 && names[0] != wallet.Name {
-			l.moved = append(l.moved, pod)
-		}
 	}
 	return l, nil
 }
@@ -409,6 +443,37 @@ func (l *ledgers) readPagesLive(ctx context.Context, store PageStore) error {
 			return err
 		}
 		l.pages[n], l.fresh[n] = p, true
+	}
+	return nil
+}
+
+// checkPagesLive checks the account against its pages (billing.CheckPaged)
+// on a consistent live read: the account, its pages, and the account
+// again at the same resourceVersion (a page is written only for a
+// transfer its account committed first, so pages read between two reads of
+// an unchanged account show nothing it does not hold). Cached pages may
+// lag the account, or lead it; only a mismatch on such a read is a page
+// edited by hand (billing.ErrPagesEdited). A read that is not consistent
+// (the account changed meanwhile) reports nothing: the next pass checks
+// again.
+func (r *CreditAccountReconciler) checkPagesLive(ctx context.Context, key types.NamespacedName) error {
+	a := &hcv1.CreditAccount{}
+	if err := r.APIReader.Get(ctx, key, a); err != nil {
+		return err
+	}
+	pages, err := r.pageStore().Pages(ctx, a, true)
+	if err != nil {
+		return err
+	}
+	again := &hcv1.CreditAccount{}
+	if err := r.APIReader.Get(ctx, key, again); err != nil {
+		return err
+	}
+	if again.ResourceVersion != a.ResourceVersion {
+		return nil
+	}
+	if err := billing.CheckPaged(a, pages); err != nil {
+		return fmt.Errorf("%w: %w", billing.ErrPagesEdited, err)
 	}
 	return nil
 }
@@ -610,7 +675,21 @@ func (r *CreditAccountReconciler) pods(ctx context.Context, a *hcv1.CreditAccoun
 		}
 		listed[e.Pod] = true
 		p := &corev1.Pod{}
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: a.Namespace, Name: e.Pod}, p)
+		key := types.NamespacedName{Namespace: a.Namespace, Name: e.Pod}
+		err := r.Client.Get(ctx, key, p)
+		if apierrors.IsNotFound(err) && e.EndedAt == nil && r.APIReader != nil {
+			// The pod's absence decides that its reservation is returned
+			// (never came) or its server ended (lost): confirm it live.
+			// The cache can lag far behind (a watch cut by kube-apiserver
+			// restarts backs off), and a pod created meanwhile would run
+			// unbilled.
+			if err = r.APIReader.Get(ctx, key, p); err == nil {
+				p.Spec, p.ManagedFields = corev1.PodSpec{}, nil // the spec holds the Hub token
+				if !r.singleuser().Matches(labels.Set(p.Labels)) {
+					continue // out of the controller's sight, as in the cache
+				}
+			}
+		}
 		if apierrors.IsNotFound(err) {
 			continue
 		}
@@ -929,6 +1008,14 @@ func (r *CreditAccountReconciler) releaseOrphanedPages(ctx context.Context, key 
 		return err // there is an account of that name (or no answer): its pass keeps its pages
 	}
 	return r.pageStore().Release(ctx, gone)
+}
+
+// singleuser is Singleuser or Z2JH's selector of user pods.
+func (r *CreditAccountReconciler) singleuser() labels.Selector {
+	if r.Singleuser != nil {
+		return r.Singleuser
+	}
+	return labels.SelectorFromSet(labels.Set{hcv1.ComponentLabel: hcv1.SingleuserComponent})
 }
 
 // pageStore is Pages, or a ledgerpages.Store on the reconciler's clients.

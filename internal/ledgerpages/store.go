@@ -55,6 +55,12 @@ func (s *Store) Page(ctx context.Context, account *hcv1.CreditAccount, n int32, 
 		err = s.APIReader.Get(ctx, client.ObjectKeyFromObject(empty), p)
 	}
 	if apierrors.IsNotFound(err) {
+		// A page the account counts is gone (deleted by hand): its
+		// entries are lost to a reader, and a writer would start it
+		// again from seq 0 — refuse (billing.MissingPage).
+		if err := billing.MissingPage(account, n); err != nil {
+			return nil, err
+		}
 		return empty, nil
 	}
 	if err != nil {
@@ -248,8 +254,8 @@ func belongs(account *hcv1.CreditAccount, p *hcv1.LedgerPage) error {
 	}
 	for _, o := range p.OwnerReferences {
 		if o.Kind == "CreditAccount" && o.Name == account.Name && o.UID != account.UID {
-			return fmt.Errorf("ledger page %s belongs to an earlier account %s (uid %s, this one is %s): it is being deleted",
-				p.Name, account.Name, o.UID, account.UID)
+			return fmt.Errorf("ledger page %s belongs to an earlier account %s (uid %s, this one is %s): %w",
+				p.Name, account.Name, o.UID, account.UID, billing.ErrForeignPage)
 		}
 	}
 	return nil

@@ -306,7 +306,7 @@ func setupControllers(mgr manager.Manager, o Options, policies *billing.PolicyCa
 		hub = &hubapi.Client{URL: o.HubURL, TokenFile: o.HubTokenFile}
 	}
 	acct := &controllers.CreditAccountReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Clock: o.Clock,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Singleuser: o.SingleuserSelector, Clock: o.Clock,
 		Recorder: mgr.GetEventRecorderFor("hubcredits"), //nolint:staticcheck // KubeSpawner streams core/v1 Events
 		Options:  o.Billing, Hub: hub, Shadow: o.Shadow,
 		Policies: policies, Defaults: o.Defaults, UnbillablePods: o.UnbillablePods,
