@@ -8,8 +8,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
 	"github.com/hubcredits/hubcredits/billing"
@@ -72,9 +74,11 @@ func (p *pagedPool) endAll() {
 // them bills every boundary it held back: the servers are charged exactly
 // once per boundary they ran, nothing is created or lost.
 //
-//   - a page deleted: its entries (and the credits they hold) live only on
-//     it, so the account waits until it is restored from a backup; its
-//     servers are not adopted again meanwhile (they would pay twice);
+//   - a page deleted: the page's finalizer holds it and billing goes on;
+//     deleted for good (its finalizer taken off by hand too), its entries
+//     (and the credits they hold) lived only on it, so the account waits
+//     until it is restored from a backup; its servers are not adopted
+//     again meanwhile (they would pay twice);
 //   - a page's status edited (a server's periodsPaid and paid raised:
 //     periods it would not pay, credits the account never took): the
 //     account's aggregates disagree with the page on a consistent read;
@@ -98,7 +102,37 @@ func TestMisuseOnPages(t *testing.T) {
 				// The admin's backup, then the mistake.
 				p.webhook.stop() // no spawn writes the page meanwhile
 				backup := p.page("course-1")
+				// A plain delete is held by the page's finalizer: the page
+				// stays, its servers are charged on.
 				must(t, p.c.Delete(ctx, backup.DeepCopy()))
+				held := p.page("course-1")
+				if held.DeletionTimestamp == nil || !controllerutil.ContainsFinalizer(held, hcv1.FinalizerLedger) {
+					t.Fatalf("page course-1 after a delete: deletionTimestamp %v, finalizers %v; want it held by %s",
+						held.DeletionTimestamp, held.Finalizers, hcv1.FinalizerLedger)
+				}
+				charged := testutil.GetAccount(t, p.c, p.ns, "course").Status.TotalCharged
+				testutil.Eventually(t, 6*period, func() error {
+					if now := testutil.GetAccount(t, p.c, p.ns, "course").Status.TotalCharged; now <= charged {
+						return fmt.Errorf("nothing charged since the delete (%d)", now)
+					}
+					return nil
+				})
+				// Forced: the finalizer taken off by hand as well. The
+				// backup is the page as that update left it (a charge
+				// written in between makes the update conflict: again).
+				testutil.Eventually(t, 10*time.Second, func() error {
+					held = p.page("course-1")
+					controllerutil.RemoveFinalizer(held, hcv1.FinalizerLedger)
+					return p.c.Update(ctx, held)
+				})
+				backup = held.DeepCopy()
+				testutil.Eventually(t, 10*time.Second, func() error {
+					err := p.c.Get(ctx, client.ObjectKey{Namespace: p.ns, Name: "course-1"}, &hcv1.LedgerPage{})
+					if apierrors.IsNotFound(err) {
+						return nil
+					}
+					return fmt.Errorf("page course-1 still there: %v", err)
+				})
 				p.warned(billing.EventPageIntegrity, "course-1")
 				p.frozen(2 * period)
 				restored := &hcv1.LedgerPage{ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: backup.Name,
