@@ -131,7 +131,7 @@ func TestMisuseOnPages(t *testing.T) {
 					if apierrors.IsNotFound(err) {
 						return nil
 					}
-					return fmt.Errorf("page course-1 still there: %v", err)
+					return fmt.Errorf("page course-1 still there: %w", err)
 				})
 				p.warned(billing.EventPageIntegrity, "course-1")
 				p.frozen(2 * period)
