@@ -62,60 +62,32 @@ package billing
 // first Refresh does), so a top-up seen while pages catch up can leave
 // less of the grants under the cap than the same pass without pages.
 //
-// STATUS (sessions of 2026-11-27, branches wt-pages then wt-pages2;
-// wired into the account controller on wt-p6ctl):
-//   - done: the API (LedgerPage CRD; CreditAccount status.pages,
-//     pagedServers, pagedPaid, pagedRunning, pagedCost, pagedStopping,
-//     pagedDue, pending; at most hcv1.MaxPages pages), the pure protocol
-//     in this file with table tests
-//     (pages_test.go, pages_counters_test.go) and FuzzPages
-//     (pages_fuzz_test.go: crash after every commit and after every page
-//     apply, a stale replica re-applying an old transfer, compared with a
-//     run without crashes and, where no server runs short, nothing moved
-//     and no start or end is seen late, with the same servers in
-//     status.servers; the counters and runningServers/Low checked), and
-//     test/integration's
-//     TestLedgerPageProtocolThroughTheAPIServer (a batch and a settle through the API
-//     server; the CRDs' bounds). Settle's per-server rules serve inline and
-//     page entries (settleEntries); the reservation rule serves Take and
-//     ReservePage (reserve). Size bounds: 16 reservations per transfer
-//     (hcv1.MaxReserveBatch), one move pending at a time: status.pending ≤
-//     ~100 KB (TestPendingSize). Catch-up over pages (pagedLimit) and the
-//     counters (updateCounters, ChargesOutstanding) as above.
-//   - limits of this step: page entries are the account's own servers
-//     without a project pool (a pool for a course: servers billed to the
-//     pool itself). A pool's records of its wallets' servers stay in
-//     status.servers; moving them to pages is the design's "project pools
-//     that co-fund wallets" step. A
-//     retried reservation is found on its page, in status.servers and in
-//     pending adds (heldElsewhere); on other pages only the index can find
-//     it. An account whose aggregates were never kept (pages written by
-//     hand) fails CheckPaged: only this protocol writes pages.
-//   - the account controller (branch wt-p6ctl): its pass over an
-//     account's pages (controllers/creditaccount_controller.go: Store.Pages
-//     and Store.Complete, Settle first, SettlePages in pages_pass.go —
-//     SettlePage per page built on a page read live or as written, Commit,
-//     up to PageLimits.Pending transfers per account write, the move of
-//     excess inline entries with MovePage — then the page writes, again at
-//     once while transfers were committed or Result.Waiting), the index of
-//     ledger keys on pages (internal/indexer.PageServerKey) for adoption
-//     and pod events, a LedgerPage watch, UsageRecords of page entries
-//     (AwaitingRecord from the pages), RBAC for ledgerpages; tests:
-//     TestSettlePages, test/integration's
-//     TestPagedServersChargedOncePerBoundaryAcrossACrash and
-//     TestPagedServersBilledByTheOperator.
-//   - next: the Reserver's queue per (account, page)
-//     (ChoosePage, ReservePage, Commit, Apply; a reservation answered only
-//     after the page write; branch wt-p6web), and the bench pool run (P6).
-//   - the reliability suite (branch wt-p6rel): TestCrashAnywhereOnPages
-//     (the webhook and the controller killed at their writes, between the
-//     commit and the page write among them), TestAPIServerRestartOnPages
-//     (kube-apiserver restarted with a page write or a commit in flight,
-//     answers of applied writes lost), TestTwoWebhookReplicasRaceOnPages,
-//     TestMisuseOnPages: a page deleted (MissingPage), edited (CheckPaged
-//     on a consistent live read: ErrPagesEdited) or squatted by another
-//     account (ErrForeignPage) stops the account's billing with a
-//     LedgerPageInconsistent Warning until it is repaired (PageIntegrity).
+// STATUS (2026-11-27, merged; --ledger-pages on by default):
+//   - this file: the pure protocol, table-tested (pages_test.go,
+//     pages_counters_test.go) and fuzzed (FuzzPages: a crash after every
+//     commit and every page apply, stale replicas, moves, compared with a
+//     run without crashes and with the same servers inline);
+//     pages_pass.go: the controller's pass (SettlePages, the held-twice
+//     net, the migration by MovePage).
+//   - wired: the webhook's Reserver (ReserveBatch: rounds of one account
+//     write, a spawn answered after its page write), the account
+//     controller's pass, internal/ledgerpages.Store (Page, Pages, Write,
+//     Complete, Release; pages carry hcv1.FinalizerLedger), the index of
+//     ledger keys on pages (adoption, pod events), UsageRecords of page
+//     entries, the users' view (kubectl credits status, the hub glue),
+//     RBAC. Misuse fails closed (MissingPage, ErrForeignPage,
+//     ErrPagesEdited: a LedgerPageInconsistent Warning, no credit moves
+//     until the repair).
+//   - tested against the API server: test/integration's page tests and
+//     test/reliability's TestCrashAnywhereOnPages,
+//     TestAPIServerRestartOnPages, TestTwoWebhookReplicasRaceOnPages and
+//     TestMisuseOnPages; the bench's pool scenario (docs/benchmarks.md).
+//   - limits: page entries are servers an account pays for alone (a pool
+//     for a course); a project pool's records of the wallets it co-funds
+//     stay in status.servers. An edit of a page that keeps every aggregate
+//     the account holds is not seen (a per-page digest would be needed).
+//     A page lost for good (its finalizer taken off by hand) stops its
+//     account until it is restored.
 
 import (
 	"errors"
