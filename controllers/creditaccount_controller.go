@@ -590,6 +590,20 @@ func (r *CreditAccountReconciler) settlePages(ctx context.Context, l *ledgers, n
 		if err != nil {
 			return pass, err
 		}
+		// An entry the cached page did not show (moved or reserved onto
+		// it meanwhile) is bound to its pod as load binds the others:
+		// without, its pod looks gone, and the pass would end the server
+		// where it stands (a running one unbilled from here, an ended one
+		// keeping the periods charged after its end).
+		candidates, err := r.pods(ctx, l.wallet, entries)
+		if err != nil {
+			return pass, err
+		}
+		for id, pod := range billing.EntryPodsOf(l.wallet.Name, entries, slices.Collect(maps.Values(candidates))) {
+			if l.pods[id] == nil {
+				l.pods[id] = pod
+			}
+		}
 		maps.Copy(l.awaitingRecord, r.recordUsage(ctx, l.wallet, entries, l.recorded))
 		opts.AwaitingRecord = l.awaitingRecord
 		// A reservation the cached page did not show yet is seen now: its

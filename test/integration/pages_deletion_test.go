@@ -248,3 +248,123 @@ func TestAdoptionReadsThePagesLive(t *testing.T) {
 		t.Errorf("balance %d after one boundary of three servers at 10, want %d", a.Status.Balance, 1000-3*20)
 	}
 }
+
+// TestPagePassBindsThePodsOfPagesReadLive: a page the cache shows lags the
+// account (its watch behind), and the page pass reads it live to commit on
+// it. An entry the cached page lacked (moved onto it meanwhile) is bound
+// to its pod like the others: here a server that ended before a period it
+// was charged (the charge made while its pod still looked running, as a
+// lagging pod cache does) gets that period back, and ends with what it
+// owes. Unbound, its pod looked gone: the server was ended where it stood,
+// the period charged after its end kept (TestAPIServerRestartOnPages once
+// charged a server one period more than it ran). An ended pod is never
+// adoptable, so the load's live read of the pages before an adoption
+// (TestAdoptionReadsThePagesLive) does not happen for it; "running" checks
+// that a running server on such a page is billed on its one entry too.
+func TestPagePassBindsThePodsOfPagesReadLive(t *testing.T) {
+	t.Run("ended", func(t *testing.T) { pagePassBindsPods(t, true) })
+	t.Run("running", func(t *testing.T) { pagePassBindsPods(t, false) })
+}
+
+func pagePassBindsPods(t *testing.T, end bool) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	const minute = time.Minute
+	createPolicy(t, testutil.MakePolicy(ns, "course").Value(10).Every(minute).Obj())
+	users := []string{"x0", "x1", "x2"}
+	createAccount(t, testutil.MakeAccount(ns, "lab", users...).Cap(100000).InitialBalance(1000).Obj())
+	t0 := time.Now().Truncate(time.Second)
+	b := newPagedBilling(t, ns, t0, billing.PageLimits{Inline: 1, PerPage: 4, Pending: 8})
+	b.settled(t, ns, "lab")
+	pods := map[string]*corev1.Pod{}
+	spawnAt := func(u string) {
+		p := testutil.MakeKubeSpawnerPod(ns, u, "").Obj()
+		p.Spec.NodeName = "node-1"
+		if err := createPod(p); err != nil {
+			t.Fatalf("spawn of %s refused: %v", p.Name, err)
+		}
+		setRunning(t, p, t0)
+		pods[p.Name] = p
+	}
+	paged := func() map[string]bool {
+		on := map[string]bool{}
+		for _, pg := range livePages(t, testutil.GetAccount(t, k8s, ns, "lab")) {
+			for _, e := range pg.Status.Servers {
+				on[e.Pod] = true
+			}
+		}
+		return on
+	}
+	spawnAt("x0")
+	spawnAt("x1")
+	b.clock.SetTime(t0.Add(5 * time.Second))
+	b.settled(t, ns, "lab") // one entry moves to page 1
+	first := paged()
+	if len(first) != 1 {
+		t.Fatalf("%d entries on pages, want 1", len(first))
+	}
+	// The cache's pages stop here. The second boundary is charged to the
+	// three servers, and the oldest inline entry moves to page 1.
+	b.freezePages(t, ns)
+	spawnAt("x2")
+	b.clock.SetTime(t0.Add(minute + 5*time.Second))
+	b.settled(t, ns, "lab")
+	var moved string
+	for name := range paged() {
+		if !first[name] {
+			moved = name
+		}
+	}
+	if moved == "" {
+		t.Fatal("no second entry moved to page 1")
+	}
+	// The moved server ended long before that boundary (the fake clock is
+	// a minute ahead of the API server's): its second period was charged
+	// after its end.
+	if end {
+		if err := k8s.Delete(ctx, pods[moved], client.GracePeriodSeconds(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, func() error { // the caches are current but for the pages
+		a := testutil.GetAccount(t, k8s, ns, "lab")
+		cached := &hcv1.CreditAccount{}
+		if err := b.r.Client.Get(ctx, client.ObjectKeyFromObject(a), cached); err != nil {
+			return err
+		}
+		if cached.ResourceVersion != a.ResourceVersion {
+			return fmt.Errorf("account cached at %s, live at %s", cached.ResourceVersion, a.ResourceVersion)
+		}
+		pod := &corev1.Pod{}
+		if err := b.r.Client.Get(ctx, client.ObjectKeyFromObject(pods[moved]), pod); err != nil {
+			return err
+		}
+		if end && pod.DeletionTimestamp == nil {
+			return fmt.Errorf("the cache does not show pod %s deleted yet", moved)
+		}
+		return nil
+	})
+	// The third boundary: the page pass commits on page 1 (the first
+	// paged server's charge), reading it live.
+	b.clock.SetTime(t0.Add(2*minute + 5*time.Second))
+	b.settled(t, ns, "lab")
+	b.thawPages()
+	b.settled(t, ns, "lab")
+	if !end {
+		// Three servers for three periods, each on its one entry.
+		if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.Balance != 1000-3*30 {
+			t.Fatalf("balance %d, want %d (server %s running on a page the cache lagged)", a.Status.Balance, 1000-3*30, moved)
+		}
+		if entries := pagedLedger(t, ns, "lab", 1000, 0); len(entries) != 3 {
+			t.Errorf("%d entries, want the 3 servers running", len(entries))
+		}
+		return
+	}
+	// Two servers for three periods, the ended one for its first.
+	if a := testutil.GetAccount(t, k8s, ns, "lab"); a.Status.Balance != 1000-2*30-10 {
+		t.Fatalf("balance %d, want %d: server %s was charged after its end and kept it", a.Status.Balance, 1000-2*30-10, moved)
+	}
+	if entries := pagedLedger(t, ns, "lab", 1000, 10); len(entries) != 2 {
+		t.Errorf("%d entries, want the 2 servers still running", len(entries))
+	}
+}
