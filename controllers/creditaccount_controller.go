@@ -592,9 +592,10 @@ func (r *CreditAccountReconciler) settlePages(ctx context.Context, l *ledgers, n
 		}
 		// An entry the cached page did not show (moved or reserved onto
 		// it meanwhile) is bound to its pod as load binds the others:
-		// without, its pod looks gone, and the pass would end the server
-		// where it stands (a running one unbilled from here, an ended one
-		// keeping the periods charged after its end).
+		// without, its pod looks gone and the pass ends the server where
+		// it stands, a period charged after its end (by a pass whose pod
+		// cache lagged) kept. (A running pod is adoptable, so load read
+		// the pages live already; an ended one is not.)
 		candidates, err := r.pods(ctx, l.wallet, entries)
 		if err != nil {
 			return pass, err
