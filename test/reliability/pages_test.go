@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	hcv1 "github.com/hubcredits/hubcredits/api/v1alpha1"
@@ -341,9 +343,21 @@ func TestCrashAnywhereOnPages(t *testing.T) {
 			p.mu.Unlock()
 			go func() { defer close(halfDone); stopAllWith(t, p.c, half) }()
 		case kills / 2:
-			a := testutil.GetAccount(t, p.c, p.ns, "course")
-			a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: "mid-run", Amount: poolTopUp})
-			must(t, retryTransient(func() error { return p.c.Update(context.Background(), a) }))
+			// The admin's edit races the operator's status writes (each
+			// changes the resourceVersion): read again on a conflict.
+			must(t, retryTransient(func() error {
+				return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+					a := &hcv1.CreditAccount{}
+					if err := p.c.Get(context.Background(), client.ObjectKey{Namespace: p.ns, Name: "course"}, a); err != nil {
+						return err
+					}
+					if slices.ContainsFunc(a.Spec.TopUps, func(u hcv1.TopUp) bool { return u.ID == "mid-run" }) {
+						return nil // an earlier attempt was stored
+					}
+					a.Spec.TopUps = append(a.Spec.TopUps, hcv1.TopUp{ID: "mid-run", Amount: poolTopUp})
+					return p.c.Update(context.Background(), a)
+				})
+			}))
 		case 2 * kills / 3:
 			p.restAndCheck("mid-run, at rest")
 		}
